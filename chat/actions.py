@@ -1,0 +1,132 @@
+"""Everything that changes conversations and messages goes through these functions."""
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from accounts.models import User
+from chat.models import ChatModel, Conversation, Message
+
+TITLE_MAX = 200
+
+
+class ActionError(Exception):
+    """A refused action; `code` is one of chat.events.REQUEST_ERRORS."""
+
+    def __init__(self, code: str, detail: str = "", retry_after: float | None = None) -> None:
+        super().__init__(detail or code)
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+def default_model() -> ChatModel:
+    offered = ChatModel.objects.offered()
+    model = offered.filter(is_default=True).first() or offered.first()
+    if model is None:
+        raise ActionError("unknown_model", "No model is configured. Set an API key or enable the demo model.")
+    return model
+
+
+def resolve_model(name: str | None) -> ChatModel:
+    if not name:
+        return default_model()
+    model = ChatModel.objects.offered().filter(name=name).first()
+    if model is None:
+        raise ActionError("unknown_model", f"The model {name!r} is not offered.")
+    return model
+
+
+def user_conversations(user: User, query: str = "", archived: bool = False) -> QuerySet[Conversation]:
+    conversations = Conversation.objects.filter(owner=user, archived=archived).select_related("model")
+    if query:
+        conversations = conversations.filter(title__icontains=query.strip()[:100])
+    return conversations
+
+
+def get_conversation_for(user: User, conversation_id: object) -> Conversation:
+    """The user's own conversation, or ActionError('not_found') for anything else (foreign ids included)."""
+    try:
+        pk = int(conversation_id)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ActionError("not_found") from None
+    conversation = Conversation.objects.select_related("model").filter(pk=pk, owner=user).first()
+    if conversation is None:
+        raise ActionError("not_found")
+    return conversation
+
+
+def get_message_for(user: User, message_id: object) -> Message:
+    try:
+        pk = int(message_id)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ActionError("not_found") from None
+    message = Message.objects.select_related("conversation").filter(pk=pk, conversation__owner=user).first()
+    if message is None:
+        raise ActionError("not_found")
+    return message
+
+
+def create_conversation(user: User, model_name: str | None = None, title: str = "", system_prompt: str = "") -> Conversation:
+    title = clean_title(title) if title else ""
+    return Conversation.objects.create(
+        owner=user,
+        model=resolve_model(model_name),
+        title=title,
+        title_is_auto=not title,
+        system_prompt=system_prompt[:20_000],
+    )
+
+
+def clean_title(title: object) -> str:
+    if not isinstance(title, str):
+        raise ActionError("invalid_input", "The title must be text.")
+    title = " ".join(title.split())
+    if not title:
+        raise ActionError("invalid_input", "The title cannot be empty.")
+    return title[:TITLE_MAX]
+
+
+def rename_conversation(conversation: Conversation, title: object) -> Conversation:
+    conversation.title = clean_title(title)
+    conversation.title_is_auto = False
+    conversation.save(update_fields=["title", "title_is_auto"])
+    return conversation
+
+
+def update_conversation(conversation: Conversation, changes: dict[str, object]) -> Conversation:
+    unknown = set(changes) - {"title", "archived", "system_prompt", "model"}
+    if unknown:
+        raise ActionError("invalid_input", f"Unknown fields: {', '.join(sorted(unknown))}.")
+    fields = []
+    if "title" in changes:
+        conversation.title = clean_title(changes["title"])
+        conversation.title_is_auto = False
+        fields += ["title", "title_is_auto"]
+    if "archived" in changes:
+        if not isinstance(changes["archived"], bool):
+            raise ActionError("invalid_input", "archived must be true or false.")
+        conversation.archived = changes["archived"]
+        fields.append("archived")
+    if "system_prompt" in changes:
+        if not isinstance(changes["system_prompt"], str) or len(changes["system_prompt"]) > 20_000:
+            raise ActionError("invalid_input", "system_prompt must be text of at most 20,000 characters.")
+        conversation.system_prompt = changes["system_prompt"]
+        fields.append("system_prompt")
+    if "model" in changes:
+        if not isinstance(changes["model"], str):
+            raise ActionError("invalid_input", "model must be a model name.")
+        conversation.model = resolve_model(changes["model"])
+        fields.append("model")
+    if fields:
+        conversation.save(update_fields=fields)
+    return conversation
+
+
+def delete_conversation(conversation: Conversation) -> None:
+    with transaction.atomic():
+        conversation.delete()
+
+
+def touch(conversation: Conversation) -> None:
+    Conversation.objects.filter(pk=conversation.pk).update(updated=timezone.now())

@@ -1,0 +1,137 @@
+"""The event schema shared by the WebSocket and SSE transports (documented in docs/streaming.md).
+
+Cursors are Redis stream ids of the form "<offset>-<seq>": <offset> is the length of the reply text
+after the event, so a reader holding a cursor can also be served exactly from the stored text.
+"""
+
+import re
+from typing import Any, Literal, NotRequired, TypedDict
+
+from chat.providers.base import HTTP_STATUS, PLAIN_WORDS, ErrorCode
+
+CURSOR_RE = re.compile(r"^(\d{1,12})(?:-(\d{1,6}))?$")
+
+
+class DeltaEvent(TypedDict):
+    type: Literal["delta"]
+    message: int
+    cursor: str
+    text: str
+
+
+class DoneEvent(TypedDict):
+    type: Literal["done"]
+    message: int
+    cursor: str
+    status: str
+    usage: dict[str, int | None]
+    finish_reason: str | None
+    model_version: str | None
+    ttft_ms: int | None
+    duration_ms: int | None
+
+
+class ErrorEvent(TypedDict):
+    type: Literal["error"]
+    message: int | None
+    cursor: NotRequired[str]
+    status: NotRequired[str]
+    code: str
+    text: str
+    retry_after: float | None
+    ref: NotRequired[Any]
+
+
+def cursor_for(offset: int, seq: int = 0) -> str:
+    return f"{offset}-{seq}"
+
+
+def parse_cursor(raw: object) -> tuple[int, int] | None:
+    """Parse a client cursor; "" / None / 0 mean the start. Returns None when malformed."""
+    if raw is None or raw == "":
+        return (0, 0)
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return (raw, 0) if raw >= 0 else None
+    if not isinstance(raw, str):
+        return None
+    match = CURSOR_RE.match(raw.strip())
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def delta(message_id: int, offset: int, text: str) -> DeltaEvent:
+    return {"type": "delta", "message": message_id, "cursor": cursor_for(offset), "text": text}
+
+
+def done(
+    message_id: int,
+    offset: int,
+    status: str,
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    finish_reason: str | None = None,
+    model_version: str | None = None,
+    ttft_ms: int | None = None,
+    duration_ms: int | None = None,
+) -> DoneEvent:
+    return {
+        "type": "done",
+        "message": message_id,
+        "cursor": cursor_for(offset, 1),
+        "status": status,
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+        "finish_reason": finish_reason,
+        "model_version": model_version,
+        "ttft_ms": ttft_ms,
+        "duration_ms": duration_ms,
+    }
+
+
+def message_error(message_id: int, offset: int, code: ErrorCode | str, text: str, retry_after: float | None) -> ErrorEvent:
+    """The final event of a generation that failed; the partial text stays readable."""
+    return {
+        "type": "error",
+        "message": message_id,
+        "cursor": cursor_for(offset, 1),
+        "status": "failed",
+        "code": str(code),
+        "text": text,
+        "retry_after": retry_after,
+    }
+
+
+# Request-level errors: not tied to a generation (bad frames, foreign ids, overload, ...).
+REQUEST_ERRORS: dict[str, tuple[int, str]] = {
+    "invalid_json": (400, "The request body is not valid JSON."),
+    "invalid_frame": (400, "The frame is not understood."),
+    "invalid_input": (400, "Some fields are missing or invalid."),
+    "empty_message": (400, "The message is empty."),
+    "message_too_long": (413, "The message is too long."),
+    "unknown_model": (400, "That model is not offered."),
+    "not_found": (404, "Not found."),
+    "not_authenticated": (401, "Sign in first."),
+    "method_not_allowed": (405, "Method not allowed."),
+    "busy": (503, "Parley is busy right now. Try again in a few seconds."),
+    "conversation_busy": (409, "A reply is still being written in this conversation. Wait for it or press Stop."),
+    "already_finished": (409, "That reply has already finished."),
+}
+
+
+def request_error(code: str, detail: str = "", retry_after: float | None = None, ref: Any = None) -> ErrorEvent:
+    if code in REQUEST_ERRORS:
+        text = REQUEST_ERRORS[code][1]
+    else:
+        text = PLAIN_WORDS[ErrorCode(code)]
+    event: ErrorEvent = {"type": "error", "message": None, "code": code, "text": detail or text, "retry_after": retry_after}
+    if ref is not None:
+        event["ref"] = ref
+    return event
+
+
+def http_status(code: str) -> int:
+    if code in REQUEST_ERRORS:
+        return REQUEST_ERRORS[code][0]
+    return HTTP_STATUS[ErrorCode(code)]

@@ -1,0 +1,217 @@
+"""Runs one reply: provider events in, event log and a bounded number of database writes out.
+
+A generation is an asyncio task of the web process that accepted the send. It never waits on a
+client: clients only read the event log. Database writes per reply are fixed: "streaming" at the
+first token, at most PARLEY_CHECKPOINTS_MAX checkpoints at doubling intervals, and the final write.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chat import events
+from chat.models import Conversation, Message
+from chat.providers import get_provider
+from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
+from chat.streams import Hub, LocalLog
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyPlan:
+    """Everything a generation needs, loaded before it starts so the token loop never hits the ORM."""
+
+    message_id: int
+    conversation_id: int
+    provider: str
+    request: ChatRequest
+    first_exchange: bool
+
+
+@dataclass(slots=True)
+class Outcome:
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    usage: Usage | None = None
+    finish: Finish | None = None
+    error: StreamError | None = None
+    status: str = Message.Status.COMPLETE
+
+    def ms_since_start(self, moment: float | None) -> int | None:
+        return None if moment is None else int((moment - self.started) * 1000)
+
+
+def start(hub: Hub, plan: ReplyPlan) -> asyncio.Task[None]:
+    """Start a generation; the caller has already reserved a slot on the hub."""
+    log = hub.open_log(plan.message_id)
+    return asyncio.create_task(_run(hub, log, plan), name=f"parley-reply-{plan.message_id}")
+
+
+async def _run(hub: Hub, log: LocalLog, plan: ReplyPlan) -> None:
+    outcome = Outcome()
+    checkpoints = _Checkpoints(plan.message_id, log)
+    pump = asyncio.create_task(_pump(plan, log, outcome, checkpoints))
+    log.on_stop = pump.cancel
+    if log.stop_requested:
+        pump.cancel()
+    shutting_down = False
+    try:
+        await pump
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        shutting_down = current is not None and current.cancelling() > 0
+        outcome.status = Message.Status.INTERRUPTED if shutting_down else Message.Status.STOPPED
+    except Exception:
+        logger.exception("Reply %s crashed", plan.message_id)
+        outcome.error = StreamError(ErrorCode.PROVIDER_UNAVAILABLE, "internal error")
+    try:
+        await checkpoints.wait()
+        if outcome.error is not None and outcome.status == Message.Status.COMPLETE:
+            outcome.status = Message.Status.FAILED
+        final_event = await _finalize(plan, log.text(), log.offset, outcome)
+        log.finish(final_event)
+    finally:
+        hub.close_log(log)
+    if shutting_down:
+        raise asyncio.CancelledError
+
+
+async def _pump(plan: ReplyPlan, log: LocalLog, outcome: Outcome, checkpoints: "_Checkpoints") -> None:
+    provider = get_provider(plan.provider)
+    async for event in provider.stream(plan.request):
+        if isinstance(event, TextDelta):
+            if outcome.first_token_at is None:
+                outcome.first_token_at = time.monotonic()
+                checkpoints.mark_streaming(outcome.ms_since_start(outcome.first_token_at))
+            log.append(event.text)
+            checkpoints.maybe_save()
+        elif isinstance(event, Usage):
+            outcome.usage = event
+        elif isinstance(event, Finish):
+            outcome.finish = event
+        elif isinstance(event, StreamError):
+            outcome.error = event
+
+
+class _Checkpoints:
+    """Saves the partial text at doubling intervals, in the background, never more than a fixed count."""
+
+    def __init__(self, message_id: int, log: LocalLog) -> None:
+        self.message_id = message_id
+        self.log = log
+        self.interval = settings.PARLEY_CHECKPOINT_FIRST_SECONDS
+        self.next_at = time.monotonic() + self.interval
+        self.remaining = settings.PARLEY_CHECKPOINTS_MAX
+        self.task: asyncio.Task[None] | None = None
+
+    def mark_streaming(self, ttft_ms: int | None) -> None:
+        self._spawn(_save_streaming(self.message_id, ttft_ms))
+
+    def maybe_save(self) -> None:
+        if self.remaining <= 0 or time.monotonic() < self.next_at or self._busy():
+            return
+        self.remaining -= 1
+        self.interval *= 2
+        self.next_at = time.monotonic() + self.interval
+        self._spawn(_save_checkpoint(self.message_id, self.log.text()))
+
+    def _busy(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    def _spawn(self, coroutine: object) -> None:
+        previous = self.task
+
+        async def after_previous() -> None:
+            if previous is not None:
+                await asyncio.shield(previous)
+            await coroutine  # type: ignore[misc]
+
+        self.task = asyncio.create_task(after_previous())
+
+    async def wait(self) -> None:
+        if self.task is not None:
+            try:
+                await asyncio.shield(self.task)
+            except Exception:
+                logger.exception("A checkpoint of reply %s failed", self.message_id)
+
+
+@database_sync_to_async
+def _save_streaming(message_id: int, ttft_ms: int | None) -> None:
+    Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(status=Message.Status.STREAMING, ttft_ms=ttft_ms)
+
+
+@database_sync_to_async
+def _save_checkpoint(message_id: int, text: str) -> None:
+    Message.objects.filter(pk=message_id, status__in=Message.ACTIVE).update(content=text)
+
+
+async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -> dict:
+    usage = outcome.usage or Usage(None, None)
+    finish = outcome.finish
+    ttft_ms = outcome.ms_since_start(outcome.first_token_at)
+    duration_ms = outcome.ms_since_start(time.monotonic())
+    error = outcome.error if outcome.status == Message.Status.FAILED else None
+    await _save_final(plan, text, outcome.status, usage, finish, error, ttft_ms, duration_ms)
+    if error is not None:
+        return dict(events.message_error(plan.message_id, offset, error.code, error.plain_words, error.retry_after))
+    return dict(
+        events.done(
+            plan.message_id,
+            offset,
+            outcome.status,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            finish.reason if finish else None,
+            finish.model_version if finish else None,
+            ttft_ms,
+            duration_ms,
+        )
+    )
+
+
+@database_sync_to_async
+def _save_final(
+    plan: ReplyPlan,
+    text: str,
+    status: str,
+    usage: Usage,
+    finish: Finish | None,
+    error: StreamError | None,
+    ttft_ms: int | None,
+    duration_ms: int | None,
+) -> None:
+    with transaction.atomic():
+        Message.objects.filter(pk=plan.message_id).update(
+            content=text,
+            status=status,
+            error_code=str(error.code) if error else "",
+            error_text=error.plain_words if error else "",
+            model_version=(finish.model_version if finish else "")[:100],
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            ttft_ms=ttft_ms,
+            duration_ms=duration_ms,
+            last_cursor=events.cursor_for(len(text), 1),
+            finished=timezone.now(),
+        )
+        if plan.first_exchange and status == Message.Status.COMPLETE:
+            transaction.on_commit(lambda: _enqueue_title(plan.conversation_id))
+
+
+def _enqueue_title(conversation_id: int) -> None:
+    from chat.tasks import generate_title
+
+    if not Conversation.objects.filter(pk=conversation_id, title_is_auto=True).exists():
+        return
+    try:
+        generate_title.delay(conversation_id)
+    except Exception:  # the reply is saved; a missing title is not worth failing it over
+        logger.exception("Could not enqueue the title of conversation %s", conversation_id)

@@ -1,0 +1,152 @@
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class ModelQuerySet(models.QuerySet["ChatModel"]):
+    def offered(self) -> "ModelQuerySet":
+        from chat.providers import configured_providers
+
+        return self.filter(enabled=True, provider__in=configured_providers()).order_by("sort_order", "label")
+
+
+class ChatModel(models.Model):
+    """One entry of the model catalogue that admins curate."""
+
+    PROVIDERS = [("openai", "OpenAI-compatible"), ("anthropic", "Anthropic"), ("demo", "Offline demo")]
+
+    name = models.CharField(max_length=100, unique=True, help_text="The model id sent to the provider.")
+    label = models.CharField(max_length=100)
+    provider = models.CharField(max_length=20, choices=PROVIDERS)
+    base_url = models.URLField(blank=True, help_text="Overrides OPENAI_BASE_URL for this model (vLLM, Ollama, llama.cpp).")
+    context_window = models.PositiveIntegerField(default=8192)
+    max_output_tokens = models.PositiveIntegerField(default=2048)
+    input_price_per_million = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
+    output_price_per_million = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
+    enabled = models.BooleanField(default=True)
+    is_default = models.BooleanField(default=False)
+    sort_order = models.PositiveIntegerField(default=100)
+
+    objects = ModelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["sort_order", "label"]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def is_demo(self) -> bool:
+        return self.provider == "demo"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "provider": self.provider,
+            "context_window": self.context_window,
+            "demo": self.is_demo,
+        }
+
+
+class Conversation(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    title_is_auto = models.BooleanField(default=True)
+    model = models.ForeignKey(ChatModel, on_delete=models.PROTECT, related_name="+")
+    system_prompt = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now, db_index=True)
+    archived = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-updated", "-id"]
+        indexes = [models.Index(fields=["owner", "archived", "-updated"])]
+
+    def __str__(self) -> str:
+        return self.display_title
+
+    @property
+    def display_title(self) -> str:
+        return self.title or "New conversation"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "title": self.display_title,
+            "model": self.model.name,
+            "system_prompt": self.system_prompt,
+            "created": self.created.isoformat(),
+            "updated": self.updated.isoformat(),
+            "archived": self.archived,
+        }
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        STOPPED = "stopped"
+        FAILED = "failed"
+        INTERRUPTED = "interrupted"
+
+    ACTIVE = (Status.QUEUED, Status.STREAMING)
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.COMPLETE)
+    error_code = models.CharField(max_length=32, blank=True)
+    error_text = models.TextField(blank=True)
+    notice = models.TextField(blank=True, help_text="Said to the user beside the reply, e.g. that old turns were left out.")
+    provider = models.CharField(max_length=20, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    model_version = models.CharField(max_length=100, blank=True, help_text="The model name the provider reported.")
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    generator = models.CharField(max_length=64, blank=True, help_text="The web process that runs this generation.")
+    last_cursor = models.CharField(max_length=32, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["status"], name="chat_message_active", condition=models.Q(status__in=["queued", "streaming"]))]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.pk} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "conversation": self.conversation_id,
+            "parent": self.parent_id,
+            "role": self.role,
+            "content": self.content,
+            "status": self.status,
+            "error": {"code": self.error_code, "text": self.error_text} if self.error_code else None,
+            "notice": self.notice or None,
+            "provider": self.provider or None,
+            "model": self.model or None,
+            "model_version": self.model_version or None,
+            "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens},
+            "ttft_ms": self.ttft_ms,
+            "duration_ms": self.duration_ms,
+            "cursor": self.last_cursor or None,
+            "created": self.created.isoformat(),
+        }

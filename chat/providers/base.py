@@ -1,0 +1,183 @@
+"""The one streaming interface every provider adapter implements.
+
+An adapter turns a `ChatRequest` into an async stream of normalized events. It never lets an SDK
+object escape, never touches the database, and reports every failure as a `StreamError` carrying
+one of the shared error codes, as the last event of the stream.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+
+class ErrorCode(StrEnum):
+    RATE_LIMITED = "rate_limited"
+    OVERLOADED = "overloaded"
+    CONTEXT_TOO_LONG = "context_too_long"
+    AUTH_FAILED = "auth_failed"
+    BAD_REQUEST = "bad_request"
+    TIMEOUT = "timeout"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    CANCELLED = "cancelled"
+
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.OVERLOADED: 503,
+    ErrorCode.CONTEXT_TOO_LONG: 413,
+    ErrorCode.AUTH_FAILED: 502,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.TIMEOUT: 504,
+    ErrorCode.PROVIDER_UNAVAILABLE: 502,
+    ErrorCode.CANCELLED: 499,
+}
+
+PLAIN_WORDS: dict[ErrorCode, str] = {
+    ErrorCode.RATE_LIMITED: "The model provider is receiving too many requests right now. Try again shortly.",
+    ErrorCode.OVERLOADED: "The model provider is overloaded right now. Try again in a little while.",
+    ErrorCode.CONTEXT_TOO_LONG: "This conversation is too long for the model. Start a new conversation or shorten your message.",
+    ErrorCode.AUTH_FAILED: "Parley could not sign in to the model provider. An administrator needs to check the API key.",
+    ErrorCode.BAD_REQUEST: "The model provider rejected the request.",
+    ErrorCode.TIMEOUT: "The model took too long to answer.",
+    ErrorCode.PROVIDER_UNAVAILABLE: "The model provider could not be reached.",
+    ErrorCode.CANCELLED: "The reply was cancelled.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: list[dict[str, str]]  # [{"role": "user"|"assistant", "content": str}]
+    system: str = ""
+    max_output_tokens: int = 1024
+    base_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: str  # "stop", "length", "content_filter", ...
+    model_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    code: ErrorCode
+    message: str = ""
+    retry_after: float | None = None
+
+    @property
+    def plain_words(self) -> str:
+        return PLAIN_WORDS[self.code]
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in {ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED, ErrorCode.TIMEOUT, ErrorCode.PROVIDER_UNAVAILABLE}
+
+
+StreamEvent = TextDelta | Usage | Finish | StreamError
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    streaming: bool = True
+    system_prompt: bool = True
+    reports_usage: bool = True
+    needs_key: bool = True
+
+
+@dataclass(slots=True)
+class Timeouts:
+    connect: float = 10.0
+    first_token: float = 60.0
+    idle: float = 30.0
+
+
+class Provider:
+    """Base class of adapters: subclasses implement `_stream`; `stream` adds the shared timeouts."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        self.timeouts = timeouts or Timeouts()
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Yield normalized events; a `StreamError` or `Finish` ends the stream."""
+        events = self._stream(request).__aiter__()
+        waited_for_first = True
+        try:
+            while True:
+                limit = self.timeouts.first_token if waited_for_first else self.timeouts.idle
+                try:
+                    event = await asyncio.wait_for(events.__anext__(), timeout=limit)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    phase = "the first token" if waited_for_first else "the next token"
+                    yield StreamError(ErrorCode.TIMEOUT, f"No answer within {limit:g}s waiting for {phase}.")
+                    return
+                if isinstance(event, TextDelta):
+                    waited_for_first = False
+                yield event
+                if isinstance(event, StreamError):
+                    return
+        finally:
+            await _close_quietly(events)
+
+    def estimate_tokens(self, text: str) -> int:
+        """A cheap upper-ish estimate (about 4 characters a token) used to fit history in context."""
+        return len(text) // 4 + 1
+
+
+async def _close_quietly(events: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # noqa: BLE001 - closing a broken stream must not mask the real outcome
+            pass
+
+
+@dataclass(slots=True)
+class CollectedReply:
+    """A whole reply gathered from a stream, for callers that do not stream (titles)."""
+
+    text: str = ""
+    usage: Usage | None = None
+    error: StreamError | None = None
+    finish: Finish | None = None
+    deltas: list[str] = field(default_factory=list)
+
+
+async def collect(provider: Provider, request: ChatRequest) -> CollectedReply:
+    reply = CollectedReply()
+    async for event in provider.stream(request):
+        match event:
+            case TextDelta(text=text):
+                reply.deltas.append(text)
+            case Usage():
+                reply.usage = event
+            case Finish():
+                reply.finish = event
+            case StreamError():
+                reply.error = event
+    reply.text = "".join(reply.deltas)
+    return reply

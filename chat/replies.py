@@ -1,0 +1,198 @@
+"""Sending, stopping and attaching to replies: the actions behind every transport.
+
+These run on the event loop. Each does its database work in one short thread hop and keeps the
+rest (admission, cursors, event log) in memory, so a send costs a few milliseconds of CPU.
+"""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from chat import events, generation
+from chat.actions import ActionError, create_conversation, get_conversation_for, get_message_for, resolve_model
+from chat.history import DoesNotFit, fit_history
+from chat.models import Conversation, Message
+from chat.providers import configured_providers, get_provider
+from chat.providers.base import ChatRequest
+from chat.streams import Entry, get_hub
+
+BUSY_RETRY_AFTER = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTurn:
+    event: dict[str, Any]
+    plan: generation.ReplyPlan
+
+
+def clean_content(content: object) -> str:
+    if not isinstance(content, str):
+        raise ActionError("invalid_input", "content must be text.")
+    if not content.strip():
+        raise ActionError("empty_message")
+    if len(content) > settings.PARLEY_MESSAGE_MAX_CHARS:
+        raise ActionError(
+            "message_too_long",
+            f"The message is {len(content):,} characters long; the limit is {settings.PARLEY_MESSAGE_MAX_CHARS:,}.",
+        )
+    return content
+
+
+async def send_message(user: User, conversation_id: object, content: object, model_name: object = None) -> dict[str, Any]:
+    """Store the user's message and a queued reply, start generating it, and return the `message` event."""
+    text = clean_content(content)
+    if model_name is not None and not isinstance(model_name, str):
+        raise ActionError("invalid_input", "model must be a model name.")
+    hub = get_hub()
+    if hub.active >= settings.PARLEY_MAX_GENERATIONS:
+        raise ActionError("busy", retry_after=BUSY_RETRY_AFTER)
+    hub.active += 1  # reserve the slot before the await so concurrent sends cannot overshoot
+    try:
+        turn = await _store_turn(user, conversation_id, text, model_name or None, hub.generator_id)
+    except BaseException:
+        hub.active -= 1
+        raise
+    generation.start(hub, turn.plan)
+    return turn.event
+
+
+@database_sync_to_async
+def _store_turn(user: User, conversation_id: object, text: str, model_name: str | None, generator_id: str) -> StoredTurn:
+    with transaction.atomic():
+        if conversation_id is None:
+            conversation = create_conversation(user, model_name)
+        else:
+            conversation = _lock_conversation(user, conversation_id)
+            if model_name and model_name != conversation.model.name:
+                conversation.model = resolve_model(model_name)
+        model = conversation.model
+        if not model.enabled or model.provider not in configured_providers():
+            raise ActionError("unknown_model", f"The model {model.name!r} is no longer offered. Pick another one.")
+        earlier = list(conversation.messages.order_by("id").values_list("id", "role", "content", "status"))
+        if any(status in Message.ACTIVE for _, _, _, status in earlier):
+            raise ActionError("conversation_busy")
+        provider = get_provider(model.provider)
+        max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS)
+        turns = [(role, content) for _, role, content, _ in earlier] + [(Message.Role.USER, text)]
+        try:
+            fitted = fit_history(turns, conversation.system_prompt, model.context_window, max_output, provider.estimate_tokens)
+        except DoesNotFit:
+            raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
+        now = timezone.now()
+        user_message = Message.objects.create(
+            conversation=conversation, parent_id=earlier[-1][0] if earlier else None,
+            role=Message.Role.USER, content=text, status=Message.Status.COMPLETE, created=now,
+        )
+        reply = Message.objects.create(
+            conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT,
+            status=Message.Status.QUEUED, provider=model.provider, model=model.name,
+            notice=fitted.notice, generator=generator_id, created=now,
+        )
+        conversation.updated = now
+        conversation.save(update_fields=["updated", "model"])
+    plan = generation.ReplyPlan(
+        message_id=reply.pk,
+        conversation_id=conversation.pk,
+        provider=model.provider,
+        request=ChatRequest(
+            model=model.name, messages=fitted.messages, system=conversation.system_prompt,
+            max_output_tokens=max_output, base_url=model.base_url,
+        ),
+        first_exchange=not earlier,
+    )
+    event = {
+        "type": "message",
+        "conversation": conversation.as_dict(),
+        "user_message": user_message.as_dict(),
+        "assistant_message": reply.as_dict(),
+    }
+    return StoredTurn(event, plan)
+
+
+def _lock_conversation(user: User, conversation_id: object) -> Conversation:
+    conversation = get_conversation_for(user, conversation_id)
+    # Serializes two sends into one conversation (PostgreSQL); SQLite's immediate transactions already do.
+    Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk").first()
+    return conversation
+
+
+async def stop_message(user: User, message_id: object) -> dict[str, Any]:
+    message = await database_sync_to_async(get_message_for)(user, message_id)
+    if message.role != Message.Role.ASSISTANT:
+        raise ActionError("invalid_input", "Only replies can be stopped.")
+    if not message.is_active:
+        raise ActionError("already_finished")
+    await get_hub().request_stop(message.pk)
+    return {"message": message.pk, "status": "stopping"}
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredReply:
+    id: int
+    role: str
+    active: bool
+    final_event: dict[str, Any]
+    text: str
+
+
+async def attach(user: User, message_id: object, after: object) -> AsyncIterator[list[bytes]]:
+    """Authorize, then yield batches of wire-ready event payloads after the cursor, ending with the final one."""
+    cursor = events.parse_cursor(after)
+    if cursor is None:
+        raise ActionError("invalid_input", "after must be a cursor such as \"120-0\".")
+    stored = await _load_reply(user, message_id)
+    hub = get_hub()
+    if stored.id in hub.logs or stored.active:
+        async for batch in hub.follow(stored.id, cursor):
+            yield payloads(batch)
+        return
+    yield _stored_payloads(stored, cursor)
+
+
+def payloads(batch: list[Entry]) -> list[bytes]:
+    """Wire payloads for a batch; consecutive deltas (a reader catching up) become one event."""
+    deltas = [entry for entry in batch if not entry.is_final]
+    out: list[bytes] = []
+    if len(deltas) == 1:
+        out.append(deltas[0].payload)
+    elif deltas:
+        message_id = orjson.loads(deltas[0].payload)["message"]
+        out.append(orjson.dumps(events.delta(message_id, deltas[-1].id[0], "".join(entry.text for entry in deltas))))
+    out.extend(entry.payload for entry in batch if entry.is_final)
+    return out
+
+
+def _stored_payloads(stored: _StoredReply, cursor: tuple[int, int]) -> list[bytes]:
+    out = []
+    if cursor[0] < len(stored.text):
+        out.append(orjson.dumps(events.delta(stored.id, len(stored.text), stored.text[cursor[0] :])))
+    out.append(orjson.dumps(stored.final_event))
+    return out
+
+
+@database_sync_to_async
+def _load_reply(user: User, message_id: object) -> _StoredReply:
+    message = get_message_for(user, message_id)
+    if message.role != Message.Role.ASSISTANT:
+        raise ActionError("invalid_input", "Only replies can be attached to.")
+    return _StoredReply(message.pk, message.role, message.is_active, final_event_of(message), message.content)
+
+
+def final_event_of(message: Message) -> dict[str, Any]:
+    """The final event of a finished message, rebuilt from the database."""
+    offset = len(message.content)
+    if message.status == Message.Status.FAILED:
+        return dict(events.message_error(message.pk, offset, message.error_code or "provider_unavailable", message.error_text, None))
+    return dict(
+        events.done(
+            message.pk, offset, message.status, message.prompt_tokens, message.completion_tokens,
+            None, message.model_version or None, message.ttft_ms, message.duration_ms,
+        )
+    )

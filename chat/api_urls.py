@@ -1,1 +1,12 @@
-urlpatterns: list = []
+from django.urls import path
+
+from chat import api
+
+urlpatterns = [
+    path("conversations/", api.conversations, name="api-conversations"),
+    path("conversations/<int:pk>/", api.conversation_detail, name="api-conversation"),
+    path("conversations/<int:pk>/messages", api.conversation_messages, name="api-conversation-messages"),
+    path("messages/<int:pk>/stop", api.message_stop, name="api-message-stop"),
+    path("messages/<int:pk>/events", api.message_events, name="api-message-events"),
+    path("models/", api.models, name="api-models"),
+]

@@ -113,6 +113,7 @@ REQUEST_ERRORS: dict[str, tuple[int, str]] = {
     "unknown_model": (400, "That model is not offered."),
     "not_found": (404, "Not found."),
     "not_authenticated": (401, "Sign in first."),
+    "forbidden": (403, "Not allowed."),
     "method_not_allowed": (405, "Method not allowed."),
     "busy": (503, "Parley is busy right now. Try again in a few seconds."),
     "conversation_busy": (409, "A reply is still being written in this conversation. Wait for it or press Stop."),

@@ -18,6 +18,7 @@ if not SECRET_KEY:
     SECRET_KEY = "parley-insecure-development-key-change-me"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+CSRF_FAILURE_VIEW = "chat.api.csrf_failure"
 
 INSTALLED_APPS = [
     "daphne",
@@ -99,7 +100,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE = {
-    "reap-interrupted-generations": {"task": "chat.tasks.reap_interrupted", "schedule": 15.0},
+    "reap-interrupted-generations": {
+        "task": "chat.tasks.reap_interrupted",
+        "schedule": env_float("PARLEY_REAP_SECONDS", 15.0, minimum=0.5),
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -27,6 +27,12 @@ def configured_providers() -> list[str]:
 
 @cache
 def get_provider(name: str) -> Provider:
+    """The shared adapter of the web process's event loop."""
+    return new_provider(name)
+
+
+def new_provider(name: str) -> Provider:
+    """A fresh adapter, for callers that run their own short-lived event loop (Celery tasks)."""
     if name not in ADAPTERS:
         raise KeyError(f"Unknown provider {name!r}")
     module_name, _, class_name = ADAPTERS[name].rpartition(".")

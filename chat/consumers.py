@@ -1,0 +1,120 @@
+"""The chat WebSocket: a thin transport over chat.replies."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from chat import events
+from chat.actions import ActionError
+from chat.replies import attach, send_message, stop_message
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 256 * 1024
+MAX_ATTACHMENTS = 32
+CLOSE_UNAUTHENTICATED = 4401
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = user
+        self.attachments: dict[int, asyncio.Task[None]] = {}
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        # Leaving never stops a generation: only the readers of this socket go away.
+        for task in getattr(self, "attachments", {}).values():
+            task.cancel()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raw = text_data if text_data is not None else bytes_data
+        if raw is None or len(raw) > MAX_FRAME_BYTES:
+            await self.send_event(events.request_error("invalid_frame", "Frames must be JSON text of at most 256 KiB."))
+            return
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            await self.send_event(events.request_error("invalid_json"))
+            return
+        if not isinstance(frame, dict):
+            await self.send_event(events.request_error("invalid_frame", "A frame must be a JSON object."))
+            return
+        ref = frame.get("ref")
+        handler = self.handlers.get(frame.get("type"))  # type: ignore[arg-type]
+        if handler is None:
+            await self.send_event(events.request_error("invalid_frame", "Unknown frame type; use send, attach, stop or detach.", ref=ref))
+            return
+        try:
+            await handler(self, frame)
+        except ActionError as error:
+            await self.send_event(events.request_error(error.code, error.detail, error.retry_after, ref=ref))
+
+    async def on_send(self, frame: dict[str, Any]) -> None:
+        event = await send_message(self.user, frame.get("conversation"), frame.get("content"), frame.get("model"))
+        if frame.get("ref") is not None:
+            event["ref"] = frame["ref"]
+        await self.send_event(event)
+        self._attach(event["assistant_message"]["id"], "")
+
+    async def on_attach(self, frame: dict[str, Any]) -> None:
+        message_id = frame.get("message")
+        if not isinstance(message_id, int) or isinstance(message_id, bool):
+            raise ActionError("invalid_input", "message must be a message id.")
+        if events.parse_cursor(frame.get("after")) is None:
+            raise ActionError("invalid_input", 'after must be a cursor such as "120-0".')
+        if message_id not in self.attachments and len(self.attachments) >= MAX_ATTACHMENTS:
+            raise ActionError("invalid_input", f"At most {MAX_ATTACHMENTS} replies can be followed at once.")
+        self._attach(message_id, frame.get("after"), frame.get("ref"))
+
+    async def on_stop(self, frame: dict[str, Any]) -> None:
+        result = await stop_message(self.user, frame.get("message"))
+        if frame.get("ref") is not None:
+            await self.send_event({"type": "stopping", **result, "ref": frame["ref"]})
+
+    async def on_detach(self, frame: dict[str, Any]) -> None:
+        task = self.attachments.pop(frame.get("message"), None)  # type: ignore[arg-type]
+        if task is not None:
+            task.cancel()
+
+    handlers: dict[str, Callable[["ChatConsumer", dict[str, Any]], Awaitable[None]]] = {
+        "send": on_send,
+        "attach": on_attach,
+        "stop": on_stop,
+        "detach": on_detach,
+    }
+
+    def _attach(self, message_id: int, after: object, ref: object = None) -> None:
+        previous = self.attachments.pop(message_id, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.create_task(self._forward(message_id, after, ref))
+        self.attachments[message_id] = task
+        task.add_done_callback(lambda done: self._forget(message_id, done))
+
+    def _forget(self, message_id: int, task: asyncio.Task[None]) -> None:
+        if self.attachments.get(message_id) is task:
+            del self.attachments[message_id]
+
+    async def _forward(self, message_id: int, after: object, ref: object) -> None:
+        try:
+            async for batch in attach(self.user, message_id, after):
+                for payload in batch:
+                    await self.base_send({"type": "websocket.send", "text": payload.decode()})
+        except ActionError as error:
+            await self.send_event(events.request_error(error.code, error.detail, error.retry_after, ref=ref))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Forwarding reply %s failed", message_id)
+            await self.send_event(events.request_error("provider_unavailable", "The reply stream broke; re-attach to continue."))
+
+    async def send_event(self, event: dict[str, Any]) -> None:
+        await self.base_send({"type": "websocket.send", "text": orjson.dumps(event).decode()})

@@ -1,0 +1,69 @@
+"""Finds replies whose web process died mid-generation and marks them `interrupted`, text kept."""
+
+import logging
+from datetime import timedelta
+
+import orjson
+import redis
+from django.conf import settings
+from django.utils import timezone
+
+from chat import events
+from chat.models import Message
+from chat.streams import Entry, events_key, heartbeat_key
+
+logger = logging.getLogger(__name__)
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def reap_interrupted(client: redis.Redis | None = None) -> list[int]:
+    """Mark every active reply whose generator has stopped heart-beating; return their ids."""
+    client = client or redis_client()
+    grace = timezone.now() - timedelta(seconds=settings.PARLEY_HEARTBEAT_TTL)
+    candidates = list(
+        Message.objects.filter(status__in=Message.ACTIVE, created__lt=grace).values_list("id", "generator", "content")
+    )
+    if not candidates:
+        return []
+    generators = sorted({generator for _, generator, _ in candidates})
+    alive = {generator for generator, beat in zip(generators, client.mget([heartbeat_key(g) for g in generators])) if beat}
+    reaped = []
+    for message_id, generator, checkpoint in candidates:
+        if generator in alive:
+            continue
+        if _reap(client, message_id, checkpoint):
+            reaped.append(message_id)
+    if reaped:
+        logger.warning("Marked %d replies interrupted: %s", len(reaped), reaped)
+    return reaped
+
+
+def _reap(client: redis.Redis, message_id: int, checkpoint: str) -> bool:
+    entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in client.xrange(events_key(message_id))]
+    logged = "".join(entry.text for entry in entries if not entry.is_final)
+    # The log holds every delta that was flushed; the checkpoint is a prefix of it unless the log expired.
+    text = logged if len(logged) >= len(checkpoint) else checkpoint
+    updated = Message.objects.filter(pk=message_id, status__in=Message.ACTIVE).update(
+        status=Message.Status.INTERRUPTED,
+        content=text,
+        error_text="The server stopped while writing this reply; the text so far is kept.",
+        last_cursor=events.cursor_for(len(text), 1),
+        finished=timezone.now(),
+    )
+    if not updated:
+        return False
+    if not any(entry.is_final for entry in entries):
+        final = events.done(message_id, len(text), Message.Status.INTERRUPTED)
+        key = events_key(message_id)
+        pipe = client.pipeline(transaction=False)
+        if len(text) > len(logged):
+            # The log lost text that the checkpoint kept: readers resume from the checkpoint's end.
+            missing = events.delta(message_id, len(text), text[len(logged):])
+            pipe.xadd(key, {"e": orjson.dumps(missing)}, id=missing["cursor"])
+        pipe.xadd(key, {"e": orjson.dumps(final)}, id=final["cursor"])
+        pipe.expire(key, settings.PARLEY_STREAM_TTL)
+        pipe.execute(raise_on_error=False)
+    return True

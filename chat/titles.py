@@ -1,0 +1,57 @@
+"""Titles from the first exchange: asked of the conversation's model, with a plain fallback."""
+
+import asyncio
+import logging
+
+from chat.models import Conversation, Message
+from chat.providers import new_provider
+from chat.providers.base import ChatRequest, collect
+
+logger = logging.getLogger(__name__)
+TITLE_WORDS = 8
+
+PROMPT = (
+    "Write a title of at most six words for the conversation below. Answer with the title alone, "
+    "no quotes, no trailing punctuation.\n\nUser: {question}\n\nAssistant: {answer}"
+)
+
+
+def fallback_title(question: str) -> str:
+    words = question.split()
+    title = " ".join(words[:TITLE_WORDS])
+    return title + ("…" if len(words) > TITLE_WORDS else "") or "New conversation"
+
+
+def clean_model_title(raw: str) -> str:
+    title = " ".join(raw.strip().strip("\"'“”#*").split())
+    return title.rstrip(".")[:80]
+
+
+def generate_title(conversation_id: int) -> str | None:
+    """Idempotent: does nothing once a title exists or the user has named the conversation."""
+    conversation = Conversation.objects.select_related("model").filter(pk=conversation_id, title_is_auto=True, title="").first()
+    if conversation is None:
+        return None
+    exchange = list(conversation.messages.order_by("id").values_list("role", "content")[:2])
+    question = next((content for role, content in exchange if role == Message.Role.USER), "")
+    answer = next((content for role, content in exchange if role == Message.Role.ASSISTANT), "")
+    title = fallback_title(question)
+    if conversation.model.provider != "demo":
+        title = _ask_model(conversation, question, answer) or title
+    updated = Conversation.objects.filter(pk=conversation_id, title_is_auto=True, title="").update(title=title)
+    return title if updated else None
+
+
+def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
+    provider = new_provider(conversation.model.provider)
+    request = ChatRequest(
+        model=conversation.model.name,
+        messages=[{"role": "user", "content": PROMPT.format(question=question[:2000], answer=answer[:2000])}],
+        max_output_tokens=24,
+        base_url=conversation.model.base_url,
+    )
+    reply = asyncio.run(collect(provider, request))
+    if reply.error is not None:
+        logger.info("Title for conversation %s fell back: %s", conversation.pk, reply.error.code)
+        return ""
+    return clean_model_title(reply.text)

@@ -1,0 +1,23 @@
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "parley.settings")
+django_application = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from accounts.middleware import WebSocketBearerMiddleware  # noqa: E402
+from chat.consumers import ChatConsumer  # noqa: E402
+from parley.origin import OriginCheck  # noqa: E402
+
+websocket_routes = URLRouter([path("ws/chat/", ChatConsumer.as_asgi())])
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_application,
+        "websocket": OriginCheck(AuthMiddlewareStack(WebSocketBearerMiddleware(websocket_routes))),
+    }
+)

@@ -1,0 +1,67 @@
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.live import LiveApp, child_env
+
+
+@pytest.fixture(autouse=True)
+def _catalogue(request: pytest.FixtureRequest) -> None:
+    """transactional_db empties tables between tests; put the seeded model catalogue back."""
+    if {"db", "transactional_db"} & set(request.fixturenames):
+        from chat.catalogue import seed
+        from chat.models import ChatModel
+
+        seed(ChatModel)
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-password-123")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", password="bob-password-123")
+
+
+@pytest.fixture(scope="session")
+def live_app(django_db_setup, django_db_blocker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    """Real daphne + Celery worker (with beat) serving the test database."""
+    with django_db_blocker.unblock():
+        env = child_env(PARLEY_HEARTBEAT_SECONDS="1", PARLEY_HEARTBEAT_TTL="3")
+    app = LiveApp(tmp_path_factory.mktemp("live"), env)
+    try:
+        app.start_daphne()
+        app.start_worker()
+        yield app
+    finally:
+        app.stop()
+
+
+@pytest.fixture
+def live_factory(django_db_setup, django_db_blocker, tmp_path: Path) -> Iterator[callable]:
+    """Separate processes a test may kill, with extra environment."""
+    apps: list[LiveApp] = []
+
+    def make(**extra: str) -> LiveApp:
+        with django_db_blocker.unblock():
+            app = LiveApp(tmp_path / f"app{len(apps)}", child_env(**extra))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.stop()
+

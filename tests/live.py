@@ -1,0 +1,140 @@
+"""Real processes for tests: daphne and a Celery worker against the test database and Redis."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_database_url() -> str:
+    """The URL of the test database pytest-django created, for child processes."""
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = quote(settings_dict.get("USER") or "")
+    password = quote(settings_dict.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"DATABASE_URL": test_database_url(), "DJANGO_SETTINGS_MODULE": "parley.settings", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+@dataclass
+class LiveProcess:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    port: int | None = None
+
+    def start(self) -> "LiveProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_for_port(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port or 0), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not listen on {self.port}:\n{self.log_path.read_text()[-3000:]}")
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log_path.exists() and text in self.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} never logged {text!r}:\n{self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """Dies at once, like a crashed host: no cleanup runs."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class LiveApp:
+    """A running Parley: one or more daphne processes and a Celery worker."""
+
+    tmp: Path
+    env: dict[str, str]
+    servers: list[LiveProcess] = field(default_factory=list)
+    worker: LiveProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    def start_daphne(self) -> LiveProcess:
+        port = free_port()
+        server = LiveProcess(
+            f"daphne-{port}",
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "parley.asgi:application"],
+            self.env,
+            self.tmp / f"daphne-{port}.log",
+            port=port,
+        ).start()
+        server.wait_for_port()
+        self.servers.append(server)
+        return server
+
+    def start_worker(self) -> LiveProcess:
+        self.worker = LiveProcess(
+            "celery",
+            [sys.executable, "-m", "celery", "-A", "parley", "worker", "-B", "-l", "info", "--concurrency", "1",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-s", str(self.tmp / "beat-schedule")],
+            self.env,
+            self.tmp / "celery.log",
+        ).start()
+        self.worker.wait_for_log("ready.", timeout=60)
+        return self.worker
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        if self.worker:
+            self.worker.stop()

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.core.paginator import EmptyPage, Paginator
+from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from chat import actions, events
@@ -101,7 +101,7 @@ def conversations(request: HttpRequest, user: Any) -> HttpResponse:
     paginator = Paginator(actions.user_conversations(user, query, archived), PAGE_SIZE)
     try:
         page = paginator.page(request.GET.get("page", 1))
-    except (EmptyPage, ValueError, TypeError):
+    except InvalidPage:
         raise ActionError("not_found", "No such page.") from None
     return json_response(
         {

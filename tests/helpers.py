@@ -1,0 +1,37 @@
+"""Small helpers shared by the streaming tests."""
+
+import asyncio
+from typing import Any
+
+from channels.testing import WebsocketCommunicator
+
+from parley.asgi import application
+
+
+async def connect(user: Any = None, origin: bytes | None = b"http://localhost", headers: list | None = None) -> WebsocketCommunicator:
+    all_headers = list(headers or [])
+    if origin is not None:
+        all_headers.append((b"origin", origin))
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=all_headers)
+    if user is not None:
+        communicator.scope["user"] = user
+    return communicator
+
+
+async def receive_until_final(communicator: WebsocketCommunicator, message_id: int, timeout: float = 20) -> tuple[list[dict], dict]:
+    """Collect this message's deltas until its done/error event."""
+    deltas = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        event = await communicator.receive_json_from(timeout=max(0.1, deadline - loop.time()))
+        if event.get("message") != message_id:
+            continue
+        if event["type"] == "delta":
+            deltas.append(event)
+        elif event["type"] in {"done", "error"}:
+            return deltas, event
+
+
+def words(count: int) -> str:
+    return " ".join(f"word{index}" for index in range(1, count + 1))

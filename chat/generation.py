@@ -19,7 +19,7 @@ from chat import events
 from chat.models import Conversation, Message
 from chat.providers import get_provider
 from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
-from chat.streams import Hub, LocalLog
+from chat.streams import Hub, LocalLog, events_key, stop_key
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ def start(hub: Hub, plan: ReplyPlan) -> asyncio.Task[None]:
 
 
 async def _run(hub: Hub, log: LocalLog, plan: ReplyPlan) -> None:
+    # Ids can repeat after a database is reset against a long-lived Redis: start from a clean log.
+    await hub.redis.delete(events_key(plan.message_id), stop_key(plan.message_id))
     outcome = Outcome()
     checkpoints = _Checkpoints(plan.message_id, log)
     pump = asyncio.create_task(_pump(plan, log, outcome, checkpoints))

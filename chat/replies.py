@@ -51,13 +51,13 @@ async def send_message(user: User, conversation_id: object, content: object, mod
     if model_name is not None and not isinstance(model_name, str):
         raise ActionError("invalid_input", "model must be a model name.")
     hub = get_hub()
-    if hub.active >= settings.PARLEY_MAX_GENERATIONS:
+    # Reserved before the await so that concurrent sends cannot overshoot the bound.
+    if not hub.reserve(settings.PARLEY_MAX_GENERATIONS):
         raise ActionError("busy", retry_after=BUSY_RETRY_AFTER)
-    hub.active += 1  # reserve the slot before the await so concurrent sends cannot overshoot
     try:
         turn = await _store_turn(user, conversation_id, text, model_name or None, hub.generator_id)
     except BaseException:
-        hub.active -= 1
+        hub.release()
         raise
     generation.start(hub, turn.plan)
     return turn.event

@@ -208,17 +208,27 @@ class Hub:
 
     # Writing -------------------------------------------------------------------------------------
 
+    def reserve(self, limit: int) -> bool:
+        """Admission control: take a generation slot, or refuse when the process is full."""
+        if self.active >= limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+        self.work.set()
+
     def open_log(self, message_id: int) -> LocalLog:
+        """Start the log of a generation whose slot was reserved; `close_log` frees the slot."""
         log = LocalLog(message_id)
         self.logs[message_id] = log
-        self.active += 1
         self._ensure_flusher()
         return log
 
     def close_log(self, log: LocalLog) -> None:
         """Called once the final event is queued; the log stays readable briefly, then Redis takes over."""
-        self.active -= 1
-        self.work.set()
+        self.release()
         asyncio.get_running_loop().call_later(30, self._forget, log)
 
     def _forget(self, log: LocalLog) -> None:

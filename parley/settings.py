@@ -1,5 +1,6 @@
 """Parley's one settings module: environment variables with embedded defaults."""
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -81,7 +82,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"]["TEST"] = {"NAME": env_str("PARLEY_TEST_SQLITE", str(VAR_DIR / "test.sqlite3"))}
+    # A file, not memory, so the daphne and Celery processes that tests start share it; one per run.
+    DATABASES["default"]["TEST"] = {"NAME": env_str("PARLEY_TEST_SQLITE", str(VAR_DIR / f"test-{os.getpid()}.sqlite3"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
@@ -147,6 +149,8 @@ PARLEY_DEMO_TOKENS_PER_SECOND = env_float("PARLEY_DEMO_TOKENS_PER_SECOND", 40.0,
 PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 10.0, minimum=0.1)
 PROVIDER_FIRST_TOKEN_TIMEOUT = env_float("PROVIDER_FIRST_TOKEN_TIMEOUT", 60.0, minimum=0.1)
 PROVIDER_IDLE_TIMEOUT = env_float("PROVIDER_IDLE_TIMEOUT", 30.0, minimum=0.1)
+# Retries the SDKs make before a reply starts (connection errors, 408/409/429/5xx); never mid-reply.
+PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 2, minimum=0, maximum=10)
 
 # The streaming pipeline.
 PARLEY_MAX_GENERATIONS = env_int("PARLEY_MAX_GENERATIONS", 240, minimum=1)

@@ -17,6 +17,20 @@ def _catalogue(request: pytest.FixtureRequest) -> None:
         seed(ChatModel)
 
 
+@pytest.fixture(autouse=True)
+def _clean_event_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Message ids restart with every test database; their Redis keys must not outlive them."""
+    yield
+    if {"db", "transactional_db"} & set(request.fixturenames):
+        from django.conf import settings
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        keys = list(client.scan_iter("parley:msg:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
     from django.conf import settings

@@ -6,6 +6,7 @@ first token, at most PARLEY_CHECKPOINTS_MAX checkpoints at doubling intervals, a
 """
 
 import asyncio
+import contextvars
 import logging
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,9 @@ class Outcome:
 def start(hub: Hub, plan: ReplyPlan) -> asyncio.Task[None]:
     """Start a generation; the caller has already reserved a slot on the hub."""
     log = hub.open_log(plan.message_id)
-    return asyncio.create_task(_run(hub, log, plan), name=f"parley-reply-{plan.message_id}")
+    # A fresh context: the request that started the reply ends long before it, and its
+    # thread-sensitive executor with it; the reply's database calls must not be bound to it.
+    return asyncio.create_task(_run(hub, log, plan), name=f"parley-reply-{plan.message_id}", context=contextvars.Context())
 
 
 async def _run(hub: Hub, log: LocalLog, plan: ReplyPlan) -> None:

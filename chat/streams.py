@@ -10,6 +10,7 @@ Entry ids are "<offset>-<seq>" (see chat/events.py), so ids are cursors and also
 """
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
@@ -154,7 +155,7 @@ class RemoteFeeds:
             self.positions[key] = f"{cursor[0]}-{cursor[1]}"
         self.subscribers[key].add(queue)
         if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._loop(), name="parley-remote-feeds")
+            self.task = asyncio.create_task(self._loop(), name="parley-remote-feeds", context=contextvars.Context())
         else:
             await self.hub.redis.xadd(self.wake_key, {"w": "1"}, maxlen=10)
         return queue
@@ -237,7 +238,7 @@ class Hub:
 
     def _ensure_flusher(self) -> None:
         if self.flush_task is None or self.flush_task.done():
-            self.flush_task = asyncio.create_task(self._flush_loop(), name="parley-flush")
+            self.flush_task = asyncio.create_task(self._flush_loop(), name="parley-flush", context=contextvars.Context())
         self.work.set()
 
     def flush_interval(self) -> float:

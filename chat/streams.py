@@ -30,15 +30,15 @@ FINAL_SEQ = 1
 
 
 def events_key(message_id: int) -> str:
-    return f"parley:msg:{message_id}:events"
+    return f"{settings.PARLEY_KEY_PREFIX}:msg:{message_id}:events"
 
 
 def stop_key(message_id: int) -> str:
-    return f"parley:msg:{message_id}:stop"
+    return f"{settings.PARLEY_KEY_PREFIX}:msg:{message_id}:stop"
 
 
 def heartbeat_key(generator_id: str) -> str:
-    return f"parley:generator:{generator_id}"
+    return f"{settings.PARLEY_KEY_PREFIX}:generator:{generator_id}"
 
 
 def parse_entry_id(raw: bytes | str) -> Cursor:
@@ -142,7 +142,7 @@ class RemoteFeeds:
         self.hub = hub
         self.subscribers: dict[str, set[asyncio.Queue[Entry]]] = {}
         self.positions: dict[str, str] = {}
-        self.wake_key = f"parley:reader:{hub.generator_id}:wake"
+        self.wake_key = f"{settings.PARLEY_KEY_PREFIX}:reader:{hub.generator_id}:wake"
         self.task: asyncio.Task[None] | None = None
         self.client = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=4)
 

@@ -95,6 +95,9 @@ CHANNEL_LAYERS = {
 }
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 
+# Lets several Parley installations, or concurrent test runs, share one Redis without collisions.
+PARLEY_KEY_PREFIX = env_str("PARLEY_KEY_PREFIX", "parley")
+CELERY_TASK_DEFAULT_QUEUE = env_str("PARLEY_CELERY_QUEUE", "parley")
 CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", REDIS_URL, ("redis", "rediss", "amqp", "unix"))
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True

@@ -1,8 +1,13 @@
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+
+# Concurrent test runs may share one Redis; their message ids overlap, so their keys and queues must not.
+os.environ.setdefault("PARLEY_KEY_PREFIX", f"parley-test-{os.getpid()}")
+os.environ.setdefault("PARLEY_CELERY_QUEUE", os.environ["PARLEY_KEY_PREFIX"])
 
 from tests.live import LiveApp, child_env
 
@@ -10,7 +15,9 @@ from tests.live import LiveApp, child_env
 @pytest.fixture(autouse=True)
 def _catalogue(request: pytest.FixtureRequest) -> None:
     """transactional_db empties tables between tests; put the seeded model catalogue back."""
-    if {"db", "transactional_db"} & set(request.fixturenames):
+    used = {"db", "transactional_db"} & set(request.fixturenames)
+    if used:
+        request.getfixturevalue(used.pop())
         from chat.catalogue import seed
         from chat.models import ChatModel
 
@@ -25,7 +32,7 @@ def _clean_event_logs(request: pytest.FixtureRequest) -> Iterator[None]:
         from django.conf import settings
 
         client = redis.Redis.from_url(settings.REDIS_URL)
-        keys = list(client.scan_iter("parley:msg:*", count=1000))
+        keys = list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:msg:*", count=1000))
         if keys:
             client.delete(*keys)
         client.close()
@@ -79,3 +86,12 @@ def live_factory(django_db_setup, django_db_blocker, tmp_path: Path) -> Iterator
     for app in apps:
         app.stop()
 
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_keys() -> None:
+    """Settings may have loaded before this module set the environment; make both agree."""
+    from django.conf import settings
+
+    settings.PARLEY_KEY_PREFIX = os.environ["PARLEY_KEY_PREFIX"]
+    settings.CELERY_TASK_DEFAULT_QUEUE = os.environ["PARLEY_CELERY_QUEUE"]

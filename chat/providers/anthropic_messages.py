@@ -1,0 +1,168 @@
+"""Anthropic Messages streaming.
+
+As with OpenAI, the SDK sends the request (auth headers, API version, retries until the response
+headers arrive) in raw streaming-response mode, and the SSE body is decoded here (see `sse_wire`).
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import anthropic
+import orjson
+from django.conf import settings
+
+from chat.providers.base import (
+    Capabilities,
+    ChatRequest,
+    ErrorCode,
+    Finish,
+    Provider,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    Timeouts,
+    Usage,
+)
+from chat.providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+# Without a key the API answers 401, which is the honest outcome; the SDK would otherwise go
+# looking for credentials in profiles on disk.
+PLACEHOLDER_KEY = "no-key-configured"
+READ_TIMEOUT_MARGIN = 5.0  # see openai_chat: a backstop behind the shared stream timeouts
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+    "tool_use": "tool_calls",
+}
+
+
+class AnthropicProvider(Provider):
+    name = "anthropic"
+    label = "Anthropic"
+    capabilities = Capabilities()
+
+    def __init__(
+        self,
+        timeouts: Timeouts | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        super().__init__(timeouts)
+        self.api_key = settings.ANTHROPIC_API_KEY if api_key is None else api_key
+        self.base_url = (settings.ANTHROPIC_BASE_URL if base_url is None else base_url) or DEFAULT_BASE_URL
+        self.max_retries = settings.PROVIDER_MAX_RETRIES if max_retries is None else max_retries
+        self._clients: ClientCache[anthropic.AsyncAnthropic] = ClientCache(self._new_client)
+
+    def _new_client(self, base_url: str) -> anthropic.AsyncAnthropic:
+        read = max(self.timeouts.first_token, self.timeouts.idle) + READ_TIMEOUT_MARGIN
+        return anthropic.AsyncAnthropic(
+            api_key=self.api_key or PLACEHOLDER_KEY,
+            base_url=base_url,
+            max_retries=self.max_retries,
+            timeout=anthropic.Timeout(read, connect=self.timeouts.connect),
+        )
+
+    async def aclose(self) -> None:
+        """Close the clients (and their pooled connections) of the running event loop."""
+        for client in self._clients.pop_current():
+            await client.close()
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        create = self._clients.get(request.base_url or self.base_url).messages.with_streaming_response.create
+        try:
+            async with create(**request_params(request)) as response:
+                async with aclosing(relay(response.http_response.aiter_bytes(), EventReader())) as events:
+                    async for event in events:
+                        yield event
+        except anthropic.APIStatusError as exc:
+            yield error_from_status(exc.status_code, exc.response.headers, exc.body)
+        except anthropic.APITimeoutError:
+            yield StreamError(ErrorCode.TIMEOUT, "The request timed out before the reply started.")
+        except anthropic.APIConnectionError as exc:
+            yield StreamError(ErrorCode.PROVIDER_UNAVAILABLE, f"Could not connect: {exc.__cause__ or exc}")
+        except anthropic.AnthropicError as exc:
+            yield StreamError(ErrorCode.PROVIDER_UNAVAILABLE, str(exc))
+
+
+def request_params(request: ChatRequest) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "model": request.model,
+        "messages": request.messages,
+        "max_tokens": request.max_output_tokens,
+        "stream": True,
+    }
+    if request.system:
+        params["system"] = request.system
+    return params
+
+
+class EventReader(StreamReader):
+    """message_start, content_block_* (text in text_delta), message_delta, message_stop; pings and
+    errors may come at any point."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model_version = ""
+        self.stop_reason = ""
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        texts: list[str] = []
+        try:
+            for name, data in self.framer.feed(chunk):
+                payload = orjson.loads(data)
+                # The payload names its own type; the `event:` line is only a fallback for proxies
+                # that pass the data through without it.
+                kind = payload.get("type") or name.decode()
+                if kind == "content_block_delta":
+                    delta = payload["delta"]
+                    if delta.get("type") == "text_delta":
+                        texts.append(delta["text"])
+                elif kind == "message_start":
+                    self._start(payload["message"])
+                elif kind == "message_delta":
+                    self.stop_reason = payload.get("delta", {}).get("stop_reason") or self.stop_reason
+                    self._count(payload.get("usage") or {})
+                elif kind == "message_stop":
+                    return self._end(texts)
+                elif kind == "error":
+                    return self.fail(texts, error_from_payload(payload))
+        except (ValueError, AttributeError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            return self.fail(texts, malformed(f"{type(exc).__name__}: {exc}"))
+        return [TextDelta("".join(texts))] if texts else []
+
+    def _start(self, message: dict[str, Any]) -> None:
+        self.model_version = message.get("model") or ""
+        self._count(message.get("usage") or {})
+
+    def _count(self, usage: dict[str, Any]) -> None:
+        # Usage is cumulative. Cached prompt tokens are reported apart from input_tokens; the
+        # prompt's size is their sum.
+        if usage.get("input_tokens") is not None:
+            self.prompt_tokens = sum(
+                usage.get(key) or 0
+                for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+            )
+        if usage.get("output_tokens") is not None:
+            self.completion_tokens = usage["output_tokens"]
+
+    def at_eof(self) -> list[StreamEvent]:
+        # A stream that ends after the stop reason but before message_stop has said everything.
+        return self._end([]) if self.stop_reason else super().at_eof()
+
+    def _end(self, texts: list[str]) -> list[StreamEvent]:
+        self.ended = True
+        events: list[StreamEvent] = [TextDelta("".join(texts))] if texts else []
+        reason = STOP_REASONS.get(self.stop_reason, self.stop_reason or "stop")
+        events += [Usage(self.prompt_tokens, self.completion_tokens), Finish(reason, self.model_version)]
+        return events

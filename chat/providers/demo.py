@@ -1,0 +1,151 @@
+"""The offline demo model: no network, no key, a deterministic reply streamed word by word.
+
+It exists so that a fresh install can be tried at once, and so that tests and benchmarks have a
+provider whose output they control. Control words in the last user message:
+
+- `/words N`  the reply is exactly N words, "word1 word2 ... wordN" (N up to 5000);
+- `/fail CODE` after a couple of words the stream ends with `StreamError(ErrorCode(CODE))`;
+- `/slow MS`  each word waits MS milliseconds (up to 5000) instead of the configured pace.
+
+The user's words are quoted back verbatim, markup included: making them inert is the renderer's
+job, and this reply is how the tests prove it does.
+"""
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+
+from chat.providers.base import (
+    Capabilities,
+    ChatRequest,
+    ErrorCode,
+    Finish,
+    Provider,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    Timeouts,
+    Usage,
+)
+
+MODEL_VERSION = "parley-demo-1"
+MAX_WORDS = 5000
+MAX_SLOW_MS = 5000
+WORDS_BEFORE_FAILING = 2
+
+_WORDS = re.compile(r"(?:^|\s)/words\s+(\d+)")
+_FAIL = re.compile(r"(?:^|\s)/fail\s+(\w+)")
+_SLOW = re.compile(r"(?:^|\s)/slow\s+(\d+)")
+_PIECE = re.compile(r"\s*\S+")  # a word with the whitespace before it, as LLM tokens come
+
+CODE_BLOCK = '''```python
+from collections import Counter
+
+
+def most_frequent(text: str) -> tuple[str, int] | None:
+    """The most frequent word of `text` and how often it occurs."""
+    counts = Counter(text.lower().split())
+    return counts.most_common(1)[0] if counts else None
+```'''
+
+
+class DemoProvider(Provider):
+    name = "demo"
+    label = "Parley demo"
+    capabilities = Capabilities(needs_key=False)
+
+    def __init__(self, timeouts: Timeouts | None = None, *, tokens_per_second: float | None = None) -> None:
+        super().__init__(timeouts)
+        self.tokens_per_second = tokens_per_second
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        said = last_user_text(request)
+        pieces = reply_pieces(request, said)
+        failure = requested_failure(said)
+        delay = self._delay(said)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        for count, piece in enumerate(pieces):
+            if failure is not None and count == WORDS_BEFORE_FAILING:
+                yield failure
+                return
+            # Pace against a clock, so that sleeping late does not slow the whole reply down.
+            deadline += delay
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            yield TextDelta(piece)
+        if failure is not None:  # a reply shorter than the words before failing
+            yield failure
+            return
+        yield Usage(prompt_tokens(self, request), len(pieces))
+        yield Finish("stop", model_version=MODEL_VERSION)
+
+    def _delay(self, said: str) -> float:
+        if match := _SLOW.search(said):
+            return min(int(match.group(1)), MAX_SLOW_MS) / 1000
+        rate = settings.PARLEY_DEMO_TOKENS_PER_SECOND if self.tokens_per_second is None else self.tokens_per_second
+        return 1 / rate if rate > 0 else 0.0
+
+
+def last_user_text(request: ChatRequest) -> str:
+    for message in reversed(request.messages):
+        if message.get("role") == "user":
+            return message.get("content", "")
+    return ""
+
+
+def prompt_tokens(provider: Provider, request: ChatRequest) -> int:
+    text = request.system + "".join(message.get("content", "") for message in request.messages)
+    return provider.estimate_tokens(text)
+
+
+def requested_failure(said: str) -> StreamError | None:
+    match = _FAIL.search(said)
+    if match is None:
+        return None
+    try:
+        code = ErrorCode(match.group(1))
+    except ValueError:
+        code = ErrorCode.PROVIDER_UNAVAILABLE
+    retry_after = 2.0 if code in {ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED} else None
+    return StreamError(code, f"The demo model was asked to fail with {match.group(1)!r}.", retry_after)
+
+
+def reply_pieces(request: ChatRequest, said: str) -> list[str]:
+    if match := _WORDS.search(said):
+        count = min(int(match.group(1)), MAX_WORDS)
+        return [f"word{n}" if n == 1 else f" word{n}" for n in range(1, count + 1)]
+    return _PIECE.findall(compose_reply(request, said))
+
+
+def compose_reply(request: ChatRequest, said: str) -> str:
+    words = said.split()
+    counts = Counter(word.lower() for word in words)
+    frequent = ""
+    if counts:
+        word, times = counts.most_common(1)[0]
+        frequent = f"; the most frequent word is “{word}” ({times} {'time' if times == 1 else 'times'})"
+    history = len(request.messages)
+    system = ", plus a system prompt" if request.system else ""
+    # Continuation lines of a multi-line message stay inside the quote.
+    quoted = said.replace("\n", "\n> ")
+    return "\n".join([
+        f"> You said: {quoted}",
+        "",
+        "## Parley's offline demo model",
+        "",
+        "This reply comes from the **offline demo model** built into Parley: it needs no network and no API key, "
+        "and streams a canned answer so that you can try the interface.",
+        "",
+        f"- Your message has **{len(words)} {'word' if len(words) == 1 else 'words'}** and "
+        f"**{len(said)} characters**{frequent}.",
+        f"- This conversation holds {history} {'message' if history == 1 else 'messages'}{system}.",
+        "- For real answers, set `OPENAI_API_KEY` or `ANTHROPIC_API_KEY`, or point `OPENAI_BASE_URL` at an",
+        "  OpenAI-compatible server (vLLM, Ollama, llama.cpp), then choose that model.",
+        "",
+        "How to find the most frequent word, in Python:",
+        "",
+        CODE_BLOCK,
+    ])

@@ -1,0 +1,155 @@
+"""OpenAI Chat Completions, and every server that speaks it (vLLM, Ollama, llama.cpp, ...).
+
+The SDK sends the request (auth, base URL, retries until the response headers arrive) in its
+raw streaming-response mode; the body is framed and decoded here (see `sse_wire`), because
+iterating the SDK's typed chunk objects costs several times the CPU per token of this path.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+from urllib.parse import urlsplit
+
+import openai
+import orjson
+from django.conf import settings
+
+from chat.providers.base import (
+    Capabilities,
+    ChatRequest,
+    ErrorCode,
+    Finish,
+    Provider,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    Timeouts,
+    Usage,
+)
+from chat.providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Local servers ignore the key, but the SDK refuses to build a client without one.
+PLACEHOLDER_KEY = "sk-no-key-required"
+# Beyond the shared first-token/idle timeouts (which end a stream first), the socket read
+# timeout is only a backstop for code that drives `_stream` directly.
+READ_TIMEOUT_MARGIN = 5.0
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+    label = "OpenAI"
+    capabilities = Capabilities()
+
+    def __init__(
+        self,
+        timeouts: Timeouts | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int | None = None,
+    ) -> None:
+        super().__init__(timeouts)
+        self.api_key = settings.OPENAI_API_KEY if api_key is None else api_key
+        self.base_url = (settings.OPENAI_BASE_URL if base_url is None else base_url) or DEFAULT_BASE_URL
+        self.max_retries = settings.PROVIDER_MAX_RETRIES if max_retries is None else max_retries
+        self._clients: ClientCache[openai.AsyncOpenAI] = ClientCache(self._new_client)
+
+    def _new_client(self, base_url: str) -> openai.AsyncOpenAI:
+        # The configured key goes to per-model base URLs too: those are set by an administrator.
+        read = max(self.timeouts.first_token, self.timeouts.idle) + READ_TIMEOUT_MARGIN
+        return openai.AsyncOpenAI(
+            api_key=self.api_key or PLACEHOLDER_KEY,
+            base_url=base_url,
+            max_retries=self.max_retries,
+            timeout=openai.Timeout(read, connect=self.timeouts.connect),
+        )
+
+    async def aclose(self) -> None:
+        """Close the clients (and their pooled connections) of the running event loop."""
+        for client in self._clients.pop_current():
+            await client.close()
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        base_url = request.base_url or self.base_url
+        create = self._clients.get(base_url).chat.completions.with_streaming_response.create
+        try:
+            async with create(**request_params(request, base_url)) as response:
+                async with aclosing(relay(response.http_response.aiter_bytes(), ChunkReader())) as events:
+                    async for event in events:
+                        yield event
+        except openai.APIStatusError as exc:
+            yield error_from_status(exc.status_code, exc.response.headers, exc.body)
+        except openai.APITimeoutError:
+            yield StreamError(ErrorCode.TIMEOUT, "The request timed out before the reply started.")
+        except openai.APIConnectionError as exc:
+            yield StreamError(ErrorCode.PROVIDER_UNAVAILABLE, f"Could not connect: {exc.__cause__ or exc}")
+        except openai.OpenAIError as exc:
+            yield StreamError(ErrorCode.PROVIDER_UNAVAILABLE, str(exc))
+
+
+def request_params(request: ChatRequest, base_url: str) -> dict[str, Any]:
+    messages: list[dict[str, str]] = [{"role": "system", "content": request.system}] if request.system else []
+    messages.extend(request.messages)
+    return {
+        "model": request.model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        max_tokens_param(base_url): request.max_output_tokens,
+    }
+
+
+def max_tokens_param(base_url: str) -> str:
+    """`max_tokens` for compatible servers, `max_completion_tokens` for OpenAI itself.
+
+    `max_tokens` is what vLLM, Ollama and llama.cpp all understand (some older ones know nothing
+    else); OpenAI deprecated it and its reasoning models (o-series, gpt-5) reject it, while
+    `max_completion_tokens` works with every OpenAI chat model.
+    """
+    return "max_completion_tokens" if urlsplit(base_url).hostname == "api.openai.com" else "max_tokens"
+
+
+class ChunkReader(StreamReader):
+    """`data: {chat.completion.chunk}` events until `data: [DONE]`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finish_reason = ""
+        self.model_version = ""
+        self.usage = Usage(None, None)  # compatible servers may ignore include_usage
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        texts: list[str] = []
+        try:
+            for _, data in self.framer.feed(chunk):
+                if data == b"[DONE]":
+                    return self._end(texts)
+                payload = orjson.loads(data)
+                choices = payload.get("choices")
+                if choices:
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    if delta and (text := delta.get("content")):
+                        texts.append(text)
+                    if reason := choice.get("finish_reason"):
+                        self.finish_reason = reason
+                elif payload.get("error"):
+                    return self.fail(texts, error_from_payload(payload))
+                if usage := payload.get("usage"):
+                    self.usage = Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+                if not self.model_version:
+                    self.model_version = payload.get("model") or ""
+        except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+            return self.fail(texts, malformed(f"{type(exc).__name__}: {exc}"))
+        return [TextDelta("".join(texts))] if texts else []
+
+    def at_eof(self) -> list[StreamEvent]:
+        # A server that stops after the finish reason but before [DONE] has said everything.
+        return self._end([]) if self.finish_reason else super().at_eof()
+
+    def _end(self, texts: list[str]) -> list[StreamEvent]:
+        self.ended = True
+        events: list[StreamEvent] = [TextDelta("".join(texts))] if texts else []
+        events += [self.usage, Finish(self.finish_reason or "stop", self.model_version)]
+        return events

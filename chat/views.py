@@ -1,0 +1,156 @@
+"""Chat pages and the htmx partials of the sidebar. All changes go through chat.actions."""
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import Resolver404, resolve, reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
+from django_htmx.middleware import HtmxDetails
+
+from accounts.models import User
+from chat import actions
+from chat.models import ChatModel, Conversation, Message
+
+SIDEBAR_LIMIT = 200  # older conversations stay reachable through the title filter
+
+
+class ChatRequest(HttpRequest):
+    """What the middleware stack (auth + django-htmx) guarantees on these views."""
+
+    user: User
+    htmx: HtmxDetails
+
+
+def _own_conversation(request: ChatRequest, pk: int) -> Conversation:
+    try:
+        return actions.get_conversation_for(request.user, pk)
+    except actions.ActionError:
+        raise Http404("No such conversation.") from None
+
+
+def _current_id(request: ChatRequest) -> int | None:
+    """The conversation open in the page that sent an htmx request, to keep it highlighted."""
+    path = request.htmx.current_url_abs_path if request.htmx else None
+    if not path:
+        return None
+    try:
+        match = resolve(path.split("?", 1)[0])
+    except Resolver404:
+        return None
+    return match.kwargs.get("pk") if match.view_name == "chat:conversation" else None
+
+
+def _sidebar_context(request: ChatRequest, current_id: int | None) -> dict[str, Any]:
+    q = request.GET.get("q", "").strip()
+    return {
+        "conversations": actions.user_conversations(request.user, q)[:SIDEBAR_LIMIT],
+        "q": q,
+        "current_id": current_id,
+    }
+
+
+def _message_payload(message: Message) -> dict[str, Any]:
+    """What chat.js needs to draw a message; the content is raw text, rendered in the browser."""
+    return {
+        "id": message.pk,
+        "role": message.role,
+        "status": message.status,
+        "content": message.content,
+        "error": {"code": message.error_code, "text": message.error_text} if message.error_code else None,
+        "notice": message.notice or None,
+    }
+
+
+def _chat_page(request: ChatRequest, conversation: Conversation | None) -> HttpResponse:
+    models = list(ChatModel.objects.offered())
+    try:
+        default_model: ChatModel | None = actions.default_model()
+    except actions.ActionError:
+        default_model = None
+    chat_messages = [_message_payload(m) for m in conversation.messages.all()] if conversation else []
+    context = {
+        **_sidebar_context(request, conversation.pk if conversation else None),
+        "conversation": conversation,
+        "chat_messages": chat_messages,
+        "models": models,
+        "default_model": default_model,
+        "max_chars": settings.PARLEY_MESSAGE_MAX_CHARS,
+    }
+    return render(request, "chat/page.html", context)
+
+
+@login_required
+@require_GET
+def home(request: ChatRequest) -> HttpResponse:
+    return _chat_page(request, None)
+
+
+@login_required
+@require_GET
+def conversation(request: ChatRequest, pk: int) -> HttpResponse:
+    return _chat_page(request, _own_conversation(request, pk))
+
+
+@login_required
+@require_GET
+def sidebar(request: ChatRequest) -> HttpResponse:
+    return render(request, "chat/page.html#conversation-list", _sidebar_context(request, _current_id(request)))
+
+
+@login_required
+@require_POST
+def new_conversation(request: ChatRequest) -> HttpResponse:
+    """Creates an empty conversation; the chat page itself creates one on the first send instead."""
+    try:
+        created = actions.create_conversation(request.user, request.POST.get("model") or None)
+    except actions.ActionError as exc:
+        return HttpResponse(exc.detail or "That model is not offered.", status=400, content_type="text/plain")
+    url = reverse("chat:conversation", args=[created.pk])
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def rename(request: ChatRequest, pk: int) -> HttpResponse:
+    item = _own_conversation(request, pk)
+    title, error = item.title, ""
+    if request.method == "POST":
+        title = request.POST.get("title", "")
+        try:
+            actions.rename_conversation(item, title)
+        except actions.ActionError as exc:
+            error = exc.detail or "That title cannot be used."
+        else:
+            return _renamed(request, item)
+    template = "chat/rename.html#rename-form" if request.htmx else "chat/rename.html"
+    context = {"item": item, "title": title, "error": error}
+    # 422 is swapped by htmx (see the htmx-config meta tag) so the error shows inline.
+    return render(request, template, context, status=422 if error else 200)
+
+
+def _renamed(request: ChatRequest, item: Conversation) -> HttpResponse:
+    if not request.htmx:
+        return redirect("chat:conversation", item.pk)
+    context = {"item": item, "current_id": _current_id(request)}
+    response = render(request, "chat/page.html#conversation-item", context)
+    # chat.js updates the page heading when the open conversation is the renamed one.
+    return trigger_client_event(response, "parley:conversation-renamed", {"id": item.pk, "title": item.display_title})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete(request: ChatRequest, pk: int) -> HttpResponse:
+    item = _own_conversation(request, pk)
+    if request.method == "GET":  # the confirmation page for browsers without htmx
+        return render(request, "chat/delete.html", {"conversation": item})
+    was_open = _current_id(request) == item.pk
+    actions.delete_conversation(item)
+    if not request.htmx:
+        return redirect("chat:home")
+    if was_open:
+        return HttpResponseClientRedirect(reverse("chat:home"))
+    return HttpResponse("")  # swapped over the sidebar item, which removes it

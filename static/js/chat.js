@@ -1,0 +1,557 @@
+// Parley's chat page: one WebSocket, replies streamed by cursor (see docs/streaming.md).
+//
+// Every assistant reply that is still being written is "attached" with the last cursor seen, so a
+// reload, a second tab or a reconnect after a network blip continues exactly where it left off.
+
+import { Marked } from "../vendor/marked-18.2.1.esm.js";
+import DOMPurify from "../vendor/purify-3.4.18.es.js";
+import hljs from "../vendor/highlight-11.12.0.es.min.js";
+import { copyText, flashButton } from "./ui.js";
+
+const ACTIVE = new Set(["queued", "streaming"]);
+const FINAL_LABELS = {
+  stopped: "Stopped",
+  interrupted: "Interrupted: the server stopped while writing this reply; the text so far is kept.",
+};
+const BACKOFF_MS = { first: 500, max: 15000 };
+
+// ---------------------------------------------------------------- markdown, safely
+
+const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
+
+const markdown = new Marked({
+  gfm: true,
+  renderer: {
+    // Raw HTML written by the model is shown as the text it is: readable, and nothing runs.
+    html({ text, block }) {
+      return block ? `<p class="raw-html">${escapeHtml(text)}</p>` : escapeHtml(text);
+    },
+    // Images would fetch URLs the model chose (a way to leak the chat); offer them as links.
+    image({ href, text }) {
+      return `<a href="${escapeHtml(href)}">${escapeHtml(text || href)}</a>`;
+    },
+    code({ text, lang }) {
+      const language = (lang || "").trim().split(/\s+/)[0];
+      const known = language && hljs.getLanguage(language);
+      const body = known ? hljs.highlight(text, { language, ignoreIllegals: true }).value : escapeHtml(text);
+      return (
+        `<div class="code-block"><div class="code-head"><span>${escapeHtml(language || "text")}</span>` +
+        `<button type="button" class="copy-code">Copy</button></div>` +
+        `<pre><code class="hljs">${body}</code></pre></div>`
+      );
+    },
+  },
+});
+
+// DOMPurify is the real guard; the renderer above only decides how things look.
+const PURIFY = {
+  FORBID_TAGS: ["img", "style", "form", "input", "textarea", "select", "iframe", "svg", "math", "video", "audio"],
+  FORBID_ATTR: ["style"],
+  ADD_ATTR: ["target"],
+};
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A" && node.hasAttribute("href")) {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer");
+  }
+});
+
+function renderMarkdown(element, text) {
+  element.innerHTML = DOMPurify.sanitize(markdown.parse(text), PURIFY);
+}
+
+// ---------------------------------------------------------------- page elements and state
+
+const $ = (id) => document.getElementById(id);
+const chat = $("chat");
+const ui = {
+  messages: $("messages"),
+  list: $("messages-inner"),
+  welcome: $("welcome"),
+  title: $("chat-title"),
+  connection: $("connection"),
+  form: $("composer"),
+  input: $("composer-input"),
+  error: $("composer-error"),
+  counter: $("counter"),
+  send: $("send-button"),
+  stop: $("stop-button"),
+  picker: $("model-picker"),
+  demoTag: $("demo-tag"),
+  shell: $("shell"),
+  sidebarToggle: $("sidebar-toggle"),
+  scrim: $("scrim"),
+};
+
+const state = {
+  conversation: Number(chat.dataset.conversation) || null,
+  maxChars: Number(chat.dataset.maxChars) || 32000,
+  replies: new Map(), // assistant message id -> Reply, for every reply drawn on the page
+  pending: null, // the send awaiting its `message` answer: {ref, frame, sent}
+  stopping: new Set(),
+  nextRef: 1,
+};
+
+const codePoints = (text) => {
+  let count = 0;
+  for (const _ of text) count += 1;
+  return count;
+};
+
+/** "<offset>-<seq>" -> offset, or null for anything else. */
+const cursorOffset = (cursor) => {
+  const match = /^(\d+)(?:-\d+)?$/.exec(String(cursor ?? ""));
+  return match ? Number(match[1]) : null;
+};
+
+// ---------------------------------------------------------------- drawing messages
+
+class Reply {
+  constructor(message, element) {
+    this.id = message.id;
+    this.element = element;
+    this.body = element.querySelector(".msg-body");
+    this.foot = element.querySelector(".msg-foot");
+    this.status = message.status;
+    this.text = message.content || "";
+    this.length = codePoints(this.text);
+    this.cursor = "";
+    this.painting = false;
+  }
+
+  get active() {
+    return ACTIVE.has(this.status);
+  }
+}
+
+function messageElement(message) {
+  const element = document.createElement("article");
+  element.className = `msg msg-${message.role}`;
+  element.dataset.id = message.id;
+  const notice = document.createElement("p");
+  notice.className = "msg-notice";
+  notice.hidden = !message.notice;
+  notice.textContent = message.notice || "";
+  const body = document.createElement("div");
+  body.className = message.role === "user" ? "msg-body plain" : "msg-body markdown";
+  const foot = document.createElement("div");
+  foot.className = "msg-foot";
+  element.append(notice, body, foot);
+  return element;
+}
+
+function appendMessage(message) {
+  ui.welcome.hidden = true;
+  const element = messageElement(message);
+  ui.list.append(element);
+  if (message.role === "user") {
+    element.querySelector(".msg-body").textContent = message.content; // never HTML
+    return null;
+  }
+  const reply = new Reply(message, element);
+  state.replies.set(reply.id, reply);
+  paint(reply);
+  if (message.error) showFailure(reply, message.error.text, null);
+  return reply;
+}
+
+const nearBottom = () => ui.messages.scrollHeight - ui.messages.scrollTop - ui.messages.clientHeight < 120;
+const scrollToBottom = () => { ui.messages.scrollTop = ui.messages.scrollHeight; };
+
+function paint(reply) {
+  const stick = nearBottom();
+  reply.element.dataset.status = reply.status;
+  if (reply.text) {
+    renderMarkdown(reply.body, reply.text);
+  } else if (reply.active) {
+    reply.body.innerHTML = '<span class="typing" aria-label="Writing"><i></i><i></i><i></i></span>';
+  } else {
+    reply.body.textContent = "";
+  }
+  reply.element.classList.toggle("streaming", reply.active);
+  const label = FINAL_LABELS[reply.status];
+  if (label) setFoot(reply, label, `status-${reply.status}`);
+  if (stick) scrollToBottom();
+}
+
+/** Re-renders at most once per animation frame however many deltas arrive. */
+function schedulePaint(reply) {
+  if (reply.painting) return;
+  reply.painting = true;
+  const run = () => { reply.painting = false; paint(reply); };
+  // Hidden tabs get no animation frames; a timer keeps their text current for when they return.
+  if (document.hidden) setTimeout(run, 250);
+  else requestAnimationFrame(run);
+}
+
+function setFoot(reply, text, className) {
+  reply.foot.replaceChildren();
+  const line = document.createElement("p");
+  line.className = className;
+  line.textContent = text;
+  reply.foot.append(line);
+}
+
+const retryHint = (seconds) => {
+  if (!seconds) return "";
+  const whole = Math.max(1, Math.ceil(seconds));
+  return ` Wait about ${whole} second${whole > 1 ? "s" : ""} before retrying.`;
+};
+
+function showFailure(reply, text, retryAfter) {
+  setFoot(reply, (text || "The reply failed.") + retryHint(retryAfter), "msg-error");
+}
+
+// ---------------------------------------------------------------- the event stream
+
+function onDelta(event) {
+  const reply = state.replies.get(event.message);
+  if (!reply) return;
+  const end = cursorOffset(event.cursor);
+  const chars = Array.from(event.text || "");
+  if (end !== null && end <= reply.length) return; // already have it (a resend after reconnect)
+  // Keep only the part past what we hold, in case a resend overlaps what arrived before.
+  const skip = end === null ? 0 : Math.max(0, reply.length - (end - chars.length));
+  reply.text += chars.slice(skip).join("");
+  reply.length = end ?? reply.length + chars.length - skip;
+  reply.cursor = event.cursor ?? reply.cursor;
+  if (reply.status === "queued") reply.status = "streaming";
+  schedulePaint(reply);
+}
+
+function finish(reply, event) {
+  reply.status = event.status;
+  reply.cursor = event.cursor ?? reply.cursor;
+  state.stopping.delete(reply.id);
+  paint(reply);
+  updateComposer();
+  refreshSidebar(); // an automatic title may have been given
+}
+
+function onDone(event) {
+  const reply = state.replies.get(event.message);
+  if (reply) finish(reply, event);
+}
+
+function onError(event) {
+  const reply = event.message != null && state.replies.get(event.message);
+  if (reply) {
+    finish(reply, { status: event.status || "failed", cursor: event.cursor });
+    showFailure(reply, event.text, event.retry_after);
+    return;
+  }
+  const ref = String(event.ref ?? "");
+  if (ref.startsWith("attach:") || ref.startsWith("stop:")) return onFrameRefused(ref, event);
+  if (!event.ref && event.code === "provider_unavailable" && streamingReplies().length) {
+    // A reply's stream broke on the server side: follow it again from the last cursor.
+    setTimeout(() => streamingReplies().forEach(attach), 1000);
+    return;
+  }
+  if (state.pending && (!event.ref || event.ref === state.pending.ref)) state.pending = null;
+  showComposerError(event.text + retryHint(event.retry_after));
+  updateComposer();
+}
+
+/** An attach or stop was refused: the reply is gone, over, or the server is busy for a moment. */
+function onFrameRefused(ref, event) {
+  const [kind, id] = ref.split(":");
+  const reply = state.replies.get(Number(id));
+  if (!reply || event.code === "already_finished") return;
+  state.stopping.delete(reply.id);
+  if (kind === "attach" && event.code === "busy") {
+    setTimeout(() => attach(reply), Math.max(1, event.retry_after || 3) * 1000);
+  } else if (kind === "attach") {
+    reply.status = "failed";
+    paint(reply);
+    showFailure(reply, event.text, null);
+  } else {
+    showComposerError(event.text + retryHint(event.retry_after));
+  }
+  updateComposer();
+}
+
+function onMessage(event) {
+  if (state.pending && event.ref === state.pending.ref) {
+    state.pending = null;
+    ui.input.value = "";
+    onInput();
+  }
+  if (!state.conversation) adoptConversation(event.conversation);
+  appendMessage(event.user_message);
+  const reply = appendMessage(event.assistant_message);
+  if (reply) reply.cursor = ""; // the server attached this socket to the reply from its start
+  scrollToBottom();
+  updateComposer();
+  refreshSidebar();
+}
+
+/** The first send on the home page created a conversation: the page becomes that conversation. */
+function adoptConversation(conversation) {
+  state.conversation = conversation.id;
+  chat.dataset.conversation = conversation.id;
+  const url = chat.dataset.conversationUrl.replace(/0\/$/, `${conversation.id}/`);
+  history.replaceState(null, "", url);
+  setTitle(conversation.title);
+  if (ui.picker) {
+    // The model is fixed once the conversation exists: show it the way the conversation page does.
+    const badge = document.createElement("span");
+    badge.className = "model-badge";
+    badge.textContent = ui.picker.selectedOptions[0]?.textContent.replace(/ · demo$/, "") ?? "";
+    if (ui.demoTag && !ui.demoTag.hidden) badge.append(" ", Object.assign(document.createElement("span"), { className: "tag", textContent: "demo" }));
+    ui.picker.replaceWith(badge);
+    ui.demoTag?.remove();
+    ui.picker = null;
+  }
+}
+
+function setTitle(title) {
+  ui.title.textContent = title;
+  document.title = `${title} · Parley`;
+}
+
+const HANDLERS = { delta: onDelta, done: onDone, error: onError, message: onMessage };
+
+// ---------------------------------------------------------------- the WebSocket
+
+const socket = {
+  ws: null,
+  attempt: 0,
+  timer: 0,
+  signedOut: false,
+
+  connect() {
+    clearTimeout(this.timer);
+    if (this.signedOut || (this.ws && this.ws.readyState <= WebSocket.OPEN)) return;
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}/ws/chat/`);
+    this.ws = ws;
+    ws.addEventListener("open", () => { this.attempt = 0; onOpen(); });
+    ws.addEventListener("message", (message) => {
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      HANDLERS[event.type]?.(event);
+    });
+    ws.addEventListener("close", (close) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (close.code === 4401) {
+        this.signedOut = true;
+        setConnection("signed-out");
+      } else {
+        setConnection("reconnecting");
+        this.retryLater();
+      }
+      onDisconnect();
+    });
+  },
+
+  /** Exponential backoff with jitter so a restarted server is not stampeded by every tab at once. */
+  retryLater() {
+    const delay = Math.min(BACKOFF_MS.max, BACKOFF_MS.first * 2 ** this.attempt) * (0.75 + Math.random() * 0.5);
+    this.attempt += 1;
+    this.timer = setTimeout(() => this.connect(), delay);
+  },
+
+  /** Reconnect now (network back, tab visible again) instead of waiting out the backoff. */
+  nudge() {
+    if (!this.ws && !this.signedOut) {
+      this.attempt = 0;
+      this.connect();
+    }
+  },
+
+  get open() {
+    return this.ws?.readyState === WebSocket.OPEN;
+  },
+
+  send(frame) {
+    if (!this.open) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  },
+};
+
+function onOpen() {
+  setConnection("open");
+  for (const reply of state.replies.values()) {
+    if (reply.active) attach(reply);
+  }
+  if (state.pending && !state.pending.sent) {
+    state.pending.sent = socket.send(state.pending.frame);
+  }
+  updateComposer();
+}
+
+/** Follow a reply from the last cursor we hold, or from its start. */
+function attach(reply) {
+  if (!reply.active) return;
+  if (!reply.cursor) {
+    // From the start: the stored text may be an older checkpoint, so the stream replaces it.
+    reply.text = "";
+    reply.length = 0;
+  }
+  socket.send({ type: "attach", message: reply.id, after: reply.cursor, ref: `attach:${reply.id}` });
+}
+
+function onDisconnect() {
+  if (state.pending?.sent) {
+    // The frame left but its answer did not arrive: it may or may not have been stored.
+    state.pending = null;
+    showComposerError("The connection dropped while sending. If your message does not appear, send it again.");
+  }
+  updateComposer();
+}
+
+function setConnection(status) {
+  const labels = { open: "", reconnecting: "Reconnecting…", "signed-out": "Signed out" };
+  ui.connection.textContent = labels[status] ?? "";
+  ui.connection.dataset.status = status;
+  if (status === "signed-out") {
+    showComposerError("Your session has ended. Reload the page to sign in again.");
+  }
+}
+
+// ---------------------------------------------------------------- the composer
+
+const streamingReplies = () => [...state.replies.values()].filter((reply) => reply.active);
+
+function updateComposer() {
+  const streaming = streamingReplies().length > 0;
+  ui.stop.hidden = !streaming;
+  ui.stop.disabled = streaming && streamingReplies().every((reply) => state.stopping.has(reply.id));
+  ui.stop.textContent = ui.stop.disabled ? "Stopping…" : "■ Stop";
+  ui.send.hidden = streaming;
+  ui.send.disabled = Boolean(state.pending) || socket.signedOut;
+  ui.send.textContent = state.pending ? "Sending…" : "Send";
+  ui.form.classList.toggle("busy", streaming || Boolean(state.pending));
+}
+
+function showComposerError(text) {
+  ui.error.textContent = text;
+  ui.error.hidden = !text;
+}
+
+function onInput() {
+  // Grow with the text up to a third of the screen, then scroll inside.
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, window.innerHeight / 3)}px`;
+  const length = codePoints(ui.input.value);
+  const near = length > state.maxChars * 0.8;
+  ui.counter.textContent = near ? `${length.toLocaleString()} / ${state.maxChars.toLocaleString()}` : "";
+  ui.counter.classList.toggle("over", length > state.maxChars);
+  if (!ui.error.hidden && length <= state.maxChars) showComposerError("");
+}
+
+function submit() {
+  const content = ui.input.value;
+  if (!content.trim()) {
+    ui.input.focus();
+    return;
+  }
+  const length = codePoints(content);
+  if (length > state.maxChars) {
+    showComposerError(
+      `Your message is ${length.toLocaleString()} characters long; the limit is ${state.maxChars.toLocaleString()}. ` +
+        "Shorten it or send it in parts.",
+    );
+    return;
+  }
+  if (streamingReplies().length) {
+    showComposerError("A reply is still being written. Wait for it to finish or press Stop.");
+    return;
+  }
+  if (state.pending) return;
+  const ref = `send:${state.nextRef++}`;
+  const frame = { type: "send", conversation: state.conversation, content, ref };
+  if (!state.conversation && ui.picker?.value) frame.model = ui.picker.value;
+  showComposerError("");
+  state.pending = { ref, frame, sent: socket.send(frame) };
+  if (!state.pending.sent) socket.nudge(); // sent as soon as the connection is back
+  updateComposer();
+}
+
+function stop() {
+  for (const reply of streamingReplies()) {
+    if (socket.send({ type: "stop", message: reply.id, ref: `stop:${reply.id}` })) state.stopping.add(reply.id);
+  }
+  if (!socket.open) showComposerError("Not connected right now; press Stop again once the connection is back.");
+  updateComposer();
+}
+
+ui.form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  submit();
+});
+ui.input.addEventListener("keydown", (event) => {
+  // isComposing: Enter that confirms an IME composition (Japanese, Chinese, ...) must not send.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    submit();
+  }
+});
+ui.input.addEventListener("input", onInput);
+ui.stop.addEventListener("click", stop);
+
+function syncDemoTag() {
+  if (ui.picker && ui.demoTag) ui.demoTag.hidden = !ui.picker.selectedOptions[0]?.hasAttribute("data-demo");
+}
+ui.picker?.addEventListener("change", syncDemoTag);
+
+// Code blocks: copy button.
+ui.list.addEventListener("click", async (event) => {
+  const button = event.target.closest(".copy-code");
+  if (!button) return;
+  const code = button.closest(".code-block")?.querySelector("code");
+  if (code) flashButton(button, await copyText(code.textContent));
+});
+
+// ---------------------------------------------------------------- sidebar (htmx partials)
+
+function refreshSidebar() {
+  document.body.dispatchEvent(new CustomEvent("parley:conversations-changed"));
+}
+
+document.body.addEventListener("parley:conversation-renamed", (event) => {
+  if (event.detail?.id === state.conversation) setTitle(event.detail.title);
+});
+
+// After a refresh, pick up an automatic title for the open conversation.
+document.body.addEventListener("htmx:afterSettle", () => {
+  const link = state.conversation && document.querySelector(`#conversation-${state.conversation} .conversation-link`);
+  if (link && link.textContent.trim() !== ui.title.textContent) setTitle(link.textContent.trim());
+});
+
+function setSidebar(open) {
+  ui.shell.classList.toggle("sidebar-open", open);
+  ui.sidebarToggle.setAttribute("aria-expanded", String(open));
+  ui.scrim.hidden = !open;
+}
+ui.sidebarToggle.addEventListener("click", () => setSidebar(!ui.shell.classList.contains("sidebar-open")));
+ui.scrim.addEventListener("click", () => setSidebar(false));
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") setSidebar(false);
+});
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  const messages = JSON.parse($("chat-messages").textContent);
+  for (const message of messages) appendMessage(message);
+  scrollToBottom();
+  syncDemoTag();
+  onInput();
+  updateComposer();
+  socket.connect();
+  window.addEventListener("online", () => socket.nudge());
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) socket.nudge();
+  });
+  if (!("ontouchstart" in window)) ui.input.focus();
+}
+
+start();

@@ -1,0 +1,101 @@
+"""`bin/parley test [pytest args]`: the whole test suite on embedded defaults.
+
+Starts an embedded Redis unless REDIS_URL is set, runs `python -m pytest` with the given arguments
+in that environment and returns pytest's exit code. "No tests collected" (pytest's 5) counts as a
+failure: the suite is never empty.
+
+In CI (CI set) browser tests must run rather than skip: Chromium must be present at
+PARLEY_CHROMIUM (default /usr/bin/chromium), and PARLEY_REQUIRE_BROWSER=1 is exported so that the
+tests fail instead of skipping when they cannot start it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+NO_TESTS_COLLECTED = 5
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no", "off"}
+
+
+def say(message: str) -> None:
+    print(f"parley test: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    env = dict(os.environ)
+
+    if in_ci():
+        chromium = env.get("PARLEY_CHROMIUM") or DEFAULT_CHROMIUM
+        if not (os.path.isfile(chromium) and os.access(chromium, os.X_OK)):
+            say(
+                f"CI is set but Chromium is missing at {chromium}. Browser tests must not be skipped in CI: "
+                "install Debian's chromium (apt-get install -y chromium) or set PARLEY_CHROMIUM=/path/to/chromium."
+            )
+            return 1
+        env["PARLEY_CHROMIUM"] = chromium
+        env["PARLEY_REQUIRE_BROWSER"] = "1"
+
+    redis = None
+    if not env.get("REDIS_URL"):
+        from parley.embedded_redis import EmbeddedRedisError
+        from parley.embedded_redis import start as start_redis
+
+        try:
+            redis = start_redis()
+        except EmbeddedRedisError as exc:
+            say(str(exc))
+            return 1
+        env["REDIS_URL"] = redis.url
+        say(f"embedded Redis at {redis.url}")
+    else:
+        from parley.devserver import redact
+        from parley.embedded_redis import unreachable_reason
+
+        problem = unreachable_reason(env["REDIS_URL"])
+        if problem:
+            say(f"REDIS_URL={redact(env['REDIS_URL'])} is not reachable ({problem}); start it, or unset REDIS_URL to use an embedded Redis.")
+            return 1
+        say(f"Redis from REDIS_URL: {redact(env['REDIS_URL'])}")
+
+    # pytest runs in our process group, so a terminal's Ctrl-C reaches it directly; we only wait
+    # for it to finish and then stop Redis. SIGTERM is passed on.
+    process = None
+
+    def forward(signum: int, _frame: object) -> None:
+        if process is not None and process.poll() is None:
+            process.send_signal(signum)
+
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous_term = signal.signal(signal.SIGTERM, forward)
+    previous_hup = signal.signal(signal.SIGHUP, forward)
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=BASE_DIR, env=env)
+        code = process.wait()
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGHUP, previous_hup)
+        if redis is not None:
+            redis.stop()
+
+    if code == NO_TESTS_COLLECTED:
+        say("no tests ran (pytest exit code 5); the suite must never be empty, so this is a failure.")
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

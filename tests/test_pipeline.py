@@ -5,7 +5,8 @@ import random
 import re
 
 import pytest
-from django.db.backends.signals import connection_created
+from channels.db import database_sync_to_async
+from django.db import connection
 
 from chat import replies
 from chat.models import Message
@@ -109,9 +110,14 @@ async def test_database_writes_per_reply_do_not_grow_with_its_length(alice, sett
             updates.append(sql)
         return execute(sql, params, many, context)
 
-    def install(sender, connection, **kwargs):
-        if count not in connection.execute_wrappers:  # a thread's connection object outlives reconnects
-            connection.execute_wrappers.append(count)
+    @database_sync_to_async
+    def install() -> None:
+        # Replies write through the one thread-sensitive executor thread; hook its connection.
+        connection.execute_wrappers.append(count)
+
+    @database_sync_to_async
+    def uninstall() -> None:
+        connection.execute_wrappers.remove(count)
 
     async def writes_for(content: str) -> tuple[int, Message]:
         updates.clear()
@@ -119,12 +125,12 @@ async def test_database_writes_per_reply_do_not_grow_with_its_length(alice, sett
         await read_from(alice, event["assistant_message"]["id"], "")
         return len(updates), await Message.objects.aget(pk=event["assistant_message"]["id"])
 
-    connection_created.connect(install)
+    await install()
     try:
         short_writes, short = await writes_for("short /words 5")
         long_writes, long = await writes_for("long /words 3000 /slow 1")
     finally:
-        connection_created.disconnect(install)
+        await uninstall()
     assert len(long.content.split()) == 3000 and len(short.content.split()) == 5
     assert 2 <= short_writes <= 3  # "streaming" at the first token, then the final write
     assert long_writes <= 2 + settings.PARLEY_CHECKPOINTS_MAX

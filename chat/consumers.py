@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from chat import events
 from chat.actions import ActionError
 from chat.replies import attach, send_message, stop_message
+from chat.streams import get_hub
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +33,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.attachments: dict[int, asyncio.Task[None]] = {}
+        self.socket_id = uuid.uuid4().hex
         await self.accept()
+        await get_hub().users.listen(user.pk, self._on_notice)
 
     async def disconnect(self, code: int) -> None:
         # Leaving never stops a generation: only the readers of this socket go away.
+        if hasattr(self, "socket_id"):
+            get_hub().users.stop_listening(self.user.pk, self._on_notice)
         for task in getattr(self, "attachments", {}).values():
             task.cancel()
+
+    def _on_notice(self, payload: bytes) -> None:
+        """Another tab sent a message, or a conversation changed: pass it on, except our own sends."""
+        if f'"origin":"{self.socket_id}"'.encode() in payload:
+            return
+        asyncio.create_task(self.base_send({"type": "websocket.send", "text": payload.decode()}))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         raw = text_data if text_data is not None else bytes_data
@@ -62,7 +74,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_event(events.request_error(error.code, error.detail, error.retry_after, ref=ref))
 
     async def on_send(self, frame: dict[str, Any]) -> None:
-        event = await send_message(self.user, frame.get("conversation"), frame.get("content"), frame.get("model"))
+        event = await send_message(
+            self.user, frame.get("conversation"), frame.get("content"), frame.get("model"), origin=self.socket_id
+        )
         if frame.get("ref") is not None:
             event["ref"] = frame["ref"]
         await self.send_event(event)
@@ -118,7 +132,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise
         except Exception:
             logger.exception("Forwarding reply %s failed", message_id)
-            await self.send_event(events.request_error("provider_unavailable", "The reply stream broke; re-attach to continue."))
+            await self.send_event(
+                events.request_error("provider_unavailable", "The reply stream broke; re-attach to continue.", ref=ref)
+            )
 
     async def send_event(self, event: dict[str, Any]) -> None:
         await self.base_send({"type": "websocket.send", "text": orjson.dumps(event).decode()})

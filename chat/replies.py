@@ -45,8 +45,13 @@ def clean_content(content: object) -> str:
     return content
 
 
-async def send_message(user: User, conversation_id: object, content: object, model_name: object = None) -> dict[str, Any]:
-    """Store the user's message and a queued reply, start generating it, and return the `message` event."""
+async def send_message(
+    user: User, conversation_id: object, content: object, model_name: object = None, origin: str = ""
+) -> dict[str, Any]:
+    """Store the user's message and a queued reply, start generating it, and return the `message` event.
+
+    The user's other tabs are told too (all but `origin`, the socket that sent it), so they can follow.
+    """
     text = clean_content(content)
     if model_name is not None and not isinstance(model_name, str):
         raise ActionError("invalid_input", "model must be a model name.")
@@ -60,6 +65,7 @@ async def send_message(user: User, conversation_id: object, content: object, mod
         hub.release()
         raise
     generation.start(hub, turn.plan)
+    await hub.users.publish(user.pk, {**turn.event, "origin": origin})
     return turn.event
 
 

@@ -23,6 +23,8 @@ import orjson
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from chat.notify import UserFeeds
+
 logger = logging.getLogger(__name__)
 
 Cursor = tuple[int, int]
@@ -202,6 +204,7 @@ class Hub:
         self.logs: dict[int, LocalLog] = {}
         self.active = 0
         self.remote = RemoteFeeds(self)
+        self.users = UserFeeds(self.redis)
         self.flush_task: asyncio.Task[None] | None = None
         self.work = asyncio.Event()
         self.last_heartbeat = 0.0

@@ -4,6 +4,7 @@ import asyncio
 import logging
 
 from chat.models import Conversation, Message
+from chat.notify import publish_sync
 from chat.providers import new_provider
 from chat.providers.base import ChatRequest, collect
 
@@ -39,7 +40,11 @@ def generate_title(conversation_id: int) -> str | None:
     if conversation.model.provider != "demo":
         title = _ask_model(conversation, question, answer) or title
     updated = Conversation.objects.filter(pk=conversation_id, title_is_auto=True, title="").update(title=title)
-    return title if updated else None
+    if not updated:
+        return None
+    conversation.title = title
+    publish_sync(conversation.owner_id, {"type": "conversation", "conversation": conversation.as_dict()})
+    return title
 
 
 def _ask_model(conversation: Conversation, question: str, answer: str) -> str:

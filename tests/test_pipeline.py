@@ -69,6 +69,8 @@ async def test_stop_from_another_connection_stops_and_keeps_the_partial_text(ali
     reply_id = created["assistant_message"]["id"]
     first = await sender.receive_json_from(timeout=5)
     assert first["type"] == "delta"
+    notice = await other.receive_json_from(timeout=5)
+    assert notice["type"] == "message" and notice["assistant_message"]["id"] == reply_id  # the other tab is told
     await other.send_json_to({"type": "stop", "message": reply_id, "ref": "s"})
     ack = await other.receive_json_from(timeout=5)
     assert ack["type"] == "stopping"

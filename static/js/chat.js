@@ -272,6 +272,10 @@ function onFrameRefused(ref, event) {
 }
 
 function onMessage(event) {
+  if ("origin" in event) {
+    onNoticeOfSend(event);
+    return;
+  }
   if (state.pending && event.ref === state.pending.ref) {
     state.pending = null;
     ui.input.value = "";
@@ -283,6 +287,26 @@ function onMessage(event) {
   if (reply) reply.cursor = ""; // the server attached this socket to the reply from its start
   scrollToBottom();
   updateComposer();
+  refreshSidebar();
+}
+
+/** Another tab (or an API client) sent a message: follow its reply if it belongs to this page. */
+function onNoticeOfSend(event) {
+  refreshSidebar();
+  if (event.conversation.id !== state.conversation || state.replies.has(event.assistant_message.id)) return;
+  appendMessage(event.user_message);
+  const reply = appendMessage(event.assistant_message);
+  if (reply) {
+    reply.cursor = "";
+    attach(reply);
+  }
+  scrollToBottom();
+  updateComposer();
+}
+
+/** A conversation changed elsewhere, e.g. it got its automatic title. */
+function onConversation(event) {
+  if (event.conversation.id === state.conversation) setTitle(event.conversation.title);
   refreshSidebar();
 }
 
@@ -310,7 +334,7 @@ function setTitle(title) {
   document.title = `${title} · Parley`;
 }
 
-const HANDLERS = { delta: onDelta, done: onDone, error: onError, message: onMessage };
+const HANDLERS = { delta: onDelta, done: onDone, error: onError, message: onMessage, conversation: onConversation };
 
 // ---------------------------------------------------------------- the WebSocket
 

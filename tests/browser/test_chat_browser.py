@@ -147,6 +147,31 @@ def test_second_tab_follows_the_same_reply(page, context):
     assert reply_text(page) == words(80)
 
 
+def test_a_tab_already_open_follows_a_send_from_another_tab(page, context):
+    send(page, "/words 3")
+    page.wait_for_url(re.compile(r"/c/\d+/$"))
+    wait_for_status(page, "complete")
+    watcher = context.new_page()
+    watcher.goto(page.url)
+    watcher.wait_for_function("document.getElementById('connection').dataset.status === 'open'")
+    send(page, "second message /words 60 /slow 40")
+    watcher.wait_for_function("document.querySelectorAll('.msg-assistant').length === 2")
+    lengths = []
+    while reply_status(watcher) != "complete" and len(lengths) < 200:
+        lengths.append(len(reply_text(watcher)))
+        time.sleep(0.1)
+    assert len(set(lengths)) >= 3, "the open tab sees the new reply grow live"
+    assert reply_text(watcher) == words(60)
+    assert "second message /words 60 /slow 40" in watcher.inner_text(".msg-user >> nth=-1")
+
+
+def test_the_automatic_title_appears_without_a_reload(page):
+    send(page, "Plan a weekend in Lisbon /words 3")
+    wait_for_status(page, "complete")
+    page.wait_for_function("document.title.startsWith('Plan a weekend in Lisbon')", timeout=20_000)
+    page.wait_for_selector("#sidebar >> text=Plan a weekend in Lisbon", timeout=20_000)
+
+
 def test_network_blip_loses_nothing(page):
     """The socket drops mid-reply; the page reconnects and resumes from its last cursor."""
     sockets = []

@@ -127,3 +127,17 @@ def test_conversation_detail_includes_messages(alice_client, alice):
     body = alice_client.get(f"/api/conversations/{conversation.pk}/").json()
     assert [m["content"] for m in body["messages"]] == ["hi", "hello"]
     assert body["messages"][1]["status"] == "complete"
+
+
+def test_only_configured_providers_are_offered(alice_client, settings):
+    settings.OPENAI_API_KEY = ""
+    settings.OPENAI_BASE_URL = ""
+    settings.ANTHROPIC_API_KEY = ""
+    names = [m["name"] for m in alice_client.get("/api/models/").json()["results"]]
+    assert names == ["parley-demo"]
+    settings.ANTHROPIC_API_KEY = "sk-ant-test"
+    names = [m["name"] for m in alice_client.get("/api/models/").json()["results"]]
+    assert "claude-haiku-4-5" in names and "gpt-4.1" not in names
+    settings.PARLEY_DEMO_MODEL = False
+    names = [m["name"] for m in alice_client.get("/api/models/").json()["results"]]
+    assert "parley-demo" not in names

@@ -124,8 +124,28 @@ def update_conversation(conversation: Conversation, changes: dict[str, object]) 
 
 
 def delete_conversation(conversation: Conversation) -> None:
+    """Deletes it, and stops its replies still being written: nobody is left to read them."""
+    active = list(conversation.messages.filter(status__in=Message.ACTIVE).values_list("pk", flat=True))
     with transaction.atomic():
         conversation.delete()
+        if active:
+            transaction.on_commit(lambda: request_stop_sync(active))
+
+
+def request_stop_sync(message_ids: list[int]) -> None:
+    import redis
+    from django.conf import settings
+
+    from chat.streams import stop_key
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.set(stop_key(message_id), "1", ex=3600)
+        pipe.execute()
+    finally:
+        client.close()
 
 
 def touch(conversation: Conversation) -> None:

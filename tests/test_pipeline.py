@@ -161,3 +161,20 @@ async def test_a_second_send_into_a_busy_conversation_is_refused(alice):
     await replies.stop_message(alice, first["assistant_message"]["id"])
     _, final = await read_from(alice, first["assistant_message"]["id"], "")
     assert final["status"] == "stopped"
+
+
+async def test_deleting_a_conversation_stops_its_reply(alice):
+    from chat.actions import delete_conversation, get_conversation_for
+
+    event = await replies.send_message(alice, None, "endless /words 3000 /slow 20")
+    reply_id = event["assistant_message"]["id"]
+    conversation = await database_sync_to_async(get_conversation_for)(alice, event["conversation"]["id"])
+    await asyncio.sleep(0.2)
+    await database_sync_to_async(delete_conversation)(conversation)
+    log = get_hub().logs[reply_id]
+    for _ in range(100):
+        if log.finished:
+            break
+        await asyncio.sleep(0.05)
+    assert log.finished and log.final_event["status"] == "stopped"
+    assert not await Message.objects.filter(pk=reply_id).aexists()

@@ -7,3 +7,6 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("", include("chat.urls")),
 ]
+
+handler404 = "chat.api.not_found"
+handler500 = "chat.api.server_error"

@@ -141,3 +141,8 @@ def test_only_configured_providers_are_offered(alice_client, settings):
     settings.PARLEY_DEMO_MODEL = False
     names = [m["name"] for m in alice_client.get("/api/models/").json()["results"]]
     assert "parley-demo" not in names
+
+
+def test_unknown_api_paths_answer_in_the_same_json_shape(alice_client):
+    assert_error(alice_client.get("/api/nothing-here/"), 404, "not_found")
+    assert_error(alice_client.get("/api/messages/abc/events"), 404, "not_found")

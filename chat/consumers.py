@@ -34,6 +34,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.attachments: dict[int, asyncio.Task[None]] = {}
         self.socket_id = uuid.uuid4().hex
+        self.notice_sends: set[asyncio.Task[None]] = set()
         await self.accept()
         await get_hub().users.listen(user.pk, self._on_notice)
 
@@ -48,7 +49,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Another tab sent a message, or a conversation changed: pass it on, except our own sends."""
         if f'"origin":"{self.socket_id}"'.encode() in payload:
             return
-        asyncio.create_task(self.base_send({"type": "websocket.send", "text": payload.decode()}))
+        task = asyncio.create_task(self.base_send({"type": "websocket.send", "text": payload.decode()}))
+        self.notice_sends.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self.notice_sends.discard)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         raw = text_data if text_data is not None else bytes_data

@@ -54,7 +54,10 @@ def start(hub: Hub, plan: ReplyPlan) -> asyncio.Task[None]:
     log = hub.open_log(plan.message_id)
     # A fresh context: the request that started the reply ends long before it, and its
     # thread-sensitive executor with it; the reply's database calls must not be bound to it.
-    return asyncio.create_task(_run(hub, log, plan), name=f"parley-reply-{plan.message_id}", context=contextvars.Context())
+    task = asyncio.create_task(_run(hub, log, plan), name=f"parley-reply-{plan.message_id}", context=contextvars.Context())
+    hub.generations.add(task)  # the loop keeps only weak references to tasks
+    task.add_done_callback(hub.generations.discard)
+    return task
 
 
 async def _run(hub: Hub, log: LocalLog, plan: ReplyPlan) -> None:

@@ -202,6 +202,7 @@ class Hub:
         self.generator_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.redis = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=1000)
         self.logs: dict[int, LocalLog] = {}
+        self.generations: set[asyncio.Task[None]] = set()
         self.active = 0
         self.remote = RemoteFeeds(self)
         self.users = UserFeeds(self.redis)

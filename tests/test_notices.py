@@ -39,9 +39,11 @@ async def test_a_new_title_reaches_the_open_tabs(alice):
     await tab.send_json_to({"type": "send", "conversation": None, "content": "Plan a trip to Lisbon /words 3"})
     created = await tab.receive_json_from(timeout=5)
     await receive_until_final(tab, created["assistant_message"]["id"])
-    title = await asyncio.to_thread(generate_title, created["conversation"]["id"])
-    assert title == "Plan a trip to Lisbon /words 3"
+    # A Celery worker of the session may get there first; either way exactly one title is set.
+    await asyncio.to_thread(generate_title, created["conversation"]["id"])
     event = await tab.receive_json_from(timeout=5)
-    assert event == {"type": "conversation", "conversation": {**event["conversation"], "title": title}}
+    assert event["type"] == "conversation"
     assert event["conversation"]["id"] == created["conversation"]["id"]
+    assert event["conversation"]["title"] == "Plan a trip to Lisbon /words 3"
+    assert await asyncio.to_thread(generate_title, created["conversation"]["id"]) is None  # idempotent
     await tab.disconnect()

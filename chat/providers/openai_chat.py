@@ -63,6 +63,9 @@ class OpenAIProvider(Provider):
             base_url=base_url,
             max_retries=self.max_retries,
             timeout=openai.Timeout(read, connect=self.timeouts.connect),
+            # aiohttp under the SDK's client: reading the body costs about half the CPU per chunk of
+            # the default httpcore/anyio stack (bench/load.py, docs/benchmarks.md).
+            http_client=openai.DefaultAioHttpClient(),
         )
 
     async def aclose(self) -> None:
@@ -80,12 +83,30 @@ class OpenAIProvider(Provider):
                         yield event
         except openai.APIStatusError as exc:
             yield error_from_status(exc.status_code, exc.response.headers, exc.body)
-        except openai.APITimeoutError:
-            yield StreamError(ErrorCode.TIMEOUT, "The request timed out before the reply started.")
+        except openai.APITimeoutError as exc:
+            refused = connect_failure(exc)
+            if refused is not None:
+                yield StreamError(ErrorCode.PROVIDER_UNAVAILABLE, f"Could not connect: {refused}")
+            else:
+                yield StreamError(ErrorCode.TIMEOUT, "The request timed out before the reply started.")
         except openai.APIConnectionError as exc:
             yield StreamError(ErrorCode.PROVIDER_UNAVAILABLE, f"Could not connect: {exc.__cause__ or exc}")
         except openai.OpenAIError as exc:
             yield StreamError(ErrorCode.PROVIDER_UNAVAILABLE, str(exc))
+
+
+def connect_failure(exc: BaseException) -> OSError | None:
+    """The refused or failed connection behind a "timeout", if that is what it really was.
+
+    The SDK's aiohttp transport maps every aiohttp connection error, a refused connection
+    included, to a connect timeout; the original error is kept as the cause.
+    """
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return cause
+        cause = cause.__cause__
+    return None
 
 
 def request_params(request: ChatRequest, base_url: str) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def reap_interrupted(client: redis.Redis | None = None) -> list[int]:
     if not candidates:
         return []
     generators = sorted({generator for _, generator, _ in candidates})
-    alive = {generator for generator, beat in zip(generators, client.mget([heartbeat_key(g) for g in generators])) if beat}
+    beats = client.mget([heartbeat_key(generator) for generator in generators])
+    alive = {generator for generator, beat in zip(generators, beats, strict=True) if beat}
     reaped = []
     for message_id, generator, checkpoint in candidates:
         if generator in alive:

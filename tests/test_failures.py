@@ -2,7 +2,6 @@
 
 import orjson
 import pytest
-from django.test import override_settings
 
 from chat.models import ChatModel, Message
 from chat.replies import attach, send_message

@@ -35,29 +35,38 @@ def reap_interrupted(client: redis.Redis | None = None) -> list[int]:
     for message_id, generator, checkpoint in candidates:
         if generator in alive:
             continue
-        if _reap(client, message_id, checkpoint):
+        if end_orphan(client, message_id, checkpoint):
             reaped.append(message_id)
     if reaped:
         logger.warning("Marked %d replies interrupted: %s", len(reaped), reaped)
     return reaped
 
 
-def _reap(client: redis.Redis, message_id: int, checkpoint: str) -> bool:
+def generator_is_gone(client: redis.Redis, message: Message) -> bool:
+    """True when the reply's process stopped heart-beating (and had the time to start)."""
+    grace = timezone.now() - timedelta(seconds=settings.PARLEY_HEARTBEAT_TTL)
+    return message.created < grace and not client.exists(heartbeat_key(message.generator))
+
+
+def end_orphan(client: redis.Redis, message_id: int, checkpoint: str, status: str = Message.Status.INTERRUPTED) -> bool:
+    """End a reply nobody is generating any more: keep its text, mark it, close its event log."""
     entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in client.xrange(events_key(message_id))]
     logged = "".join(entry.text for entry in entries if not entry.is_final)
     # The log holds every delta that was flushed; the checkpoint is a prefix of it unless the log expired.
     text = logged if len(logged) >= len(checkpoint) else checkpoint
     updated = Message.objects.filter(pk=message_id, status__in=Message.ACTIVE).update(
-        status=Message.Status.INTERRUPTED,
+        status=status,
         content=text,
-        error_text="The server stopped while writing this reply; the text so far is kept.",
+        error_text="The server stopped while writing this reply; the text so far is kept."
+        if status == Message.Status.INTERRUPTED
+        else "",
         last_cursor=events.cursor_for(len(text), 1),
         finished=timezone.now(),
     )
     if not updated:
         return False
     if not any(entry.is_final for entry in entries):
-        final = events.done(message_id, len(text), Message.Status.INTERRUPTED)
+        final = events.done(message_id, len(text), status)
         key = events_key(message_id)
         pipe = client.pipeline(transaction=False)
         if len(text) > len(logged):

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from chat import events, generation
+from chat import events, generation, reaper
 from chat.actions import ActionError, create_conversation, get_conversation_for, get_message_for, resolve_model
 from chat.history import DoesNotFit, fit_history
 from chat.models import Conversation, Message
@@ -136,7 +136,21 @@ async def stop_message(user: User, message_id: object) -> dict[str, Any]:
     if not message.is_active:
         raise ActionError("already_finished")
     await get_hub().request_stop(message.pk)
+    if await _stop_orphan(message):
+        return {"message": message.pk, "status": "stopped"}
     return {"message": message.pk, "status": "stopping"}
+
+
+@database_sync_to_async
+def _stop_orphan(message: Message) -> bool:
+    """Stop means stop even when the reply's process has died: end it here instead of waiting for the reaper."""
+    client = reaper.redis_client()
+    try:
+        return reaper.generator_is_gone(client, message) and reaper.end_orphan(
+            client, message.pk, message.content, Message.Status.STOPPED
+        )
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,3 +65,22 @@ def test_live_generators_and_young_replies_are_left_alone(conversation, redis_cl
     alive.refresh_from_db()
     young.refresh_from_db()
     assert alive.status == young.status == "streaming"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_stop_ends_a_reply_whose_process_died_at_once(alice, redis_client):
+    from channels.db import database_sync_to_async
+
+    from chat.replies import attach, stop_message
+
+    conversation = await database_sync_to_async(Conversation.objects.create)(
+        owner=alice, model=await ChatModel.objects.aget(name="parley-demo")
+    )
+    reply = await database_sync_to_async(active_reply)(conversation, "dead-4", checkpoint="Half a")
+    await database_sync_to_async(log_deltas)(redis_client, reply.pk, ["Half a", " thought"])
+    assert (await stop_message(alice, reply.pk))["status"] == "stopped"
+    stored = await Message.objects.aget(pk=reply.pk)
+    assert stored.status == "stopped" and stored.content == "Half a thought" and stored.error_text == ""
+    seen = [orjson.loads(p) async for batch in attach(alice, reply.pk, "6-0") for p in batch]
+    assert [e["type"] for e in seen] == ["delta", "done"] and seen[0]["text"] == " thought"
+    assert seen[-1]["status"] == "stopped"

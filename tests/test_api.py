@@ -146,3 +146,22 @@ def test_only_configured_providers_are_offered(alice_client, settings):
 def test_unknown_api_paths_answer_in_the_same_json_shape(alice_client):
     assert_error(alice_client.get("/api/nothing-here/"), 404, "not_found")
     assert_error(alice_client.get("/api/messages/abc/events"), 404, "not_found")
+
+
+def test_overload_is_refused_fast_with_retry_after(alice_client, alice, settings):
+    settings.PARLEY_MAX_GENERATIONS = 0
+    conversation = Conversation.objects.create(owner=alice, model=ChatModel.objects.get(name="parley-demo"))
+    response = post_json(alice_client, f"/api/conversations/{conversation.pk}/messages", {"content": "hello"})
+    error = assert_error(response, 503, "busy")
+    assert error["retry_after"] and int(response.headers["Retry-After"]) >= 1
+    assert Message.objects.count() == 0
+
+
+def test_sending_validates_its_body(alice_client, alice):
+    conversation = Conversation.objects.create(owner=alice, model=ChatModel.objects.get(name="parley-demo"))
+    url = f"/api/conversations/{conversation.pk}/messages"
+    assert_error(post_json(alice_client, url, {}), 400, "invalid_input")
+    assert_error(post_json(alice_client, url, {"content": "  "}), 400, "empty_message")
+    assert_error(post_json(alice_client, url, {"content": "x" * 40_000}), 413, "message_too_long")
+    assert_error(alice_client.post(url, "{", content_type="application/json"), 400, "invalid_json")
+    assert Message.objects.count() == 0

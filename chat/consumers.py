@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -11,7 +11,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat import events
 from chat.actions import ActionError
-from chat.replies import attach, send_message, stop_message
+from chat.replies import attach, payloads, send_message, stop_message
 from chat.streams import get_hub
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if frame.get("ref") is not None:
             event["ref"] = frame["ref"]
         await self.send_event(event)
-        self._attach(event["assistant_message"]["id"], "")
+        self._attach(event["assistant_message"]["id"], "", own=True)
 
     async def on_attach(self, frame: dict[str, Any]) -> None:
         message_id = frame.get("message")
@@ -112,11 +112,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         "detach": on_detach,
     }
 
-    def _attach(self, message_id: int, after: object, ref: object = None) -> None:
+    def _attach(self, message_id: int, after: object, ref: object = None, own: bool = False) -> None:
         previous = self.attachments.pop(message_id, None)
         if previous is not None:
             previous.cancel()
-        task = asyncio.create_task(self._forward(message_id, after, ref))
+        task = asyncio.create_task(self._forward(message_id, after, ref, own))
         self.attachments[message_id] = task
         task.add_done_callback(lambda done: self._forget(message_id, done))
 
@@ -124,9 +124,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.attachments.get(message_id) is task:
             del self.attachments[message_id]
 
-    async def _forward(self, message_id: int, after: object, ref: object) -> None:
+    async def _forward(self, message_id: int, after: object, ref: object, own: bool = False) -> None:
         try:
-            async for batch in attach(self.user, message_id, after):
+            batches = _follow_own_send(message_id) if own else attach(self.user, message_id, after)
+            async for batch in batches:
                 for payload in batch:
                     await self.base_send({"type": "websocket.send", "text": payload.decode()})
         except ActionError as error:
@@ -141,3 +142,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def send_event(self, event: dict[str, Any]) -> None:
         await self.base_send({"type": "websocket.send", "text": orjson.dumps(event).decode()})
+
+
+async def _follow_own_send(message_id: int) -> AsyncIterator[list[bytes]]:
+    """The reply this socket's `send` just started: it is this user's and its log is in this process,
+    so `attach`'s database lookup (authorization, stored state) would only repeat what the send did."""
+    async for batch in get_hub().follow(message_id, (0, 0)):
+        yield payloads(batch)

@@ -12,7 +12,7 @@ role="${1:-web}"
 
 case "$role" in
     web)
-        exec daphne -b 0.0.0.0 -p "${PORT:-8000}" --proxy-headers "$@" parley.asgi:application
+        exec python -m parley.serve -b 0.0.0.0 -p "${PORT:-8000}" --proxy-headers "$@" parley.asgi:application
         ;;
     worker)
         exec celery -A parley worker -B -l "${CELERY_LOG_LEVEL:-info}" \

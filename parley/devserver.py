@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         if stopping.is_set():
             return 0
 
-        children.append(Child("web", [python, "-m", "daphne", "-b", host, "-p", str(port), "parley.asgi:application"], env))
+        children.append(Child("web", [python, "-m", "parley.serve", "-b", host, "-p", str(port), "parley.asgi:application"], env))
         children.append(
             Child(
                 "worker",

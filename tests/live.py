@@ -113,7 +113,7 @@ class LiveApp:
         port = free_port()
         server = LiveProcess(
             f"daphne-{port}",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "parley.asgi:application"],
+            [sys.executable, "-m", "parley.serve", "-b", "127.0.0.1", "-p", str(port), "parley.asgi:application"],
             self.env,
             self.tmp / f"daphne-{port}.log",
             port=port,

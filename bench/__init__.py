@@ -1,0 +1,1 @@
+"""Parley's streaming benchmark: `python -m bench.load` (see docs/benchmarks.md)."""

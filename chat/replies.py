@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -61,6 +61,12 @@ async def send_message(
         raise ActionError("busy", retry_after=BUSY_RETRY_AFTER)
     try:
         turn = await _store_turn(user, conversation_id, text, model_name or None, hub.generator_id)
+    except OperationalError as error:
+        hub.release()
+        if "locked" not in str(error):
+            raise
+        # SQLite takes one writer at a time; past its busy timeout, say "busy" rather than fail.
+        raise ActionError("busy", retry_after=BUSY_RETRY_AFTER) from error
     except BaseException:
         hub.release()
         raise

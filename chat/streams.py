@@ -93,6 +93,7 @@ class LocalLog:
 
     message_id: int
     entries: list[Entry] = field(default_factory=list)
+    unsent: list[Entry] = field(default_factory=list)  # entries not yet written to Redis
     pending: list[str] = field(default_factory=list)
     offset: int = 0
     final_event: dict[str, Any] | None = None
@@ -134,6 +135,7 @@ class LocalLog:
             new.append(Entry((self.offset, FINAL_SEQ), orjson.dumps(self.final_event)))
             self.finished = True
         self.entries.extend(new)
+        self.unsent.extend(new)
         return new
 
     def wake_readers(self) -> None:
@@ -275,25 +277,29 @@ class Hub:
                 await asyncio.sleep(0.2)
 
     def _has_work(self) -> bool:
-        return self.active > 0 or any(log.pending or (log.final_event and not log.finished) for log in self.logs.values())
+        return self.active > 0 or any(
+            log.pending or log.unsent or (log.final_event and not log.finished) for log in self.logs.values()
+        )
 
     async def flush(self) -> None:
         """One pipelined round trip: new entries of every log, stop-flag check, heartbeat."""
         pipe = self.redis.pipeline(transaction=False)
-        touched: list[tuple[LocalLog, list[Entry]]] = []
+        touched: list[LocalLog] = []
         for log in list(self.logs.values()):
-            if log.finished and not log.pending:
+            if log.finished and not log.pending and not log.unsent:
                 continue
-            new = log.drain()
-            if not new:
+            log.drain()
+            if not log.unsent:
                 continue
+            # Entries stay unsent until Redis took them, so a failed flush is retried whole, in order;
+            # an entry that did land the first time is refused as a duplicate id, which is harmless.
             key = events_key(log.message_id)
-            for entry in new:
+            for entry in log.unsent:
                 pipe.xadd(key, {"e": entry.payload}, id=f"{entry.id[0]}-{entry.id[1]}")
             ttl = settings.PARLEY_STREAM_TTL if log.finished else max(settings.PARLEY_STREAM_TTL, 86_400)
-            if log.finished or len(log.entries) == len(new):
+            if log.finished or len(log.entries) == len(log.unsent):
                 pipe.expire(key, ttl)
-            touched.append((log, new))
+            touched.append(log)
         watched = [log for log in self.logs.values() if not log.finished and not log.stop_requested]
         flags_at = len(pipe)
         if watched:
@@ -314,13 +320,10 @@ class Hub:
                 if flag is not None:
                     log.request_stop()
         self.stats["flushes"] += 1
-        for log, new in touched:
-            self.stats["entries"] += len(new)
+        for log in touched:
+            self.stats["entries"] += len(log.unsent)
+            log.unsent.clear()
             log.wake_readers()
-
-    async def heartbeat_now(self) -> None:
-        await self.redis.set(heartbeat_key(self.generator_id), "1", ex=settings.PARLEY_HEARTBEAT_TTL)
-        self.last_heartbeat = time.monotonic()
 
     # Stop ----------------------------------------------------------------------------------------
 

@@ -45,3 +45,25 @@ async def test_remote_readers_get_every_entry_then_the_final_one(readers):
     assert texts[-1] == expected[late_start:]
     assert not hub.remote.subscribers
     await hub.redis.delete(events_key(message_id))
+
+
+async def test_a_failed_flush_is_retried_whole_and_in_order():
+    import redis.asyncio as aioredis
+
+    hub = get_hub()
+    message_id = 987_654_322
+    await hub.redis.delete(events_key(message_id))
+    log = hub.open_log(message_id)
+    log.append("Hello ")
+    reachable, hub.redis = hub.redis, aioredis.Redis.from_url("redis://127.0.0.1:1/0")
+    with pytest.raises(aioredis.ConnectionError):
+        await hub.flush()
+    hub.redis = reachable
+    log.append("world")
+    await hub.flush()
+    entries = await hub.read_all(message_id)
+    assert "".join(entry.text for entry in entries) == "Hello world"
+    assert [entry.id for entry in entries] == sorted(entry.id for entry in entries)
+    assert not log.unsent
+    del hub.logs[message_id]
+    await hub.redis.delete(events_key(message_id))

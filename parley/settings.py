@@ -174,11 +174,17 @@ if PARLEY_FLUSH_MS_MAX < PARLEY_FLUSH_MS_MIN:
 if PARLEY_HEARTBEAT_TTL <= PARLEY_HEARTBEAT_SECONDS:
     raise ImproperlyConfigured("PARLEY_HEARTBEAT_TTL must be longer than PARLEY_HEARTBEAT_SECONDS.")
 
+def _not_a_busy_refusal(record: object) -> bool:
+    """A 503 `busy` is admission control doing its job, not a server error worth an ERROR line."""
+    return getattr(record, "status_code", None) != 503
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"not_busy": {"()": "django.utils.log.CallbackFilter", "callback": _not_a_busy_refusal}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["not_busy"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }

@@ -229,9 +229,16 @@ function finish(reply, event) {
   refreshSidebar(); // an automatic title may have been given
 }
 
+const PLACEHOLDER_TITLES = new Set(["New chat", "New conversation"]);
+const hasPlaceholderTitle = () => PLACEHOLDER_TITLES.has(ui.title.textContent.trim());
+
 function onDone(event) {
   const reply = state.replies.get(event.message);
   if (reply) finish(reply, event);
+  if (hasPlaceholderTitle()) {
+    // The automatic title comes as a notice; should that notice be missed, the sidebar has it too.
+    for (const delay of [2500, 7000]) setTimeout(() => hasPlaceholderTitle() && refreshSidebar(), delay);
+  }
 }
 
 function onError(event) {
@@ -547,7 +554,8 @@ document.body.addEventListener("parley:conversation-renamed", (event) => {
 // After a refresh, pick up an automatic title for the open conversation.
 document.body.addEventListener("htmx:afterSettle", () => {
   const link = state.conversation && document.querySelector(`#conversation-${state.conversation} .conversation-link`);
-  if (link && link.textContent.trim() !== ui.title.textContent) setTitle(link.textContent.trim());
+  // Only a placeholder is replaced: a sidebar rendered a moment earlier must not undo a newer title.
+  if (link && hasPlaceholderTitle() && link.textContent.trim() !== ui.title.textContent) setTitle(link.textContent.trim());
 });
 
 function setSidebar(open) {

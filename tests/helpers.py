@@ -35,3 +35,13 @@ async def receive_until_final(communicator: WebsocketCommunicator, message_id: i
 
 def words(count: int) -> str:
     return " ".join(f"word{index}" for index in range(1, count + 1))
+
+
+async def receive_type(communicator: WebsocketCommunicator, event_type: str, timeout: float = 5) -> dict:
+    """The next event of a type, skipping notices (a title set by a Celery worker may arrive any time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        event = await communicator.receive_json_from(timeout=max(0.1, deadline - loop.time()))
+        if event["type"] == event_type:
+            return event

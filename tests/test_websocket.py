@@ -4,7 +4,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Conversation, Message
-from tests.helpers import connect, receive_until_final
+from tests.helpers import connect, receive_type, receive_until_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,7 +62,7 @@ async def test_send_into_existing_conversation_uses_history(alice):
     created = await communicator.receive_json_from(timeout=5)
     await receive_until_final(communicator, created["assistant_message"]["id"])
     await communicator.send_json_to({"type": "send", "conversation": conversation.pk, "content": "second /words 3"})
-    second = await communicator.receive_json_from(timeout=5)
+    second = await receive_type(communicator, "message")
     assert second["conversation"]["id"] == conversation.pk
     assert second["user_message"]["parent"] == created["assistant_message"]["id"]
     await receive_until_final(communicator, second["assistant_message"]["id"])

@@ -91,6 +91,7 @@ const state = {
   pending: null, // the send awaiting its `message` answer: {ref, frame, sent}
   stopping: new Set(),
   nextRef: 1,
+  awaitingTitle: false, // the open conversation's automatic title is still to come
 };
 
 const codePoints = (text) => {
@@ -235,9 +236,11 @@ const hasPlaceholderTitle = () => PLACEHOLDER_TITLES.has(ui.title.textContent.tr
 function onDone(event) {
   const reply = state.replies.get(event.message);
   if (reply) finish(reply, event);
-  if (hasPlaceholderTitle()) {
-    // The automatic title comes as a notice; should that notice be missed, the sidebar has it too.
-    for (const delay of [2500, 7000]) setTimeout(() => hasPlaceholderTitle() && refreshSidebar(), delay);
+  if (reply && state.awaitingTitle) {
+    // The automatic title comes as a notice, and the notice triggers a sidebar refresh; a refresh
+    // can be lost while htmx swaps the list, so look again once the title task has had its time.
+    state.awaitingTitle = false;
+    for (const delay of [2500, 7000]) setTimeout(refreshSidebar, delay);
   }
 }
 
@@ -289,6 +292,7 @@ function onMessage(event) {
     onInput();
   }
   if (!state.conversation) adoptConversation(event.conversation);
+  state.awaitingTitle = hasPlaceholderTitle();
   appendMessage(event.user_message);
   const reply = appendMessage(event.assistant_message);
   if (reply) reply.cursor = ""; // the server attached this socket to the reply from its start

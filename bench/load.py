@@ -949,7 +949,7 @@ def main(argv: list[str] | None = None) -> None:
     bench.prioritize(os.getpid())
     # One user per stream; per user a conversation for every reply it may send (the first users also
     # serve the send-cost and overload checks).
-    users = max(max(args.streams), 4)
+    users = max(max(args.streams, default=0), 4)
     conversations = len(args.streams) * len(args.transports) + 250
     try:
         bench.start_upstream()

@@ -44,13 +44,20 @@ def user_conversations(user: User, query: str = "", archived: bool = False) -> Q
     return conversations
 
 
-def get_conversation_for(user: User, conversation_id: object) -> Conversation:
-    """The user's own conversation, or ActionError('not_found') for anything else (foreign ids included)."""
+def get_conversation_for(user: User, conversation_id: object, lock: bool = False) -> Conversation:
+    """The user's own conversation, or ActionError('not_found') for anything else (foreign ids included).
+
+    `lock` (inside a transaction) serializes writers of the conversation on PostgreSQL; SQLite's
+    immediate transactions already do, and it ignores the clause.
+    """
     try:
         pk = int(conversation_id)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         raise ActionError("not_found") from None
-    conversation = Conversation.objects.select_related("model").filter(pk=pk, owner=user).first()
+    conversations = Conversation.objects.select_related("model")
+    if lock:
+        conversations = conversations.select_for_update(of=("self",))
+    conversation = conversations.filter(pk=pk, owner=user).first()
     if conversation is None:
         raise ActionError("not_found")
     return conversation

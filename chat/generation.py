@@ -1,8 +1,9 @@
 """Runs one reply: provider events in, event log and a bounded number of database writes out.
 
 A generation is an asyncio task of the web process that accepted the send. It never waits on a
-client: clients only read the event log. Database writes per reply are fixed: "streaming" at the
-first token, at most PARLEY_CHECKPOINTS_MAX checkpoints at doubling intervals, and the final write.
+client: clients only read the event log. Database writes per reply are fixed: at most
+PARLEY_CHECKPOINTS_MAX checkpoints at doubling intervals (the first also turns `queued` into
+`streaming`), and the final write. A reply shorter than the first interval writes once.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat import events
-from chat.models import Conversation, Message
+from chat.models import Message
 from chat.providers import get_provider
 from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
 from chat.streams import Hub, LocalLog, events_key, stop_key
@@ -33,7 +34,7 @@ class ReplyPlan:
     conversation_id: int
     provider: str
     request: ChatRequest
-    first_exchange: bool
+    wants_title: bool  # the first exchange of a conversation that has no title yet
 
 
 @dataclass(slots=True)
@@ -97,7 +98,7 @@ async def _pump(plan: ReplyPlan, log: LocalLog, outcome: Outcome, checkpoints: "
         if isinstance(event, TextDelta):
             if outcome.first_token_at is None:
                 outcome.first_token_at = time.monotonic()
-                checkpoints.mark_streaming(outcome.ms_since_start(outcome.first_token_at))
+                checkpoints.ttft_ms = outcome.ms_since_start(outcome.first_token_at)
             log.append(event.text)
             checkpoints.maybe_save()
         elif isinstance(event, Usage):
@@ -117,10 +118,8 @@ class _Checkpoints:
         self.interval = settings.PARLEY_CHECKPOINT_FIRST_SECONDS
         self.next_at = time.monotonic() + self.interval
         self.remaining = settings.PARLEY_CHECKPOINTS_MAX
+        self.ttft_ms: int | None = None
         self.task: asyncio.Task[None] | None = None
-
-    def mark_streaming(self, ttft_ms: int | None) -> None:
-        self._spawn(_save_streaming(self.message_id, ttft_ms))
 
     def maybe_save(self) -> None:
         if self.remaining <= 0 or time.monotonic() < self.next_at or self._busy():
@@ -128,7 +127,7 @@ class _Checkpoints:
         self.remaining -= 1
         self.interval *= 2
         self.next_at = time.monotonic() + self.interval
-        self._spawn(_save_checkpoint(self.message_id, self.log.text()))
+        self._spawn(_save_checkpoint(self.message_id, self.log.text(), self.ttft_ms))
 
     def _busy(self) -> bool:
         return self.task is not None and not self.task.done()
@@ -152,13 +151,10 @@ class _Checkpoints:
 
 
 @database_sync_to_async
-def _save_streaming(message_id: int, ttft_ms: int | None) -> None:
-    Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(status=Message.Status.STREAMING, ttft_ms=ttft_ms)
-
-
-@database_sync_to_async
-def _save_checkpoint(message_id: int, text: str) -> None:
-    Message.objects.filter(pk=message_id, status__in=Message.ACTIVE).update(content=text)
+def _save_checkpoint(message_id: int, text: str, ttft_ms: int | None) -> None:
+    Message.objects.filter(pk=message_id, status__in=Message.ACTIVE).update(
+        content=text, status=Message.Status.STREAMING, ttft_ms=ttft_ms
+    )
 
 
 async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -> dict:
@@ -196,29 +192,28 @@ def _save_final(
     ttft_ms: int | None,
     duration_ms: int | None,
 ) -> None:
-    with transaction.atomic():
-        Message.objects.filter(pk=plan.message_id).update(
-            content=text,
-            status=status,
-            error_code=str(error.code) if error else "",
-            error_text=error.plain_words if error else "",
-            model_version=(finish.model_version if finish else "")[:100],
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            ttft_ms=ttft_ms,
-            duration_ms=duration_ms,
-            last_cursor=events.cursor_for(len(text), 1),
-            finished=timezone.now(),
-        )
-        if plan.first_exchange and status == Message.Status.COMPLETE:
-            transaction.on_commit(lambda: _enqueue_title(plan.conversation_id))
+    # One statement in autocommit: no transaction of its own to open and close.
+    Message.objects.filter(pk=plan.message_id).update(
+        content=text,
+        status=status,
+        error_code=str(error.code) if error else "",
+        error_text=error.plain_words if error else "",
+        model_version=(finish.model_version if finish else "")[:100],
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        ttft_ms=ttft_ms,
+        duration_ms=duration_ms,
+        last_cursor=events.cursor_for(len(text), 1),
+        finished=timezone.now(),
+    )
+    if plan.wants_title and status == Message.Status.COMPLETE:
+        transaction.on_commit(lambda: _enqueue_title(plan.conversation_id))
 
 
 def _enqueue_title(conversation_id: int) -> None:
     from chat.tasks import generate_title
 
-    if not Conversation.objects.filter(pk=conversation_id, title_is_auto=True).exists():
-        return
+    # The task itself skips a conversation the user has named meanwhile.
     try:
         generate_title.delay(conversation_id)
     except Exception:  # the reply is saved; a missing title is not worth failing it over

@@ -18,7 +18,7 @@ from accounts.models import User
 from chat import events, generation, reaper
 from chat.actions import ActionError, create_conversation, get_conversation_for, get_message_for, resolve_model
 from chat.history import DoesNotFit, fit_history
-from chat.models import Conversation, Message
+from chat.models import Message
 from chat.providers import configured_providers, get_provider
 from chat.providers.base import ChatRequest
 from chat.streams import Entry, get_hub
@@ -81,7 +81,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
         if conversation_id is None:
             conversation = create_conversation(user, model_name)
         else:
-            conversation = _lock_conversation(user, conversation_id)
+            conversation = get_conversation_for(user, conversation_id, lock=True)
             if model_name and model_name != conversation.model.name:
                 conversation.model = resolve_model(model_name)
         model = conversation.model
@@ -117,7 +117,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             model=model.name, messages=fitted.messages, system=conversation.system_prompt,
             max_output_tokens=max_output, base_url=model.base_url,
         ),
-        first_exchange=not earlier,
+        wants_title=not earlier and conversation.title_is_auto and not conversation.title,
     )
     event = {
         "type": "message",
@@ -126,13 +126,6 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
         "assistant_message": reply.as_dict(),
     }
     return StoredTurn(event, plan)
-
-
-def _lock_conversation(user: User, conversation_id: object) -> Conversation:
-    conversation = get_conversation_for(user, conversation_id)
-    # Serializes two sends into one conversation (PostgreSQL); SQLite's immediate transactions already do.
-    Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk").first()
-    return conversation
 
 
 async def stop_message(user: User, message_id: object) -> dict[str, Any]:

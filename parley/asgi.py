@@ -1,9 +1,13 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "parley.settings")
-django_application = get_asgi_application()
+django.setup(set_prefix=False)
+
+from parley.handler import ParleyASGIHandler  # noqa: E402
+
+django_application = ParleyASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up first)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -35,18 +35,19 @@ INSTALLED_APPS = [
     "chat",
 ]
 
+# Django's stock middleware, with hooks that run inline instead of one thread round trip each
+# (parley/middleware.py). Everything here must be async-capable: a sync-only middleware would
+# push every request, SSE included, through a worker thread (docs/benchmarks.md).
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    # Async-capable (a whitenoise fork): a sync-only middleware here would push every request,
-    # SSE included, through one worker thread (docs/benchmarks.md).
-    "servestatic.middleware.ServeStaticMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "parley.middleware.SecurityMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",  # an async-capable whitenoise fork
+    "parley.middleware.SessionMiddleware",
+    "parley.middleware.CommonMiddleware",
+    "parley.middleware.CsrfViewMiddleware",
+    "parley.middleware.AuthenticationMiddleware",
     "accounts.middleware.BearerTokenMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "parley.middleware.MessageMiddleware",
+    "parley.middleware.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 

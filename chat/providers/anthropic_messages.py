@@ -30,7 +30,6 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 # Without a key the API answers 401, which is the honest outcome; the SDK would otherwise go
 # looking for credentials in profiles on disk.
 PLACEHOLDER_KEY = "no-key-configured"
-READ_TIMEOUT_MARGIN = 5.0  # see openai_chat: a backstop behind the shared stream timeouts
 
 STOP_REASONS = {
     "end_turn": "stop",
@@ -63,12 +62,13 @@ class AnthropicProvider(Provider):
         self._clients: ClientCache[anthropic.AsyncAnthropic] = ClientCache(self._new_client)
 
     def _new_client(self, base_url: str) -> anthropic.AsyncAnthropic:
-        read = max(self.timeouts.first_token, self.timeouts.idle) + READ_TIMEOUT_MARGIN
         return anthropic.AsyncAnthropic(
             api_key=self.api_key or PLACEHOLDER_KEY,
             base_url=base_url,
             max_retries=self.max_retries,
-            timeout=anthropic.Timeout(read, connect=self.timeouts.connect),
+            # No socket read timeout: Provider.stream's first-token and idle limits govern silence,
+            # and a read timeout would re-arm a timer on every chunk of every stream.
+            timeout=anthropic.Timeout(None, connect=self.timeouts.connect),
         )
 
     async def aclose(self) -> None:

@@ -6,7 +6,7 @@ one of the shared error codes, as the last event of the stream.
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
@@ -122,29 +122,83 @@ class Provider:
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Yield normalized events; a `StreamError` or `Finish` ends the stream."""
         events = self._stream(request).__aiter__()
-        waited_for_first = True
+        silence = _SilenceTimer()
+        limit = self.timeouts.first_token
         try:
             while True:
-                limit = self.timeouts.first_token if waited_for_first else self.timeouts.idle
                 try:
-                    event = await asyncio.wait_for(events.__anext__(), timeout=limit)
+                    event = await silence.wait(events.__anext__(), limit)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    phase = "the first token" if waited_for_first else "the next token"
+                    phase = "the first token" if silence.before_first else "the next token"
                     yield StreamError(ErrorCode.TIMEOUT, f"No answer within {limit:g}s waiting for {phase}.")
                     return
-                if isinstance(event, TextDelta):
-                    waited_for_first = False
+                if isinstance(event, TextDelta) and silence.before_first:
+                    silence.before_first = False
+                    limit = self.timeouts.idle
                 yield event
                 if isinstance(event, StreamError):
                     return
         finally:
+            silence.close()
             await _close_quietly(events)
 
     def estimate_tokens(self, text: str) -> int:
         """A cheap upper-ish estimate (about 4 characters a token) used to fit history in context."""
         return len(text) // 4 + 1
+
+
+class _SilenceTimer:
+    """`asyncio.wait_for` for every event of a stream, with one timer for the whole stream.
+
+    A timer per event (what wait_for sets up and cancels) costs microseconds per token on the
+    event loop of every stream; here each wait only moves a deadline, and the timer, when it
+    fires early, re-arms itself for the current deadline. On expiry the waiting task is
+    cancelled and the cancellation turned into TimeoutError, as asyncio.timeout does.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.deadline = 0.0
+        self.handle: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task | None = None
+        self.expired = False
+        self.before_first = True
+
+    async def wait[T](self, awaitable: "Awaitable[T]", seconds: float) -> T:
+        task = self.task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        self.deadline = self.loop.time() + seconds
+        if self.handle is not None and self.handle.when() > self.deadline:  # the limit got shorter
+            self.handle.cancel()
+            self.handle = None
+        if self.handle is None:
+            self.handle = self.loop.call_at(self.deadline, self._check)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if self.expired and task.uncancel() <= cancelling:
+                raise TimeoutError from None
+            raise
+        finally:
+            self.task = None
+
+    def _check(self) -> None:
+        self.handle = None
+        if self.task is None:  # not waiting: the next wait arms the timer again
+            return
+        if self.loop.time() < self.deadline:
+            self.handle = self.loop.call_at(self.deadline, self._check)
+            return
+        self.expired = True
+        self.task.cancel()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 async def _close_quietly(events: AsyncIterator[StreamEvent]) -> None:

@@ -31,9 +31,8 @@ from chat.providers.sse_wire import ClientCache, StreamReader, error_from_payloa
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Local servers ignore the key, but the SDK refuses to build a client without one.
 PLACEHOLDER_KEY = "sk-no-key-required"
-# Beyond the shared first-token/idle timeouts (which end a stream first), the socket read
-# timeout is only a backstop for code that drives `_stream` directly.
-READ_TIMEOUT_MARGIN = 5.0
+# The SDK's switch for a response whose body is left unread, to be streamed by the caller.
+RAW_STREAM = {"X-Stainless-Raw-Response": "stream"}
 
 
 class OpenAIProvider(Provider):
@@ -57,12 +56,13 @@ class OpenAIProvider(Provider):
 
     def _new_client(self, base_url: str) -> openai.AsyncOpenAI:
         # The configured key goes to per-model base URLs too: those are set by an administrator.
-        read = max(self.timeouts.first_token, self.timeouts.idle) + READ_TIMEOUT_MARGIN
         return openai.AsyncOpenAI(
             api_key=self.api_key or PLACEHOLDER_KEY,
             base_url=base_url,
             max_retries=self.max_retries,
-            timeout=openai.Timeout(read, connect=self.timeouts.connect),
+            # No socket read timeout: Provider.stream's first-token and idle limits govern silence,
+            # and a read timeout would re-arm a timer on every chunk of every stream.
+            timeout=openai.Timeout(None, connect=self.timeouts.connect),
             # aiohttp under the SDK's client: reading the body costs about half the CPU per chunk of
             # the default httpcore/anyio stack (bench/load.py, docs/benchmarks.md).
             http_client=openai.DefaultAioHttpClient(),
@@ -75,12 +75,20 @@ class OpenAIProvider(Provider):
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         base_url = request.base_url or self.base_url
-        create = self._clients.get(base_url).chat.completions.with_streaming_response.create
+        client = self._clients.get(base_url)
         try:
-            async with create(**request_params(request, base_url)) as response:
+            # `client.post` rather than `chat.completions.create`: the latter first walks the whole
+            # body through the SDK's typed-dict transform, a cost that grows with the history (and
+            # changes nothing for plain strings). RAW_STREAM is what `with_streaming_response` sets.
+            response = await client.post(
+                "/chat/completions", body=request_params(request, base_url), cast_to=object, options={"headers": RAW_STREAM}
+            )
+            try:
                 async with aclosing(relay(response.http_response.aiter_bytes(), ChunkReader())) as events:
                     async for event in events:
                         yield event
+            finally:
+                await response.close()
         except openai.APIStatusError as exc:
             yield error_from_status(exc.status_code, exc.response.headers, exc.body)
         except openai.APITimeoutError as exc:

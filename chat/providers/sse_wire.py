@@ -85,6 +85,7 @@ class StreamReader:
     def __init__(self) -> None:
         self.framer = SSEFramer()
         self.ended = False
+        self.failed = False
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         raise NotImplementedError
@@ -95,7 +96,7 @@ class StreamReader:
 
     def fail(self, texts: list[str], error: StreamError) -> list[StreamEvent]:
         """End with `error`, after the text this read did carry."""
-        self.ended = True
+        self.ended = self.failed = True
         return [TextDelta("".join(texts)), error] if texts else [error]
 
 
@@ -110,6 +111,8 @@ async def relay(body: AsyncIterator[bytes], reader: StreamReader) -> AsyncIterat
             for event in reader.feed(chunk):
                 yield event
             if reader.ended:
+                if not reader.failed:
+                    await _read_to_end(body)
                 return
     except TRANSPORT_ERRORS as exc:
         yield error_from_transport(exc)
@@ -120,6 +123,21 @@ async def relay(body: AsyncIterator[bytes], reader: StreamReader) -> AsyncIterat
             await aclose()
     for event in reader.at_eof():
         yield event
+
+
+# The body's last chunk follows the API's end marker at once; a server that holds it back is not waited for.
+BODY_END_WAIT = 0.05
+
+
+async def _read_to_end(body: AsyncIterator[bytes]) -> None:
+    """Read what follows the end marker, so that the connection returns to the pool for the next
+    request instead of being closed under the server's last write."""
+    try:
+        async with asyncio.timeout(BODY_END_WAIT):
+            async for _ in body:
+                pass
+    except (TimeoutError, *TRANSPORT_ERRORS):
+        pass
 
 
 # Clients -----------------------------------------------------------------------------------------

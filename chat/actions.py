@@ -44,30 +44,32 @@ def user_conversations(user: User, query: str = "", archived: bool = False) -> Q
     return conversations
 
 
-def get_conversation_for(user: User, conversation_id: object, lock: bool = False) -> Conversation:
-    """The user's own conversation, or ActionError('not_found') for anything else (foreign ids included).
-
-    `lock` (inside a transaction) serializes writers of the conversation on PostgreSQL; SQLite's
-    immediate transactions already do, and it ignores the clause.
-    """
-    try:
-        pk = int(conversation_id)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise ActionError("not_found") from None
-    conversations = Conversation.objects.select_related("model")
-    if lock:
-        conversations = conversations.select_for_update(of=("self",))
-    conversation = conversations.filter(pk=pk, owner=user).first()
+def get_conversation_for(user: User, conversation_id: object) -> Conversation:
+    """The user's own conversation, or ActionError('not_found') for anything else (foreign ids included)."""
+    conversation = Conversation.objects.select_related("model").filter(pk=parse_pk(conversation_id), owner=user).first()
     if conversation is None:
         raise ActionError("not_found")
     return conversation
 
 
-def get_message_for(user: User, message_id: object) -> Message:
+MAX_PK = 2**63 - 1  # the largest id any supported database stores; beyond it a query would overflow
+
+
+def parse_pk(value: object) -> int:
+    """An id from a client (a number, or digits in a string); anything else is simply not found."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ActionError("not_found")
     try:
-        pk = int(message_id)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+        pk = int(value)
+    except ValueError:
         raise ActionError("not_found") from None
+    if not 0 < pk <= MAX_PK:
+        raise ActionError("not_found")
+    return pk
+
+
+def get_message_for(user: User, message_id: object) -> Message:
+    pk = parse_pk(message_id)
     message = Message.objects.select_related("conversation").filter(pk=pk, conversation__owner=user).first()
     if message is None:
         raise ActionError("not_found")

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import events
+from chat import events, statements
 from chat.models import Message
 from chat.providers import get_provider
 from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
@@ -66,7 +66,7 @@ async def _run(hub: Hub, log: LocalLog, plan: ReplyPlan) -> None:
     await hub.redis.delete(events_key(plan.message_id), stop_key(plan.message_id))
     outcome = Outcome()
     checkpoints = _Checkpoints(plan.message_id, log)
-    pump = asyncio.create_task(_pump(plan, log, outcome, checkpoints))
+    pump = asyncio.create_task(_pump(hub, plan, log, outcome, checkpoints))
     log.on_stop = pump.cancel
     if log.stop_requested:
         pump.cancel()
@@ -92,7 +92,7 @@ async def _run(hub: Hub, log: LocalLog, plan: ReplyPlan) -> None:
         raise asyncio.CancelledError
 
 
-async def _pump(plan: ReplyPlan, log: LocalLog, outcome: Outcome, checkpoints: "_Checkpoints") -> None:
+async def _pump(hub: Hub, plan: ReplyPlan, log: LocalLog, outcome: Outcome, checkpoints: "_Checkpoints") -> None:
     provider = get_provider(plan.provider)
     async for event in provider.stream(plan.request):
         if isinstance(event, TextDelta):
@@ -101,6 +101,9 @@ async def _pump(plan: ReplyPlan, log: LocalLog, outcome: Outcome, checkpoints: "
                 checkpoints.ttft_ms = outcome.ms_since_start(outcome.first_token_at)
             log.append(event.text)
             checkpoints.maybe_save()
+            if provider.buffers_unread_events:
+                # Read once per flush window, not once per token: the same text makes the same flush.
+                await hub.next_flush()
         elif isinstance(event, Usage):
             outcome.usage = event
         elif isinstance(event, Finish):
@@ -152,8 +155,9 @@ class _Checkpoints:
 
 @database_sync_to_async
 def _save_checkpoint(message_id: int, text: str, ttft_ms: int | None) -> None:
-    Message.objects.filter(pk=message_id, status__in=Message.ACTIVE).update(
-        content=text, status=Message.Status.STREAMING, ttft_ms=ttft_ms
+    statements.update(
+        Message, message_id, {"content": text, "status": Message.Status.STREAMING, "ttft_ms": ttft_ms},
+        only_if_status_in=Message.ACTIVE,
     )
 
 
@@ -193,19 +197,19 @@ def _save_final(
     duration_ms: int | None,
 ) -> None:
     # One statement in autocommit: no transaction of its own to open and close.
-    Message.objects.filter(pk=plan.message_id).update(
-        content=text,
-        status=status,
-        error_code=str(error.code) if error else "",
-        error_text=error.plain_words if error else "",
-        model_version=(finish.model_version if finish else "")[:100],
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        ttft_ms=ttft_ms,
-        duration_ms=duration_ms,
-        last_cursor=events.cursor_for(len(text), 1),
-        finished=timezone.now(),
-    )
+    statements.update(Message, plan.message_id, {
+        "content": text,
+        "status": status,
+        "error_code": str(error.code) if error else "",
+        "error_text": error.plain_words if error else "",
+        "model_version": (finish.model_version if finish else "")[:100],
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "ttft_ms": ttft_ms,
+        "duration_ms": duration_ms,
+        "last_cursor": events.cursor_for(len(text), 1),
+        "finished": timezone.now(),
+    })
     if plan.wants_title and status == Message.Status.COMPLETE:
         transaction.on_commit(lambda: _enqueue_title(plan.conversation_id))
 

@@ -15,10 +15,10 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from chat import events, generation, reaper
-from chat.actions import ActionError, create_conversation, get_conversation_for, get_message_for, resolve_model
+from chat import events, generation, reaper, statements
+from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.history import DoesNotFit, fit_history
-from chat.models import Message
+from chat.models import Conversation, Message
 from chat.providers import configured_providers, get_provider
 from chat.providers.base import ChatRequest
 from chat.streams import Entry, get_hub
@@ -80,14 +80,18 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
     with transaction.atomic():
         if conversation_id is None:
             conversation = create_conversation(user, model_name)
+            earlier = []
         else:
-            conversation = get_conversation_for(user, conversation_id, lock=True)
+            found = statements.conversation_with_model(user.pk, parse_pk(conversation_id), lock=True)
+            if found is None:
+                raise ActionError("not_found")
+            conversation = found
             if model_name and model_name != conversation.model.name:
                 conversation.model = resolve_model(model_name)
+            earlier = statements.history(conversation.pk)
         model = conversation.model
         if not model.enabled or model.provider not in configured_providers():
             raise ActionError("unknown_model", f"The model {model.name!r} is no longer offered. Pick another one.")
-        earlier = list(conversation.messages.order_by("id").values_list("id", "role", "content", "status"))
         if any(status in Message.ACTIVE for _, _, _, status in earlier):
             raise ActionError("conversation_busy")
         provider = get_provider(model.provider)
@@ -98,17 +102,19 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
         except DoesNotFit:
             raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
         now = timezone.now()
-        user_message = Message.objects.create(
+        user_message = Message(
             conversation=conversation, parent_id=earlier[-1][0] if earlier else None,
             role=Message.Role.USER, content=text, status=Message.Status.COMPLETE, created=now,
         )
-        reply = Message.objects.create(
+        statements.insert(user_message)
+        reply = Message(
             conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT,
             status=Message.Status.QUEUED, provider=model.provider, model=model.name,
             notice=fitted.notice, generator=generator_id, created=now,
         )
+        statements.insert(reply)
         conversation.updated = now
-        conversation.save(update_fields=["updated", "model"])
+        statements.update(Conversation, conversation.pk, {"updated": now, "model": conversation.model_id})
     plan = generation.ReplyPlan(
         message_id=reply.pk,
         conversation_id=conversation.pk,

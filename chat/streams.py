@@ -215,6 +215,7 @@ class Hub:
         self.flush_task: asyncio.Task[None] | None = None
         self.work = asyncio.Event()
         self.soon = asyncio.Event()  # set when a log got its first text: flush without waiting out the window
+        self.flush_waiters: list[asyncio.Future[None]] = []
         self.last_heartbeat = 0.0
         self.stats = {"flushes": 0, "entries": 0}
 
@@ -252,6 +253,26 @@ class Hub:
             self.flush_task = asyncio.create_task(self._flush_loop(), name="parley-flush", context=contextvars.Context())
         self.work.set()
 
+    async def next_flush(self) -> None:
+        """Return just before the next flush drains the logs.
+
+        A generation whose provider buffers its stream in a socket waits here between reads: it
+        then reads every token that arrived during the window in one go, instead of waking once
+        per token, and its text still makes this flush.
+        """
+        waiter = asyncio.get_running_loop().create_future()  # one each: cancelling one waiter must not cancel others
+        self.flush_waiters.append(waiter)
+        self._ensure_flusher()
+        await waiter
+
+    async def _release_flush_waiters(self) -> None:
+        waiters, self.flush_waiters = self.flush_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if waiters:
+            await asyncio.sleep(0)  # the woken generations read and append before the logs are drained
+
     def flush_interval(self) -> float:
         """Wider windows under load: fewer frames and Redis writes when hundreds of replies run."""
         low, high = settings.PARLEY_FLUSH_MS_MIN, settings.PARLEY_FLUSH_MS_MAX
@@ -270,6 +291,7 @@ class Hub:
                     async with asyncio.timeout(self.flush_interval()):
                         await self.soon.wait()
             self.soon.clear()
+            await self._release_flush_waiters()
             try:
                 await self.flush()
             except (aioredis.ConnectionError, aioredis.TimeoutError):
@@ -277,7 +299,7 @@ class Hub:
                 await asyncio.sleep(0.2)
 
     def _has_work(self) -> bool:
-        return self.active > 0 or any(
+        return self.active > 0 or bool(self.flush_waiters) or any(
             log.pending or log.unsent or (log.final_event and not log.finished) for log in self.logs.values()
         )
 

@@ -46,6 +46,7 @@ class AnthropicProvider(Provider):
     name = "anthropic"
     label = "Anthropic"
     capabilities = Capabilities()
+    buffers_unread_events = True
 
     def __init__(
         self,

@@ -111,6 +111,10 @@ class Provider:
     name: ClassVar[str]
     label: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # True when events not yet asked for wait in a socket buffer (the HTTP adapters), so a reader
+    # may come back for them later and get them all at once; False for a source that only makes
+    # an event when asked (the demo model).
+    buffers_unread_events: ClassVar[bool] = False
 
     def __init__(self, timeouts: Timeouts | None = None) -> None:
         self.timeouts = timeouts or Timeouts()

@@ -39,6 +39,7 @@ class OpenAIProvider(Provider):
     name = "openai"
     label = "OpenAI"
     capabilities = Capabilities()
+    buffers_unread_events = True
 
     def __init__(
         self,

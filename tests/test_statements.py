@@ -1,0 +1,62 @@
+"""The reply path's precompiled statements read and write exactly what the ORM would."""
+
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from chat import statements
+from chat.models import ChatModel, Conversation, Message
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def conversation(alice):
+    model = ChatModel.objects.create(
+        name="priced", label="Priced", provider="demo", input_price_per_million=Decimal("1.2500"), enabled=True
+    )
+    return Conversation.objects.create(owner=alice, model=model, title="Hello", title_is_auto=False, system_prompt="Be brief.")
+
+
+def test_a_conversation_loads_with_its_model_as_the_orm_would(alice, conversation):
+    loaded = statements.conversation_with_model(alice.pk, conversation.pk)
+    expected = Conversation.objects.select_related("model").get(pk=conversation.pk)
+    assert loaded is not None
+    for field in Conversation._meta.concrete_fields:
+        assert getattr(loaded, field.attname) == getattr(expected, field.attname), field.name
+    for field in ChatModel._meta.concrete_fields:
+        assert getattr(loaded.model, field.attname) == getattr(expected.model, field.attname), field.name
+    assert loaded.updated.tzinfo is not None
+    assert loaded.archived is False and loaded.model.enabled is True
+    assert loaded.model.input_price_per_million == Decimal("1.2500")
+
+
+def test_someone_elses_or_a_missing_conversation_is_none(bob, conversation):
+    assert statements.conversation_with_model(bob.pk, conversation.pk) is None
+    assert statements.conversation_with_model(conversation.owner_id, conversation.pk + 1000) is None
+
+
+def test_insert_sets_the_id_and_stores_every_field(conversation):
+    message = Message(conversation=conversation, role="assistant", content="hé <b>", status="queued", notice="n", generator="g")
+    statements.insert(message)
+    assert message.pk is not None and not message._state.adding
+    stored = Message.objects.get(pk=message.pk)
+    for field in Message._meta.concrete_fields:
+        assert getattr(stored, field.attname) == getattr(message, field.attname), field.name
+    assert statements.history(conversation.pk) == [(message.pk, "assistant", "hé <b>", "queued")]
+
+
+def test_update_changes_one_row_and_respects_the_status_guard(conversation):
+    first = Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+    other = Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+    finished = timezone.now()
+    changed = statements.update(Message, first.pk, {"content": "done", "status": "complete", "finished": finished})
+    assert changed == 1
+    first.refresh_from_db()
+    other.refresh_from_db()
+    assert (first.content, first.status, first.finished) == ("done", "complete", finished)
+    assert (other.content, other.status) == ("", "streaming")
+    assert statements.update(Message, first.pk, {"content": "late"}, only_if_status_in=Message.ACTIVE) == 0
+    first.refresh_from_db()
+    assert first.content == "done"

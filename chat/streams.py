@@ -203,6 +203,11 @@ class RemoteFeeds:
                         queue.put_nowait(entry)
 
 
+# How long a finished reply's log stays in memory. Its entries are most of what the process
+# holds under load, and every full garbage collection walks them (docs/benchmarks.md).
+FINISHED_LOG_SECONDS = 5.0
+
+
 class Hub:
     def __init__(self) -> None:
         self.generator_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -240,11 +245,15 @@ class Hub:
         return log
 
     def close_log(self, log: LocalLog) -> None:
-        """Called once the final event is queued; the log stays readable briefly, then Redis takes over."""
+        """Called once the final event is queued (and the reply stored); the log stays readable for
+        readers already following it, then the database answers."""
         self.release()
-        asyncio.get_running_loop().call_later(30, self._forget, log)
+        asyncio.get_running_loop().call_later(FINISHED_LOG_SECONDS, self._forget, log)
 
     def _forget(self, log: LocalLog) -> None:
+        if log.pending or log.unsent:  # Redis has not taken every entry yet (it may be down): not before it has
+            asyncio.get_running_loop().call_later(FINISHED_LOG_SECONDS, self._forget, log)
+            return
         if self.logs.get(log.message_id) is log:
             del self.logs[log.message_id]
 

@@ -6,6 +6,8 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
 
+from parley import statements
+
 TOKEN_PREFIX = "prl_"
 
 
@@ -45,16 +47,13 @@ class ApiToken(models.Model):
     def user_for(cls, raw: str) -> User | None:
         if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
             return None
-        token = (
-            cls.objects.select_related("user")
-            .filter(token_hash=hash_token(raw), revoked__isnull=True, user__is_active=True)
-            .first()
-        )
-        if token is None:
+        # Every API request and WebSocket handshake asks: precompiled rather than through the ORM.
+        token = statements.select_one(cls, {"token_hash": hash_token(raw)}, related="user")
+        if not isinstance(token, ApiToken) or token.revoked is not None or not token.user.is_active:
             return None
         now = timezone.now()
         if token.last_used is None or (now - token.last_used).total_seconds() > 60:
-            cls.objects.filter(pk=token.pk).update(last_used=now)
+            statements.update(cls, token.pk, {"last_used": now})
         return token.user
 
     def revoke(self) -> None:

@@ -6,6 +6,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from chat.models import ChatModel, Conversation, Message
+from chat.providers import configured_providers
+from parley import statements
 
 TITLE_MAX = 200
 
@@ -31,8 +33,8 @@ def default_model() -> ChatModel:
 def resolve_model(name: str | None) -> ChatModel:
     if not name:
         return default_model()
-    model = ChatModel.objects.offered().filter(name=name).first()
-    if model is None:
+    model = statements.select_one(ChatModel, {"name": name})  # a send may switch models: the hot path
+    if not isinstance(model, ChatModel) or not model.enabled or model.provider not in configured_providers():
         raise ActionError("unknown_model", f"The model {name!r} is not offered.")
     return model
 

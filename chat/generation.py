@@ -17,11 +17,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import events, statements
+from chat import events
 from chat.models import Message
 from chat.providers import get_provider
 from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
 from chat.streams import Hub, LocalLog, events_key, stop_key
+from parley import statements
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class _Checkpoints:
 def _save_checkpoint(message_id: int, text: str, ttft_ms: int | None) -> None:
     statements.update(
         Message, message_id, {"content": text, "status": Message.Status.STREAMING, "ttft_ms": ttft_ms},
-        only_if_status_in=Message.ACTIVE,
+        only_if=("status", Message.ACTIVE),
     )
 
 

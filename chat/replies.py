@@ -6,7 +6,7 @@ rest (admission, cursors, event log) in memory, so a send costs a few millisecon
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from channels.db import database_sync_to_async
@@ -15,12 +15,13 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from chat import events, generation, reaper, statements
+from chat import events, generation, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.history import DoesNotFit, fit_history
 from chat.models import Conversation, Message
 from chat.providers import configured_providers, get_provider
 from chat.providers.base import ChatRequest
+from parley import statements
 from chat.streams import Entry, get_hub
 
 BUSY_RETRY_AFTER = 2.0
@@ -82,13 +83,15 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             conversation = create_conversation(user, model_name)
             earlier = []
         else:
-            found = statements.conversation_with_model(user.pk, parse_pk(conversation_id), lock=True)
+            found = statements.select_one(
+                Conversation, {"id": parse_pk(conversation_id), "owner": user.pk}, related="model", lock=True
+            )
             if found is None:
                 raise ActionError("not_found")
-            conversation = found
+            conversation = cast(Conversation, found)
             if model_name and model_name != conversation.model.name:
                 conversation.model = resolve_model(model_name)
-            earlier = statements.history(conversation.pk)
+            earlier = statements.values_by(Message, ("id", "role", "content", "status"), "conversation", conversation.pk)
         model = conversation.model
         if not model.enabled or model.provider not in configured_providers():
             raise ActionError("unknown_model", f"The model {model.name!r} is no longer offered. Pick another one.")

@@ -1,11 +1,12 @@
-"""The reply path's precompiled statements read and write exactly what the ORM would."""
+"""The hot path's precompiled statements read and write exactly what the ORM would."""
 
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
-from chat import statements
+from parley import statements
+from accounts.models import ApiToken
 from chat.models import ChatModel, Conversation, Message
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +21,7 @@ def conversation(alice):
 
 
 def test_a_conversation_loads_with_its_model_as_the_orm_would(alice, conversation):
-    loaded = statements.conversation_with_model(alice.pk, conversation.pk)
+    loaded = statements.select_one(Conversation, {"id": conversation.pk, "owner": alice.pk}, related="model", lock=True)
     expected = Conversation.objects.select_related("model").get(pk=conversation.pk)
     assert loaded is not None
     for field in Conversation._meta.concrete_fields:
@@ -33,8 +34,8 @@ def test_a_conversation_loads_with_its_model_as_the_orm_would(alice, conversatio
 
 
 def test_someone_elses_or_a_missing_conversation_is_none(bob, conversation):
-    assert statements.conversation_with_model(bob.pk, conversation.pk) is None
-    assert statements.conversation_with_model(conversation.owner_id, conversation.pk + 1000) is None
+    assert statements.select_one(Conversation, {"id": conversation.pk, "owner": bob.pk}, related="model") is None
+    assert statements.select_one(Conversation, {"id": conversation.pk + 1000}) is None
 
 
 def test_insert_sets_the_id_and_stores_every_field(conversation):
@@ -44,7 +45,9 @@ def test_insert_sets_the_id_and_stores_every_field(conversation):
     stored = Message.objects.get(pk=message.pk)
     for field in Message._meta.concrete_fields:
         assert getattr(stored, field.attname) == getattr(message, field.attname), field.name
-    assert statements.history(conversation.pk) == [(message.pk, "assistant", "hé <b>", "queued")]
+    assert statements.values_by(Message, ("id", "role", "content", "status"), "conversation", conversation.pk) == [
+        (message.pk, "assistant", "hé <b>", "queued")
+    ]
 
 
 def test_update_changes_one_row_and_respects_the_status_guard(conversation):
@@ -57,6 +60,21 @@ def test_update_changes_one_row_and_respects_the_status_guard(conversation):
     other.refresh_from_db()
     assert (first.content, first.status, first.finished) == ("done", "complete", finished)
     assert (other.content, other.status) == ("", "streaming")
-    assert statements.update(Message, first.pk, {"content": "late"}, only_if_status_in=Message.ACTIVE) == 0
+    assert statements.update(Message, first.pk, {"content": "late"}, only_if=("status", Message.ACTIVE)) == 0
     first.refresh_from_db()
     assert first.content == "done"
+
+
+def test_a_token_lookup_refuses_revoked_tokens_and_inactive_users(alice):
+    token, raw = ApiToken.issue(alice, "script")
+    assert ApiToken.user_for(raw) == alice
+    token.refresh_from_db()
+    assert token.last_used is not None
+    assert ApiToken.user_for(raw + "x") is None
+    alice.is_active = False
+    alice.save()
+    assert ApiToken.user_for(raw) is None
+    alice.is_active = True
+    alice.save()
+    token.revoke()
+    assert ApiToken.user_for(raw) is None

@@ -71,9 +71,9 @@ def parse_pk(value: object) -> int:
 
 
 def get_message_for(user: User, message_id: object) -> Message:
-    pk = parse_pk(message_id)
-    message = Message.objects.select_related("conversation").filter(pk=pk, conversation__owner=user).first()
-    if message is None:
+    """The user's own message, or ActionError('not_found'); every attach and stop asks, so precompiled."""
+    message = statements.select_one(Message, {"id": parse_pk(message_id)}, related="conversation")
+    if not isinstance(message, Message) or message.conversation.owner_id != user.pk:
         raise ActionError("not_found")
     return message
 

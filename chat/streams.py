@@ -356,6 +356,21 @@ class Hub:
             log.unsent.clear()
             log.wake_readers()
 
+    async def interrupt_all(self, grace: float) -> int:
+        """The process is stopping: end every running reply now as `interrupted`, text kept, and hand
+        its final event to Redis, so that readers elsewhere finish at once instead of when the
+        reaper notices the missing heartbeat. Returns how many replies were running."""
+        running = list(self.generations)
+        for task in running:
+            task.cancel()  # a generation cancelled from outside finalizes as interrupted
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        try:
+            await self.flush()
+        except (aioredis.ConnectionError, aioredis.TimeoutError):
+            logger.warning("Redis unreachable at shutdown; the reaper will end the remaining replies")
+        return len(running)
+
     # Stop ----------------------------------------------------------------------------------------
 
     async def request_stop(self, message_id: int) -> None:
@@ -431,6 +446,12 @@ def _is_duplicate_id(error: Exception) -> bool:
 
 
 _hubs: dict[int, Hub] = {}
+
+
+def running_hub() -> Hub | None:
+    """The hub of the running event loop if one was made (nothing ran here otherwise)."""
+    hub = _hubs.get(id(asyncio.get_running_loop()))
+    return hub if hub is not None and getattr(hub, "_loop", None) is asyncio.get_running_loop() else None
 
 
 def get_hub() -> Hub:

@@ -7,6 +7,7 @@ from chat.models import Conversation, Message
 from chat.notify import publish_sync
 from chat.providers import new_provider
 from chat.providers.base import ChatRequest, collect
+from chat.providers.demo import without_controls
 
 logger = logging.getLogger(__name__)
 TITLE_WORDS = 8
@@ -36,9 +37,10 @@ def generate_title(conversation_id: int) -> str | None:
     exchange = list(conversation.messages.order_by("id").values_list("role", "content")[:2])
     question = next((content for role, content in exchange if role == Message.Role.USER), "")
     answer = next((content for role, content in exchange if role == Message.Role.ASSISTANT), "")
-    title = fallback_title(question)
-    if conversation.model.provider != "demo":
-        title = _ask_model(conversation, question, answer) or title
+    if conversation.model.provider == "demo":
+        title = fallback_title(without_controls(question))
+    else:
+        title = _ask_model(conversation, question, answer) or fallback_title(question)
     updated = Conversation.objects.filter(pk=conversation_id, title_is_auto=True, title="").update(title=title)
     if not updated:
         return None

@@ -7,6 +7,11 @@ Measured with bench/load.py: see docs/benchmarks.md.
 """
 
 import asyncio
+import logging
+
+logger = logging.getLogger("parley.serve")
+# Time for the running replies' final writes at shutdown (a database write and a Redis flush each).
+SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 def main() -> None:
@@ -18,8 +23,27 @@ def main() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     # Imports daphne.server, which creates the event loop: only now, with the policy set.
     from daphne.cli import CommandLineInterface
+    from twisted.internet import reactor
 
+    reactor.addSystemEventTrigger("before", "shutdown", _interrupt_running_replies)
     CommandLineInterface.entrypoint()
+
+
+def _interrupt_running_replies() -> object:
+    """On SIGTERM or SIGINT, end this process's replies as `interrupted` before the loop stops
+    (Twisted waits for the returned Deferred), rather than leave them to the reaper."""
+    from twisted.internet.defer import Deferred
+
+    async def interrupt() -> None:
+        from chat.streams import running_hub
+
+        hub = running_hub()
+        if hub is not None:
+            count = await hub.interrupt_all(SHUTDOWN_GRACE_SECONDS)
+            if count:
+                logger.warning("Stopping: %d running replies ended as interrupted", count)
+
+    return Deferred.fromFuture(asyncio.ensure_future(interrupt()))
 
 
 if __name__ == "__main__":

@@ -184,3 +184,32 @@ def test_a_killed_web_process_leaves_its_reply_interrupted_and_readable(live_fac
     assert stored.content == text
     assert len(text.split()) > 5
     assert reap_interrupted() == []  # nothing left to reap
+
+
+def test_a_stopped_web_process_ends_its_replies_as_interrupted_at_once(live_factory, alice):
+    # No Celery worker and a long heartbeat: only the stopping process itself can end the reply.
+    app = live_factory(PARLEY_HEARTBEAT_SECONDS="30", PARLEY_HEARTBEAT_TTL="600")
+    stopping, survivor = app.start_daphne(), app.start_daphne()
+    raw = ApiToken.issue(alice, "restart")[1]
+    created = send(stopping.url, raw, "restart me /words 3000 /slow 10")
+    reply_id = created["assistant_message"]["id"]
+
+    async def follow():
+        ws = await ws_connect(survivor.url, raw)
+        await ws.send(json.dumps({"type": "attach", "message": reply_id, "after": ""}))
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert first["type"] == "delta"
+        started = time.monotonic()
+        await asyncio.to_thread(stopping.stop)  # SIGTERM, as a deploy or Ctrl-C would send
+        rest, final = await ws_until_final(ws, reply_id)
+        await ws.close()
+        return first["text"] + rest, final, time.monotonic() - started
+
+    text, final, took = asyncio.run(follow())
+    assert final["type"] == "done" and final["status"] == "interrupted"
+    assert took < 10, f"the final event came {took:.1f}s after SIGTERM"
+    stored = Message.objects.get(pk=reply_id)
+    assert stored.status == "interrupted"
+    assert stored.content == text
+    assert 0 < len(text.split()) < 3000
+    assert "running replies ended as interrupted" in stopping.log_path.read_text()

@@ -49,7 +49,7 @@ async def test_a_new_title_reaches_the_open_tabs(alice):
     titles = [event["conversation"] for event in seen if event["type"] == "conversation"]
     assert len(titles) == 1
     assert titles[0]["id"] == created["conversation"]["id"]
-    assert titles[0]["title"] == "Plan a trip to Lisbon /words 3"
+    assert titles[0]["title"] == "Plan a trip to Lisbon"
     assert await asyncio.to_thread(generate_title, created["conversation"]["id"]) is None  # idempotent
     assert await tab.receive_nothing(timeout=0.3)
     await tab.disconnect()

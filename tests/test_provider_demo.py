@@ -137,3 +137,13 @@ def test_registry_offers_it_without_a_key():
     assert isinstance(provider, DemoProvider)
     assert provider.capabilities.needs_key is False
     assert provider.name == "demo"
+
+
+def test_titles_of_demo_conversations_leave_out_the_control_syntax(db, alice):
+    from chat.models import ChatModel, Conversation, Message
+    from chat.titles import generate_title
+
+    conversation = Conversation.objects.create(owner=alice, model=ChatModel.objects.get(name="parley-demo"))
+    Message.objects.create(conversation=conversation, role="user", content="Plan a weekend /words 40 /slow 10 in Lisbon /fail x")
+    Message.objects.create(conversation=conversation, role="assistant", content="Sure.")
+    assert generate_title(conversation.pk) == "Plan a weekend in Lisbon"

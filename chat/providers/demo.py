@@ -40,6 +40,12 @@ _WORDS = re.compile(r"(?:^|\s)/words\s+(\d+)")
 _FAIL = re.compile(r"(?:^|\s)/fail\s+(\w+)")
 _SLOW = re.compile(r"(?:^|\s)/slow\s+(\d+)")
 _PIECE = re.compile(r"\s*\S+")  # a word with the whitespace before it, as LLM tokens come
+_CONTROLS = re.compile(r"(?:^|\s)/(?:words|slow)\s+\d+|(?:^|\s)/fail\s+\w+")
+
+
+def without_controls(said: str) -> str:
+    """The user's words without the demo's control syntax (`/words N`, `/slow MS`, `/fail CODE`)."""
+    return " ".join(_CONTROLS.sub(" ", said).split())
 
 CODE_BLOCK = '''```python
 from collections import Counter

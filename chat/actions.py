@@ -46,14 +46,6 @@ def user_conversations(user: User, query: str = "", archived: bool = False) -> Q
     return conversations
 
 
-def get_conversation_for(user: User, conversation_id: object) -> Conversation:
-    """The user's own conversation, or ActionError('not_found') for anything else (foreign ids included)."""
-    conversation = Conversation.objects.select_related("model").filter(pk=parse_pk(conversation_id), owner=user).first()
-    if conversation is None:
-        raise ActionError("not_found")
-    return conversation
-
-
 MAX_PK = 2**63 - 1  # the largest id any supported database stores; beyond it a query would overflow
 
 
@@ -68,6 +60,14 @@ def parse_pk(value: object) -> int:
     if not 0 < pk <= MAX_PK:
         raise ActionError("not_found")
     return pk
+
+
+def get_conversation_for(user: User, conversation_id: object) -> Conversation:
+    """The user's own conversation, or ActionError('not_found') for anything else (foreign ids included)."""
+    conversation = Conversation.objects.select_related("model").filter(pk=parse_pk(conversation_id), owner=user).first()
+    if conversation is None:
+        raise ActionError("not_found")
+    return conversation
 
 
 def get_message_for(user: User, message_id: object) -> Message:

@@ -21,8 +21,8 @@ from chat.history import DoesNotFit, fit_history
 from chat.models import Conversation, Message
 from chat.providers import configured_providers, get_provider
 from chat.providers.base import ChatRequest
-from parley import statements
 from chat.streams import Entry, get_hub
+from parley import statements
 
 BUSY_RETRY_AFTER = 2.0
 

@@ -12,6 +12,17 @@ os.environ.setdefault("PARLEY_CELERY_QUEUE", os.environ["PARLEY_KEY_PREFIX"])
 from tests.live import LiveApp, child_env
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_the_shared_database_thread_connection(django_db_setup: None) -> Iterator[None]:
+    """Async code reaches the database through one shared thread, whose connection persists; close it
+    before the test database is dropped (PostgreSQL refuses to drop a database still in use)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
 @pytest.fixture(autouse=True)
 def _catalogue(request: pytest.FixtureRequest) -> None:
     """transactional_db empties tables between tests; put the seeded model catalogue back."""

@@ -3,7 +3,7 @@
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
 
-from accounts.models import User
+from accounts.models import Plan, User
 
 
 class SignupForm(UserCreationForm):
@@ -12,6 +12,13 @@ class SignupForm(UserCreationForm):
     class Meta(UserCreationForm.Meta):
         model = User
         fields = ("username",)
+
+    def save(self, commit: bool = True) -> User:
+        user = super().save(commit=False)
+        user.plan = Plan.default()  # kept even if admins later change which plan is the default
+        if commit:
+            user.save()
+        return user
 
 
 class TokenForm(forms.Form):

@@ -11,8 +11,74 @@ from parley import statements
 TOKEN_PREFIX = "prl_"
 
 
+class Limits(models.Model):
+    """The limits a plan sets and a user's override may change; on a plan, empty means no limit."""
+
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
+    concurrent_replies = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    cost_per_month = models.DecimalField(
+        "cost per month (USD)", max_digits=10, decimal_places=2, null=True, blank=True
+    )
+    max_output_tokens = models.PositiveIntegerField("max output tokens per reply", null=True, blank=True)
+    allowed_models = models.ManyToManyField(
+        "chat.ChatModel", blank=True, related_name="+", help_text="None chosen: every offered model."
+    )
+    fallback_model = models.ForeignKey(
+        "chat.ChatModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="A cheaper model that replies once the monthly cost passes the threshold below.",
+    )
+    fallback_at_percent = models.PositiveSmallIntegerField(
+        "fallback at % of monthly cost", null=True, blank=True,
+        help_text="Past this share of the monthly cost budget, use the fallback model instead of refusing.",
+    )
+
+    LIMIT_FIELDS = (
+        "requests_per_minute", "requests_per_day", "concurrent_replies", "tokens_per_day",
+        "tokens_per_month", "cost_per_month", "max_output_tokens", "fallback_model_id", "fallback_at_percent",
+    )
+
+    class Meta:
+        abstract = True
+
+
+class Plan(Limits):
+    """What a group of users may spend. Admins edit plans in Django admin; new sign-ups get the default one."""
+
+    name = models.CharField(max_length=60, unique=True)
+    is_default = models.BooleanField(default=False, help_text="New sign-ups get this plan.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def default(cls) -> "Plan | None":
+        return cls.objects.filter(is_default=True).order_by("pk").first()
+
+
 class User(AbstractUser):
-    """Parley's user; plans and quotas hang off it later."""
+    """Parley's user, with the plan that sets their limits."""
+
+    plan = models.ForeignKey(
+        Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="users",
+        help_text="Empty: the default plan.",
+    )
+    suspended = models.BooleanField(default=False, help_text="A suspended user can sign in and read, but gets no new replies.")
+
+
+class PlanOverride(Limits):
+    """One user's exceptions to their plan: an empty field keeps the plan's value (to lift a limit for
+    one user, give it a high value); chosen allowed models replace the plan's list."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="plan_override")
+
+    def __str__(self) -> str:
+        return f"Overrides for {self.user}"
 
 
 def hash_token(raw: str) -> str:

@@ -8,13 +8,14 @@ PARLEY_CHECKPOINTS_MAX checkpoints at doubling intervals (the first also turns `
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chat import events
@@ -22,6 +23,7 @@ from chat.models import Message
 from chat.providers import get_provider
 from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
 from chat.streams import Hub, LocalLog, events_key, stop_key
+from chat.usage import Call, record
 from parley import statements
 
 logger = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class ReplyPlan:
     provider: str
     request: ChatRequest
     wants_title: bool  # the first exchange of a conversation that has no title yet
+    usage: Call  # what the ledger records when the reply ends
 
 
 @dataclass(slots=True)
@@ -197,8 +200,32 @@ def _save_final(
     ttft_ms: int | None,
     duration_ms: int | None,
 ) -> None:
-    # One statement in autocommit: no transaction of its own to open and close.
-    statements.update(Message, plan.message_id, {
+    with transaction.atomic():
+        call = plan.usage
+        if not _save_message(plan, text, status, usage, finish, error, ttft_ms, duration_ms):
+            # The conversation was deleted while the reply ran; the tokens were spent all the same.
+            call = dataclasses.replace(call, conversation_id=None, message_id=None)
+        try:
+            with transaction.atomic():
+                record(call, status, usage.prompt_tokens, usage.completion_tokens, text, duration_ms)
+        except IntegrityError:  # the user is gone too: nobody left to charge
+            logger.info("Reply %s ended after its user was deleted; no usage recorded", plan.message_id)
+        if plan.wants_title and status == Message.Status.COMPLETE:
+            transaction.on_commit(lambda: _enqueue_title(plan.conversation_id))
+
+
+def _save_message(
+    plan: ReplyPlan,
+    text: str,
+    status: str,
+    usage: Usage,
+    finish: Finish | None,
+    error: StreamError | None,
+    ttft_ms: int | None,
+    duration_ms: int | None,
+) -> bool:
+    """Store the reply's final state; False when the message no longer exists."""
+    return 1 == statements.update(Message, plan.message_id, {
         "content": text,
         "status": status,
         "error_code": str(error.code) if error else "",
@@ -211,8 +238,6 @@ def _save_final(
         "last_cursor": events.cursor_for(len(text), 1),
         "finished": timezone.now(),
     })
-    if plan.wants_title and status == Message.Status.COMPLETE:
-        transaction.on_commit(lambda: _enqueue_title(plan.conversation_id))
 
 
 def _enqueue_title(conversation_id: int) -> None:

@@ -150,3 +150,36 @@ class Message(models.Model):
             "cursor": self.last_cursor or None,
             "created": self.created.isoformat(),
         }
+
+
+class UsageRecord(models.Model):
+    """One model call, as the provider reported it: the ledger that every budget is counted from."""
+
+    class Kind(models.TextChoices):
+        REPLY = "reply"
+        TITLE = "title"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage")
+    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    provider = models.CharField(max_length=20)
+    model = models.CharField(max_length=100)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    estimated = models.BooleanField(default=False, help_text="The provider reported no usage (a stopped or failed call): counted from the text.")
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=12, help_text="complete, stopped, failed or interrupted")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["user", "created"]), models.Index(fields=["created"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.model} for {self.user_id}: {self.total_tokens} tokens"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

@@ -15,10 +15,10 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from chat import events, generation, reaper
+from chat import events, generation, reaper, usage
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.history import DoesNotFit, fit_history
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, UsageRecord
 from chat.providers import configured_providers, get_provider
 from chat.providers.base import ChatRequest
 from chat.streams import Entry, get_hub
@@ -127,6 +127,13 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             max_output_tokens=max_output, base_url=model.base_url,
         ),
         wants_title=not earlier and conversation.title_is_auto and not conversation.title,
+        usage=usage.Call(
+            user_id=user.pk, kind=UsageRecord.Kind.REPLY, provider=model.provider, model=model.name,
+            pricing=usage.Pricing(model.input_price_per_million, model.output_price_per_million),
+            prompt_estimate=sum(provider.estimate_tokens(m["content"]) for m in fitted.messages)
+            + provider.estimate_tokens(conversation.system_prompt),
+            conversation_id=conversation.pk, message_id=reply.pk,
+        ),
     )
     event = {
         "type": "message",

@@ -2,8 +2,10 @@
 
 import asyncio
 import logging
+import time
 
-from chat.models import Conversation, Message
+from chat import usage
+from chat.models import Conversation, Message, UsageRecord
 from chat.notify import publish_sync
 from chat.providers import new_provider
 from chat.providers.base import ChatRequest, collect
@@ -57,7 +59,19 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
         max_output_tokens=24,
         base_url=conversation.model.base_url,
     )
+    started = time.monotonic()
     reply = asyncio.run(collect(provider, request))
+    model = conversation.model
+    call = usage.Call(
+        user_id=conversation.owner_id, kind=UsageRecord.Kind.TITLE, provider=model.provider, model=model.name,
+        pricing=usage.Pricing(model.input_price_per_million, model.output_price_per_million),
+        prompt_estimate=provider.estimate_tokens(request.messages[0]["content"]), conversation_id=conversation.pk,
+    )
+    reported = reply.usage
+    usage.record(
+        call, "failed" if reply.error else "complete", reported.prompt_tokens if reported else None,
+        reported.completion_tokens if reported else None, reply.text, int((time.monotonic() - started) * 1000),
+    )
     if reply.error is not None:
         logger.info("Title for conversation %s fell back: %s", conversation.pk, reply.error.code)
         return ""

@@ -29,10 +29,13 @@ def _catalogue(request: pytest.FixtureRequest) -> None:
     used = {"db", "transactional_db"} & set(request.fixturenames)
     if used:
         request.getfixturevalue(used.pop())
+        from accounts.models import Plan
+        from accounts.plans import seed_plans
         from chat.catalogue import seed
         from chat.models import ChatModel
 
         seed(ChatModel)
+        seed_plans(Plan)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from chat.models import ChatModel, Conversation, Message
+from chat.models import ChatModel, Conversation, Message, UsageRecord
 
 
 @admin.register(ChatModel)
@@ -64,4 +64,27 @@ class MessageAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    """The ledger: read-only, written by every model call."""
+
+    list_display = ["created", "user", "kind", "model", "prompt_tokens", "completion_tokens", "estimated", "cost_usd", "outcome"]
+    list_filter = ["kind", "outcome", "estimated", "provider", "model"]
+    search_fields = ["user__username", "model"]
+    list_select_related = ["user"]
+    date_hierarchy = "created"
+
+    def get_readonly_fields(self, request: object, obj: UsageRecord | None = None) -> list[str]:
+        return [field.name for field in UsageRecord._meta.fields]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: object, obj: object = None) -> bool:
         return False

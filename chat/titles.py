@@ -8,7 +8,7 @@ from chat import usage
 from chat.models import Conversation, Message, UsageRecord
 from chat.notify import publish_sync
 from chat.providers import new_provider
-from chat.providers.base import ChatRequest, collect
+from chat.providers.base import ChatRequest, CollectedReply, collect
 from chat.providers.demo import without_controls
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,14 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
         max_output_tokens=24,
         base_url=conversation.model.base_url,
     )
+    async def ask() -> CollectedReply:
+        try:
+            return await collect(provider, request)
+        finally:
+            await provider.aclose()  # the loop ends with this call: so must its connections
+
     started = time.monotonic()
-    reply = asyncio.run(collect(provider, request))
+    reply = asyncio.run(ask())
     model = conversation.model
     call = usage.Call(
         user_id=conversation.owner_id, kind=UsageRecord.Kind.TITLE, provider=model.provider, model=model.name,

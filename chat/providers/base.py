@@ -148,6 +148,9 @@ class Provider:
             silence.close()
             await _close_quietly(events)
 
+    async def aclose(self) -> None:
+        """Release what the adapter holds for the running event loop (pooled connections)."""
+
     def estimate_tokens(self, text: str) -> int:
         """A cheap upper-ish estimate (about 4 characters a token) used to fit history in context."""
         return len(text) // 4 + 1

@@ -1,5 +1,6 @@
 """A user's effective limits: their plan (or the default plan) with their own overrides on top."""
 
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -65,3 +66,29 @@ def _allowed(limits: Limits | None) -> frozenset[int] | None:
         return None
     ids = frozenset(limits.allowed_models.values_list("pk", flat=True))
     return ids or None
+
+
+# Plans and overrides change rarely and are read on every call: a call may see them up to this
+# many seconds late. Suspension and a change of plan are read fresh every time.
+LIMITS_CACHE_SECONDS = 5.0
+_cached: dict[int, tuple[float, int | None, EffectiveLimits]] = {}
+
+
+def limits_for(user_id: int) -> tuple[bool, EffectiveLimits]:
+    """(suspended, effective limits) of a user about to make a model call."""
+    from parley import statements
+
+    user = statements.select_one(User, {"id": user_id})  # the one fresh read: precompiled
+    if not isinstance(user, User):
+        return True, EffectiveLimits(plan="")  # a deleted user gets nothing
+    now = time.monotonic()
+    cached = _cached.get(user_id)
+    if cached is not None and cached[0] > now and cached[1] == user.plan_id:
+        return user.suspended, cached[2]
+    limits = effective_limits(user)
+    _cached[user_id] = (now + LIMITS_CACHE_SECONDS, user.plan_id, limits)
+    return user.suspended, limits
+
+
+def forget_cached_limits() -> None:
+    _cached.clear()

@@ -1,10 +1,13 @@
 """Everything that changes conversations and messages goes through these functions."""
 
+from typing import Any
+
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
+from chat import events
 from chat.models import ChatModel, Conversation, Message
 from chat.providers import configured_providers
 from parley import statements
@@ -15,11 +18,17 @@ TITLE_MAX = 200
 class ActionError(Exception):
     """A refused action; `code` is one of chat.events.REQUEST_ERRORS."""
 
-    def __init__(self, code: str, detail: str = "", retry_after: float | None = None) -> None:
+    def __init__(
+        self, code: str, detail: str = "", retry_after: float | None = None, limit: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(detail or code)
         self.code = code
         self.detail = detail
         self.retry_after = retry_after
+        self.limit = limit
+
+    def event(self, ref: Any = None) -> dict[str, Any]:
+        return dict(events.request_error(self.code, self.detail, self.retry_after, ref=ref, limit=self.limit))
 
 
 def default_model() -> ChatModel:

@@ -21,11 +21,28 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return HttpResponse(orjson.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
-def json_error(code: str, detail: str = "", retry_after: float | None = None) -> HttpResponse:
+def json_error(
+    code: str, detail: str = "", retry_after: float | None = None, limit: dict[str, Any] | None = None
+) -> HttpResponse:
     event = events.request_error(code, detail, retry_after)
-    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
-    body = {"error": {"code": event["code"], "text": event["text"], "retry_after": retry_after}}
-    return json_response(body, status=events.http_status(code), headers=headers)
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else {}
+    body: dict[str, Any] = {"code": event["code"], "text": event["text"], "retry_after": retry_after}
+    if limit is not None:
+        body["limit"] = limit
+        headers.update(rate_limit_headers(limit))
+    return json_response({"error": body}, status=events.http_status(code), headers=headers)
+
+
+def rate_limit_headers(limit: dict[str, Any]) -> dict[str, str]:
+    """The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers), naming the limit that was hit."""
+    headers = {
+        "RateLimit-Limit": str(limit["allowed"]),
+        "RateLimit-Remaining": str(limit["remaining"]),
+        "RateLimit-Policy": f'{limit["allowed"]};name="{limit["name"]}"',
+    }
+    if limit["resets_in"] is not None:
+        headers["RateLimit-Reset"] = str(limit["resets_in"])
+    return headers
 
 
 def read_json(request: HttpRequest) -> dict[str, Any]:
@@ -56,7 +73,7 @@ def api_view(methods: set[str]) -> Callable[..., Any]:
                 try:
                     return await view(request, user, *args, **kwargs)
                 except ActionError as error:
-                    return json_error(error.code, error.detail, error.retry_after)
+                    return json_error(error.code, error.detail, error.retry_after, error.limit)
 
             return async_wrapper
 
@@ -69,7 +86,7 @@ def api_view(methods: set[str]) -> Callable[..., Any]:
             try:
                 return view(request, request.user, *args, **kwargs)
             except ActionError as error:
-                return json_error(error.code, error.detail, error.retry_after)
+                return json_error(error.code, error.detail, error.retry_after, error.limit)
 
         return sync_wrapper
 

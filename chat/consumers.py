@@ -74,7 +74,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             await handler(self, frame)
         except ActionError as error:
-            await self.send_event(events.request_error(error.code, error.detail, error.retry_after, ref=ref))
+            await self.send_event(error.event(ref))
 
     async def on_send(self, frame: dict[str, Any]) -> None:
         event = await send_message(
@@ -131,7 +131,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 for payload in batch:
                     await self.base_send({"type": "websocket.send", "text": payload.decode()})
         except ActionError as error:
-            await self.send_event(events.request_error(error.code, error.detail, error.retry_after, ref=ref))
+            await self.send_event(error.event(ref))
         except asyncio.CancelledError:
             raise
         except Exception:

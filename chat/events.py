@@ -40,6 +40,7 @@ class ErrorEvent(TypedDict):
     text: str
     retry_after: float | None
     ref: NotRequired[Any]
+    limit: NotRequired[dict[str, Any]]  # quota_exceeded: which limit, what is left, when it resets
 
 
 def cursor_for(offset: int, seq: int = 0) -> str:
@@ -118,10 +119,15 @@ REQUEST_ERRORS: dict[str, tuple[int, str]] = {
     "busy": (503, "Parley is busy right now. Try again in a few seconds."),
     "conversation_busy": (409, "A reply is still being written in this conversation. Wait for it or press Stop."),
     "already_finished": (409, "That reply has already finished."),
+    "quota_exceeded": (429, "You have reached a limit of your plan."),
+    "model_not_allowed": (403, "Your plan does not include that model."),
+    "suspended": (403, "Your account is suspended: new replies are paused. Ask an administrator."),
 }
 
 
-def request_error(code: str, detail: str = "", retry_after: float | None = None, ref: Any = None) -> ErrorEvent:
+def request_error(
+    code: str, detail: str = "", retry_after: float | None = None, ref: Any = None, limit: dict[str, Any] | None = None
+) -> ErrorEvent:
     if code in REQUEST_ERRORS:
         text = REQUEST_ERRORS[code][1]
     else:
@@ -129,6 +135,8 @@ def request_error(code: str, detail: str = "", retry_after: float | None = None,
     event: ErrorEvent = {"type": "error", "message": None, "code": code, "text": detail or text, "retry_after": retry_after}
     if ref is not None:
         event["ref"] = ref
+    if limit is not None:
+        event["limit"] = limit
     return event
 
 

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chat import events
+from chat import events, quotas
 from chat.models import Message
 from chat.providers import get_provider
 from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
@@ -39,6 +39,7 @@ class ReplyPlan:
     request: ChatRequest
     wants_title: bool  # the first exchange of a conversation that has no title yet
     usage: Call  # what the ledger records when the reply ends
+    reservation: quotas.Reservation | None = None  # settled to the ledger's numbers when it ends
 
 
 @dataclass(slots=True)
@@ -207,9 +208,12 @@ def _save_final(
             call = dataclasses.replace(call, conversation_id=None, message_id=None)
         try:
             with transaction.atomic():
-                record(call, status, usage.prompt_tokens, usage.completion_tokens, text, duration_ms)
+                entry = record(call, status, usage.prompt_tokens, usage.completion_tokens, text, duration_ms)
         except IntegrityError:  # the user is gone too: nobody left to charge
             logger.info("Reply %s ended after its user was deleted; no usage recorded", plan.message_id)
+        else:
+            reservation = plan.reservation
+            transaction.on_commit(lambda: quotas.settle_call(reservation, entry.total_tokens, entry.cost_usd))
         if plan.wants_title and status == Message.Status.COMPLETE:
             transaction.on_commit(lambda: _enqueue_title(plan.conversation_id))
 

@@ -1,5 +1,8 @@
 """Per-user limits, checked and reserved atomically in Redis before any model call.
 
+These run where the database work of a call runs (the send's transaction on the database thread,
+the final write, a Celery task), with a plain Redis client: one round trip each.
+
 One Lua script checks every limit of a call and, only if all pass, counts the request and
 reserves its tokens and cost: concurrent sends from any number of web processes can never admit
 more than a limit, and budgets are reserved before the call (prompt plus max output) and settled
@@ -8,19 +11,24 @@ is the truth, and a counter Redis has lost is rebuilt from it before it is used 
 """
 
 import calendar
+import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from channels.db import database_sync_to_async
+import redis
 from django.conf import settings
 from django.db.models import Sum
-from redis import asyncio as aioredis
 
 from accounts.plans import EffectiveLimits
-from chat.models import Message, UsageRecord
+from chat.models import ChatModel, Message, UsageRecord
+from chat.usage import Pricing
+
+logger = logging.getLogger(__name__)
 
 MICRO_USD = Decimal(1_000_000)
 # A reply that holds a concurrency slot longer than this is presumed dead (its process crashed).
@@ -115,9 +123,54 @@ class Refusal:
     def retry_after(self, now: float) -> float:
         return max(1.0, self.resets_at - now) if self.resets_at else 2.0
 
+    def as_dict(self, now: float) -> dict[str, object]:
+        """What clients get in the error event and body: the limit, what is left, and when it resets."""
+        scale = MICRO_USD if self.limit == "cost_per_month" else 1
+        return {
+            "name": self.limit,
+            "unit": UNITS[self.limit],
+            "allowed": float(self.allowed / scale) if scale != 1 else self.allowed,
+            "remaining": float(self.remaining / scale) if scale != 1 else self.remaining,
+            "resets_at": datetime.fromtimestamp(self.resets_at, UTC).isoformat() if self.resets_at else None,
+            "resets_in": max(0, round(self.resets_at - now)) if self.resets_at else None,
+        }
+
+    def describe(self, now: float) -> str:
+        allowed = f"${self.allowed / MICRO_USD:,.2f}" if self.limit == "cost_per_month" else f"{self.allowed:,}"
+        when = f"It resets in {_duration(self.resets_at - now)}." if self.resets_at else "Wait for a reply to finish."
+        return f"You have reached your plan's limit of {allowed} {LABELS[self.limit]}. {when}"
+
+
+UNITS = {"requests_per_minute": "requests", "requests_per_day": "requests", "tokens_per_day": "tokens",
+         "tokens_per_month": "tokens", "cost_per_month": "usd", "concurrent_replies": "replies"}
+LABELS = {"requests_per_minute": "messages a minute", "requests_per_day": "messages a day",
+          "tokens_per_day": "tokens a day", "tokens_per_month": "tokens a month",
+          "cost_per_month": "of model use a month", "concurrent_replies": "replies at a time"}
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(1, round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{round(seconds / 60)} min"
+    if seconds < 172_800:
+        return f"{round(seconds / 3600)} h"
+    return f"{round(seconds / 86_400)} days"
+
 
 # Given a user and the windows, the ledger's totals for the five counters, in COUNTERS order.
-LedgerTotals = Callable[[int, Windows], Awaitable[tuple[int, int, int, int, int]]]
+LedgerTotals = Callable[[int, Windows], tuple[int, int, int, int, int]]
+
+_clients: dict[int, redis.Redis] = {}
+
+
+def client() -> redis.Redis:
+    """This process's client (one per process: a forked Celery worker must not share its parent's sockets)."""
+    made = _clients.get(os.getpid())
+    if made is None:
+        made = _clients[os.getpid()] = redis.Redis.from_url(settings.REDIS_URL)
+    return made
 
 
 def _keys(user_id: int, windows: Windows) -> list[str]:
@@ -130,9 +183,9 @@ def _limit(value: int | Decimal | None, scale: Decimal | int = 1) -> int:
     return -1 if value is None else int(value * scale)
 
 
-async def admit(
-    redis: aioredis.Redis, user_id: int, limits: EffectiveLimits, tokens: int, cost_usd: Decimal, member: str,
-    ledger_totals: LedgerTotals, now: float | None = None,
+def admit(
+    redis_client: redis.Redis, user_id: int, limits: EffectiveLimits, tokens: int, cost_usd: Decimal, member: str,
+    totals: "LedgerTotals | None" = None, now: float | None = None,
 ) -> Reservation | Refusal:
     """Count one model call and reserve its tokens and cost, or say which limit refuses it."""
     now = time.time() if now is None else now
@@ -149,37 +202,35 @@ async def admit(
         args += [limit, increment, max(1, ends - int(now)) + 60]
     args += [_limit(limits.concurrent_replies), member, now + SLOT_SECONDS]
     for _ in range(3):
-        result = await redis.eval(ADMIT, len(keys), *keys, *args)
+        result = redis_client.eval(ADMIT, len(keys), *keys, *args)
         outcome = result[0].decode() if isinstance(result[0], bytes) else result[0]
         if outcome == "ok":
             return Reservation(user_id, member, windows, tokens, cost_micro)
         if outcome == "refused":
             index, used, allowed = int(result[1]) - 1, int(result[2]), int(result[3])
             return Refusal(LIMIT_NAMES[index], allowed, used, windows.ends()[index])
-        await _seed(redis, keys, args, user_id, windows, ledger_totals)
+        _seed(redis_client, keys, args, user_id, windows, totals or ledger_totals)
     raise RuntimeError("quota counters could not be seeded")
 
 
-async def _seed(
-    redis: aioredis.Redis, keys: list[str], args: list[object], user_id: int, windows: Windows, ledger_totals: LedgerTotals
+def _seed(
+    redis_client: redis.Redis, keys: list[str], args: list[object], user_id: int, windows: Windows, totals: LedgerTotals
 ) -> None:
     """Counters Redis does not have (a new window, or lost data) start from the ledger, never from zero."""
-    totals = await ledger_totals(user_id, windows)
-    pipe = redis.pipeline(transaction=False)
-    for index, (key, total) in enumerate(zip(keys[:5], totals, strict=True)):
+    pipe = redis_client.pipeline(transaction=False)
+    for index, (key, total) in enumerate(zip(keys[:5], totals(user_id, windows), strict=True)):
         pipe.set(key, total, nx=True, ex=int(args[3 + index * 3]))  # type: ignore[arg-type]
-    await pipe.execute()
+    pipe.execute()
 
 
-async def settle(redis: aioredis.Redis, reservation: Reservation, tokens: int, cost_usd: Decimal) -> None:
+def settle(redis_client: redis.Redis, reservation: Reservation, tokens: int, cost_usd: Decimal) -> None:
     """The call ended: replace its reservation by what it used, and free its concurrency slot."""
     keys = _keys(reservation.user_id, reservation.windows)
     token_change = tokens - reservation.tokens
     cost_change = int(cost_usd * MICRO_USD) - reservation.cost_micro_usd
-    await redis.eval(SETTLE, 4, keys[2], keys[3], keys[4], keys[5], token_change, cost_change, reservation.member)
+    redis_client.eval(SETTLE, 4, keys[2], keys[3], keys[4], keys[5], token_change, cost_change, reservation.member)
 
 
-@database_sync_to_async
 def ledger_totals(user_id: int, windows: Windows) -> tuple[int, int, int, int, int]:
     """What the database says the user has used: sends (their messages) this minute and today, and
     the ledger's tokens today and this month and cost this month."""
@@ -199,3 +250,40 @@ def ledger_totals(user_id: int, windows: Windows) -> tuple[int, int, int, int, i
         (month["p"] or 0) + (month["c"] or 0),
         int((month["cost"] or Decimal(0)) * MICRO_USD),
     )
+
+
+# The model call's side: what the send path and the title task ask -------------------------------
+
+
+def check_model(limits: EffectiveLimits, model: ChatModel) -> None:
+    if limits.allowed_models is not None and model.pk not in limits.allowed_models:
+        from chat.actions import ActionError
+
+        raise ActionError("model_not_allowed", f"Your plan does not include {model.label}. Pick another model.")
+
+
+def reserve(user_id: int, limits: EffectiveLimits, pricing: Pricing, prompt_tokens: int, max_output: int) -> Reservation:
+    """Admit a call, reserving its prompt and its most output, or refuse it with quota_exceeded."""
+    from chat.actions import ActionError
+
+    now = time.time()
+    tokens = prompt_tokens + max_output
+    result = admit(client(), user_id, limits, tokens, pricing.cost(prompt_tokens, max_output), uuid.uuid4().hex, now=now)
+    if isinstance(result, Refusal):
+        raise ActionError("quota_exceeded", result.describe(now), result.retry_after(now), limit=result.as_dict(now))
+    return result
+
+
+def release(reservation: Reservation) -> None:
+    """The call never started: give back its budget and its slot (the request still counts)."""
+    settle(client(), reservation, 0, Decimal(0))
+
+
+def settle_call(reservation: Reservation | None, tokens: int, cost_usd: Decimal) -> None:
+    """After the ledger has the call; a Redis hiccup here must not fail the reply (the ledger is the truth)."""
+    if reservation is None:
+        return
+    try:
+        settle(client(), reservation, tokens, cost_usd)
+    except redis.RedisError:
+        logger.warning("Could not settle the quota reservation of user %s", reservation.user_id, exc_info=True)

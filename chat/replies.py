@@ -15,7 +15,8 @@ from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from accounts.models import User
-from chat import events, generation, reaper, usage
+from accounts.plans import limits_for
+from chat import events, generation, quotas, reaper, usage
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.history import DoesNotFit, fit_history
 from chat.models import Conversation, Message, UsageRecord
@@ -78,46 +79,62 @@ async def send_message(
 
 @database_sync_to_async
 def _store_turn(user: User, conversation_id: object, text: str, model_name: str | None, generator_id: str) -> StoredTurn:
-    with transaction.atomic():
-        if conversation_id is None:
-            conversation = create_conversation(user, model_name)
-            earlier = []
-        else:
-            found = statements.select_one(
-                Conversation, {"id": parse_pk(conversation_id), "owner": user.pk}, related="model", lock=True
+    reservation: quotas.Reservation | None = None
+    try:
+        with transaction.atomic():
+            if conversation_id is None:
+                conversation = create_conversation(user, model_name)
+                earlier = []
+            else:
+                found = statements.select_one(
+                    Conversation, {"id": parse_pk(conversation_id), "owner": user.pk}, related="model", lock=True
+                )
+                if found is None:
+                    raise ActionError("not_found")
+                conversation = cast(Conversation, found)
+                if model_name and model_name != conversation.model.name:
+                    conversation.model = resolve_model(model_name)
+                earlier = statements.values_by(Message, ("id", "role", "content", "status"), "conversation", conversation.pk)
+            model = conversation.model
+            if not model.enabled or model.provider not in configured_providers():
+                raise ActionError("unknown_model", f"The model {model.name!r} is no longer offered. Pick another one.")
+            if any(status in Message.ACTIVE for _, _, _, status in earlier):
+                raise ActionError("conversation_busy")
+            suspended, limits = limits_for(user.pk)
+            if suspended:
+                raise ActionError("suspended")
+            quotas.check_model(limits, model)
+            provider = get_provider(model.provider)
+            max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS, limits.max_output_tokens or 10**9)
+            turns = [(role, content) for _, role, content, _ in earlier] + [(Message.Role.USER, text)]
+            try:
+                fitted = fit_history(turns, conversation.system_prompt, model.context_window, max_output, provider.estimate_tokens)
+            except DoesNotFit:
+                raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
+            prompt_estimate = sum(provider.estimate_tokens(m["content"]) for m in fitted.messages) + provider.estimate_tokens(
+                conversation.system_prompt
             )
-            if found is None:
-                raise ActionError("not_found")
-            conversation = cast(Conversation, found)
-            if model_name and model_name != conversation.model.name:
-                conversation.model = resolve_model(model_name)
-            earlier = statements.values_by(Message, ("id", "role", "content", "status"), "conversation", conversation.pk)
-        model = conversation.model
-        if not model.enabled or model.provider not in configured_providers():
-            raise ActionError("unknown_model", f"The model {model.name!r} is no longer offered. Pick another one.")
-        if any(status in Message.ACTIVE for _, _, _, status in earlier):
-            raise ActionError("conversation_busy")
-        provider = get_provider(model.provider)
-        max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS)
-        turns = [(role, content) for _, role, content, _ in earlier] + [(Message.Role.USER, text)]
-        try:
-            fitted = fit_history(turns, conversation.system_prompt, model.context_window, max_output, provider.estimate_tokens)
-        except DoesNotFit:
-            raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
-        now = timezone.now()
-        user_message = Message(
-            conversation=conversation, parent_id=earlier[-1][0] if earlier else None,
-            role=Message.Role.USER, content=text, status=Message.Status.COMPLETE, created=now,
-        )
-        statements.insert(user_message)
-        reply = Message(
-            conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT,
-            status=Message.Status.QUEUED, provider=model.provider, model=model.name,
-            notice=fitted.notice, generator=generator_id, created=now,
-        )
-        statements.insert(reply)
-        conversation.updated = now
-        statements.update(Conversation, conversation.pk, {"updated": now, "model": conversation.model_id})
+            pricing = usage.Pricing(model.input_price_per_million, model.output_price_per_million)
+            # Last of the checks, since it counts the request; a transaction that fails after it gives it back.
+            reservation = quotas.reserve(user.pk, limits, pricing, prompt_estimate, max_output)
+            now = timezone.now()
+            user_message = Message(
+                conversation=conversation, parent_id=earlier[-1][0] if earlier else None,
+                role=Message.Role.USER, content=text, status=Message.Status.COMPLETE, created=now,
+            )
+            statements.insert(user_message)
+            reply = Message(
+                conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT,
+                status=Message.Status.QUEUED, provider=model.provider, model=model.name,
+                notice=fitted.notice, generator=generator_id, created=now,
+            )
+            statements.insert(reply)
+            conversation.updated = now
+            statements.update(Conversation, conversation.pk, {"updated": now, "model": conversation.model_id})
+    except BaseException:
+        if reservation is not None:  # nothing was stored: the request and its reservation are given back
+            quotas.release(reservation)
+        raise
     plan = generation.ReplyPlan(
         message_id=reply.pk,
         conversation_id=conversation.pk,
@@ -128,12 +145,10 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
         ),
         wants_title=not earlier and conversation.title_is_auto and not conversation.title,
         usage=usage.Call(
-            user_id=user.pk, kind=UsageRecord.Kind.REPLY, provider=model.provider, model=model.name,
-            pricing=usage.Pricing(model.input_price_per_million, model.output_price_per_million),
-            prompt_estimate=sum(provider.estimate_tokens(m["content"]) for m in fitted.messages)
-            + provider.estimate_tokens(conversation.system_prompt),
-            conversation_id=conversation.pk, message_id=reply.pk,
+            user_id=user.pk, kind=UsageRecord.Kind.REPLY, provider=model.provider, model=model.name, pricing=pricing,
+            prompt_estimate=prompt_estimate, conversation_id=conversation.pk, message_id=reply.pk,
         ),
+        reservation=reservation,
     )
     event = {
         "type": "message",

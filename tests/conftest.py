@@ -24,6 +24,14 @@ def _close_the_shared_database_thread_connection(django_db_setup: None) -> Itera
 
 
 @pytest.fixture(autouse=True)
+def _fresh_limits() -> None:
+    """User ids restart with every test database: limits cached for one test's user must not apply to the next's."""
+    from accounts.plans import forget_cached_limits
+
+    forget_cached_limits()
+
+
+@pytest.fixture(autouse=True)
 def _catalogue(request: pytest.FixtureRequest) -> None:
     """transactional_db empties tables between tests; put the seeded model catalogue back."""
     used = {"db", "transactional_db"} & set(request.fixturenames)
@@ -47,6 +55,7 @@ def _clean_event_logs(request: pytest.FixtureRequest) -> Iterator[None]:
 
         client = redis.Redis.from_url(settings.REDIS_URL)
         keys = list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:msg:*", count=1000))
+        keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:quota:*", count=1000))  # user ids restart too
         if keys:
             client.delete(*keys)
         client.close()

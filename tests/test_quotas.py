@@ -1,12 +1,12 @@
 """The quota engine against a real Redis: atomic admission, reservations, settling, rebuilding from the ledger."""
 
-import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-import redis.asyncio as aioredis
+import redis
 from django.conf import settings
 
 from accounts.plans import EffectiveLimits
@@ -14,33 +14,39 @@ from chat import quotas
 from chat.models import ChatModel, Conversation, UsageRecord
 
 
-async def nothing_used(user_id, windows):
+def nothing_used(user_id, windows):
     return (0, 0, 0, 0, 0)
 
 
 @pytest.fixture
-async def clients():
-    """Two connections, as two web processes would have."""
-    made = [aioredis.Redis.from_url(settings.REDIS_URL) for _ in range(2)]
+def clients():
+    """Two connection pools, as two web processes would have."""
+    made = [redis.Redis.from_url(settings.REDIS_URL) for _ in range(2)]
     user_id = int(uuid.uuid4().int % 10**9)  # counters of other runs cannot collide
     yield made, user_id
-    keys = [key async for key in made[0].scan_iter(f"{settings.PARLEY_KEY_PREFIX}:quota:{user_id}:*")]
-    if keys:
-        await made[0].delete(*keys)
+    forget(made[0], user_id)
     for client in made:
-        await client.aclose()
+        client.close()
 
 
-async def burst(clients, user_id, limits, count, tokens=0, cost=Decimal(0)):
-    calls = [
-        quotas.admit(clients[i % 2], user_id, limits, tokens, cost, f"m{i}", nothing_used) for i in range(count)
-    ]
-    return await asyncio.gather(*calls)
+def forget(client, user_id):
+    keys = list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:quota:{user_id}:*"))
+    if keys:
+        client.delete(*keys)
 
 
-async def test_a_burst_admits_exactly_the_requests_per_minute(clients):
+def burst(clients, user_id, limits, count, tokens=0, cost=Decimal(0)):
+    """`count` calls at once from 16 threads over the two pools."""
+    def call(i):
+        return quotas.admit(clients[i % 2], user_id, limits, tokens, cost, f"m{i}", nothing_used)
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(call, range(count)))
+
+
+def test_a_burst_admits_exactly_the_requests_per_minute(clients):
     made, user_id = clients
-    results = await burst(made, user_id, EffectiveLimits(plan="t", requests_per_minute=7), 40)
+    results = burst(made, user_id, EffectiveLimits(plan="t", requests_per_minute=7), 40)
     admitted = [r for r in results if isinstance(r, quotas.Reservation)]
     refused = [r for r in results if isinstance(r, quotas.Refusal)]
     assert len(admitted) == 7 and len(refused) == 33
@@ -49,73 +55,82 @@ async def test_a_burst_admits_exactly_the_requests_per_minute(clients):
     assert 0 < refused[0].retry_after(time.time()) <= 61
 
 
-async def test_token_budgets_reserve_and_settle_to_what_was_used(clients):
+def test_token_budgets_reserve_and_settle_to_what_was_used(clients):
     made, user_id = clients
     limits = EffectiveLimits(plan="t", tokens_per_day=1000)
-    results = await burst(made, user_id, limits, 10, tokens=300)
+    results = burst(made, user_id, limits, 10, tokens=300)
     admitted = [r for r in results if isinstance(r, quotas.Reservation)]
     assert len(admitted) == 3  # 900 reserved: a fourth would overspend
-    await quotas.settle(made[0], admitted[0], 100, Decimal(0))  # it used 100 of its 300
-    again = await quotas.admit(made[1], user_id, limits, 300, Decimal(0), "late", nothing_used)
+    quotas.settle(made[0], admitted[0], 100, Decimal(0))  # it used 100 of its 300
+    again = quotas.admit(made[1], user_id, limits, 300, Decimal(0), "late", nothing_used)
     assert isinstance(again, quotas.Reservation)  # 100 + 300 + 300 + 300 = 1000
-    refused = await quotas.admit(made[1], user_id, limits, 1, Decimal(0), "over", nothing_used)
+    refused = quotas.admit(made[1], user_id, limits, 1, Decimal(0), "over", nothing_used)
     assert isinstance(refused, quotas.Refusal) and refused.limit == "tokens_per_day" and refused.used == 1000
 
 
-async def test_cost_budgets_count_in_micro_dollars(clients):
+def test_cost_budgets_count_in_micro_dollars(clients):
     made, user_id = clients
     limits = EffectiveLimits(plan="t", cost_per_month=Decimal("0.05"))
-    results = await burst(made, user_id, limits, 8, cost=Decimal("0.02"))
+    results = burst(made, user_id, limits, 8, cost=Decimal("0.02"))
     assert sum(isinstance(r, quotas.Reservation) for r in results) == 2
     refusal = next(r for r in results if isinstance(r, quotas.Refusal))
     assert refusal.limit == "cost_per_month" and refusal.allowed == 50_000 and refusal.used == 40_000
 
 
-async def test_concurrent_replies_hold_a_slot_until_settled(clients):
+def test_concurrent_replies_hold_a_slot_until_settled(clients):
     made, user_id = clients
     limits = EffectiveLimits(plan="t", concurrent_replies=2)
-    results = await burst(made, user_id, limits, 6)
+    results = burst(made, user_id, limits, 6)
     admitted = [r for r in results if isinstance(r, quotas.Reservation)]
     assert len(admitted) == 2
     refusal = next(r for r in results if isinstance(r, quotas.Refusal))
     assert refusal.limit == "concurrent_replies" and refusal.resets_at == 0
-    await quotas.settle(made[0], admitted[0], 0, Decimal(0))
-    assert isinstance(await quotas.admit(made[1], user_id, limits, 0, Decimal(0), "next", nothing_used), quotas.Reservation)
+    quotas.settle(made[0], admitted[0], 0, Decimal(0))
+    assert isinstance(quotas.admit(made[1], user_id, limits, 0, Decimal(0), "next", nothing_used), quotas.Reservation)
 
 
-async def test_no_limits_admit_everything(clients):
+def test_no_limits_admit_everything(clients):
     made, user_id = clients
-    results = await burst(made, user_id, EffectiveLimits(plan="Staff"), 30, tokens=10**9)
+    results = burst(made, user_id, EffectiveLimits(plan="Staff"), 30, tokens=10**9)
     assert all(isinstance(r, quotas.Reservation) for r in results)
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_lost_counters_are_rebuilt_from_the_ledger(clients, alice):
+@pytest.mark.django_db
+def test_lost_counters_are_rebuilt_from_the_ledger(clients, alice):
     made, _ = clients
-    conversation = await Conversation.objects.acreate(owner=alice, model=await ChatModel.objects.aget(name="parley-demo"))
-    await UsageRecord.objects.acreate(user=alice, conversation=conversation, kind="reply", provider="demo",
-                                      model="parley-demo", prompt_tokens=500, completion_tokens=400, outcome="complete")
-    await conversation.messages.acreate(role="user", content="hi")
+    conversation = Conversation.objects.create(owner=alice, model=ChatModel.objects.get(name="parley-demo"))
+    UsageRecord.objects.create(user=alice, conversation=conversation, kind="reply", provider="demo",
+                               model="parley-demo", prompt_tokens=500, completion_tokens=400, outcome="complete")
+    conversation.messages.create(role="user", content="hi")
     limits = EffectiveLimits(plan="t", tokens_per_day=1000, requests_per_day=5)
     try:
         # Redis knows nothing of this user (a flush, a restart): the ledger's 900 tokens still count.
-        refused = await quotas.admit(made[0], alice.pk, limits, 200, Decimal(0), "a", quotas.ledger_totals)
+        refused = quotas.admit(made[0], alice.pk, limits, 200, Decimal(0), "a", quotas.ledger_totals)
         assert isinstance(refused, quotas.Refusal) and refused.limit == "tokens_per_day" and refused.used == 900
-        admitted = await quotas.admit(made[0], alice.pk, limits, 100, Decimal(0), "b", quotas.ledger_totals)
+        admitted = quotas.admit(made[0], alice.pk, limits, 100, Decimal(0), "b", quotas.ledger_totals)
         assert isinstance(admitted, quotas.Reservation)
-        for key in [key async for key in made[0].scan_iter(f"{settings.PARLEY_KEY_PREFIX}:quota:{alice.pk}:*")]:
-            await made[0].delete(key)
-        again = await quotas.admit(made[1], alice.pk, limits, 100, Decimal(0), "c", quotas.ledger_totals)
+        forget(made[0], alice.pk)
+        again = quotas.admit(made[1], alice.pk, limits, 100, Decimal(0), "c", quotas.ledger_totals)
         assert isinstance(again, quotas.Reservation)  # 900 from the ledger + 100
-        requests = await made[1].get(f"{settings.PARLEY_KEY_PREFIX}:quota:{alice.pk}:rpd:{again.windows.day}")
+        requests = made[1].get(f"{settings.PARLEY_KEY_PREFIX}:quota:{alice.pk}:rpd:{again.windows.day}")
         assert int(requests) == 2  # the one send the database holds, and this call
     finally:
-        keys = [key async for key in made[0].scan_iter(f"{settings.PARLEY_KEY_PREFIX}:quota:{alice.pk}:*")]
-        if keys:
-            await made[0].delete(*keys)
+        forget(made[0], alice.pk)
 
 
 def test_windows_end_at_the_next_minute_day_and_month():
     windows = quotas.Windows.at(1_798_761_599.5)  # 2026-12-31 23:59:59.5 UTC
     assert (windows.minute, windows.day, windows.month) == ("202612312359", "20261231", "202612")
     assert windows.minute_ends == windows.day_ends == windows.month_ends == 1_798_761_600
+
+
+def test_a_refusal_says_which_limit_what_is_left_and_when_it_resets():
+    refusal = quotas.Refusal("cost_per_month", 2_000_000, 2_100_000, 1_000_060)
+    assert refusal.remaining == 0
+    assert refusal.as_dict(1_000_000) == {
+        "name": "cost_per_month", "unit": "usd", "allowed": 2.0, "remaining": 0.0,
+        "resets_at": "1970-01-12T13:47:40+00:00", "resets_in": 60,
+    }
+    assert refusal.describe(1_000_000) == "You have reached your plan's limit of $2.00 of model use a month. It resets in 60 s."
+    slots = quotas.Refusal("concurrent_replies", 2, 2, 0)
+    assert slots.as_dict(0)["resets_in"] is None and slots.retry_after(0) == 2.0

@@ -1,0 +1,157 @@
+"""Limits enforced on real sends: 429 with the limit named, suspension at once, allowed models,
+concurrent replies, and reservations settled to the ledger. Two daphne processes share one Redis."""
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import redis
+from django.conf import settings
+from django.test import Client
+
+from accounts.models import ApiToken, Plan
+from chat import quotas, replies
+from chat.actions import ActionError
+from chat.models import ChatModel, Message, UsageRecord
+from tests.helpers import connect, receive_type
+
+
+def set_free(**limits) -> None:
+    Plan.objects.filter(name="Free").update(**limits)
+
+
+def post_message(client: Client, content: str, **extra):
+    conversation = client.post("/api/conversations/", "{}", content_type="application/json", **extra).json()["id"]
+    return client.post(f"/api/conversations/{conversation}/messages", json.dumps({"content": content}),
+                       content_type="application/json", **extra)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_past_the_requests_per_minute_a_send_gets_429_naming_the_limit(alice):
+    set_free(requests_per_minute=3)
+    client = Client()
+    client.force_login(alice)
+    for _ in range(3):
+        assert post_message(client, "hi /words 2").status_code == 201
+    before = Message.objects.count()
+    refused = post_message(client, "one more /words 2")
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["code"] == "quota_exceeded" and "3 messages a minute" in error["text"]
+    assert error["limit"]["name"] == "requests_per_minute" and error["limit"]["remaining"] == 0
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert refused["RateLimit-Limit"] == "3" and refused["RateLimit-Remaining"] == "0"
+    assert 0 <= int(refused["RateLimit-Reset"]) <= 60
+    assert refused["RateLimit-Policy"] == '3;name="requests_per_minute"'
+    assert Message.objects.count() == before  # a refused send stores nothing
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_websocket_error_event_carries_the_limit(alice):
+    await Plan.objects.filter(name="Free").aupdate(requests_per_minute=1)
+    tab = await connect(alice)
+    await tab.connect()
+    await tab.send_json_to({"type": "send", "conversation": None, "content": "first /words 2", "ref": "a"})
+    await receive_type(tab, "message")
+    await tab.send_json_to({"type": "send", "conversation": None, "content": "second", "ref": "b"})
+    error = await receive_type(tab, "error")
+    assert error["code"] == "quota_exceeded" and error["ref"] == "b"
+    assert error["limit"]["name"] == "requests_per_minute" and error["limit"]["allowed"] == 1
+    assert error["retry_after"] >= 1 and error["limit"]["resets_in"] <= 60
+    await tab.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_suspension_stops_new_replies_at_once(alice):
+    tab = await connect(alice)
+    await tab.connect()
+    await tab.send_json_to({"type": "send", "conversation": None, "content": "before /words 2"})
+    await receive_type(tab, "message")
+    await type(alice).objects.filter(pk=alice.pk).aupdate(suspended=True)  # what the admin action does
+    await tab.send_json_to({"type": "send", "conversation": None, "content": "after"})
+    error = await receive_type(tab, "error")
+    assert error["code"] == "suspended" and "suspended" in error["text"]
+    await tab.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_plan_limited_to_some_models_refuses_the_others(alice):
+    other = ChatModel.objects.create(name="only-this", label="Only this", provider="demo")
+    Plan.objects.get(name="Free").allowed_models.add(other)
+    client = Client()
+    client.force_login(alice)
+    refused = post_message(client, "hi")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+    conversation = client.post("/api/conversations/", json.dumps({"model": "only-this"}), content_type="application/json").json()
+    allowed = client.post(f"/api/conversations/{conversation['id']}/messages", json.dumps({"content": "hi /words 1"}),
+                          content_type="application/json")
+    assert allowed.status_code == 201
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_concurrent_replies_are_limited_and_a_finished_reply_frees_its_slot(alice):
+    await Plan.objects.filter(name="Free").aupdate(concurrent_replies=1)
+    first = await replies.send_message(alice, None, "long /words 2000 /slow 10")
+    with pytest.raises(ActionError) as refused:
+        await replies.send_message(alice, None, "second")
+    assert refused.value.code == "quota_exceeded" and refused.value.limit["name"] == "concurrent_replies"
+    await replies.stop_message(alice, first["assistant_message"]["id"])
+    async for _ in replies.attach(alice, first["assistant_message"]["id"], "0-0"):
+        pass
+    for _ in range(50):  # the slot is given back just after the final write commits
+        try:
+            second = await replies.send_message(alice, None, "now /words 1")
+            break
+        except ActionError:
+            await asyncio.sleep(0.05)
+    assert second["assistant_message"]["id"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_reservation_settles_to_what_the_ledger_recorded(alice):
+    await Plan.objects.filter(name="Free").aupdate(tokens_per_day=1_000_000)
+    event = await replies.send_message(alice, None, "count /words 30")
+    async for _ in replies.attach(alice, event["assistant_message"]["id"], "0-0"):
+        pass
+    entry = await UsageRecord.objects.aget(message_id=event["assistant_message"]["id"])
+    windows = quotas.Windows.at(entry.created.timestamp())
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    key = f"{settings.PARLEY_KEY_PREFIX}:quota:{alice.pk}:tok:{windows.day}"
+    for _ in range(50):
+        used = int(client.get(key) or 0)
+        if used == entry.total_tokens:
+            break
+        await asyncio.sleep(0.05)
+    client.close()
+    assert used == entry.total_tokens  # not prompt + max output, which was reserved
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_budget_refuses_a_call_it_cannot_cover(alice):
+    set_free(tokens_per_day=500, max_output_tokens=1024)  # a reply may write 1,024 tokens: more than the budget
+    client = Client()
+    client.force_login(alice)
+    refused = post_message(client, "hi")
+    assert refused.status_code == 429 and refused.json()["error"]["limit"]["name"] == "tokens_per_day"
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_over_two_web_processes_admits_exactly_the_limit(live_factory, alice):
+    set_free(requests_per_minute=5, concurrent_replies=None)
+    app = live_factory()
+    servers = [app.start_daphne(), app.start_daphne()]
+    raw = ApiToken.issue(alice, "burst")[1]
+    headers = {"Authorization": f"Bearer {raw}"}
+    conversations = [httpx.post(f"{servers[0].url}/api/conversations/", json={}, headers=headers).json()["id"] for _ in range(20)]
+
+    def send(index: int) -> int:
+        url = f"{servers[index % 2].url}/api/conversations/{conversations[index]}/messages"
+        return httpx.post(url, json={"content": "burst /words 1"}, headers=headers, timeout=20).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(send, range(20)))
+    assert statuses.count(201) == 5 and statuses.count(429) == 15, statuses
+    assert Message.objects.filter(role="user", conversation__owner=alice).count() == 5

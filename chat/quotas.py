@@ -11,6 +11,7 @@ is the truth, and a counter Redis has lost is rebuilt from it before it is used 
 """
 
 import calendar
+import dataclasses
 import logging
 import os
 import time
@@ -54,8 +55,10 @@ end
 for i = 1, 5 do
   redis.call('INCRBY', KEYS[i], ARGV[3 + (i - 1) * 3])
 end
-redis.call('ZADD', KEYS[6], ARGV[19], ARGV[18])
-redis.call('EXPIRE', KEYS[6], 86400)
+if slot_limit >= 0 then
+  redis.call('ZADD', KEYS[6], ARGV[19], ARGV[18])
+  redis.call('EXPIRE', KEYS[6], 86400)
+end
 return {'ok'}
 """
 
@@ -185,14 +188,14 @@ def _limit(value: int | Decimal | None, scale: Decimal | int = 1) -> int:
 
 def admit(
     redis_client: redis.Redis, user_id: int, limits: EffectiveLimits, tokens: int, cost_usd: Decimal, member: str,
-    totals: "LedgerTotals | None" = None, now: float | None = None,
+    totals: "LedgerTotals | None" = None, now: float | None = None, requests: int = 1,
 ) -> Reservation | Refusal:
     """Count one model call and reserve its tokens and cost, or say which limit refuses it."""
     now = time.time() if now is None else now
     windows = Windows.at(now)
     keys = _keys(user_id, windows)
     cost_micro = int(cost_usd * MICRO_USD)
-    increments = (1, 1, tokens, tokens, cost_micro)
+    increments = (requests, requests, tokens, tokens, cost_micro)
     limit_values = (
         _limit(limits.requests_per_minute), _limit(limits.requests_per_day), _limit(limits.tokens_per_day),
         _limit(limits.tokens_per_month), _limit(limits.cost_per_month, MICRO_USD),
@@ -262,13 +265,24 @@ def check_model(limits: EffectiveLimits, model: ChatModel) -> None:
         raise ActionError("model_not_allowed", f"Your plan does not include {model.label}. Pick another model.")
 
 
-def reserve(user_id: int, limits: EffectiveLimits, pricing: Pricing, prompt_tokens: int, max_output: int) -> Reservation:
-    """Admit a call, reserving its prompt and its most output, or refuse it with quota_exceeded."""
+def reserve(
+    user_id: int, limits: EffectiveLimits, pricing: Pricing, prompt_tokens: int, max_output: int, background: bool = False
+) -> Reservation:
+    """Admit a call, reserving its prompt and its most output, or refuse it with quota_exceeded.
+
+    A `background` call (a title) spends from the token and cost budgets but is not one of the
+    user's requests or replies: it counts toward no request limit and takes no reply slot.
+    """
     from chat.actions import ActionError
 
     now = time.time()
+    if background:
+        limits = dataclasses.replace(limits, requests_per_minute=None, requests_per_day=None, concurrent_replies=None)
     tokens = prompt_tokens + max_output
-    result = admit(client(), user_id, limits, tokens, pricing.cost(prompt_tokens, max_output), uuid.uuid4().hex, now=now)
+    result = admit(
+        client(), user_id, limits, tokens, pricing.cost(prompt_tokens, max_output), uuid.uuid4().hex, now=now,
+        requests=0 if background else 1,
+    )
     if isinstance(result, Refusal):
         raise ActionError("quota_exceeded", result.describe(now), result.retry_after(now), limit=result.as_dict(now))
     return result

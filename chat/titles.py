@@ -4,7 +4,9 @@ import asyncio
 import logging
 import time
 
-from chat import usage
+from accounts.plans import limits_for
+from chat import quotas, usage
+from chat.actions import ActionError
 from chat.models import Conversation, Message, UsageRecord
 from chat.notify import publish_sync
 from chat.providers import new_provider
@@ -13,6 +15,7 @@ from chat.providers.demo import without_controls
 
 logger = logging.getLogger(__name__)
 TITLE_WORDS = 8
+TITLE_MAX_TOKENS = 24
 
 PROMPT = (
     "Write a title of at most six words for the conversation below. Answer with the title alone, "
@@ -52,13 +55,26 @@ def generate_title(conversation_id: int) -> str | None:
 
 
 def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
-    provider = new_provider(conversation.model.provider)
+    """The model's title, or "" (the caller falls back) when it fails or the owner's limits say no."""
+    model = conversation.model
+    provider = new_provider(model.provider)
     request = ChatRequest(
-        model=conversation.model.name,
+        model=model.name,
         messages=[{"role": "user", "content": PROMPT.format(question=question[:2000], answer=answer[:2000])}],
-        max_output_tokens=24,
-        base_url=conversation.model.base_url,
+        max_output_tokens=TITLE_MAX_TOKENS,
+        base_url=model.base_url,
     )
+    pricing = usage.Pricing(model.input_price_per_million, model.output_price_per_million)
+    prompt_estimate = provider.estimate_tokens(request.messages[0]["content"])
+    suspended, limits = limits_for(conversation.owner_id)
+    try:
+        if suspended:
+            return ""
+        quotas.check_model(limits, model)
+        reservation = quotas.reserve(conversation.owner_id, limits, pricing, prompt_estimate, TITLE_MAX_TOKENS, background=True)
+    except ActionError as refused:
+        logger.info("Title for conversation %s fell back: %s", conversation.pk, refused.code)
+        return ""
     async def ask() -> CollectedReply:
         try:
             return await collect(provider, request)
@@ -67,17 +83,16 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
 
     started = time.monotonic()
     reply = asyncio.run(ask())
-    model = conversation.model
     call = usage.Call(
         user_id=conversation.owner_id, kind=UsageRecord.Kind.TITLE, provider=model.provider, model=model.name,
-        pricing=usage.Pricing(model.input_price_per_million, model.output_price_per_million),
-        prompt_estimate=provider.estimate_tokens(request.messages[0]["content"]), conversation_id=conversation.pk,
+        pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=conversation.pk,
     )
     reported = reply.usage
-    usage.record(
+    entry = usage.record(
         call, "failed" if reply.error else "complete", reported.prompt_tokens if reported else None,
         reported.completion_tokens if reported else None, reply.text, int((time.monotonic() - started) * 1000),
     )
+    quotas.settle_call(reservation, entry.total_tokens, entry.cost_usd)
     if reply.error is not None:
         logger.info("Title for conversation %s fell back: %s", conversation.pk, reply.error.code)
         return ""

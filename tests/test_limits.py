@@ -155,3 +155,39 @@ def test_a_burst_over_two_web_processes_admits_exactly_the_limit(live_factory, a
         statuses = list(pool.map(send, range(20)))
     assert statuses.count(201) == 5 and statuses.count(429) == 15, statuses
     assert Message.objects.filter(role="user", conversation__owner=alice).count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_title_call_spends_from_the_budget_and_is_skipped_when_it_is_spent(alice, settings):
+    from accounts.plans import forget_cached_limits
+    from chat.models import Conversation
+    from chat.providers.base import Provider
+    from chat.titles import PROMPT, TITLE_MAX_TOKENS, generate_title
+    from tests.fakes import Scenario
+    from tests.fakes.openai_server import OpenAIFake
+
+    async def title_for(model, question):
+        conversation = await Conversation.objects.acreate(owner=alice, model=model)
+        await conversation.messages.acreate(role="user", content=question)
+        await conversation.messages.acreate(role="assistant", content="Sure.")
+        return await asyncio.to_thread(generate_title, conversation.pk)
+
+    async def titles():
+        async with OpenAIFake(Scenario(tokens=4)) as fake:
+            settings.OPENAI_BASE_URL = fake.base_url
+            settings.OPENAI_API_KEY = "sk-test"
+            model = await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
+            await title_for(model, "Plan a trip to Lisbon")
+            spent = (await UsageRecord.objects.aget(kind="title")).total_tokens
+            # The next title reserves its prompt and 24 tokens: leave room for one token less.
+            reserve = Provider().estimate_tokens(PROMPT.format(question="Bake bread at home", answer="Sure.")) + TITLE_MAX_TOKENS
+            await Plan.objects.filter(name="Free").aupdate(tokens_per_day=spent + reserve - 1)
+            forget_cached_limits()  # plan edits reach a running process within LIMITS_CACHE_SECONDS
+            second = await title_for(model, "Bake bread at home")
+            return second, len(fake.requests)
+
+    set_free(requests_per_minute=1, concurrent_replies=1)  # titles count toward neither
+    second, calls = asyncio.run(titles())
+    assert calls == 1  # the second title never reached the provider
+    assert second == "Bake bread at home"  # it fell back to the question's words
+    assert UsageRecord.objects.filter(kind="title").count() == 1

@@ -39,7 +39,7 @@ def main() -> None:
 
     from django.db import connection, transaction
 
-    from accounts.models import ApiToken, User
+    from accounts.models import ApiToken, Plan, User
     from chat.models import ChatModel, Conversation
 
     with transaction.atomic():
@@ -50,8 +50,11 @@ def main() -> None:
                 context_window=1_000_000, max_output_tokens=4096, sort_order=1000 + order,
             )
         users = []
+        unlimited = Plan.objects.create(name="Benchmark (no limits)")
         for index in range(args.users):
-            user = User.objects.create_user(f"bench{index}")  # no password: token only, and no hashing cost
+            # No password: token only, and no hashing cost. Limits are checked on every send as
+            # always, but on a plan without limits: the benchmark's held replies must not be refused.
+            user = User.objects.create_user(f"bench{index}", plan=unlimited)
             _, raw_token = ApiToken.issue(user, "bench")
             conversations = Conversation.objects.bulk_create(
                 [Conversation(owner=user, model=models["bench-model"]) for _ in range(args.conversations)]

@@ -201,9 +201,22 @@ def _save_final(
     ttft_ms: int | None,
     duration_ms: int | None,
 ) -> None:
+    final_state = {
+        "content": text,
+        "status": status,
+        "error_code": str(error.code) if error else "",
+        "error_text": error.plain_words if error else "",
+        "model_version": (finish.model_version if finish else "")[:100],
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "ttft_ms": ttft_ms,
+        "duration_ms": duration_ms,
+        "last_cursor": events.cursor_for(len(text), 1),
+        "finished": timezone.now(),
+    }
     with transaction.atomic():
         call = plan.usage
-        if not _save_message(plan, text, status, usage, finish, error, ttft_ms, duration_ms):
+        if not statements.update(Message, plan.message_id, final_state):
             # The conversation was deleted while the reply ran; the tokens were spent all the same.
             call = dataclasses.replace(call, conversation_id=None, message_id=None)
         try:
@@ -216,32 +229,6 @@ def _save_final(
             transaction.on_commit(lambda: quotas.settle_call(reservation, entry.total_tokens, entry.cost_usd))
         if plan.wants_title and status == Message.Status.COMPLETE:
             transaction.on_commit(lambda: _enqueue_title(plan.conversation_id))
-
-
-def _save_message(
-    plan: ReplyPlan,
-    text: str,
-    status: str,
-    usage: Usage,
-    finish: Finish | None,
-    error: StreamError | None,
-    ttft_ms: int | None,
-    duration_ms: int | None,
-) -> bool:
-    """Store the reply's final state; False when the message no longer exists."""
-    return 1 == statements.update(Message, plan.message_id, {
-        "content": text,
-        "status": status,
-        "error_code": str(error.code) if error else "",
-        "error_text": error.plain_words if error else "",
-        "model_version": (finish.model_version if finish else "")[:100],
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "ttft_ms": ttft_ms,
-        "duration_ms": duration_ms,
-        "last_cursor": events.cursor_for(len(text), 1),
-        "finished": timezone.now(),
-    })
 
 
 def _enqueue_title(conversation_id: int) -> None:

@@ -259,7 +259,8 @@ function onError(event) {
     return;
   }
   if (state.pending && (!event.ref || event.ref === state.pending.ref)) state.pending = null;
-  showComposerError(event.text + retryHint(event.retry_after));
+  // A plan's limit already says when it resets; other refusals get the retry hint.
+  showComposerError(event.text + (event.limit ? "" : retryHint(event.retry_after)));
   updateComposer();
 }
 
@@ -276,7 +277,8 @@ function onFrameRefused(ref, event) {
     paint(reply);
     showFailure(reply, event.text, null);
   } else {
-    showComposerError(event.text + retryHint(event.retry_after));
+    // A plan's limit already says when it resets; other refusals get the retry hint.
+  showComposerError(event.text + (event.limit ? "" : retryHint(event.retry_after)));
   }
   updateComposer();
 }

@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db.models import Sum
 
 from accounts.plans import EffectiveLimits
+from chat.actions import ActionError
 from chat.models import ChatModel, Message, UsageRecord
 from chat.usage import Pricing
 
@@ -260,8 +261,6 @@ def ledger_totals(user_id: int, windows: Windows) -> tuple[int, int, int, int, i
 
 def check_model(limits: EffectiveLimits, model: ChatModel) -> None:
     if limits.allowed_models is not None and model.pk not in limits.allowed_models:
-        from chat.actions import ActionError
-
         raise ActionError("model_not_allowed", f"Your plan does not include {model.label}. Pick another model.")
 
 
@@ -273,8 +272,6 @@ def reserve(
     A `background` call (a title) spends from the token and cost budgets but is not one of the
     user's requests or replies: it counts toward no request limit and takes no reply slot.
     """
-    from chat.actions import ActionError
-
     now = time.time()
     if background:
         limits = dataclasses.replace(limits, requests_per_minute=None, requests_per_day=None, concurrent_replies=None)

@@ -45,3 +45,15 @@ async def receive_type(communicator: WebsocketCommunicator, event_type: str, tim
         event = await communicator.receive_json_from(timeout=max(0.1, deadline - loop.time()))
         if event["type"] == event_type:
             return event
+
+
+async def reply_events(user: Any, message_id: int, after: str = "0-0") -> list[dict]:
+    """Every event of a reply from the cursor to its final one, read through chat.replies.attach."""
+    import orjson
+
+    from chat.replies import attach
+
+    seen: list[dict] = []
+    async for batch in attach(user, message_id, after):
+        seen.extend(orjson.loads(payload) for payload in batch)
+    return seen

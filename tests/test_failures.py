@@ -1,21 +1,14 @@
 """A provider error ends the reply as `failed` with plain words; the text so far is kept."""
 
-import orjson
 import pytest
 
 from chat.models import ChatModel, Message
-from chat.replies import attach, send_message
+from chat.replies import send_message
 from tests.fakes import Scenario, expected_text
 from tests.fakes.openai_server import OpenAIFake
+from tests.helpers import reply_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def run_to_end(user, message_id: int) -> list[dict]:
-    seen = []
-    async for batch in attach(user, message_id, ""):
-        seen.extend(orjson.loads(payload) for payload in batch)
-    return seen
 
 
 @pytest.mark.parametrize(
@@ -25,7 +18,7 @@ async def run_to_end(user, message_id: int) -> list[dict]:
 async def test_provider_errors_end_the_reply_in_plain_words(alice, code, words_in):
     event = await send_message(alice, None, f"please /fail {code}")
     reply_id = event["assistant_message"]["id"]
-    seen = await run_to_end(alice, reply_id)
+    seen = await reply_events(alice, reply_id)
     final = seen[-1]
     assert final["type"] == "error" and final["status"] == "failed"
     assert final["code"] == code
@@ -34,7 +27,7 @@ async def test_provider_errors_end_the_reply_in_plain_words(alice, code, words_i
     assert stored.status == "failed" and stored.error_code == code and stored.error_text == final["text"]
     partial = "".join(e["text"] for e in seen if e["type"] == "delta")
     assert partial and stored.content == partial
-    again = await run_to_end(alice, reply_id)  # from the database now: the same ending
+    again = await reply_events(alice, reply_id)  # from the database now: the same ending
     assert again[-1]["code"] == code and "".join(e["text"] for e in again if e["type"] == "delta") == partial
 
 
@@ -51,7 +44,7 @@ async def openai_model(settings):
 async def test_a_reply_from_an_openai_compatible_server_is_stored_with_its_usage(alice, openai_model):
     fake, model = openai_model
     event = await send_message(alice, None, "Hi there", model.name)
-    seen = await run_to_end(alice, event["assistant_message"]["id"])
+    seen = await reply_events(alice, event["assistant_message"]["id"])
     text = "".join(e["text"] for e in seen if e["type"] == "delta")
     assert text == expected_text(40)
     assert seen[-1]["type"] == "done" and seen[-1]["usage"]["completion_tokens"] == 40
@@ -66,7 +59,7 @@ async def test_a_rate_limited_provider_gives_a_retry_hint(alice, openai_model):
     fake, model = openai_model
     fake.scenario = Scenario(kind="rate_limited", retry_after="7")
     event = await send_message(alice, None, "Hi there", model.name)
-    seen = await run_to_end(alice, event["assistant_message"]["id"])
+    seen = await reply_events(alice, event["assistant_message"]["id"])
     assert seen[-1]["type"] == "error" and seen[-1]["code"] == "rate_limited"
     assert seen[-1]["retry_after"] == 7
     stored = await Message.objects.aget(pk=event["assistant_message"]["id"])

@@ -2,23 +2,16 @@
 
 import asyncio
 
-import orjson
 import pytest
 
 from chat import streams
 from chat.models import ChatModel, Message
-from chat.replies import attach, send_message, stop_message
+from chat.replies import send_message, stop_message
 from tests.fakes import Scenario, expected_text
 from tests.fakes.openai_server import OpenAIFake
+from tests.helpers import reply_events
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def read_all(user, message_id: int) -> list[dict]:
-    seen = []
-    async for batch in attach(user, message_id, "0-0"):
-        seen.extend(orjson.loads(payload) for payload in batch)
-    return seen
 
 
 @pytest.fixture
@@ -44,7 +37,7 @@ async def test_tokens_are_read_in_batches_and_arrive_exactly_once(alice, paced_m
 
     monkeypatch.setattr(streams.LocalLog, "append", counting)
     event = await send_message(alice, None, "Hi", model.name)
-    seen = await read_all(alice, event["assistant_message"]["id"])
+    seen = await reply_events(alice, event["assistant_message"]["id"])
     assert "".join(e["text"] for e in seen if e["type"] == "delta") == expected_text(120)
     assert seen[-1]["type"] == "done" and seen[-1]["status"] == "complete"
     # 0.5 s of tokens in 30 ms windows: about 17 reads, not 120.
@@ -59,7 +52,7 @@ async def test_stopping_one_paced_reply_leaves_the_others_running(alice, bob, pa
     await asyncio.sleep(0.3)
     await stop_message(alice, first["assistant_message"]["id"])
     stopped, finished = await asyncio.gather(
-        read_all(alice, first["assistant_message"]["id"]), read_all(bob, second["assistant_message"]["id"])
+        reply_events(alice, first["assistant_message"]["id"]), reply_events(bob, second["assistant_message"]["id"])
     )
     assert stopped[-1]["status"] == "stopped"
     partial = "".join(e["text"] for e in stopped if e["type"] == "delta")

@@ -3,7 +3,6 @@
 import asyncio
 from decimal import Decimal
 
-import orjson
 import pytest
 from django.test import Client
 
@@ -15,13 +14,7 @@ from chat.models import ChatModel, Conversation, UsageRecord
 from chat.titles import generate_title
 from tests.fakes import Scenario
 from tests.fakes.openai_server import OpenAIFake
-
-
-async def run_to_end(user, message_id: int) -> dict:
-    final = {}
-    async for batch in replies.attach(user, message_id, "0-0"):
-        final = orjson.loads(batch[-1])
-    return final
+from tests.helpers import reply_events
 
 
 @pytest.mark.django_db
@@ -58,7 +51,7 @@ async def test_a_reply_is_recorded_in_the_ledger_with_its_cost(alice):
         input_price_per_million=Decimal("1.00"), output_price_per_million=Decimal("2.00")
     )
     event = await replies.send_message(alice, None, "Count these words /words 40")
-    final = await run_to_end(alice, event["assistant_message"]["id"])
+    final = (await reply_events(alice, event["assistant_message"]["id"]))[-1]
     entry = await UsageRecord.objects.aget(message_id=event["assistant_message"]["id"])
     assert (entry.user_id, entry.kind, entry.outcome, entry.model) == (alice.pk, "reply", "complete", "parley-demo")
     assert entry.conversation_id == event["conversation"]["id"]
@@ -74,7 +67,7 @@ async def test_a_stopped_reply_is_recorded_with_estimated_tokens(alice):
     reply_id = event["assistant_message"]["id"]
     await asyncio.sleep(0.3)
     await replies.stop_message(alice, reply_id)
-    final = await run_to_end(alice, reply_id)
+    final = (await reply_events(alice, reply_id))[-1]
     assert final["status"] == "stopped"
     entry = await UsageRecord.objects.aget(message_id=reply_id)
     assert entry.outcome == "stopped" and entry.estimated

@@ -126,3 +126,19 @@ class ApiToken(models.Model):
         if self.revoked is None:
             self.revoked = timezone.now()
             self.save(update_fields=["revoked"])
+
+
+class CounterReset(models.Model):
+    """An admin gave a user a fresh start: usage before `at` no longer counts toward the user's
+    current minute, day and month. Kept as the audit trail of who did it and why."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="counter_resets")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    by = models.ForeignKey(User, null=True, on_delete=models.SET_NULL, related_name="+")
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"Counters of {self.user} reset at {self.at:%Y-%m-%d %H:%M}"

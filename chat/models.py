@@ -116,6 +116,10 @@ class Message(models.Model):
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     generator = models.CharField(max_length=64, blank=True, help_text="The web process that runs this generation.")
+    quota_claim = models.CharField(
+        max_length=120, blank=True,
+        help_text="The budget reserved for this reply, so that a reply whose process died can still be charged and settled.",
+    )
     last_cursor = models.CharField(max_length=32, blank=True)
     created = models.DateTimeField(default=timezone.now)
     finished = models.DateTimeField(null=True, blank=True)

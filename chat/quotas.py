@@ -25,6 +25,7 @@ import redis
 from django.conf import settings
 from django.db.models import Sum
 
+from accounts.models import CounterReset, User
 from accounts.plans import EffectiveLimits
 from chat.actions import ActionError
 from chat.models import ChatModel, Message, UsageRecord
@@ -36,9 +37,17 @@ MICRO_USD = Decimal(1_000_000)
 # A reply that holds a concurrency slot longer than this is presumed dead (its process crashed).
 SLOT_SECONDS = 15 * 60
 
-# KEYS: requests-this-minute, requests-today, tokens-today, tokens-this-month, cost-this-month, active slots
-# ARGV: now, then for each counter above: limit (-1: none), increment, ttl; then the slot limit, slot member, slot deadline
+# KEYS: requests-this-minute, requests-today, tokens-today, tokens-this-month, cost-this-month, active slots,
+#       today's refusals (a hash of "user:limit" to a count, for the admins' usage page)
+# ARGV: now, then for each counter above: limit (-1: none), increment, ttl; then the slot limit, slot member,
+#       slot deadline, the user id
 ADMIT = """
+local function refuse(index, used, limit)
+  local field = ARGV[20] .. ':' .. index
+  redis.call('HINCRBY', KEYS[7], field, 1)
+  redis.call('EXPIRE', KEYS[7], 40 * 86400)
+  return {'refused', index, used, limit}
+end
 local now = tonumber(ARGV[1])
 for i = 1, 5 do
   if redis.call('EXISTS', KEYS[i]) == 0 then return {'seed', i} end
@@ -46,12 +55,13 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
 local active = redis.call('ZCARD', KEYS[6])
 local slot_limit = tonumber(ARGV[17])
-if slot_limit >= 0 and active + 1 > slot_limit then return {'refused', 6, active, slot_limit} end
+if slot_limit >= 0 and active + 1 > slot_limit then return refuse(6, active, slot_limit) end
 for i = 1, 5 do
   local limit = tonumber(ARGV[2 + (i - 1) * 3])
   local add = tonumber(ARGV[3 + (i - 1) * 3])
   local used = tonumber(redis.call('GET', KEYS[i]))
-  if limit >= 0 and used + add > limit then return {'refused', i, used, limit} end
+  -- a free call (a zero-priced model's cost) is never refused by a budget it does not spend
+  if limit >= 0 and add > 0 and used + add > limit then return refuse(i, used, limit) end
 end
 for i = 1, 5 do
   redis.call('INCRBY', KEYS[i], ARGV[3 + (i - 1) * 3])
@@ -109,6 +119,19 @@ class Reservation:
     windows: Windows
     tokens: int
     cost_micro_usd: int
+
+    def claim(self, prompt_estimate: int) -> str:
+        """The reservation as text stored with the reply, to settle it even if this process dies."""
+        return f"{self.member} {self.windows.minute_ends} {self.tokens} {self.cost_micro_usd} {prompt_estimate}"
+
+    @classmethod
+    def from_claim(cls, user_id: int, claim: str) -> "tuple[Reservation, int] | None":
+        """(reservation, prompt estimate) from a claim, or None for an empty or damaged one."""
+        try:
+            member, minute_ends, tokens, cost, prompt = claim.split()
+            return cls(user_id, member, Windows.at(int(minute_ends) - 60), int(tokens), int(cost)), int(prompt)
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +203,12 @@ def client() -> redis.Redis:
 def _keys(user_id: int, windows: Windows) -> list[str]:
     base = f"{settings.PARLEY_KEY_PREFIX}:quota:{user_id}"
     return [f"{base}:rpm:{windows.minute}", f"{base}:rpd:{windows.day}", f"{base}:tok:{windows.day}",
-            f"{base}:tok:{windows.month}", f"{base}:cost:{windows.month}", f"{base}:active"]
+            f"{base}:tok:{windows.month}", f"{base}:cost:{windows.month}", f"{base}:active",
+            refusals_key(windows.day)]
+
+
+def refusals_key(day: str) -> str:
+    return f"{settings.PARLEY_KEY_PREFIX}:quota:refusals:{day}"
 
 
 def _limit(value: int | Decimal | None, scale: Decimal | int = 1) -> int:
@@ -204,7 +232,7 @@ def admit(
     args: list[object] = [now]
     for limit, increment, ends in zip(limit_values, increments, windows.ends(), strict=False):
         args += [limit, increment, max(1, ends - int(now)) + 60]
-    args += [_limit(limits.concurrent_replies), member, now + SLOT_SECONDS]
+    args += [_limit(limits.concurrent_replies), member, now + SLOT_SECONDS, user_id]
     for _ in range(3):
         result = redis_client.eval(ADMIT, len(keys), *keys, *args)
         outcome = result[0].decode() if isinstance(result[0], bytes) else result[0]
@@ -237,10 +265,16 @@ def settle(redis_client: redis.Redis, reservation: Reservation, tokens: int, cos
 
 def ledger_totals(user_id: int, windows: Windows) -> tuple[int, int, int, int, int]:
     """What the database says the user has used: sends (their messages) this minute and today, and
-    the ledger's tokens today and this month and cost this month."""
-    minute_start = datetime.fromtimestamp(windows.minute_ends - 60, UTC)
+    the ledger's tokens today and this month and cost this month; all since the last reset, if later."""
+    reset = CounterReset.objects.filter(user_id=user_id).order_by("-at").values_list("at", flat=True).first()
+
+    def since(start: datetime) -> datetime:
+        return max(start, reset) if reset is not None else start
+
+    minute_start = since(datetime.fromtimestamp(windows.minute_ends - 60, UTC))
     day_start = datetime.fromtimestamp(windows.day_ends - 86_400, UTC)
-    month_start = day_start.replace(day=1)
+    month_start = since(day_start.replace(day=1))
+    day_start = since(day_start)
     sends = Message.objects.filter(conversation__owner_id=user_id, role=Message.Role.USER)
     ledger = UsageRecord.objects.filter(user_id=user_id)
     today = ledger.filter(created__gte=day_start).aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))
@@ -254,6 +288,74 @@ def ledger_totals(user_id: int, windows: Windows) -> tuple[int, int, int, int, i
         (month["p"] or 0) + (month["c"] or 0),
         int((month["cost"] or Decimal(0)) * MICRO_USD),
     )
+
+
+def reset_counters(user: User, by: User | None, note: str = "") -> CounterReset:
+    """Give a user a fresh minute, day and month: recorded (the audit trail, and what the counters
+    are rebuilt from), then the user's counters are dropped so the next call rebuilds them.
+    Replies still running keep their concurrency slots."""
+    reset = CounterReset.objects.create(user=user, by=by, note=note[:200])
+    base = f"{settings.PARLEY_KEY_PREFIX}:quota:{user.pk}:"
+    keys = [key for key in client().scan_iter(f"{base}*", count=500) if not key.endswith(b":active")]
+    if keys:
+        client().delete(*keys)
+    return reset
+
+
+def cost_used(user_id: int, now: float | None = None) -> Decimal:
+    """The user's cost this month so far (reservations of running calls included)."""
+    windows = Windows.at(time.time() if now is None else now)
+    value = client().get(_keys(user_id, windows)[4])
+    micro = int(value) if value is not None else ledger_totals(user_id, windows)[4]
+    return Decimal(micro) / MICRO_USD
+
+
+def refusal_counts(days: list[str]) -> dict[tuple[str, int, str], int]:
+    """Refused calls by (day as YYYYMMDD, user id, limit name), for the given days."""
+    pipe = client().pipeline(transaction=False)
+    for day in days:
+        pipe.hgetall(refusals_key(day))
+    counts: dict[tuple[str, int, str], int] = {}
+    for day, fields in zip(days, pipe.execute(), strict=True):
+        for field, count in fields.items():
+            user_id, _, index = field.decode().partition(":")
+            counts[(day, int(user_id), LIMIT_NAMES[int(index) - 1])] = int(count)
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """One budget of a user as the page's meter shows it: None allowed means no limit."""
+
+    name: str
+    used: float
+    allowed: float | None
+    resets_at: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "unit": UNITS[self.name], "used": self.used, "allowed": self.allowed,
+                "resets_at": datetime.fromtimestamp(self.resets_at, UTC).isoformat()}
+
+
+def allowances(user_id: int, limits: EffectiveLimits, now: float | None = None) -> list[Allowance]:
+    """What the user has used of each limited counter (in the current windows, rebuilt if lost)."""
+    now = time.time() if now is None else now
+    windows = Windows.at(now)
+    keys = _keys(user_id, windows)[:5]
+    values = client().mget(keys)
+    if any(value is None for value in values):
+        totals = ledger_totals(user_id, windows)
+        values = [total if value is None else value for value, total in zip(values, totals, strict=True)]
+    allowed = (limits.requests_per_minute, limits.requests_per_day, limits.tokens_per_day,
+               limits.tokens_per_month, limits.cost_per_month)
+    out = []
+    for name, value, limit, ends in zip(COUNTERS, values, allowed, windows.ends(), strict=False):
+        used = max(0, int(value))
+        if name == "cost_per_month":
+            out.append(Allowance(name, used / 1_000_000, None if limit is None else float(limit), ends))
+        else:
+            out.append(Allowance(name, used, None if limit is None else int(limit), ends))
+    return out
 
 
 # The model call's side: what the send path and the title task ask -------------------------------
@@ -283,6 +385,28 @@ def reserve(
     if isinstance(result, Refusal):
         raise ActionError("quota_exceeded", result.describe(now), result.retry_after(now), limit=result.as_dict(now))
     return result
+
+
+def fallback_for(user_id: int, limits: EffectiveLimits, model: ChatModel) -> tuple[ChatModel, str]:
+    """The model that should reply, and a notice when it is not the one asked for: past the plan's
+    share of its monthly cost budget, the plan's cheaper fallback model replies instead of a refusal."""
+    from chat.providers import configured_providers
+
+    if limits.fallback_model_id is None or limits.cost_per_month is None or limits.fallback_model_id == model.pk:
+        return model, ""
+    percent = limits.fallback_at_percent if limits.fallback_at_percent is not None else 100
+    used = cost_used(user_id)
+    if used < limits.cost_per_month * percent / 100:
+        return model, ""
+    fallback = ChatModel.objects.filter(pk=limits.fallback_model_id, enabled=True).first()
+    if fallback is None or fallback.provider not in configured_providers():
+        return model, ""  # a fallback nobody can call would only turn a reply into an error
+    share = round(used / limits.cost_per_month * 100) if limits.cost_per_month else 100
+    resets = datetime.fromtimestamp(Windows.at(time.time()).month_ends, UTC)
+    return fallback, (
+        f"You have used {share} % of this month's budget, so {fallback.label} answers instead of {model.label}"
+        f" until it renews on {resets:%B} {resets.day}."
+    )
 
 
 def release(reservation: Reservation) -> None:

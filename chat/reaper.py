@@ -6,10 +6,11 @@ from datetime import timedelta
 import orjson
 import redis
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from chat import events
-from chat.models import Message
+from chat import events, quotas, usage
+from chat.models import ChatModel, Message, UsageRecord
 from chat.streams import Entry, events_key, heartbeat_key
 
 logger = logging.getLogger(__name__)
@@ -48,23 +49,43 @@ def generator_is_gone(client: redis.Redis, message: Message) -> bool:
     return message.created < grace and not client.exists(heartbeat_key(message.generator))
 
 
+def _charge_orphan(message_id: int, text: str, status: str) -> None:
+    """The dead process never wrote the reply's ledger row or settled its budget: do both here,
+    from the reservation stored with the reply and the text that was kept (tokens estimated)."""
+    message = Message.objects.select_related("conversation").get(pk=message_id)
+    parsed = quotas.Reservation.from_claim(message.conversation.owner_id, message.quota_claim)
+    if parsed is None:
+        return  # replies from before budgets were reserved carry no claim
+    reservation, prompt_estimate = parsed
+    model = ChatModel.objects.filter(provider=message.provider, name=message.model).first()
+    pricing = usage.Pricing(model.input_price_per_million, model.output_price_per_million) if model else usage.Pricing()
+    call = usage.Call(
+        user_id=reservation.user_id, kind=UsageRecord.Kind.REPLY, provider=message.provider, model=message.model,
+        pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=message.conversation_id, message_id=message_id,
+    )
+    entry = usage.record(call, status, None, None, text, None)
+    transaction.on_commit(lambda: quotas.settle_call(reservation, entry.total_tokens, entry.cost_usd))
+
+
 def end_orphan(client: redis.Redis, message_id: int, checkpoint: str, status: str = Message.Status.INTERRUPTED) -> bool:
     """End a reply nobody is generating any more: keep its text, mark it, close its event log."""
     entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in client.xrange(events_key(message_id))]
     logged = "".join(entry.text for entry in entries if not entry.is_final)
     # The log holds every delta that was flushed; the checkpoint is a prefix of it unless the log expired.
     text = logged if len(logged) >= len(checkpoint) else checkpoint
-    updated = Message.objects.filter(pk=message_id, status__in=Message.ACTIVE).update(
-        status=status,
-        content=text,
-        error_text="The server stopped while writing this reply; the text so far is kept."
-        if status == Message.Status.INTERRUPTED
-        else "",
-        last_cursor=events.cursor_for(len(text), 1),
-        finished=timezone.now(),
-    )
-    if not updated:
-        return False
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=message_id, status__in=Message.ACTIVE).update(
+            status=status,
+            content=text,
+            error_text="The server stopped while writing this reply; the text so far is kept."
+            if status == Message.Status.INTERRUPTED
+            else "",
+            last_cursor=events.cursor_for(len(text), 1),
+            finished=timezone.now(),
+        )
+        if not updated:
+            return False
+        _charge_orphan(message_id, text, status)
     if not any(entry.is_final for entry in entries):
         final = events.done(message_id, len(text), status)
         key = events_key(message_id)

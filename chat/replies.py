@@ -104,6 +104,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             if suspended:
                 raise ActionError("suspended")
             quotas.check_model(limits, model)
+            model, fallback_notice = quotas.fallback_for(user.pk, limits, model)
             provider = get_provider(model.provider)
             max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS, limits.max_output_tokens or 10**9)
             turns = [(role, content) for _, role, content, _ in earlier] + [(Message.Role.USER, text)]
@@ -126,7 +127,8 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             reply = Message(
                 conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT,
                 status=Message.Status.QUEUED, provider=model.provider, model=model.name,
-                notice=fitted.notice, generator=generator_id, created=now,
+                notice=" ".join(filter(None, (fallback_notice, fitted.notice))), generator=generator_id,
+                quota_claim=reservation.claim(prompt_estimate), created=now,
             )
             statements.insert(reply)
             conversation.updated = now

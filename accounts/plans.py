@@ -5,6 +5,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
+
 from accounts.models import Limits, Plan, PlanOverride, User
 
 # The plans a new installation starts with; admins change them in Django admin.
@@ -68,9 +70,8 @@ def _allowed(limits: Limits | None) -> frozenset[int] | None:
     return ids or None
 
 
-# Plans and overrides change rarely and are read on every call: a call may see them up to this
-# many seconds late. Suspension and a change of plan are read fresh every time.
-LIMITS_CACHE_SECONDS = 5.0
+# Plans and overrides change rarely and are read on every call: a call may see them up to
+# PARLEY_LIMITS_CACHE_SECONDS late. Suspension and a change of plan are read fresh every time.
 _cached: dict[int, tuple[float, int | None, EffectiveLimits]] = {}
 
 
@@ -86,7 +87,7 @@ def limits_for(user_id: int) -> tuple[bool, EffectiveLimits]:
     if cached is not None and cached[0] > now and cached[1] == user.plan_id:
         return user.suspended, cached[2]
     limits = effective_limits(user)
-    _cached[user_id] = (now + LIMITS_CACHE_SECONDS, user.plan_id, limits)
+    _cached[user_id] = (now + settings.PARLEY_LIMITS_CACHE_SECONDS, user.plan_id, limits)
     return user.suspended, limits
 
 

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
+import redis
 from django.conf import settings
 from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from chat import actions, events
+from chat import actions, events, quotas
 from chat.actions import ActionError
 from chat.replies import attach, send_message, stop_message
 
@@ -228,6 +229,15 @@ def _sse_frames(batch: list[bytes]) -> bytes:
         event = orjson.loads(payload)
         out += b"event: %s\nid: %s\ndata: %s\n\n" % (event["type"].encode(), event["cursor"].encode(), payload)
     return bytes(out)
+
+
+@api_view({"GET"})
+def usage(request: HttpRequest, user: Any) -> HttpResponse:
+    """The user's plan and what is left of each of its limits in the current minute, day and month."""
+    try:
+        return json_response(quotas.usage_for(user.pk))
+    except redis.RedisError:
+        return json_error("busy", "Usage cannot be read right now.", retry_after=5)
 
 
 @api_view({"GET"})

@@ -9,4 +9,5 @@ urlpatterns = [
     path("messages/<int:pk>/stop", api.message_stop, name="api-message-stop"),
     path("messages/<int:pk>/events", api.message_events, name="api-message-events"),
     path("models/", api.models, name="api-models"),
+    path("usage/", api.usage, name="api-usage"),
 ]

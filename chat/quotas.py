@@ -155,6 +155,7 @@ class Refusal:
         scale = MICRO_USD if self.limit == "cost_per_month" else 1
         return {
             "name": self.limit,
+            "label": limit_label(self.limit, self.allowed / scale if scale != 1 else self.allowed),
             "unit": UNITS[self.limit],
             "allowed": float(self.allowed / scale) if scale != 1 else self.allowed,
             "remaining": float(self.remaining / scale) if scale != 1 else self.remaining,
@@ -163,9 +164,19 @@ class Refusal:
         }
 
     def describe(self, now: float) -> str:
-        allowed = f"${self.allowed / MICRO_USD:,.2f}" if self.limit == "cost_per_month" else f"{self.allowed:,}"
+        allowed = self.allowed / MICRO_USD if self.limit == "cost_per_month" else self.allowed
         when = f"It resets in {_duration(self.resets_at - now)}." if self.resets_at else "Wait for a reply to finish."
-        return f"You have reached your plan's limit of {allowed} {LABELS[self.limit]}. {when}"
+        return f"You have reached your plan's limit of {limit_label(self.limit, allowed)}. {when}"
+
+
+def limit_label(name: str, allowed: float | Decimal) -> str:
+    """'10 messages a minute', '$2.00 of model use a month'."""
+    if name == "cost_per_month":
+        return f"${allowed:,.2f} {LABELS[name]}"
+    label = LABELS[name]
+    if allowed == 1:  # "1 message a minute", "1 reply at a time"
+        label = label.replace("messages", "message").replace("tokens", "token").replace("replies", "reply")
+    return f"{int(allowed):,} {label}"
 
 
 UNITS = {"requests_per_minute": "requests", "requests_per_day": "requests", "tokens_per_day": "tokens",
@@ -310,6 +321,19 @@ def cost_used(user_id: int, now: float | None = None) -> Decimal:
     return Decimal(micro) / MICRO_USD
 
 
+def usage_for(user_id: int) -> dict[str, object]:
+    """What the chat page's meter shows: the user's plan and their use of each limited counter."""
+    from accounts.plans import limits_for
+
+    suspended, limits = limits_for(user_id)
+    now = time.time()
+    return {
+        "plan": limits.plan,
+        "suspended": suspended,
+        "allowances": [a.as_dict(now) for a in allowances(user_id, limits, now) if a.allowed is not None],
+    }
+
+
 def refusal_counts(days: list[str]) -> dict[tuple[str, int, str], int]:
     """Refused calls by (day as YYYYMMDD, user id, limit name), for the given days."""
     pipe = client().pipeline(transaction=False)
@@ -332,9 +356,13 @@ class Allowance:
     allowed: float | None
     resets_at: int
 
-    def as_dict(self) -> dict[str, object]:
-        return {"name": self.name, "unit": UNITS[self.name], "used": self.used, "allowed": self.allowed,
-                "resets_at": datetime.fromtimestamp(self.resets_at, UTC).isoformat()}
+    def as_dict(self, now: float) -> dict[str, object]:
+        return {
+            "name": self.name, "unit": UNITS[self.name], "used": self.used, "allowed": self.allowed,
+            "label": None if self.allowed is None else limit_label(self.name, self.allowed),
+            "resets_at": datetime.fromtimestamp(self.resets_at, UTC).isoformat(),
+            "resets_in": max(0, round(self.resets_at - now)),
+        }
 
 
 def allowances(user_id: int, limits: EffectiveLimits, now: float | None = None) -> list[Allowance]:

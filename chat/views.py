@@ -1,7 +1,9 @@
 """Chat pages and the htmx partials of the sidebar. All changes go through chat.actions."""
 
+import logging
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -12,10 +14,12 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
-from chat import actions
+from chat import actions, quotas
 from chat.models import ChatModel, Conversation, Message
 
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the title filter
+
+logger = logging.getLogger(__name__)
 
 
 class ChatRequest(HttpRequest):
@@ -79,8 +83,18 @@ def _chat_page(request: ChatRequest, conversation: Conversation | None) -> HttpR
         "models": models,
         "default_model": default_model,
         "max_chars": settings.PARLEY_MESSAGE_MAX_CHARS,
+        "usage": _usage(request.user.pk),
     }
     return render(request, "chat/page.html", context)
+
+
+def _usage(user_id: int) -> dict[str, Any] | None:
+    """The meter's first reading; the page still opens when Redis does not answer (the meter then loads later)."""
+    try:
+        return quotas.usage_for(user_id)
+    except redis.RedisError:
+        logger.warning("Usage of user %s could not be read for the chat page", user_id, exc_info=True)
+        return None
 
 
 @login_required

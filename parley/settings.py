@@ -169,6 +169,8 @@ PARLEY_HEARTBEAT_TTL = env_int("PARLEY_HEARTBEAT_TTL", 20, minimum=2)
 PARLEY_CHECKPOINT_FIRST_SECONDS = env_float("PARLEY_CHECKPOINT_FIRST_SECONDS", 2.0, minimum=0.1)
 PARLEY_CHECKPOINTS_MAX = env_int("PARLEY_CHECKPOINTS_MAX", 6, minimum=0)
 PARLEY_SSE_KEEPALIVE_SECONDS = env_float("PARLEY_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.1)
+# Plans and overrides are read on every model call: a process may apply an admin's edit this much later.
+PARLEY_LIMITS_CACHE_SECONDS = env_float("PARLEY_LIMITS_CACHE_SECONDS", 5.0, minimum=0)
 
 if PARLEY_FLUSH_MS_MAX < PARLEY_FLUSH_MS_MIN:
     raise ImproperlyConfigured("PARLEY_FLUSH_MS_MAX must not be below PARLEY_FLUSH_MS_MIN.")

@@ -37,6 +37,8 @@ def test_database_url() -> str:
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({"DATABASE_URL": test_database_url(), "DJANGO_SETTINGS_MODULE": "parley.settings", "PYTHONUNBUFFERED": "1"})
+    # Tests edit plans between steps, and user ids restart with every test database.
+    env.setdefault("PARLEY_LIMITS_CACHE_SECONDS", "0")
     env.update(extra)
     return env
 

@@ -182,7 +182,7 @@ def test_a_title_call_spends_from_the_budget_and_is_skipped_when_it_is_spent(ali
             # The next title reserves its prompt and 24 tokens: leave room for one token less.
             reserve = Provider().estimate_tokens(PROMPT.format(question="Bake bread at home", answer="Sure.")) + TITLE_MAX_TOKENS
             await Plan.objects.filter(name="Free").aupdate(tokens_per_day=spent + reserve - 1)
-            forget_cached_limits()  # plan edits reach a running process within LIMITS_CACHE_SECONDS
+            forget_cached_limits()  # plan edits reach a running process within PARLEY_LIMITS_CACHE_SECONDS
             second = await title_for(model, "Bake bread at home")
             return second, len(fake.requests)
 
@@ -191,3 +191,21 @@ def test_a_title_call_spends_from_the_budget_and_is_skipped_when_it_is_spent(ali
     assert calls == 1  # the second title never reached the provider
     assert second == "Bake bread at home"  # it fell back to the question's words
     assert UsageRecord.objects.filter(kind="title").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_usage_endpoint_reports_what_is_left_of_each_limit(alice):
+    set_free(requests_per_minute=5, requests_per_day=100, tokens_per_day=None, tokens_per_month=None)
+    client = Client()
+    assert client.get("/api/usage/").status_code == 401
+    client.force_login(alice)
+    assert client.post("/api/usage/").status_code == 405
+    assert post_message(client, "count /words 3").status_code == 201
+    usage = client.get("/api/usage/").json()
+    by_name = {a["name"]: a for a in usage["allowances"]}
+    assert usage["plan"] == "Free" and usage["suspended"] is False
+    assert set(by_name) == {"requests_per_minute", "requests_per_day", "cost_per_month"}  # the limited ones only
+    assert (by_name["requests_per_day"]["used"], by_name["requests_per_day"]["allowed"]) == (1, 100)
+    assert by_name["requests_per_minute"]["label"] == "5 messages a minute"
+    assert 0 < by_name["requests_per_minute"]["resets_in"] <= 60
+    assert by_name["cost_per_month"]["label"] == "$2.00 of model use a month"

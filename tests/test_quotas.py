@@ -128,9 +128,13 @@ def test_a_refusal_says_which_limit_what_is_left_and_when_it_resets():
     refusal = quotas.Refusal("cost_per_month", 2_000_000, 2_100_000, 1_000_060)
     assert refusal.remaining == 0
     assert refusal.as_dict(1_000_000) == {
-        "name": "cost_per_month", "unit": "usd", "allowed": 2.0, "remaining": 0.0,
+        "name": "cost_per_month", "label": "$2.00 of model use a month", "unit": "usd", "allowed": 2.0, "remaining": 0.0,
         "resets_at": "1970-01-12T13:47:40+00:00", "resets_in": 60,
     }
     assert refusal.describe(1_000_000) == "You have reached your plan's limit of $2.00 of model use a month. It resets in 60 s."
     slots = quotas.Refusal("concurrent_replies", 2, 2, 0)
     assert slots.as_dict(0)["resets_in"] is None and slots.retry_after(0) == 2.0
+    assert slots.as_dict(0)["label"] == "2 replies at a time"
+    assert quotas.Refusal("concurrent_replies", 1, 1, 0).describe(0) == (
+        "You have reached your plan's limit of 1 reply at a time. Wait for a reply to finish."
+    )

@@ -79,6 +79,10 @@ const ui = {
   stop: $("stop-button"),
   picker: $("model-picker"),
   demoTag: $("demo-tag"),
+  banner: $("limit-banner"),
+  limitText: $("limit-text"),
+  countdown: $("limit-countdown"),
+  meter: $("usage-meter"),
   shell: $("shell"),
   sidebarToggle: $("sidebar-toggle"),
   scrim: $("scrim"),
@@ -92,6 +96,8 @@ const state = {
   stopping: new Set(),
   nextRef: 1,
   awaitingTitle: false, // the open conversation's automatic title is still to come
+  lock: null, // sending is paused by a plan limit: {until: ms since epoch, or null until told otherwise}
+  lockTimer: null,
 };
 
 const codePoints = (text) => {
@@ -228,6 +234,7 @@ function finish(reply, event) {
   paint(reply);
   updateComposer();
   refreshSidebar(); // an automatic title may have been given
+  scheduleUsageLoad(); // the reply has been charged: the meter moves
 }
 
 const PLACEHOLDER_TITLES = new Set(["New chat", "New conversation"]);
@@ -259,8 +266,11 @@ function onError(event) {
     return;
   }
   if (state.pending && (!event.ref || event.ref === state.pending.ref)) state.pending = null;
-  // A plan's limit already says when it resets; other refusals get the retry hint.
-  showComposerError(event.text + (event.limit ? "" : retryHint(event.retry_after)));
+  if (event.code === "quota_exceeded" || event.code === "suspended") {
+    showLimit(event); // the typed text stays in the box for when sending is possible again
+  } else {
+    showComposerError(event.text + retryHint(event.retry_after));
+  }
   updateComposer();
 }
 
@@ -277,8 +287,7 @@ function onFrameRefused(ref, event) {
     paint(reply);
     showFailure(reply, event.text, null);
   } else {
-    // A plan's limit already says when it resets; other refusals get the retry hint.
-  showComposerError(event.text + (event.limit ? "" : retryHint(event.retry_after)));
+    showComposerError(event.text + retryHint(event.retry_after));
   }
   updateComposer();
 }
@@ -463,7 +472,8 @@ function updateComposer() {
   ui.stop.disabled = streaming && streamingReplies().every((reply) => state.stopping.has(reply.id));
   ui.stop.textContent = ui.stop.disabled ? "Stopping…" : "■ Stop";
   ui.send.hidden = streaming;
-  ui.send.disabled = Boolean(state.pending) || socket.signedOut;
+  ui.send.disabled = Boolean(state.pending) || socket.signedOut || Boolean(state.lock);
+  ui.form.classList.toggle("locked", Boolean(state.lock));
   ui.send.textContent = state.pending ? "Sending…" : "Send";
   ui.form.classList.toggle("busy", streaming || Boolean(state.pending));
 }
@@ -503,6 +513,10 @@ function submit() {
     return;
   }
   if (state.pending) return;
+  if (state.lock) {
+    ui.banner.animate?.([{ opacity: 0.4 }, { opacity: 1 }], 400); // Enter while paused: point at why
+    return;
+  }
   const ref = `send:${state.nextRef++}`;
   const frame = { type: "send", conversation: state.conversation, content, ref };
   if (!state.conversation && ui.picker?.value) frame.model = ui.picker.value;
@@ -547,6 +561,128 @@ ui.list.addEventListener("click", async (event) => {
   if (code) flashButton(button, await copyText(code.textContent));
 });
 
+// ---------------------------------------------------------------- plan limits: banner, countdown, meter
+
+const MINUTE = 60;
+const HOUR = 3600;
+const DAY = 86400;
+const METER_GROUPS = [
+  ["Today", ["requests_per_day", "tokens_per_day"]],
+  ["This month", ["tokens_per_month", "cost_per_month"]],
+];
+const compact = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+const SUSPENDED_TEXT = "Your account is suspended: you can read your conversations, but not send messages.";
+
+const pad = (number) => String(number).padStart(2, "0");
+
+/** 42 -> "0:42", 4000 -> "1:06:40", 300000 -> "3 days, 11:20:00". */
+function countdownText(seconds) {
+  const days = Math.floor(seconds / DAY);
+  const hours = Math.floor((seconds % DAY) / HOUR);
+  const clock = `${pad(Math.floor((seconds % HOUR) / MINUTE))}:${pad(seconds % MINUTE)}`;
+  if (days) return `${days} day${days > 1 ? "s" : ""}, ${hours}:${clock}`;
+  return hours ? `${hours}:${clock}` : clock.replace(/^0/, "");
+}
+
+function leftText(allowance) {
+  const left = Math.max(0, allowance.allowed - allowance.used);
+  if (allowance.unit === "usd") return `$${left.toFixed(2)}`;
+  return `${compact.format(left)} ${allowance.unit === "requests" ? "messages" : "tokens"}`;
+}
+
+function usedText(allowance) {
+  if (allowance.unit === "usd") return `$${allowance.used.toFixed(2)}`;
+  return allowance.used.toLocaleString();
+}
+
+/** Pause sending until `until` (ms since epoch; null: until the server says otherwise), with a live countdown. */
+function lockSending(text, until) {
+  clearInterval(state.lockTimer);
+  state.lock = { until };
+  ui.limitText.textContent = text;
+  ui.banner.hidden = false;
+  showComposerError("");
+  tick();
+  if (until) state.lockTimer = setInterval(tick, 1000);
+  updateComposer();
+}
+
+function unlockSending() {
+  clearInterval(state.lockTimer);
+  state.lock = null;
+  ui.banner.hidden = true;
+  updateComposer();
+}
+
+function tick() {
+  const until = state.lock?.until;
+  if (!until) {
+    ui.countdown.textContent = "";
+    return;
+  }
+  const seconds = Math.ceil((until - Date.now()) / 1000);
+  if (seconds <= 0) {
+    unlockSending();
+    loadUsage();
+    return;
+  }
+  ui.countdown.textContent = `Resets in ${countdownText(seconds)}`;
+}
+
+function showLimit(event) {
+  if (event.code === "suspended") return lockSending(SUSPENDED_TEXT, null);
+  const limit = event.limit || {};
+  // resets_in, not resets_at: it counts from the server's clock, so a wrong clock here cannot matter.
+  const seconds = limit.resets_in ?? event.retry_after ?? 2;
+  const text = limit.label ? `You have reached your plan's limit of ${limit.label}.` : event.text;
+  lockSending(limit.resets_in == null ? `${text} Wait for a reply to finish.` : text, Date.now() + seconds * 1000);
+}
+
+function renderUsage(usage) {
+  if (!usage) return;
+  const byName = new Map(usage.allowances.map((allowance) => [allowance.name, allowance]));
+  const items = [];
+  for (const [label, names] of METER_GROUPS) {
+    const limited = names.map((name) => byName.get(name)).filter(Boolean);
+    if (!limited.length) continue;
+    const share = Math.min(...limited.map((a) => (a.allowed > 0 ? Math.max(0, 1 - a.used / a.allowed) : 0)));
+    const item = document.createElement("span");
+    item.className = `usage-item${share < 0.2 ? " low" : ""}`;
+    item.title = limited.map((a) => `${usedText(a)} used of ${a.label}`).join("\n");
+    const meter = document.createElement("meter");
+    Object.assign(meter, { min: 0, max: 1, low: 0.2, high: 0.5, optimum: 1, value: share });
+    meter.setAttribute("aria-label", `${label}: ${Math.round(share * 100)} % left`);
+    const text = document.createElement("span");
+    text.textContent = `${label}: ${limited.map(leftText).join(" · ")} left`;
+    item.append(meter, text);
+    items.push(item);
+  }
+  ui.meter.replaceChildren(...items);
+  ui.meter.hidden = !items.length;
+  if (usage.suspended) return lockSending(SUSPENDED_TEXT, null);
+  if (state.lock && !state.lock.until) unlockSending(); // the suspension was lifted
+  const spent = usage.allowances.find((a) => a.used >= a.allowed);
+  if (spent && !state.lock) {
+    lockSending(`You have reached your plan's limit of ${spent.label}.`, Date.now() + spent.resets_in * 1000);
+  }
+}
+
+async function loadUsage() {
+  try {
+    const response = await fetch("/api/usage/", { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (response.ok) renderUsage(await response.json());
+  } catch {
+    // the meter waits for the next reply; sending is unaffected
+  }
+}
+
+let usageLoad = null;
+function scheduleUsageLoad() {
+  // The charge lands just after the final event; several replies ending together make one request.
+  clearTimeout(usageLoad);
+  usageLoad = setTimeout(loadUsage, 600);
+}
+
 // ---------------------------------------------------------------- sidebar (htmx partials)
 
 function refreshSidebar() {
@@ -582,6 +718,7 @@ function start() {
   for (const message of messages) appendMessage(message);
   scrollToBottom();
   syncDemoTag();
+  renderUsage(JSON.parse($("chat-usage").textContent));
   onInput();
   updateComposer();
   socket.connect();

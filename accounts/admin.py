@@ -1,11 +1,16 @@
+import redis
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet, Sum
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from accounts.models import ApiToken, Plan, PlanOverride, User
+from accounts.models import ApiToken, CounterReset, Plan, PlanOverride, User
 
 LIMIT_FIELDSETS = (
     ("Requests", {"fields": ("requests_per_minute", "requests_per_day", "concurrent_replies")}),
@@ -26,6 +31,20 @@ class PlanAdmin(admin.ModelAdmin):
         return plan.users.count()
 
 
+class ChangePlanForm(forms.Form):
+    plan = forms.ModelChoiceField(Plan.objects.all(), required=False, empty_label="Default plan")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        default = Plan.default()
+        if default is not None:
+            self.fields["plan"].empty_label = f"Default plan (now {default.name})"
+
+
+def plan_name(plan: Plan | None) -> str:
+    return plan.name if plan is not None else "default plan"
+
+
 class PlanOverrideInline(admin.StackedInline):
     model = PlanOverride
     can_delete = True
@@ -44,7 +63,7 @@ class ParleyUserAdmin(UserAdmin):
     fieldsets = (*UserAdmin.fieldsets, ("Plan and usage", {"fields": ("plan", "suspended", "usage_summary")}))
     readonly_fields = ["usage_summary"]
     inlines = [PlanOverrideInline]
-    actions = ["suspend", "unsuspend"]
+    actions = ["change_plan", "reset_usage_counters", "suspend", "unsuspend"]
 
     @admin.display(description="usage")
     def usage_summary(self, user: User) -> str:
@@ -68,17 +87,77 @@ class ParleyUserAdmin(UserAdmin):
         )
         rows += [(f"This month, {row['model']}", row["tokens"], f"{row['cost']:.4f}") for row in per_model]
         body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>${}</td></tr>", rows)
-        return format_html("<table><tr><th></th><th>tokens</th><th>cost</th></tr>{}</table>", body)
+        return format_html(
+            '<table><tr><th></th><th>tokens</th><th>cost</th></tr>{}</table><p><a href="{}?user={}">Usage per day</a></p>',
+            body, reverse("admin_usage"), user.pk,
+        )
 
-    @admin.action(description="Suspend: no new replies")
+    @admin.action(description="Change plan…", permissions=["change"])
+    def change_plan(self, request: HttpRequest, queryset: QuerySet[User]) -> TemplateResponse | None:
+        # The changelist posts here first (show the form), then the form posts back with "apply".
+        form = ChangePlanForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Change plan", "opts": self.opts, "form": form,
+                "users": queryset.select_related("plan").order_by("username"),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/accounts/change_plan.html", context)
+        plan = form.cleaned_data["plan"]
+        changed = 0
+        for user in queryset.select_related("plan"):
+            if user.plan_id == (plan.pk if plan else None):
+                continue
+            old = user.plan
+            user.plan = plan
+            user.save(update_fields=["plan"])
+            self.log_change(request, user, f"Changed plan: {plan_name(old)} → {plan_name(plan)}")
+            changed += 1
+        self.message_user(request, f"{changed} users moved to the {plan_name(plan)}"
+                          f"{'' if plan is None else ' plan'}.", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Reset usage counters", permissions=["change"])
+    def reset_usage_counters(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        from chat.quotas import reset_counters
+
+        users = list(queryset)
+        unreachable = 0
+        for user in users:
+            try:
+                reset_counters(user, by=request.user, note="From the user list in admin")  # type: ignore[arg-type]
+                self.log_change(request, user, "Reset usage counters")
+            except redis.RedisError:
+                # The reset is recorded before Redis is asked, so the ledger already starts afresh;
+                # only the live counters Redis holds could not be dropped.
+                unreachable += 1
+                self.log_change(request, user, "Reset usage counters (Redis unreachable: live counters kept)")
+        if unreachable:
+            self.message_user(
+                request, f"Resets of {unreachable} users were recorded, but Redis could not be reached to drop their "
+                "live counters: try again when it is back.", messages.ERROR,
+            )
+        if len(users) > unreachable:
+            self.message_user(request, f"Usage counters of {len(users) - unreachable} users reset.", messages.SUCCESS)
+
+    @admin.action(description="Suspend: no new replies", permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        count = queryset.update(suspended=True)
+        count = self._set_suspended(request, queryset, True)
         self.message_user(request, f"{count} users suspended.", messages.SUCCESS)
 
-    @admin.action(description="Lift the suspension")
+    @admin.action(description="Lift the suspension", permissions=["change"])
     def unsuspend(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        count = queryset.update(suspended=False)
+        count = self._set_suspended(request, queryset, False)
         self.message_user(request, f"{count} users may use Parley again.", messages.SUCCESS)
+
+    def _set_suspended(self, request: HttpRequest, queryset: QuerySet[User], suspended: bool) -> int:
+        """Change only those not already so, each with an entry in the admin log."""
+        users = list(queryset.exclude(suspended=suspended))
+        queryset.filter(pk__in=[user.pk for user in users]).update(suspended=suspended)
+        for user in users:
+            self.log_change(request, user, "Suspended" if suspended else "Lifted the suspension")
+        return len(users)
 
 
 @admin.register(ApiToken)
@@ -93,4 +172,23 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: object) -> bool:
         # A token made here would have no raw value anyone could ever see.
+        return False
+
+
+@admin.register(CounterReset)
+class CounterResetAdmin(admin.ModelAdmin):
+    """The audit trail of counter resets: made by the user list's action, never by hand."""
+
+    list_display = ["user", "at", "by", "note"]
+    list_select_related = ["user", "by"]
+    search_fields = ["user__username", "by__username", "note"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

@@ -1,7 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from chat.admin import usage_view
+
 urlpatterns = [
+    # Before the admin's own URLs, whose catch-all would otherwise answer it with a 404.
+    path("admin/usage/", admin.site.admin_view(usage_view), name="admin_usage"),
     path("admin/", admin.site.urls),
     path("api/", include("chat.api_urls")),
     path("accounts/", include("accounts.urls")),

@@ -130,3 +130,8 @@ def test_admins_see_plans_overrides_usage_and_can_suspend(alice, django_user_mod
     assert response.status_code == 302
     alice.refresh_from_db()
     assert alice.suspended
+    from django.contrib.admin.models import LogEntry
+
+    assert LogEntry.objects.filter(object_id=str(alice.pk), change_message="Suspended").count() == 1
+    client.post("/admin/accounts/user/", {"action": "suspend", "_selected_action": [alice.pk]})
+    assert LogEntry.objects.filter(object_id=str(alice.pk), change_message="Suspended").count() == 1  # already was

@@ -9,7 +9,7 @@ from django.utils.safestring import SafeString
 
 from accounts.models import User
 from chat import charts, quotas, reports
-from chat.models import ChatModel, Conversation, Message, UsageRecord
+from chat.models import ChatModel, Conversation, CostAlert, Message, UsageRecord
 
 USAGE_DAYS = 30
 
@@ -171,3 +171,19 @@ def usage_view(request: HttpRequest) -> HttpResponse:
         context["refusals_chart"] = _day_chart(days, [n for _, n in refusals.per_day], "Refusals per day", count,
                                                lambda v: f"{v:,.0f} refused", smallest_step=1)
     return TemplateResponse(request, "admin/usage.html", context)
+
+
+@admin.register(CostAlert)
+class CostAlertAdmin(admin.ModelAdmin):
+    """The cost alerts sent: one per user (or the site), threshold and month."""
+
+    list_display = ["created", "scope", "user", "period", "threshold", "spent_usd", "budget_usd", "recipients"]
+    list_filter = ["scope", "threshold", "period"]
+    search_fields = ["user__username"]
+    list_select_related = ["user"]
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
+        return False

@@ -187,3 +187,29 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+class CostAlert(models.Model):
+    """An email to the admins: a user, or the whole site, passed a share of a monthly budget.
+    The unique key makes it one per threshold per month, however many processes notice."""
+
+    class Scope(models.TextChoices):
+        USER = "user"
+        SITE = "site"
+
+    key = models.CharField(max_length=80, unique=True)
+    scope = models.CharField(max_length=4, choices=Scope.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    period = models.CharField(max_length=6, help_text="The month, as YYYYMM (UTC).")
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the monthly budget.")
+    spent_usd = models.DecimalField(max_digits=14, decimal_places=8)
+    budget_usd = models.DecimalField(max_digits=12, decimal_places=2)
+    recipients = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        who = self.user if self.scope == self.Scope.USER else "the site"
+        return f"{who} passed {self.threshold} % of the {self.period} budget"

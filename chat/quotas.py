@@ -73,13 +73,18 @@ end
 return {'ok'}
 """
 
-# KEYS: tokens-today, tokens-this-month, cost-this-month, active slots; ARGV: token change, cost change, slot member
+# KEYS: tokens-today, tokens-this-month, cost-this-month, active slots, the site's cost this month
+# ARGV: token change, cost change, slot member, the call's cost
+# Returns the user's and the site's cost this month after the call (-1: not counted), for the cost alerts.
 SETTLE = """
 for i = 1, 3 do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i < 3 and 1 or 2]) end
 end
 redis.call('ZREM', KEYS[4], ARGV[3])
-return 1
+local user_cost = tonumber(redis.call('GET', KEYS[3]) or '-1')
+local site_cost = -1
+if redis.call('EXISTS', KEYS[5]) == 1 then site_cost = redis.call('INCRBY', KEYS[5], ARGV[4]) end
+return {user_cost, site_cost}
 """
 
 COUNTERS = ("requests_per_minute", "requests_per_day", "tokens_per_day", "tokens_per_month", "cost_per_month")
@@ -119,17 +124,20 @@ class Reservation:
     windows: Windows
     tokens: int
     cost_micro_usd: int
+    cost_budget_micro_usd: int = -1  # the user's monthly cost limit when the call was admitted (-1: none)
 
     def claim(self, prompt_estimate: int) -> str:
         """The reservation as text stored with the reply, to settle it even if this process dies."""
-        return f"{self.member} {self.windows.minute_ends} {self.tokens} {self.cost_micro_usd} {prompt_estimate}"
+        return (f"{self.member} {self.windows.minute_ends} {self.tokens} {self.cost_micro_usd} {prompt_estimate}"
+                f" {self.cost_budget_micro_usd}")
 
     @classmethod
     def from_claim(cls, user_id: int, claim: str) -> "tuple[Reservation, int] | None":
         """(reservation, prompt estimate) from a claim, or None for an empty or damaged one."""
         try:
-            member, minute_ends, tokens, cost, prompt = claim.split()
-            return cls(user_id, member, Windows.at(int(minute_ends) - 60), int(tokens), int(cost)), int(prompt)
+            member, minute_ends, tokens, cost, prompt, budget = claim.split()
+            windows = Windows.at(int(minute_ends) - 60)
+            return cls(user_id, member, windows, int(tokens), int(cost), int(budget)), int(prompt)
         except ValueError:
             return None
 
@@ -248,7 +256,7 @@ def admit(
         result = redis_client.eval(ADMIT, len(keys), *keys, *args)
         outcome = result[0].decode() if isinstance(result[0], bytes) else result[0]
         if outcome == "ok":
-            return Reservation(user_id, member, windows, tokens, cost_micro)
+            return Reservation(user_id, member, windows, tokens, cost_micro, limit_values[4])
         if outcome == "refused":
             index, used, allowed = int(result[1]) - 1, int(result[2]), int(result[3])
             return Refusal(LIMIT_NAMES[index], allowed, used, windows.ends()[index])
@@ -266,12 +274,36 @@ def _seed(
     pipe.execute()
 
 
-def settle(redis_client: redis.Redis, reservation: Reservation, tokens: int, cost_usd: Decimal) -> None:
-    """The call ended: replace its reservation by what it used, and free its concurrency slot."""
+def settle(
+    redis_client: redis.Redis, reservation: Reservation, tokens: int, cost_usd: Decimal
+) -> tuple[int | None, int | None]:
+    """The call ended: replace its reservation by what it used, and free its concurrency slot.
+    Returns the user's and the site's cost this month in micro-dollars (None: not counted in Redis)."""
     keys = _keys(reservation.user_id, reservation.windows)
+    cost = int(cost_usd * MICRO_USD)
     token_change = tokens - reservation.tokens
-    cost_change = int(cost_usd * MICRO_USD) - reservation.cost_micro_usd
-    redis_client.eval(SETTLE, 4, keys[2], keys[3], keys[4], keys[5], token_change, cost_change, reservation.member)
+    cost_change = cost - reservation.cost_micro_usd
+    site_key = site_cost_key(reservation.windows.month)
+    user_cost, site_cost = redis_client.eval(
+        SETTLE, 5, keys[2], keys[3], keys[4], keys[5], site_key, token_change, cost_change, reservation.member, cost
+    )
+    return (None if user_cost < 0 else user_cost), (None if site_cost < 0 else site_cost)
+
+
+def site_cost_key(month: str) -> str:
+    return f"{settings.PARLEY_KEY_PREFIX}:quota:site:cost:{month}"
+
+
+def site_cost(redis_client: redis.Redis, windows: Windows) -> int:
+    """The whole site's cost this month in micro-dollars, counted from the ledger if Redis lost it."""
+    key = site_cost_key(windows.month)
+    value = redis_client.get(key)
+    if value is not None:
+        return int(value)
+    month_start = datetime.fromtimestamp(windows.day_ends - 86_400, UTC).replace(day=1)
+    total = UsageRecord.objects.filter(created__gte=month_start).aggregate(cost=Sum("cost_usd"))["cost"] or Decimal(0)
+    redis_client.set(key, int(total * MICRO_USD), nx=True, ex=max(60, windows.month_ends - int(time.time())) + 86_400)
+    return int(redis_client.get(key) or 0)
 
 
 def ledger_totals(user_id: int, windows: Windows) -> tuple[int, int, int, int, int]:
@@ -447,6 +479,13 @@ def settle_call(reservation: Reservation | None, tokens: int, cost_usd: Decimal)
     if reservation is None:
         return
     try:
-        settle(client(), reservation, tokens, cost_usd)
+        user_cost, site = settle(client(), reservation, tokens, cost_usd)
+        if site is None and settings.PARLEY_SITE_BUDGET_USD is not None:
+            site = site_cost(client(), reservation.windows)  # once a month, or after Redis lost it
     except redis.RedisError:
         logger.warning("Could not settle the quota reservation of user %s", reservation.user_id, exc_info=True)
+        return
+    if cost_usd > 0:
+        from chat import alerts
+
+        alerts.after_charge(reservation.user_id, reservation.windows.month, user_cost, reservation.cost_budget_micro_usd, site)

@@ -1,6 +1,7 @@
 """Small typed readers for environment variables that fail loudly on bad values."""
 
 import os
+from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -46,6 +47,20 @@ def env_float(name: str, default: float, minimum: float | None = None) -> float:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} is below the minimum of {minimum}.")
+    return value
+
+
+def env_decimal(name: str) -> Decimal | None:
+    """A positive amount such as 250 or 99.50; unset or empty: None."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an amount such as 250 or 99.50.") from None
+    if not value.is_finite() or value <= 0:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a positive amount.")
     return value
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from parley.env import env_bool, env_float, env_int, env_list, env_str, env_url
+from parley.env import env_bool, env_decimal, env_float, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PARLEY_VAR_DIR", str(BASE_DIR / "var")))
@@ -141,7 +141,25 @@ X_FRAME_OPTIONS = "DENY"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 
-MAILERS = {"default": {"BACKEND": env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")}}
+# Mail (cost alerts, password resets): printed to the console unless a backend is configured.
+EMAIL_BACKEND_PATH = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+_mail_options: dict[str, object] = {}
+if EMAIL_BACKEND_PATH.endswith("smtp.EmailBackend"):
+    _mail_options = {
+        "host": env_str("EMAIL_HOST", "localhost"), "port": env_int("EMAIL_PORT", 25, minimum=1, maximum=65535),
+        "username": env_str("EMAIL_HOST_USER"), "password": env_str("EMAIL_HOST_PASSWORD"),
+        "use_tls": env_bool("EMAIL_USE_TLS"), "timeout": 10,
+    }
+elif EMAIL_BACKEND_PATH.endswith("filebased.EmailBackend"):
+    _mail_options = {"file_path": env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))}
+MAILERS = {"default": {"BACKEND": EMAIL_BACKEND_PATH, "OPTIONS": _mail_options}}
+DEFAULT_FROM_EMAIL = SERVER_EMAIL = env_str("DEFAULT_FROM_EMAIL", "parley@localhost")
+# Who gets cost alerts; empty: every active superuser that has an email address.
+PARLEY_ALERT_EMAILS = env_list("PARLEY_ALERT_EMAILS", [])
+# Where this installation is reached, for links in emails.
+PARLEY_PUBLIC_URL = env_url("PARLEY_PUBLIC_URL", "http://127.0.0.1:8000", ("http", "https")).rstrip("/")
+# The whole site's monthly budget in USD, for the site-wide cost alerts; empty: no site alerts.
+PARLEY_SITE_BUDGET_USD = env_decimal("PARLEY_SITE_BUDGET_USD")
 
 # Providers: each is offered only when configured; the demo model needs nothing.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

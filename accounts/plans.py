@@ -53,43 +53,61 @@ class EffectiveLimits:
 
 
 def effective_limits(user: User) -> EffectiveLimits:
+    """The ORM way, for admin pages and tests; model calls use limits_for."""
     plan = user.plan if user.plan_id else Plan.default()
     override = PlanOverride.objects.filter(user=user).first()
-    values: dict[str, object] = {}
-    for field in Limits.LIMIT_FIELDS:
-        own = getattr(override, field, None) if override is not None else None
-        values[field] = own if own is not None else getattr(plan, field, None)
-    allowed = _allowed(override) or _allowed(plan)
-    return EffectiveLimits(plan=plan.name if plan else "", allowed_models=allowed, **values)  # type: ignore[arg-type]
+    return _combine(_limits_of(plan), _limits_of(override), plan.name if plan else "")
 
 
-def _allowed(limits: Limits | None) -> frozenset[int] | None:
+_NO_VALUES: tuple[dict[str, Any], frozenset[int] | None] = ({}, None)
+
+
+def _limits_of(limits: Limits | None) -> tuple[dict[str, Any], frozenset[int] | None]:
+    """A plan's or an override's limit fields and its allowed models (None: not restricted)."""
     if limits is None or limits.pk is None:
-        return None
+        return _NO_VALUES
     ids = frozenset(limits.allowed_models.values_list("pk", flat=True))
-    return ids or None
+    return {field: getattr(limits, field) for field in Limits.LIMIT_FIELDS}, ids or None
 
 
-# Plans and overrides change rarely and are read on every call: a call may see them up to
-# PARLEY_LIMITS_CACHE_SECONDS late. Suspension and a change of plan are read fresh every time.
-_cached: dict[int, tuple[float, int | None, EffectiveLimits]] = {}
+def _combine(
+    plan: tuple[dict[str, Any], frozenset[int] | None], override: tuple[dict[str, Any], frozenset[int] | None], name: str
+) -> EffectiveLimits:
+    values = {field: override[0].get(field) if override[0].get(field) is not None else plan[0].get(field)
+              for field in Limits.LIMIT_FIELDS}
+    return EffectiveLimits(plan=name, allowed_models=override[1] or plan[1], **values)
 
 
-def limits_for(user_id: int) -> tuple[bool, EffectiveLimits]:
-    """(suspended, effective limits) of a user about to make a model call."""
+# Plans and overrides change rarely and are read on every model call: a process may apply an
+# admin's edit up to PARLEY_LIMITS_CACHE_SECONDS late. Plans are cached by plan (there are few, so
+# a cache miss is rare whatever the number of users); overrides by user. Suspension and a change of
+# plan are read fresh on every call, with the one query a call makes here.
+_plans: dict[int | None, tuple[float, str, tuple[dict[str, Any], frozenset[int] | None]]] = {}
+_overrides: dict[int, tuple[float, tuple[dict[str, Any], frozenset[int] | None]]] = {}
+
+
+def limits_for(user_id: int, fresh_user: User | None = None) -> tuple[bool, EffectiveLimits]:
+    """(suspended, effective limits) of a user about to make a model call. `fresh_user`: the user's
+    row as just read in the caller's transaction, which spares reading it again."""
     from parley import statements
 
-    user = statements.select_one(User, {"id": user_id})  # the one fresh read: precompiled
+    user = fresh_user or statements.select_one(User, {"id": user_id})  # the one fresh read: precompiled
     if not isinstance(user, User):
         return True, EffectiveLimits(plan="")  # a deleted user gets nothing
     now = time.monotonic()
-    cached = _cached.get(user_id)
-    if cached is not None and cached[0] > now and cached[1] == user.plan_id:
-        return user.suspended, cached[2]
-    limits = effective_limits(user)
-    _cached[user_id] = (now + settings.PARLEY_LIMITS_CACHE_SECONDS, user.plan_id, limits)
-    return user.suspended, limits
+    cached_plan = _plans.get(user.plan_id)
+    if cached_plan is None or cached_plan[0] <= now:
+        plan = Plan.objects.filter(pk=user.plan_id).first() if user.plan_id else Plan.default()
+        cached_plan = _plans[user.plan_id] = (
+            now + settings.PARLEY_LIMITS_CACHE_SECONDS, plan.name if plan else "", _limits_of(plan),
+        )
+    cached_override = _overrides.get(user_id)
+    if cached_override is None or cached_override[0] <= now:
+        override = statements.select_one(PlanOverride, {"user": user_id})
+        cached_override = _overrides[user_id] = (now + settings.PARLEY_LIMITS_CACHE_SECONDS, _limits_of(override))
+    return user.suspended, _combine(cached_plan[2], cached_override[1], cached_plan[1])
 
 
 def forget_cached_limits() -> None:
-    _cached.clear()
+    _plans.clear()
+    _overrides.clear()

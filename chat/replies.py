@@ -86,8 +86,9 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
                 conversation = create_conversation(user, model_name)
                 earlier = []
             else:
+                # The owner's row comes along, fresh: suspension and plan, without another query.
                 found = statements.select_one(
-                    Conversation, {"id": parse_pk(conversation_id), "owner": user.pk}, related="model", lock=True
+                    Conversation, {"id": parse_pk(conversation_id), "owner": user.pk}, related=("model", "owner"), lock=True
                 )
                 if found is None:
                     raise ActionError("not_found")
@@ -100,7 +101,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
                 raise ActionError("unknown_model", f"The model {model.name!r} is no longer offered. Pick another one.")
             if any(status in Message.ACTIVE for _, _, _, status in earlier):
                 raise ActionError("conversation_busy")
-            suspended, limits = limits_for(user.pk)
+            suspended, limits = limits_for(user.pk, conversation.owner if conversation_id is not None else None)
             if suspended:
                 raise ActionError("suspended")
             quotas.check_model(limits, model)

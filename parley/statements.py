@@ -57,42 +57,48 @@ class _Columns:
 
 @functools.cache
 def _select(
-    model: type[Model], where: tuple[str, ...], related: str | None, lock: bool, vendor: str
-) -> tuple[str, _Columns, _Columns | None]:
+    model: type[Model], where: tuple[str, ...], related: tuple[str, ...], lock: bool, vendor: str
+) -> tuple[str, _Columns, tuple[_Columns, ...]]:
     own = _Columns.of(model)
-    sql = f"SELECT {own.select_list('a')}"
-    joined = None
-    if related is not None:
-        foreign_key = model._meta.get_field(related)
-        assert isinstance(foreign_key, ForeignKey)
+    selected = [own.select_list("a")]
+    joins = []
+    joined = []
+    for index, name in enumerate(related):
+        foreign_key = model._meta.get_field(name)
+        assert isinstance(foreign_key, ForeignKey) and not foreign_key.null  # an inner join must not drop rows
         target = foreign_key.related_model
-        joined = _Columns.of(target)
-        sql += (
-            f", {joined.select_list('b')} FROM {_quote(model._meta.db_table)} a INNER JOIN {_quote(target._meta.db_table)} b"
-            f" ON b.{_quote(target._meta.pk.column)} = a.{_quote(foreign_key.column)}"
+        columns = _Columns.of(target)
+        alias = f"r{index}"
+        selected.append(columns.select_list(alias))
+        joins.append(
+            f" INNER JOIN {_quote(target._meta.db_table)} {alias}"
+            f" ON {alias}.{_quote(target._meta.pk.column)} = a.{_quote(foreign_key.column)}"
         )
-    else:
-        sql += f" FROM {_quote(model._meta.db_table)} a"
+        joined.append(columns)
+    sql = f"SELECT {', '.join(selected)} FROM {_quote(model._meta.db_table)} a{''.join(joins)}"
     sql += " WHERE " + " AND ".join(f"a.{_column(model, name)} = %s" for name in where)
     if lock and connection.features.has_select_for_update_of:
         sql += " FOR UPDATE OF a"
-    return sql, own, joined
+    return sql, own, tuple(joined)
 
 
 def select_one(
-    model: type[Model], where: Mapping[str, Any], related: str | None = None, lock: bool = False
+    model: type[Model], where: Mapping[str, Any], related: str | tuple[str, ...] = (), lock: bool = False
 ) -> Model | None:
-    """The row whose fields equal `where` (a unique match), with the `related` foreign key's row
-    loaded too, or None. `lock` (in a transaction) holds the row on databases that lock rows."""
-    sql, own, joined = _select(model, tuple(where), related, lock, connection.vendor)
+    """The row whose fields equal `where` (a unique match), with the rows of the `related` foreign
+    keys loaded too, or None. `lock` (in a transaction) holds the row on databases that lock rows."""
+    names = (related,) if isinstance(related, str) else related
+    sql, own, joined = _select(model, tuple(where), names, lock, connection.vendor)
     with connection.cursor() as cursor:
         cursor.execute(sql, list(where.values()))
         row = cursor.fetchone()
     if row is None:
         return None
     instance = own.build(row[: len(own.fields)])
-    if joined is not None and related is not None:
-        setattr(instance, related, joined.build(row[len(own.fields) :]))
+    start = len(own.fields)
+    for name, columns in zip(names, joined, strict=True):
+        setattr(instance, name, columns.build(row[start : start + len(columns.fields)]))
+        start += len(columns.fields)
     return instance
 
 

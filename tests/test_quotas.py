@@ -138,3 +138,21 @@ def test_a_refusal_says_which_limit_what_is_left_and_when_it_resets():
     assert quotas.Refusal("concurrent_replies", 1, 1, 0).describe(0) == (
         "You have reached your plan's limit of 1 reply at a time. Wait for a reply to finish."
     )
+
+
+def test_a_new_minute_or_day_starts_at_zero_without_asking_the_ledger(clients):
+    made, user_id = clients
+    limits = EffectiveLimits(plan="t", requests_per_minute=2, requests_per_day=10)
+    now = 1_800_000_000.0
+    assert isinstance(quotas.admit(made[0], user_id, limits, 0, Decimal(0), "a", nothing_used, now=now), quotas.Reservation)
+
+    def ledger_must_not_be_asked(user_id, windows):
+        raise AssertionError("the month's counter is there: the new minute starts at zero")
+
+    for second in (60, 61):  # the next minute: two more requests fit
+        result = quotas.admit(made[1], user_id, limits, 0, Decimal(0), f"b{second}", ledger_must_not_be_asked, now=now + second)
+        assert isinstance(result, quotas.Reservation)
+    refused = quotas.admit(made[1], user_id, limits, 0, Decimal(0), "c", ledger_must_not_be_asked, now=now + 62)
+    assert isinstance(refused, quotas.Refusal) and refused.limit == "requests_per_minute" and refused.used == 2
+    day = made[0].get(f"{settings.PARLEY_KEY_PREFIX}:quota:{user_id}:rpd:{quotas.Windows.at(now).day}")
+    assert int(day) == 3  # the day went on counting across the minutes

@@ -33,6 +33,14 @@ def test_a_conversation_loads_with_its_model_as_the_orm_would(alice, conversatio
     assert loaded.model.input_price_per_million == Decimal("1.2500")
 
 
+def test_two_related_rows_load_in_one_statement(alice, conversation, django_assert_num_queries):
+    type(alice).objects.filter(pk=alice.pk).update(suspended=True)
+    with django_assert_num_queries(1):
+        loaded = statements.select_one(Conversation, {"id": conversation.pk}, related=("model", "owner"))
+    assert loaded.model.name == "priced" and loaded.owner.username == "alice"
+    assert loaded.owner.suspended is True and loaded.title == "Hello"  # the columns did not shift
+
+
 def test_someone_elses_or_a_missing_conversation_is_none(bob, conversation):
     assert statements.select_one(Conversation, {"id": conversation.pk, "owner": bob.pk}, related="model") is None
     assert statements.select_one(Conversation, {"id": conversation.pk + 1000}) is None

@@ -37,6 +37,7 @@ from chat.usage import Pricing
 logger = logging.getLogger(__name__)
 
 MICRO_USD = Decimal(1_000_000)
+REDIS_TIMEOUT = 2.0
 # A reply that holds a concurrency slot longer than this is presumed dead (its process crashed).
 SLOT_SECONDS = 15 * 60
 
@@ -233,7 +234,10 @@ def client() -> redis.Redis:
     """This process's client (one per process: a forked Celery worker must not share its parent's sockets)."""
     made = _clients.get(os.getpid())
     if made is None:
-        made = _clients[os.getpid()] = redis.Redis.from_url(settings.REDIS_URL)
+        # Bounded waits: these calls run on the database thread every request shares.
+        made = _clients[os.getpid()] = redis.Redis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
+        )
     return made
 
 
@@ -496,10 +500,13 @@ def reserve(
     if background:
         limits = dataclasses.replace(limits, requests_per_minute=None, requests_per_day=None, concurrent_replies=None)
     tokens = prompt_tokens + max_output
-    result = admit(
-        client(), user_id, limits, tokens, pricing.cost(prompt_tokens, max_output), uuid.uuid4().hex, now=now,
-        requests=0 if background else 1,
-    )
+    try:
+        result = admit(
+            client(), user_id, limits, tokens, pricing.cost(prompt_tokens, max_output), uuid.uuid4().hex, now=now,
+            requests=0 if background else 1,
+        )
+    except redis.RedisError as error:
+        raise _unavailable(user_id, error) from error
     if isinstance(result, Refusal):
         raise ActionError("quota_exceeded", result.describe(now), result.retry_after(now), limit=result.as_dict(now))
     return result
@@ -513,7 +520,10 @@ def fallback_for(user_id: int, limits: EffectiveLimits, model: ChatModel) -> tup
     if limits.fallback_model_id is None or limits.cost_per_month is None or limits.fallback_model_id == model.pk:
         return model, ""
     percent = limits.fallback_at_percent if limits.fallback_at_percent is not None else 100
-    used = cost_used(user_id)
+    try:
+        used = cost_used(user_id)
+    except redis.RedisError as error:
+        raise _unavailable(user_id, error) from error
     if used < limits.cost_per_month * percent / 100:
         return model, ""
     fallback = ChatModel.objects.filter(pk=limits.fallback_model_id, enabled=True).first()
@@ -525,6 +535,12 @@ def fallback_for(user_id: int, limits: EffectiveLimits, model: ChatModel) -> tup
         f"You have used {share} % of this month's budget, so {fallback.label} answers instead of {model.label}"
         f" until it renews on {resets:%B} {resets.day}."
     )
+
+
+def _unavailable(user_id: int, error: redis.RedisError) -> ActionError:
+    # Without its counters no call may start: it would be counted against no limit.
+    logger.warning("Limits of user %s could not be checked: %s", user_id, error)
+    return ActionError("busy", "Usage limits cannot be checked right now. Try again in a few seconds.", 5.0)
 
 
 def release(reservation: Reservation) -> None:

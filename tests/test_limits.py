@@ -209,3 +209,20 @@ def test_the_usage_endpoint_reports_what_is_left_of_each_limit(alice):
     assert by_name["requests_per_minute"]["label"] == "5 messages a minute"
     assert 0 < by_name["requests_per_minute"]["resets_in"] <= 60
     assert by_name["cost_per_month"]["label"] == "$2.00 of model use a month"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_redis_a_send_is_refused_clearly_and_stores_nothing(alice, monkeypatch):
+    from parley.embedded_redis import free_port
+
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    monkeypatch.setattr(quotas, "client", lambda: dead)
+    client = Client()
+    client.force_login(alice)
+    before = Message.objects.count()
+    refused = post_message(client, "hello")
+    assert refused.status_code == 503 and refused["Retry-After"] == "5"
+    assert refused.json()["error"] == {
+        "code": "busy", "text": "Usage limits cannot be checked right now. Try again in a few seconds.", "retry_after": 5.0,
+    }
+    assert Message.objects.count() == before

@@ -1,8 +1,10 @@
 import hashlib
 import secrets
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -20,7 +22,8 @@ class Limits(models.Model):
     tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
     tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
     cost_per_month = models.DecimalField(
-        "cost per month (USD)", max_digits=10, decimal_places=2, null=True, blank=True
+        "cost per month (USD)", max_digits=10, decimal_places=2, null=True, blank=True,
+        validators=[MinValueValidator(Decimal(0))],
     )
     max_output_tokens = models.PositiveIntegerField("max output tokens per reply", null=True, blank=True)
     allowed_models = models.ManyToManyField(
@@ -31,7 +34,7 @@ class Limits(models.Model):
         help_text="A cheaper model that replies once the monthly cost passes the threshold below.",
     )
     fallback_at_percent = models.PositiveSmallIntegerField(
-        "fallback at % of monthly cost", null=True, blank=True,
+        "fallback at % of monthly cost", null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(100)],
         help_text="Past this share of the monthly cost budget, use the fallback model instead of refusing.",
     )
 

@@ -135,3 +135,49 @@ def test_admins_see_plans_overrides_usage_and_can_suspend(alice, django_user_mod
     assert LogEntry.objects.filter(object_id=str(alice.pk), change_message="Suspended").count() == 1
     client.post("/admin/accounts/user/", {"action": "suspend", "_selected_action": [alice.pk]})
     assert LogEntry.objects.filter(object_id=str(alice.pk), change_message="Suspended").count() == 1  # already was
+
+
+@pytest.mark.django_db
+def test_admins_edit_a_plan_and_the_price_table_and_calls_follow(alice, admin_client):
+    from accounts.plans import forget_cached_limits, limits_for
+
+    pro = Plan.objects.get(name="Pro")
+    mini = ChatModel.objects.get(name="gpt-4.1-mini")
+    form = {
+        "name": "Pro", "requests_per_minute": "7", "requests_per_day": "", "concurrent_replies": "3",
+        "tokens_per_day": "", "tokens_per_month": "", "cost_per_month": "12.50", "max_output_tokens": "1000",
+        "allowed_models": [str(mini.pk)], "fallback_model": str(mini.pk), "fallback_at_percent": "90",
+    }
+    saved = admin_client.post(f"/admin/accounts/plan/{pro.pk}/change/", form)
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    User.objects.filter(pk=alice.pk).update(plan=pro)
+    forget_cached_limits()
+    _, limits = limits_for(alice.pk)
+    assert (limits.plan, limits.requests_per_minute, limits.requests_per_day, limits.cost_per_month) == ("Pro", 7, None, Decimal("12.50"))
+    assert limits.allowed_models == {mini.pk} and limits.fallback_model_id == mini.pk and limits.fallback_at_percent == 90
+    refused = admin_client.post(f"/admin/accounts/plan/{pro.pk}/change/", {**form, "cost_per_month": "-1"})
+    assert refused.status_code == 200 and "errornote" in refused.content.decode()  # bad input: the form says so
+
+    prices = admin_client.post("/admin/chat/chatmodel/", _changelist_edit(admin_client, mini, output_price_per_million="2.5000"))
+    assert prices.status_code == 302, prices.context["cl"].formset.errors
+    mini.refresh_from_db()
+    assert mini.output_price_per_million == Decimal("2.5")
+
+
+def _changelist_edit(client, model, **changes):
+    """The changelist's list_editable form as the browser would post it, with one row changed."""
+    page = client.get("/admin/chat/chatmodel/")
+    formset = page.context["cl"].formset
+    management = formset.management_form
+    data = {"_save": "Save", **{f"{management.prefix}-{key}": str(value) for key, value in management.initial.items()}}
+    for row in formset.forms:
+        for name, field in row.fields.items():
+            value = row.initial.get(name, field.initial)
+            if row.instance.pk == model.pk and name in changes:
+                value = changes[name]
+            if isinstance(value, bool):
+                if value:
+                    data[row.add_prefix(name)] = "on"
+                continue
+            data[row.add_prefix(name)] = "" if value is None else str(getattr(value, "pk", value))
+    return data

@@ -2,6 +2,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -24,8 +25,12 @@ class ChatModel(models.Model):
     base_url = models.URLField(blank=True, help_text="Overrides OPENAI_BASE_URL for this model (vLLM, Ollama, llama.cpp).")
     context_window = models.PositiveIntegerField(default=8192)
     max_output_tokens = models.PositiveIntegerField(default=2048)
-    input_price_per_million = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
-    output_price_per_million = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
+    input_price_per_million = models.DecimalField(
+        max_digits=10, decimal_places=4, default=Decimal(0), validators=[MinValueValidator(Decimal(0))]
+    )
+    output_price_per_million = models.DecimalField(
+        max_digits=10, decimal_places=4, default=Decimal(0), validators=[MinValueValidator(Decimal(0))]
+    )
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)
     sort_order = models.PositiveIntegerField(default=100)

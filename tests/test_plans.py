@@ -162,6 +162,10 @@ def test_admins_edit_a_plan_and_the_price_table_and_calls_follow(alice, admin_cl
     assert prices.status_code == 302, prices.context["cl"].formset.errors
     mini.refresh_from_db()
     assert mini.output_price_per_million == Decimal("2.5")
+    negative = admin_client.post("/admin/chat/chatmodel/", _changelist_edit(admin_client, mini, output_price_per_million="-1"))
+    assert negative.status_code == 200 and negative.context["cl"].formset.errors  # refused, with the reason
+    mini.refresh_from_db()
+    assert mini.output_price_per_million == Decimal("2.5")
 
 
 def _changelist_edit(client, model, **changes):

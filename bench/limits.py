@@ -6,7 +6,7 @@ The check runs exactly as the send transaction runs it (chat.replies._store_turn
 as the shared database thread does: inside the transaction, after the conversation's row is read
 (with its model and, for the check, its owner: suspension and plan, fresh), the user's limits
 (accounts.plans.limits_for, plans and overrides cached), the allowed models, the fallback model's
-threshold (chat.quotas.fallback_for) and the atomic reservation in Redis (chat.quotas.reserve).
+threshold (chat.admission.fallback_for) and the atomic reservation in Redis (chat.admission.reserve).
 What the owner's columns add to the conversation's read is measured apart. Sends are paced open-loop: each is due at start + i / rate, whether or not the one
 before has ended; how many started late (more than 1 ms after they were due) is reported.
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
 
     from accounts.models import Plan, User
     from accounts.plans import limits_for
-    from chat import quotas, usage
+    from chat import admission, quotas, usage
     from chat.models import ChatModel, Conversation
     from parley import statements
 
@@ -92,9 +92,9 @@ def run(args: argparse.Namespace) -> None:
         # The part of chat.replies._store_turn that enforces the plan, in its order.
         suspended, limits = limits_for(user_id, owner)
         assert not suspended
-        quotas.check_model(limits, model)
-        chosen, _ = quotas.fallback_for(user_id, limits, model)
-        return quotas.reserve(user_id, limits, pricing, 120, min(chosen.max_output_tokens, limits.max_output_tokens or 10**9))
+        admission.check_model(limits, model)
+        chosen, _ = admission.fallback_for(user_id, limits, model)
+        return admission.reserve(user_id, limits, pricing, 120, min(chosen.max_output_tokens, limits.max_output_tokens or 10**9))
 
     def paced(seconds: float) -> tuple[list[float], int, float, int]:
         count = int(seconds * args.rate)
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> None:
                 reservation = check(user_id, conversation.owner)
                 ended = time.perf_counter()
             service.append((ended - began) * 1000)
-            quotas.release(reservation)
+            admission.release(reservation)
         cpu = time.process_time() - cpu_start
         return service, late, cpu, count
 
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> None:
     reservations = [check(user_id, owners[user_id]) for user_id, _ in conversations * 5]
     check_cpu = (time.process_time() - started_cpu) / len(reservations)
     for reservation in reservations:
-        quotas.release(reservation)
+        admission.release(reservation)
     join_cost = {}
     for related in (("model",), ("model", "owner"), ("model",), ("model", "owner")):  # twice each: warm
         took = []

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from chat import actions, events, quotas
+from chat import actions, admission, events
 from chat.actions import ActionError
 from chat.replies import attach, send_message, stop_message
 
@@ -235,7 +235,7 @@ def _sse_frames(batch: list[bytes]) -> bytes:
 def usage(request: HttpRequest, user: Any) -> HttpResponse:
     """The user's plan and what is left of each of its limits in the current minute, day and month."""
     try:
-        return json_response(quotas.usage_for(user.pk))
+        return json_response(admission.usage_for(user.pk))
     except redis.RedisError:
         return json_error("busy", "Usage cannot be read right now.", retry_after=5)
 

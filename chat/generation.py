@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chat import events, quotas
+from chat import admission, events, quotas
 from chat.models import Message
 from chat.providers import get_provider
 from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
@@ -226,7 +226,7 @@ def _save_final(
             logger.info("Reply %s ended after its user was deleted; no usage recorded", plan.message_id)
         else:
             reservation = plan.reservation
-            transaction.on_commit(lambda: quotas.settle_call(reservation, entry.total_tokens, entry.cost_usd))
+            transaction.on_commit(lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd))
         if plan.wants_title and status == Message.Status.COMPLETE:
             transaction.on_commit(lambda: _enqueue_title(plan.conversation_id))
 

@@ -11,18 +11,16 @@ is the truth, and a counter Redis has lost is rebuilt from it before it is used 
 """
 
 import calendar
-import dataclasses
 import functools
 import hashlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -30,9 +28,7 @@ from django.db.models import Sum
 
 from accounts.models import CounterReset, User
 from accounts.plans import EffectiveLimits
-from chat.actions import ActionError
-from chat.models import ChatModel, Message, UsageRecord
-from chat.usage import Pricing
+from chat.models import Message, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +140,7 @@ class Reservation:
     tokens: int
     cost_micro_usd: int
     cost_budget_micro_usd: int = -1  # the user's monthly cost limit when the call was admitted (-1: none)
+    month_cost_micro_usd: int = 0  # the user's cost this month once the call was admitted
 
     def claim(self, prompt_estimate: int) -> str:
         """The reservation as text stored with the reply, to settle it even if this process dies."""
@@ -241,7 +238,7 @@ def client() -> redis.Redis:
     return made
 
 
-def _keys(user_id: int, windows: Windows) -> list[str]:
+def keys_of(user_id: int, windows: Windows) -> list[str]:
     base = f"{settings.PARLEY_KEY_PREFIX}:quota:{user_id}"
     return [f"{base}:rpm:{windows.minute}", f"{base}:rpd:{windows.day}", f"{base}:tok:{windows.day}",
             f"{base}:tok:{windows.month}", f"{base}:cost:{windows.month}", f"{base}:active",
@@ -263,7 +260,7 @@ def admit(
     """Count one model call and reserve its tokens and cost, or say which limit refuses it."""
     now = time.time() if now is None else now
     windows = Windows.at(now)
-    keys = _keys(user_id, windows)
+    keys = keys_of(user_id, windows)
     cost_micro = int(cost_usd * MICRO_USD)
     increments = (requests, requests, tokens, tokens, cost_micro)
     limit_values = (
@@ -278,12 +275,11 @@ def admit(
         result = _run(redis_client, ADMIT, keys, args)
         outcome = result[0].decode() if isinstance(result[0], bytes) else result[0]
         if outcome == "ok":
-            _saw_cost(user_id, windows.month, int(result[1]))
-            return Reservation(user_id, member, windows, tokens, cost_micro, limit_values[4])
+            return Reservation(user_id, member, windows, tokens, cost_micro, limit_values[4], int(result[1]))
         if outcome == "refused":
             index, used, allowed = int(result[1]) - 1, int(result[2]), int(result[3])
             return Refusal(LIMIT_NAMES[index], allowed, used, windows.ends()[index])
-        _seed(redis_client, user_id, windows, totals or ledger_totals, now)
+        seed(redis_client, user_id, windows, totals or ledger_totals, now)
     raise RuntimeError("quota counters could not be seeded")
 
 
@@ -303,10 +299,10 @@ def _ttls(windows: Windows, now: float) -> list[int]:
     return [max(1, ends - int(now)) + 60 for ends in windows.ends()[:5]]
 
 
-def _seed(redis_client: redis.Redis, user_id: int, windows: Windows, totals: LedgerTotals, now: float) -> None:
+def seed(redis_client: redis.Redis, user_id: int, windows: Windows, totals: LedgerTotals, now: float) -> None:
     """Counters Redis does not have (a new month, or lost data) start from the ledger, never from zero."""
     pipe = redis_client.pipeline(transaction=False)
-    for key, total, ttl in zip(_keys(user_id, windows)[:5], totals(user_id, windows), _ttls(windows, now), strict=True):
+    for key, total, ttl in zip(keys_of(user_id, windows)[:5], totals(user_id, windows), _ttls(windows, now), strict=True):
         pipe.set(key, total, nx=True, ex=ttl)
     pipe.execute()
 
@@ -316,7 +312,7 @@ def settle(
 ) -> tuple[int | None, int | None]:
     """The call ended: replace its reservation by what it used, and free its concurrency slot.
     Returns the user's and the site's cost this month in micro-dollars (None: not counted in Redis)."""
-    keys = _keys(reservation.user_id, reservation.windows)
+    keys = keys_of(reservation.user_id, reservation.windows)
     cost = int(cost_usd * MICRO_USD)
     token_change = tokens - reservation.tokens
     cost_change = cost - reservation.cost_micro_usd
@@ -375,57 +371,11 @@ def reset_counters(user: User, by: User | None, note: str = "") -> CounterReset:
     are rebuilt from), then the user's counters are dropped so the next call rebuilds them.
     Replies still running keep their concurrency slots."""
     reset = CounterReset.objects.create(user=user, by=by, note=note[:200])
-    _cost_seen.pop(user.pk, None)
     base = f"{settings.PARLEY_KEY_PREFIX}:quota:{user.pk}:"
     keys = [key for key in client().scan_iter(f"{base}*", count=500) if not key.endswith(b":active")]
     if keys:
         client().delete(*keys)
     return reset
-
-
-# The user's cost counter as this process last saw it (admitting or settling one of their calls):
-# the fallback model's threshold is checked against a reading at most this old, which spares the
-# sends of an active user a round trip. The budget itself is enforced by the admission script.
-COST_SEEN_SECONDS = 10.0
-_cost_seen: dict[int, tuple[float, str, int]] = {}
-
-
-def _saw_cost(user_id: int, month: str, micro_usd: int) -> None:
-    _cost_seen[user_id] = (time.monotonic() + COST_SEEN_SECONDS, month, micro_usd)
-
-
-def forget_seen_costs() -> None:
-    _cost_seen.clear()
-
-
-def cost_used(user_id: int, now: float | None = None) -> Decimal:
-    """The user's cost this month so far (reservations of running calls included), as read in
-    the last COST_SEEN_SECONDS."""
-    now = time.time() if now is None else now
-    windows = Windows.at(now)
-    seen = _cost_seen.get(user_id)
-    if seen is not None and seen[0] > time.monotonic() and seen[1] == windows.month:
-        return Decimal(seen[2]) / MICRO_USD
-    keys = _keys(user_id, windows)
-    value = client().get(keys[4])
-    if value is None:  # rebuilt here, as the reservation that follows would do
-        _seed(client(), user_id, windows, ledger_totals, now)
-        value = client().get(keys[4])
-    _saw_cost(user_id, windows.month, int(value or 0))
-    return Decimal(int(value or 0)) / MICRO_USD
-
-
-def usage_for(user_id: int) -> dict[str, object]:
-    """What the chat page's meter shows: the user's plan and their use of each limited counter."""
-    from accounts.plans import limits_for
-
-    suspended, limits = limits_for(user_id)
-    now = time.time()
-    return {
-        "plan": limits.plan,
-        "suspended": suspended,
-        "allowances": [a.as_dict(now) for a in allowances(user_id, limits, now) if a.allowed is not None],
-    }
 
 
 def refusal_counts(days: list[str]) -> dict[tuple[str, int, str], int]:
@@ -439,129 +389,3 @@ def refusal_counts(days: list[str]) -> dict[tuple[str, int, str], int]:
             user_id, _, index = field.decode().partition(":")
             counts[(day, int(user_id), LIMIT_NAMES[int(index) - 1])] = int(count)
     return counts
-
-
-@dataclass(frozen=True, slots=True)
-class Allowance:
-    """One budget of a user as the page's meter shows it: None allowed means no limit."""
-
-    name: str
-    used: float
-    allowed: float | None
-    resets_at: int
-
-    def as_dict(self, now: float) -> dict[str, object]:
-        return {
-            "name": self.name, "unit": UNITS[self.name], "used": self.used, "allowed": self.allowed,
-            "label": None if self.allowed is None else limit_label(self.name, self.allowed),
-            "resets_at": datetime.fromtimestamp(self.resets_at, UTC).isoformat(),
-            "resets_in": max(0, round(self.resets_at - now)),
-        }
-
-
-def allowances(user_id: int, limits: EffectiveLimits, now: float | None = None) -> list[Allowance]:
-    """What the user has used of each limited counter (in the current windows, rebuilt if lost)."""
-    now = time.time() if now is None else now
-    windows = Windows.at(now)
-    keys = _keys(user_id, windows)[:5]
-    values = client().mget(keys)
-    if values[4] is None:  # as the admission script reads them: lost (or a new month), so from the ledger
-        values = list(ledger_totals(user_id, windows))
-    values = [value or 0 for value in values]  # a window that has just begun
-    allowed = (limits.requests_per_minute, limits.requests_per_day, limits.tokens_per_day,
-               limits.tokens_per_month, limits.cost_per_month)
-    out = []
-    for name, value, limit, ends in zip(COUNTERS, values, allowed, windows.ends(), strict=False):
-        used = max(0, int(value))
-        if name == "cost_per_month":
-            out.append(Allowance(name, used / 1_000_000, None if limit is None else float(limit), ends))
-        else:
-            out.append(Allowance(name, used, None if limit is None else int(limit), ends))
-    return out
-
-
-# The model call's side: what the send path and the title task ask -------------------------------
-
-
-def check_model(limits: EffectiveLimits, model: ChatModel) -> None:
-    if limits.allowed_models is not None and model.pk not in limits.allowed_models:
-        raise ActionError("model_not_allowed", f"Your plan does not include {model.label}. Pick another model.")
-
-
-def reserve(
-    user_id: int, limits: EffectiveLimits, pricing: Pricing, prompt_tokens: int, max_output: int, background: bool = False
-) -> Reservation:
-    """Admit a call, reserving its prompt and its most output, or refuse it with quota_exceeded.
-
-    A `background` call (a title) spends from the token and cost budgets but is not one of the
-    user's requests or replies: it counts toward no request limit and takes no reply slot.
-    """
-    now = time.time()
-    if background:
-        limits = dataclasses.replace(limits, requests_per_minute=None, requests_per_day=None, concurrent_replies=None)
-    tokens = prompt_tokens + max_output
-    try:
-        result = admit(
-            client(), user_id, limits, tokens, pricing.cost(prompt_tokens, max_output), uuid.uuid4().hex, now=now,
-            requests=0 if background else 1,
-        )
-    except redis.RedisError as error:
-        raise _unavailable(user_id, error) from error
-    if isinstance(result, Refusal):
-        raise ActionError("quota_exceeded", result.describe(now), result.retry_after(now), limit=result.as_dict(now))
-    return result
-
-
-def fallback_for(user_id: int, limits: EffectiveLimits, model: ChatModel) -> tuple[ChatModel, str]:
-    """The model that should reply, and a notice when it is not the one asked for: past the plan's
-    share of its monthly cost budget, the plan's cheaper fallback model replies instead of a refusal."""
-    from chat.providers import configured_providers
-
-    if limits.fallback_model_id is None or limits.cost_per_month is None or limits.fallback_model_id == model.pk:
-        return model, ""
-    percent = limits.fallback_at_percent if limits.fallback_at_percent is not None else 100
-    try:
-        used = cost_used(user_id)
-    except redis.RedisError as error:
-        raise _unavailable(user_id, error) from error
-    if used < limits.cost_per_month * percent / 100:
-        return model, ""
-    fallback = ChatModel.objects.filter(pk=limits.fallback_model_id, enabled=True).first()
-    if fallback is None or fallback.provider not in configured_providers():
-        return model, ""  # a fallback nobody can call would only turn a reply into an error
-    share = round(used / limits.cost_per_month * 100) if limits.cost_per_month else 100
-    resets = datetime.fromtimestamp(Windows.at(time.time()).month_ends, UTC)
-    return fallback, (
-        f"You have used {share} % of this month's budget, so {fallback.label} answers instead of {model.label}"
-        f" until it renews on {resets:%B} {resets.day}."
-    )
-
-
-def _unavailable(user_id: int, error: redis.RedisError) -> ActionError:
-    # Without its counters no call may start: it would be counted against no limit.
-    logger.warning("Limits of user %s could not be checked: %s", user_id, error)
-    return ActionError("busy", "Usage limits cannot be checked right now. Try again in a few seconds.", 5.0)
-
-
-def release(reservation: Reservation) -> None:
-    """The call never started: give back its budget and its slot (the request still counts)."""
-    settle(client(), reservation, 0, Decimal(0))
-
-
-def settle_call(reservation: Reservation | None, tokens: int, cost_usd: Decimal) -> None:
-    """After the ledger has the call; a Redis hiccup here must not fail the reply (the ledger is the truth)."""
-    if reservation is None:
-        return
-    try:
-        user_cost, site = settle(client(), reservation, tokens, cost_usd)
-        if user_cost is not None:
-            _saw_cost(reservation.user_id, reservation.windows.month, user_cost)
-        if site is None and settings.PARLEY_SITE_BUDGET_USD is not None:
-            site = site_cost(client(), reservation.windows)  # once a month, or after Redis lost it
-    except redis.RedisError:
-        logger.warning("Could not settle the quota reservation of user %s", reservation.user_id, exc_info=True)
-        return
-    if cost_usd > 0:
-        from chat import alerts
-
-        alerts.after_charge(reservation.user_id, reservation.windows.month, user_cost, reservation.cost_budget_micro_usd, site)

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import events, quotas, usage
+from chat import admission, events, quotas, usage
 from chat.models import ChatModel, Message, UsageRecord
 from chat.streams import Entry, events_key, heartbeat_key
 
@@ -64,7 +64,7 @@ def _charge_orphan(message_id: int, text: str, status: str) -> None:
         pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=message.conversation_id, message_id=message_id,
     )
     entry = usage.record(call, status, None, None, text, None)
-    transaction.on_commit(lambda: quotas.settle_call(reservation, entry.total_tokens, entry.cost_usd))
+    transaction.on_commit(lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd))
 
 
 def end_orphan(client: redis.Redis, message_id: int, checkpoint: str, status: str = Message.Status.INTERRUPTED) -> bool:

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.plans import limits_for
-from chat import events, generation, quotas, reaper, usage
+from chat import admission, events, generation, quotas, reaper, usage
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.history import DoesNotFit, fit_history
 from chat.models import Conversation, Message, UsageRecord
@@ -104,8 +104,8 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             suspended, limits = limits_for(user.pk, conversation.owner if conversation_id is not None else None)
             if suspended:
                 raise ActionError("suspended")
-            quotas.check_model(limits, model)
-            model, fallback_notice = quotas.fallback_for(user.pk, limits, model)
+            admission.check_model(limits, model)
+            model, fallback_notice = admission.fallback_for(user.pk, limits, model)
             provider = get_provider(model.provider)
             max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS, limits.max_output_tokens or 10**9)
             turns = [(role, content) for _, role, content, _ in earlier] + [(Message.Role.USER, text)]
@@ -118,7 +118,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             )
             pricing = usage.Pricing(model.input_price_per_million, model.output_price_per_million)
             # Last of the checks, since it counts the request; a transaction that fails after it gives it back.
-            reservation = quotas.reserve(user.pk, limits, pricing, prompt_estimate, max_output)
+            reservation = admission.reserve(user.pk, limits, pricing, prompt_estimate, max_output)
             now = timezone.now()
             user_message = Message(
                 conversation=conversation, parent_id=earlier[-1][0] if earlier else None,
@@ -136,7 +136,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             statements.update(Conversation, conversation.pk, {"updated": now, "model": conversation.model_id})
     except BaseException:
         if reservation is not None:  # nothing was stored: the request and its reservation are given back
-            quotas.release(reservation)
+            admission.release(reservation)
         raise
     plan = generation.ReplyPlan(
         message_id=reply.pk,

@@ -5,7 +5,7 @@ import logging
 import time
 
 from accounts.plans import limits_for
-from chat import quotas, usage
+from chat import admission, usage
 from chat.actions import ActionError
 from chat.models import Conversation, Message, UsageRecord
 from chat.notify import publish_sync
@@ -70,8 +70,8 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
     try:
         if suspended:
             return ""
-        quotas.check_model(limits, model)
-        reservation = quotas.reserve(conversation.owner_id, limits, pricing, prompt_estimate, TITLE_MAX_TOKENS, background=True)
+        admission.check_model(limits, model)
+        reservation = admission.reserve(conversation.owner_id, limits, pricing, prompt_estimate, TITLE_MAX_TOKENS, background=True)
     except ActionError as refused:
         logger.info("Title for conversation %s fell back: %s", conversation.pk, refused.code)
         return ""
@@ -92,7 +92,7 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
         call, "failed" if reply.error else "complete", reported.prompt_tokens if reported else None,
         reported.completion_tokens if reported else None, reply.text, int((time.monotonic() - started) * 1000),
     )
-    quotas.settle_call(reservation, entry.total_tokens, entry.cost_usd)
+    admission.settle_call(reservation, entry.total_tokens, entry.cost_usd)
     if reply.error is not None:
         logger.info("Title for conversation %s fell back: %s", conversation.pk, reply.error.code)
         return ""

@@ -14,7 +14,7 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
-from chat import actions, quotas
+from chat import actions, admission
 from chat.models import ChatModel, Conversation, Message
 
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the title filter
@@ -91,7 +91,7 @@ def _chat_page(request: ChatRequest, conversation: Conversation | None) -> HttpR
 def _usage(user_id: int) -> dict[str, Any] | None:
     """The meter's first reading; the page still opens when Redis does not answer (the meter then loads later)."""
     try:
-        return quotas.usage_for(user_id)
+        return admission.usage_for(user_id)
     except redis.RedisError:
         logger.warning("Usage of user %s could not be read for the chat page", user_id, exc_info=True)
         return None

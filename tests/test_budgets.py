@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import Plan
 from accounts.plans import EffectiveLimits, limits_for
-from chat import quotas, replies, usage
+from chat import admission, quotas, replies, usage
 from chat.models import ChatModel, Conversation, Message, UsageRecord
 from chat.reaper import reap_interrupted
 
@@ -105,7 +105,7 @@ def test_a_reply_whose_process_died_is_charged_and_its_reservation_settled(
 ):
     _, limits = limits_for(alice.pk)
     pricing = usage.Pricing(priced.input_price_per_million, priced.output_price_per_million)
-    reservation = quotas.reserve(alice.pk, limits, pricing, 40, 1024)
+    reservation = admission.reserve(alice.pk, limits, pricing, 40, 1024)
     conversation = Conversation.objects.create(owner=alice, model=priced)
     reply = Message.objects.create(
         conversation=conversation, role="assistant", status="streaming", content="Twelve chars", provider="demo",
@@ -117,7 +117,7 @@ def test_a_reply_whose_process_died_is_charged_and_its_reservation_settled(
     entry = UsageRecord.objects.get(message=reply)
     assert (entry.outcome, entry.estimated, entry.prompt_tokens, entry.completion_tokens) == ("interrupted", True, 40, 3)
     assert entry.cost_usd == Decimal("0.00043")
-    keys = quotas._keys(alice.pk, reservation.windows)
+    keys = quotas.keys_of(alice.pk, reservation.windows)
     assert int(redis_client.get(keys[3])) == 43  # the 1,064 reserved tokens became the 43 used
     assert int(redis_client.get(keys[4])) == 430  # micro-dollars
     assert redis_client.zcard(keys[5]) == 0  # its concurrency slot is free
@@ -127,7 +127,7 @@ def test_a_reply_whose_process_died_is_charged_and_its_reservation_settled(
 def test_allowances_report_use_against_each_limit(alice, redis_client):
     limits = EffectiveLimits(plan="t", requests_per_day=10, tokens_per_month=1000, cost_per_month=Decimal("2"))
     quotas.admit(redis_client, alice.pk, limits, 100, Decimal("0.5"), "one")
-    by_name = {a.name: a for a in quotas.allowances(alice.pk, limits)}
+    by_name = {a.name: a for a in admission.allowances(alice.pk, limits)}
     assert (by_name["requests_per_day"].used, by_name["requests_per_day"].allowed) == (1, 10)
     assert (by_name["tokens_per_month"].used, by_name["tokens_per_month"].allowed) == (100, 1000)
     assert (by_name["cost_per_month"].used, by_name["cost_per_month"].allowed) == (0.5, 2.0)

@@ -143,8 +143,6 @@ def reserve(
 def fallback_for(user_id: int, limits: EffectiveLimits, model: ChatModel) -> tuple[ChatModel, str]:
     """The model that should reply, and a notice when it is not the one asked for: past the plan's
     share of its monthly cost budget, the plan's cheaper fallback model replies instead of a refusal."""
-    from chat.providers import configured_providers
-
     if limits.fallback_model_id is None or limits.cost_per_month is None or limits.fallback_model_id == model.pk:
         return model, ""
     percent = limits.fallback_at_percent if limits.fallback_at_percent is not None else 100
@@ -154,15 +152,43 @@ def fallback_for(user_id: int, limits: EffectiveLimits, model: ChatModel) -> tup
         raise _unavailable(user_id, error) from error
     if used < limits.cost_per_month * percent / 100:
         return model, ""
-    fallback = ChatModel.objects.filter(pk=limits.fallback_model_id, enabled=True).first()
-    if fallback is None or fallback.provider not in configured_providers():
-        return model, ""  # a fallback nobody can call would only turn a reply into an error
+    fallback = _fallback_model(limits)
+    if fallback is None:
+        return model, ""
     share = round(used / limits.cost_per_month * 100) if limits.cost_per_month else 100
-    resets = datetime.fromtimestamp(Windows.at(time.time()).month_ends, UTC)
     return fallback, (
         f"You have used {share} % of this month's budget, so {fallback.label} answers instead of {model.label}"
-        f" until it renews on {resets:%B} {resets.day}."
+        f" until it renews on {_renewal()}."
     )
+
+
+def fallback_when_refused(limits: EffectiveLimits, model: ChatModel, refused: ActionError) -> tuple[ChatModel, str] | None:
+    """When what is left of the month's budget cannot cover a reply from the chosen model (its most
+    output reserved), the fallback model answers instead, if the plan has one."""
+    if refused.code != "quota_exceeded" or (refused.limit or {}).get("name") != "cost_per_month":
+        return None
+    if limits.fallback_model_id is None or limits.fallback_model_id == model.pk:
+        return None
+    fallback = _fallback_model(limits)
+    if fallback is None:
+        return None
+    return fallback, (
+        f"What is left of this month's budget cannot cover a reply from {model.label}, so {fallback.label}"
+        f" answers instead until it renews on {_renewal()}."
+    )
+
+
+def _fallback_model(limits: EffectiveLimits) -> ChatModel | None:
+    """The plan's fallback model, if it can be called: one nobody can call would only turn a reply into an error."""
+    from chat.providers import configured_providers
+
+    fallback = ChatModel.objects.filter(pk=limits.fallback_model_id, enabled=True).first()
+    return fallback if fallback is not None and fallback.provider in configured_providers() else None
+
+
+def _renewal() -> str:
+    renews = datetime.fromtimestamp(Windows.at(time.time()).month_ends, UTC)
+    return f"{renews:%B} {renews.day}"
 
 
 def _unavailable(user_id: int, error: redis.RedisError) -> ActionError:

@@ -18,8 +18,8 @@ from accounts.models import User
 from accounts.plans import limits_for
 from chat import admission, events, generation, quotas, reaper, usage
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
-from chat.history import DoesNotFit, fit_history
-from chat.models import Conversation, Message, UsageRecord
+from chat.history import DoesNotFit, FittedHistory, fit_history
+from chat.models import ChatModel, Conversation, Message, UsageRecord
 from chat.providers import configured_providers, get_provider
 from chat.providers.base import ChatRequest
 from chat.streams import Entry, get_hub
@@ -106,19 +106,19 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
                 raise ActionError("suspended")
             admission.check_model(limits, model)
             model, fallback_notice = admission.fallback_for(user.pk, limits, model)
-            provider = get_provider(model.provider)
-            max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS, limits.max_output_tokens or 10**9)
             turns = [(role, content) for _, role, content, _ in earlier] + [(Message.Role.USER, text)]
-            try:
-                fitted = fit_history(turns, conversation.system_prompt, model.context_window, max_output, provider.estimate_tokens)
-            except DoesNotFit:
-                raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
-            prompt_estimate = sum(provider.estimate_tokens(m["content"]) for m in fitted.messages) + provider.estimate_tokens(
-                conversation.system_prompt
-            )
-            pricing = usage.Pricing(model.input_price_per_million, model.output_price_per_million)
+            call = _CallShape.of(model, conversation.system_prompt, turns, limits.max_output_tokens)
             # Last of the checks, since it counts the request; a transaction that fails after it gives it back.
-            reservation = admission.reserve(user.pk, limits, pricing, prompt_estimate, max_output)
+            try:
+                reservation = admission.reserve(user.pk, limits, call.pricing, call.prompt_estimate, call.max_output)
+            except ActionError as refused:
+                fallback = admission.fallback_when_refused(limits, model, refused)
+                if fallback is None:
+                    raise
+                model, fallback_notice = fallback
+                call = _CallShape.of(model, conversation.system_prompt, turns, limits.max_output_tokens)
+                reservation = admission.reserve(user.pk, limits, call.pricing, call.prompt_estimate, call.max_output)
+            fitted, max_output, prompt_estimate, pricing = call.fitted, call.max_output, call.prompt_estimate, call.pricing
             now = timezone.now()
             user_message = Message(
                 conversation=conversation, parent_id=earlier[-1][0] if earlier else None,
@@ -160,6 +160,28 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
         "assistant_message": reply.as_dict(),
     }
     return StoredTurn(event, plan)
+
+
+@dataclass(frozen=True, slots=True)
+class _CallShape:
+    """What a reply from one model would send and could cost: the history that fits, the most
+    output, the prompt's estimated tokens and the prices."""
+
+    fitted: FittedHistory
+    max_output: int
+    prompt_estimate: int
+    pricing: usage.Pricing
+
+    @classmethod
+    def of(cls, model: ChatModel, system: str, turns: list[tuple[str, str]], plan_max_output: int | None) -> "_CallShape":
+        provider = get_provider(model.provider)
+        max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS, plan_max_output or 10**9)
+        try:
+            fitted = fit_history(turns, system, model.context_window, max_output, provider.estimate_tokens)
+        except DoesNotFit:
+            raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
+        estimate = sum(provider.estimate_tokens(m["content"]) for m in fitted.messages) + provider.estimate_tokens(system)
+        return cls(fitted, max_output, estimate, usage.Pricing(model.input_price_per_million, model.output_price_per_million))
 
 
 async def stop_message(user: User, message_id: object) -> dict[str, Any]:

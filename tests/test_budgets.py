@@ -132,3 +132,32 @@ def test_allowances_report_use_against_each_limit(alice, redis_client):
     assert (by_name["tokens_per_month"].used, by_name["tokens_per_month"].allowed) == (100, 1000)
     assert (by_name["cost_per_month"].used, by_name["cost_per_month"].allowed) == (0.5, 2.0)
     assert by_name["tokens_per_day"].allowed is None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_budget_too_small_for_the_chosen_model_falls_back_instead_of_refusing(priced, alice):
+    from channels.db import database_sync_to_async
+
+    await ChatModel.objects.filter(pk=priced.pk).aupdate(input_price_per_million=Decimal(1000), output_price_per_million=Decimal(1000))
+    await database_sync_to_async(spend)(alice, "0.30")  # below the 80 % threshold, but 1,024 tokens at $0.001 do not fit
+    event = await replies.send_message(alice, None, "hello /words 3", "priced-demo")
+    assert event["assistant_message"]["model"] == "parley-demo"
+    assert event["assistant_message"]["notice"].startswith(
+        "What is left of this month's budget cannot cover a reply from Priced demo, so Parley demo (offline) answers instead"
+    )
+    assert (await finish(alice, event)).status == "complete"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_without_a_fallback_model_a_budget_too_small_refuses(priced, alice):
+    from channels.db import database_sync_to_async
+
+    from chat.actions import ActionError
+
+    await Plan.objects.filter(name="Free").aupdate(fallback_model=None)
+    await ChatModel.objects.filter(pk=priced.pk).aupdate(input_price_per_million=Decimal(1000), output_price_per_million=Decimal(1000))
+    await database_sync_to_async(spend)(alice, "0.30")
+    with pytest.raises(ActionError) as refused:
+        await replies.send_message(alice, None, "hello", "priced-demo")
+    assert refused.value.code == "quota_exceeded" and refused.value.limit["name"] == "cost_per_month"
+    assert not await Message.objects.filter(conversation__owner=alice).aexists()

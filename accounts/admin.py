@@ -41,6 +41,10 @@ class ChangePlanForm(forms.Form):
             self.fields["plan"].empty_label = f"Default plan (now {default.name})"
 
 
+def users_count(count: int) -> str:
+    return f"{count} user" if count == 1 else f"{count} users"
+
+
 def plan_name(plan: Plan | None) -> str:
     return plan.name if plan is not None else "default plan"
 
@@ -114,7 +118,7 @@ class ParleyUserAdmin(UserAdmin):
             user.save(update_fields=["plan"])
             self.log_change(request, user, f"Changed plan: {plan_name(old)} → {plan_name(plan)}")
             changed += 1
-        self.message_user(request, f"{changed} users moved to the {plan_name(plan)}"
+        self.message_user(request, f"{users_count(changed)} moved to the {plan_name(plan)}"
                           f"{'' if plan is None else ' plan'}.", messages.SUCCESS)
         return None
 
@@ -135,21 +139,21 @@ class ParleyUserAdmin(UserAdmin):
                 self.log_change(request, user, "Reset usage counters (Redis unreachable: live counters kept)")
         if unreachable:
             self.message_user(
-                request, f"Resets of {unreachable} users were recorded, but Redis could not be reached to drop their "
+                request, f"Resets of {users_count(unreachable)} were recorded, but Redis could not be reached to drop their "
                 "live counters: try again when it is back.", messages.ERROR,
             )
         if len(users) > unreachable:
-            self.message_user(request, f"Usage counters of {len(users) - unreachable} users reset.", messages.SUCCESS)
+            self.message_user(request, f"Usage counters of {users_count(len(users) - unreachable)} reset.", messages.SUCCESS)
 
     @admin.action(description="Suspend: no new replies", permissions=["change"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         count = self._set_suspended(request, queryset, True)
-        self.message_user(request, f"{count} users suspended.", messages.SUCCESS)
+        self.message_user(request, f"{users_count(count)} suspended.", messages.SUCCESS)
 
     @admin.action(description="Lift the suspension", permissions=["change"])
     def unsuspend(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
         count = self._set_suspended(request, queryset, False)
-        self.message_user(request, f"{count} users may use Parley again.", messages.SUCCESS)
+        self.message_user(request, f"{users_count(count)} may use Parley again.", messages.SUCCESS)
 
     def _set_suspended(self, request: HttpRequest, queryset: QuerySet[User], suspended: bool) -> int:
         """Change only those not already so, each with an entry in the admin log."""

@@ -219,7 +219,7 @@ def test_reset_counters_records_who_and_when_and_drops_earlier_usage(admin_clien
     assert quotas.ledger_totals(alice.pk, windows)[2:4] == (500, 500)
     response = admin_client.post("/admin/accounts/user/", {"action": "reset_usage_counters", "_selected_action": [alice.pk]},
                                  follow=True)
-    assert "Usage counters of 1 users reset." in response.content.decode()
+    assert "Usage counters of 1 user reset." in response.content.decode()
     reset = CounterReset.objects.get()
     assert (reset.user, reset.by) == (alice, admin_user)
     assert LogEntry.objects.filter(object_id=str(alice.pk), change_message="Reset usage counters").count() == 1

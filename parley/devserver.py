@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     exit_code = 0
     try:
         # Links in emails (cost alerts) point here unless told otherwise.
-        os.environ.setdefault("PARLEY_PUBLIC_URL", f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}")
+        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else f"[{host}]" if ":" in host else host
+        os.environ.setdefault("PARLEY_PUBLIC_URL", f"http://{shown}:{port}")
         if not os.environ.get("REDIS_URL"):
             from parley.embedded_redis import EmbeddedRedisError
             from parley.embedded_redis import start as start_redis

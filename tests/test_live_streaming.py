@@ -6,10 +6,12 @@ import time
 
 import httpx
 import pytest
+import redis
 import websockets
+from django.conf import settings
 
 from accounts.models import ApiToken
-from chat.models import Message
+from chat.models import Message, UsageRecord
 from chat.reaper import reap_interrupted
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -184,6 +186,11 @@ def test_a_killed_web_process_leaves_its_reply_interrupted_and_readable(live_fac
     assert stored.content == text
     assert len(text.split()) > 5
     assert reap_interrupted() == []  # nothing left to reap
+    # The dead process never charged the reply: the reaper did, and gave back its concurrency slot.
+    entry = UsageRecord.objects.get(message_id=reply_id)
+    assert (entry.outcome, entry.estimated) == ("interrupted", True) and entry.completion_tokens == (len(text) + 3) // 4
+    slots = redis.Redis.from_url(settings.REDIS_URL).zcard(f"{settings.PARLEY_KEY_PREFIX}:quota:{alice.pk}:active")
+    assert slots == 0
 
 
 def test_a_stopped_web_process_ends_its_replies_as_interrupted_at_once(live_factory, alice):

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import ApiToken, CounterReset, Plan, PlanOverride, User
+from parley.admin import ViewOnlyAdmin
 
 LIMIT_FIELDSETS = (
     ("Requests", {"fields": ("requests_per_minute", "requests_per_day", "concurrent_replies")}),
@@ -180,19 +181,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(CounterReset)
-class CounterResetAdmin(admin.ModelAdmin):
+class CounterResetAdmin(ViewOnlyAdmin):
     """The audit trail of counter resets: made by the user list's action, never by hand."""
 
     list_display = ["user", "at", "by", "note"]
     list_select_related = ["user", "by"]
     search_fields = ["user__username", "by__username", "note"]
     date_hierarchy = "at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

@@ -10,6 +10,7 @@ from django.utils.safestring import SafeString
 from accounts.models import User
 from chat import charts, quotas, reports
 from chat.models import ChatModel, Conversation, CostAlert, Message, UsageRecord
+from parley.admin import ViewOnlyAdmin
 
 USAGE_DAYS = 30
 
@@ -79,7 +80,7 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(ViewOnlyAdmin):
     """The ledger: read-only, written by every model call."""
 
     list_display = ["created", "user", "kind", "model", "prompt_tokens", "completion_tokens", "estimated", "cost_usd", "outcome"]
@@ -90,15 +91,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: object, obj: UsageRecord | None = None) -> list[str]:
         return [field.name for field in UsageRecord._meta.fields]
-
-    def has_add_permission(self, request: object) -> bool:
-        return False
-
-    def has_change_permission(self, request: object, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: object, obj: object = None) -> bool:
-        return False
 
 
 def usd(value: float) -> str:
@@ -174,16 +166,10 @@ def usage_view(request: HttpRequest) -> HttpResponse:
 
 
 @admin.register(CostAlert)
-class CostAlertAdmin(admin.ModelAdmin):
+class CostAlertAdmin(ViewOnlyAdmin):
     """The cost alerts sent: one per user (or the site), threshold and month."""
 
     list_display = ["created", "scope", "user", "period", "threshold", "spent_usd", "budget_usd", "recipients"]
     list_filter = ["scope", "threshold", "period"]
     search_fields = ["user__username"]
     list_select_related = ["user"]
-
-    def has_add_permission(self, request: object) -> bool:
-        return False
-
-    def has_change_permission(self, request: object, obj: object = None) -> bool:
-        return False

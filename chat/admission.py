@@ -16,7 +16,7 @@ from decimal import Decimal
 import redis
 from django.conf import settings
 
-from accounts.plans import EffectiveLimits
+from accounts.plans import EffectiveLimits, limits_for
 from chat import quotas
 from chat.actions import ActionError
 from chat.models import ChatModel
@@ -60,8 +60,6 @@ def cost_used(user_id: int, now: float | None = None) -> Decimal:
 
 def usage_for(user_id: int) -> dict[str, object]:
     """What the chat page's meter shows: the user's plan and their use of each limited counter."""
-    from accounts.plans import limits_for
-
     suspended, limits = limits_for(user_id)
     now = time.time()
     return {
@@ -104,7 +102,7 @@ def allowances(user_id: int, limits: EffectiveLimits, now: float | None = None) 
     for name, value, limit, ends in zip(quotas.COUNTERS, values, allowed, windows.ends(), strict=False):
         used = max(0, int(value))
         if name == "cost_per_month":
-            out.append(Allowance(name, used / 1_000_000, None if limit is None else float(limit), ends))
+            out.append(Allowance(name, float(used / quotas.MICRO_USD), None if limit is None else float(limit), ends))
         else:
             out.append(Allowance(name, used, None if limit is None else int(limit), ends))
     return out

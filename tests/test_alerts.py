@@ -6,6 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from django.conf import settings
 
 from accounts.models import ApiToken, Plan
 from chat import alerts, quotas
@@ -103,6 +104,8 @@ def test_a_reply_that_crosses_half_the_budget_emails_the_admins_once(live_factor
     app = live_factory(
         EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend", EMAIL_FILE_PATH=str(mail_dir),
         PARLEY_ALERT_EMAILS="budget@example.com",
+        # Its own queue: a worker another test left running must not take (and print) the alert.
+        PARLEY_CELERY_QUEUE=f"{settings.CELERY_TASK_DEFAULT_QUEUE}-alerts",
     )
     server = app.start_daphne()
     app.start_worker()

@@ -8,19 +8,18 @@ worker checks the ledger, which is the truth, records the alert and sends the em
 import logging
 import re
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
-from django.db.models import Sum
 from django.urls import reverse
 
 from accounts.models import User
 from accounts.plans import limits_for
 from chat import quotas
-from chat.models import CostAlert, UsageRecord
+from chat.models import CostAlert
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def check(scope: str, user_id: int | None, period: str, threshold: int) -> CostA
         spent = Decimal(quotas.ledger_totals(user.pk, windows)[4]) / quotas.MICRO_USD if user is not None else Decimal(0)
     else:
         budget = settings.PARLEY_SITE_BUDGET_USD
-        spent = _site_spent(windows)
+        spent = quotas.site_ledger_cost(windows)
     if budget is None or spent * 100 < budget * threshold:
         return None  # the counters held reservations of calls still running; a later call asks again
     recipients = alert_recipients()
@@ -126,11 +125,6 @@ def check(scope: str, user_id: int | None, period: str, threshold: int) -> CostA
             logger.warning("Cost alert %s has nobody to go to: set PARLEY_ALERT_EMAILS or give a superuser an email", key)
     logger.info("Cost alert %s sent to %s", key, recipients)
     return alert
-
-
-def _site_spent(windows: quotas.Windows) -> Decimal:
-    month_start = datetime.fromtimestamp(windows.day_ends - 86_400, UTC).replace(day=1)
-    return UsageRecord.objects.filter(created__gte=month_start).aggregate(cost=Sum("cost_usd"))["cost"] or Decimal(0)
 
 
 def alert_recipients() -> list[str]:

@@ -125,6 +125,11 @@ class Windows:
     def ends(self) -> tuple[int, ...]:
         return (self.minute_ends, self.day_ends, self.day_ends, self.month_ends, self.month_ends, 0)
 
+    def starts(self) -> tuple[datetime, datetime, datetime]:
+        """When the minute, the day and the month began."""
+        day = datetime.fromtimestamp(self.day_ends - 86_400, UTC)
+        return datetime.fromtimestamp(self.minute_ends - 60, UTC), day, day.replace(day=1)
+
 
 @functools.lru_cache(maxsize=8)
 def _windows_of_minute(minute: int) -> Windows:
@@ -333,10 +338,15 @@ def site_cost(redis_client: redis.Redis, windows: Windows) -> int:
     value = redis_client.get(key)
     if value is not None:
         return int(value)
-    month_start = datetime.fromtimestamp(windows.day_ends - 86_400, UTC).replace(day=1)
-    total = UsageRecord.objects.filter(created__gte=month_start).aggregate(cost=Sum("cost_usd"))["cost"] or Decimal(0)
+    total = site_ledger_cost(windows)
     redis_client.set(key, int(total * MICRO_USD), nx=True, ex=max(60, windows.month_ends - int(time.time())) + 86_400)
     return int(redis_client.get(key) or 0)
+
+
+def site_ledger_cost(windows: Windows) -> Decimal:
+    """What all users together have spent this month, by the ledger."""
+    month_start = windows.starts()[2]
+    return UsageRecord.objects.filter(created__gte=month_start).aggregate(cost=Sum("cost_usd"))["cost"] or Decimal(0)
 
 
 def ledger_totals(user_id: int, windows: Windows) -> tuple[int, int, int, int, int]:
@@ -347,10 +357,7 @@ def ledger_totals(user_id: int, windows: Windows) -> tuple[int, int, int, int, i
     def since(start: datetime) -> datetime:
         return max(start, reset) if reset is not None else start
 
-    minute_start = since(datetime.fromtimestamp(windows.minute_ends - 60, UTC))
-    day_start = datetime.fromtimestamp(windows.day_ends - 86_400, UTC)
-    month_start = since(day_start.replace(day=1))
-    day_start = since(day_start)
+    minute_start, day_start, month_start = (since(start) for start in windows.starts())
     sends = Message.objects.filter(conversation__owner_id=user_id, role=Message.Role.USER)
     ledger = UsageRecord.objects.filter(user_id=user_id)
     today = ledger.filter(created__gte=day_start).aggregate(p=Sum("prompt_tokens"), c=Sum("completion_tokens"))

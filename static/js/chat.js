@@ -596,9 +596,9 @@ function usedText(allowance) {
 }
 
 /** Pause sending until `until` (ms since epoch; null: until the server says otherwise), with a live countdown. */
-function lockSending(text, until) {
+function lockSending(text, until, countdownLabel = "Resets in") {
   clearInterval(state.lockTimer);
-  state.lock = { until };
+  state.lock = { until, countdownLabel };
   ui.limitText.textContent = text;
   ui.banner.hidden = false;
   showComposerError("");
@@ -626,7 +626,7 @@ function tick() {
     loadUsage();
     return;
   }
-  ui.countdown.textContent = `Resets in ${countdownText(seconds)}`;
+  ui.countdown.textContent = `${state.lock.countdownLabel} ${countdownText(seconds)}`;
 }
 
 function showLimit(event) {
@@ -635,7 +635,12 @@ function showLimit(event) {
   // resets_in, not resets_at: it counts from the server's clock, so a wrong clock here cannot matter.
   const seconds = limit.resets_in ?? event.retry_after ?? 2;
   const text = limit.label ? `You have reached your plan's limit of ${limit.label}.` : event.text;
-  lockSending(limit.resets_in == null ? `${text} Wait for a reply to finish.` : text, Date.now() + seconds * 1000);
+  if (limit.resets_in == null) {
+    // Replies at a time: a slot frees when one of them ends, which this page may not see.
+    lockSending(`${text} Wait for a reply to finish.`, Date.now() + seconds * 1000, "Try again in");
+  } else {
+    lockSending(text, Date.now() + seconds * 1000);
+  }
 }
 
 function renderUsage(usage) {

@@ -112,3 +112,25 @@ def test_a_spent_budget_or_a_suspension_shows_when_the_page_opens(context, free_
     assert "suspended" in page.inner_text("#limit-text") and page.inner_text("#limit-countdown") == ""
     assert page.is_disabled("#send-button")
     assert not errors, f"JavaScript errors: {errors}"
+
+
+def test_replies_at_a_time_say_to_wait_for_one_to_finish(free_plan, page, context):
+    Plan.objects.filter(pk=free_plan.pk).update(concurrent_replies=1)
+    page.fill("#composer-input", "long one /words 400 /slow 30")
+    page.press("#composer-input", "Enter")
+    page.wait_for_function(f"{LAST_REPLY}?.dataset.status === 'streaming'")
+    other = context.new_page()  # a second tab, on a new conversation
+    other.goto("/")
+    other.fill("#composer-input", "meanwhile")
+    other.press("#composer-input", "Enter")
+    other.wait_for_selector("#limit-banner:not([hidden])")
+    assert other.inner_text("#limit-text") == (
+        "You have reached your plan's limit of 1 reply at a time. Wait for a reply to finish."
+    )
+    assert re.fullmatch(r"Try again in 0:0\d", other.inner_text("#limit-countdown"))
+    page.click("#stop-button")
+    page.wait_for_function(f"{LAST_REPLY}?.dataset.status === 'stopped'")
+    other.wait_for_selector("#limit-banner", state="hidden", timeout=10_000)  # the short pause ends by itself
+    other.press("#composer-input", "Enter")
+    other.wait_for_function(f"{LAST_REPLY}?.dataset.status === 'complete'")
+    assert other.locator(".msg-user").count() == 1

@@ -176,6 +176,14 @@ def fallback_when_refused(limits: EffectiveLimits, model: ChatModel, refused: Ac
     )
 
 
+def fell_back(user_id: int, refused: ActionError) -> None:
+    """The fallback model was admitted where the chosen one was refused: that was no refusal."""
+    try:
+        quotas.uncount_refusal(quotas.client(), user_id, refused.limit["name"], time.time())  # type: ignore[index]
+    except redis.RedisError:
+        logger.warning("Could not take back the refusal count of user %s", user_id, exc_info=True)
+
+
 def _fallback_model(limits: EffectiveLimits) -> ChatModel | None:
     """The plan's fallback model, if it can be called: one nobody can call would only turn a reply into an error."""
     from chat.providers import configured_providers

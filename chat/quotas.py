@@ -385,6 +385,13 @@ def reset_counters(user: User, by: User | None, note: str = "") -> CounterReset:
     return reset
 
 
+def uncount_refusal(redis_client: redis.Redis, user_id: int, limit: str, now: float) -> None:
+    """Take back a refusal the admission script counted, when the call went ahead after all (on
+    the plan's fallback model): the admins' chart counts calls that were turned away."""
+    field = f"{user_id}:{LIMIT_NAMES.index(limit) + 1}"
+    redis_client.hincrby(refusals_key(Windows.at(now).day), field, -1)
+
+
 def refusal_counts(days: list[str]) -> dict[tuple[str, int, str], int]:
     """Refused calls by (day as YYYYMMDD, user id, limit name), for the given days."""
     pipe = client().pipeline(transaction=False)
@@ -393,6 +400,8 @@ def refusal_counts(days: list[str]) -> dict[tuple[str, int, str], int]:
     counts: dict[tuple[str, int, str], int] = {}
     for day, fields in zip(days, pipe.execute(), strict=True):
         for field, count in fields.items():
+            if int(count) <= 0:
+                continue  # every refusal of it was taken back
             user_id, _, index = field.decode().partition(":")
             counts[(day, int(user_id), LIMIT_NAMES[int(index) - 1])] = int(count)
     return counts

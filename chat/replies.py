@@ -118,6 +118,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
                 model, fallback_notice = fallback
                 call = _CallShape.of(model, conversation.system_prompt, turns, limits.max_output_tokens)
                 reservation = admission.reserve(user.pk, limits, call.pricing, call.prompt_estimate, call.max_output)
+                admission.fell_back(user.pk, refused)
             fitted, max_output, prompt_estimate, pricing = call.fitted, call.max_output, call.prompt_estimate, call.pricing
             now = timezone.now()
             user_message = Message(

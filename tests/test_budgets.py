@@ -1,6 +1,7 @@
 """Budgets beyond admission: refusals counted for admins, the fallback model past a share of the
 monthly cost, free calls past a spent budget, and crashed replies charged and settled."""
 
+import asyncio
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -146,6 +147,9 @@ async def test_a_budget_too_small_for_the_chosen_model_falls_back_instead_of_ref
         "What is left of this month's budget cannot cover a reply from Priced demo, so Parley demo (offline) answers instead"
     )
     assert (await finish(alice, event)).status == "complete"
+    day = quotas.Windows.at(time.time()).day
+    counts = await asyncio.to_thread(quotas.refusal_counts, [day])
+    assert (day, alice.pk, "cost_per_month") not in counts  # served by the fallback: not a refusal
 
 
 @pytest.mark.django_db(transaction=True)
@@ -161,3 +165,5 @@ async def test_without_a_fallback_model_a_budget_too_small_refuses(priced, alice
         await replies.send_message(alice, None, "hello", "priced-demo")
     assert refused.value.code == "quota_exceeded" and refused.value.limit["name"] == "cost_per_month"
     assert not await Message.objects.filter(conversation__owner=alice).aexists()
+    day = quotas.Windows.at(time.time()).day
+    assert (await asyncio.to_thread(quotas.refusal_counts, [day]))[(day, alice.pk, "cost_per_month")] == 1

@@ -96,7 +96,7 @@ const state = {
   stopping: new Set(),
   nextRef: 1,
   awaitingTitle: false, // the open conversation's automatic title is still to come
-  lock: null, // sending is paused by a plan limit: {until: ms since epoch, or null until told otherwise}
+  lock: null, // sending is paused by a plan limit: {until: ms since epoch (null: until told otherwise), countdownLabel}
   lockTimer: null,
 };
 

@@ -35,11 +35,14 @@ def json_error(
 
 
 def rate_limit_headers(limit: dict[str, Any]) -> dict[str, str]:
-    """The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers), naming the limit that was hit."""
+    """The IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers), naming the limit that was hit.
+    Their quotas are integers: a dollar budget is given in cents there (the body has dollars)."""
+    scale, unit = (100, ';qu="usd-cents"') if limit["unit"] == "usd" else (1, "")
+    allowed, remaining = int(limit["allowed"] * scale), int(limit["remaining"] * scale)
     headers = {
-        "RateLimit-Limit": str(limit["allowed"]),
-        "RateLimit-Remaining": str(limit["remaining"]),
-        "RateLimit-Policy": f'{limit["allowed"]};name="{limit["name"]}"',
+        "RateLimit-Limit": str(allowed),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Policy": f'{allowed};name="{limit["name"]}"{unit}',
     }
     if limit["resets_in"] is not None:
         headers["RateLimit-Reset"] = str(limit["resets_in"])

@@ -4,6 +4,7 @@ concurrent replies, and reservations settled to the ledger. Two daphne processes
 import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -135,6 +136,22 @@ def test_a_token_budget_refuses_a_call_it_cannot_cover(alice):
     client.force_login(alice)
     refused = post_message(client, "hi")
     assert refused.status_code == 429 and refused.json()["error"]["limit"]["name"] == "tokens_per_day"
+    assert refused["RateLimit-Limit"] == "500" and refused["RateLimit-Remaining"] == "500"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cost_budget_is_in_cents_in_the_headers_and_in_dollars_in_the_body(alice):
+    ChatModel.objects.filter(name="parley-demo").update(output_price_per_million=Decimal(1000))
+    set_free(cost_per_month=Decimal("1.00"))  # the demo model's 1,024 tokens at $0.001: more than $1.00
+    client = Client()
+    client.force_login(alice)
+    refused = post_message(client, "hi")
+    assert refused.status_code == 429
+    limit = refused.json()["error"]["limit"]
+    assert (limit["name"], limit["unit"], limit["allowed"], limit["remaining"]) == ("cost_per_month", "usd", 1.0, 1.0)
+    assert limit["label"] == "$1.00 of model use a month"
+    assert refused["RateLimit-Limit"] == "100" and refused["RateLimit-Remaining"] == "100"
+    assert refused["RateLimit-Policy"] == '100;name="cost_per_month";qu="usd-cents"'
 
 
 @pytest.mark.live

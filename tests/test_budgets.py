@@ -167,3 +167,12 @@ async def test_without_a_fallback_model_a_budget_too_small_refuses(priced, alice
     assert not await Message.objects.filter(conversation__owner=alice).aexists()
     day = quotas.Windows.at(time.time()).day
     assert (await asyncio.to_thread(quotas.refusal_counts, [day]))[(day, alice.pk, "cost_per_month")] == 1
+
+
+def test_estimates_count_non_ascii_text_at_about_a_token_a_character():
+    from chat.providers.base import Provider
+
+    # Four characters a token would reserve a quarter of what Chinese text costs.
+    assert Provider().estimate_tokens("你好" * 100) >= 200 and usage.estimate_tokens("你好" * 100) >= 200
+    assert Provider().estimate_tokens("word " * 80) == 101 and usage.estimate_tokens("word " * 80) == 100
+    assert usage.estimate_tokens("café") == 1  # one accented letter: one extra byte, under a token

@@ -152,8 +152,11 @@ class Provider:
         """Release what the adapter holds for the running event loop (pooled connections)."""
 
     def estimate_tokens(self, text: str) -> int:
-        """A cheap upper-ish estimate (about 4 characters a token) used to fit history in context."""
-        return len(text) // 4 + 1
+        """A cheap upper-ish estimate, to fit history in context and reserve a call's budget: about
+        four characters a token for ASCII, and about a token a character for the rest (CJK text
+        takes one or two tokens a character, so four characters a token would reserve far too little)."""
+        beyond_ascii = len(text.encode()) - len(text)  # 1 to 3 extra bytes a character
+        return len(text) // 4 + beyond_ascii // 2 + 1
 
 
 class _SilenceTimer:

@@ -16,6 +16,9 @@ from chat.streams import get_hub
 
 logger = logging.getLogger(__name__)
 
+# Counted in characters for a text frame. A longer frame is answered `message_too_long` and the
+# socket stays open; daphne reads messages up to 1 MiB (parley/transport.py), where every frame
+# within this limit fits, and closes the socket with 1009 on a larger one.
 MAX_FRAME_BYTES = 256 * 1024
 MAX_ATTACHMENTS = 32
 CLOSE_UNAUTHENTICATED = 4401
@@ -55,8 +58,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         raw = text_data if text_data is not None else bytes_data
-        if raw is None or len(raw) > MAX_FRAME_BYTES:
-            await self.send_event(events.request_error("invalid_frame", "Frames must be JSON text of at most 256 KiB."))
+        if raw is None:
+            await self.send_event(events.request_error("invalid_frame", "Frames must be JSON text."))
+            return
+        if len(raw) > MAX_FRAME_BYTES:
+            await self.send_event(events.request_error("message_too_long", "A frame must be at most 256 KiB."))
             return
         try:
             frame = orjson.loads(raw)

@@ -136,5 +136,5 @@ async def test_oversized_frame_is_refused(alice):
     await communicator.connect()
     await communicator.send_to(text_data='{"type": "send", "content": "' + "x" * 300_000 + '"}')
     error = await communicator.receive_json_from(timeout=5)
-    assert error["code"] == "invalid_frame"
+    assert error["code"] == "message_too_long"
     await communicator.disconnect()

@@ -62,10 +62,10 @@ def parse_pk(value: object) -> int:
     """An id from a client (a number, or digits in a string); anything else is simply not found."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ActionError("not_found")
-    try:
-        pk = int(value)
-    except ValueError:
-        raise ActionError("not_found") from None
+    # int() would also take " 12", "1_2" and other scripts' digits ("１２"): ids are ASCII digits only.
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and len(value) <= 19):
+        raise ActionError("not_found")
+    pk = int(value)
     if not 0 < pk <= MAX_PK:
         raise ActionError("not_found")
     return pk

@@ -72,8 +72,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not isinstance(frame, dict):
             await self.send_event(events.request_error("invalid_frame", "A frame must be a JSON object."))
             return
+        problem = _malformed(frame)
+        if problem:
+            await self.send_event(events.request_error("invalid_frame", problem, ref=_echoable(frame.get("ref"))))
+            return
         ref = frame.get("ref")
-        handler = self.handlers.get(frame.get("type"))  # type: ignore[arg-type]
+        handler = self.handlers.get(frame.get("type", ""))
         if handler is None:
             await self.send_event(events.request_error("invalid_frame", "Unknown frame type; use send, attach, stop or detach.", ref=ref))
             return
@@ -81,6 +85,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await handler(self, frame)
         except ActionError as error:
             await self.send_event(error.event(ref))
+        except Exception:
+            # One frame's failure must not close the socket (1011) and with it every reply it follows.
+            logger.exception("A %s frame failed", frame["type"])
+            await self.send_event(events.request_error("server_error", ref=ref))
 
     async def on_send(self, frame: dict[str, Any]) -> None:
         event = await send_message(
@@ -92,9 +100,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._attach(event["assistant_message"]["id"], "", own=True)
 
     async def on_attach(self, frame: dict[str, Any]) -> None:
-        message_id = frame.get("message")
-        if not isinstance(message_id, int) or isinstance(message_id, bool):
-            raise ActionError("invalid_input", "message must be a message id.")
+        message_id = _message_id(frame)
         if events.parse_cursor(frame.get("after")) is None:
             raise ActionError("invalid_input", 'after must be a cursor such as "120-0".')
         if message_id not in self.attachments and len(self.attachments) >= MAX_ATTACHMENTS:
@@ -107,7 +113,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_event({"type": "stopping", **result, "ref": frame["ref"]})
 
     async def on_detach(self, frame: dict[str, Any]) -> None:
-        task = self.attachments.pop(frame.get("message"), None)  # type: ignore[arg-type]
+        task = self.attachments.pop(_message_id(frame), None)
         if task is not None:
             task.cancel()
 
@@ -148,6 +154,40 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def send_event(self, event: dict[str, Any]) -> None:
         await self.base_send({"type": "websocket.send", "text": orjson.dumps(event).decode()})
+
+
+SCALAR_FIELDS = ("conversation", "content", "model", "message", "after")
+MAX_REF_CHARS = 200
+
+
+def _malformed(frame: dict[str, Any]) -> str:
+    """What makes a frame unreadable, before any field is used: a type that is not a name, a list or
+    an object where a value belongs, a `ref` that cannot be echoed back. Empty when it reads."""
+    if not isinstance(frame.get("type"), str):
+        return "type must be one of send, attach, stop or detach."
+    for name in SCALAR_FIELDS:
+        if isinstance(frame.get(name), list | dict):
+            return f"{name} must be a single value, not a list or an object."
+    if _echoable(frame.get("ref")) != frame.get("ref"):
+        return f"ref must be a string of at most {MAX_REF_CHARS} characters or a number."
+    return ""
+
+
+def _echoable(ref: object) -> object:
+    """A ref the answer can carry back; anything else (deeply nested JSON, megabytes) is dropped."""
+    if ref is None or (isinstance(ref, str) and len(ref) <= MAX_REF_CHARS):
+        return ref
+    if isinstance(ref, int | float) and not isinstance(ref, bool):
+        return ref
+    return None
+
+
+def _message_id(frame: dict[str, Any]) -> int:
+    """The frame's reply id; it keys this socket's attachments, so it must be a plain integer."""
+    message_id = frame.get("message")
+    if not isinstance(message_id, int) or isinstance(message_id, bool):
+        raise ActionError("invalid_input", "message must be a message id.")
+    return message_id
 
 
 async def _follow_own_send(message_id: int) -> AsyncIterator[list[bytes]]:

@@ -9,7 +9,8 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from chat.providers.base import HTTP_STATUS, PLAIN_WORDS, ErrorCode
 
-CURSOR_RE = re.compile(r"^(\d{1,12})(?:-(\d{1,6}))?$")
+# ASCII digits only: `\d` would also read full-width and other scripts' digits ("１２-0" as 12).
+CURSOR_RE = re.compile(r"^([0-9]{1,12})(?:-([0-9]{1,6}))?$")
 
 
 class DeltaEvent(TypedDict):
@@ -116,6 +117,10 @@ REQUEST_ERRORS: dict[str, tuple[int, str]] = {
     "not_authenticated": (401, "Sign in first."),
     "forbidden": (403, "Not allowed."),
     "method_not_allowed": (405, "Method not allowed."),
+    "unsupported_media_type": (415, "Send the body as JSON (Content-Type: application/json)."),
+    "uri_too_long": (414, "The web address is too long: at most 16 KiB."),
+    "headers_too_large": (431, "A request header is too long: at most 16 KiB."),
+    "server_error": (500, "Something went wrong on the server. Try again."),
     "busy": (503, "Parley is busy right now. Try again in a few seconds."),
     "conversation_busy": (409, "A reply is still being written in this conversation. Wait for it or press Stop."),
     "already_finished": (409, "That reply has already finished."),

@@ -2,7 +2,8 @@
 
 Daphne creates its event loop when `daphne.server` is imported (it installs Twisted's asyncio
 reactor on it), so the uvloop policy has to be set before that import; this launcher does that and
-then runs daphne's own command line unchanged. Without uvloop installed it is plain daphne.
+then runs daphne's command line, whose server answers requests over its size limits rather than
+dropping them (parley/transport.py). Without uvloop installed it runs on asyncio's own loop.
 Measured with bench/load.py: see docs/benchmarks.md.
 """
 
@@ -22,7 +23,7 @@ def main() -> None:
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     # Imports daphne.server, which creates the event loop: only now, with the policy set.
-    from daphne.cli import CommandLineInterface
+    from parley.transport import CommandLineInterface
     from twisted.internet import reactor
 
     reactor.addSystemEventTrigger("before", "shutdown", _interrupt_running_replies)

@@ -9,7 +9,7 @@ import orjson
 import redis
 from django.conf import settings
 from django.core.paginator import InvalidPage, Paginator
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, RawPostDataException, StreamingHttpResponse
 
 from chat import actions, admission, events
 from chat.actions import ActionError
@@ -50,6 +50,8 @@ def rate_limit_headers(limit: dict[str, Any]) -> dict[str, str]:
 
 
 def read_json(request: HttpRequest) -> dict[str, Any]:
+    if not _is_json(request.content_type) and _has_body(request):
+        raise ActionError("unsupported_media_type")
     if not request.body:
         return {}
     try:
@@ -59,6 +61,20 @@ def read_json(request: HttpRequest) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ActionError("invalid_input", "The body must be a JSON object.")
     return data
+
+
+def _is_json(content_type: str) -> bool:
+    """JSON by name (`application/json`, `application/merge-patch+json`, ...), or a body sent without a type."""
+    return content_type in {"", "application/json"} or content_type.endswith("+json")
+
+
+def _has_body(request: HttpRequest) -> bool:
+    # The CSRF check of a cookie session looks for its token among the form fields of a POST, and
+    # parsing a multipart form consumes the raw body: that refusal to hand it out means there was one.
+    try:
+        return bool(request.body)
+    except RawPostDataException:
+        return True
 
 
 def api_view(methods: set[str]) -> Callable[..., Any]:

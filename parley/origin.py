@@ -1,12 +1,23 @@
-"""WebSocket Origin check: browsers must come from an allowed host; scripts without Origin need a token."""
+"""WebSocket Origin check: a browser's handshake must come from the site itself; scripts without
+Origin need a token.
+
+Browsers send cookies with a WebSocket handshake from any page of the same site, and a site's
+cookies ignore ports and schemes: a page on `http://127.0.0.1:9999` would open the socket of the
+user signed in on `http://127.0.0.1:8000` with their session. So the Origin must name this site
+exactly, scheme, host and port, as Django's CSRF check demands of a cookie-authenticated POST
+(django.middleware.csrf `_origin_verified`), or be listed in `CSRF_TRUSTED_ORIGINS`.
+"""
 
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
+from django.utils.http import is_same_domain
 
 from accounts.middleware import bearer_from_header
+
+CLOSE_FORBIDDEN_ORIGIN = 4403
 
 
 class OriginCheck:
@@ -16,7 +27,7 @@ class OriginCheck:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] == "websocket" and not self.allowed(scope):
             await receive()  # the websocket.connect event
-            await send({"type": "websocket.close", "code": 4403})
+            await send({"type": "websocket.close", "code": CLOSE_FORBIDDEN_ORIGIN})
             return None
         return await self.application(scope, receive, send)
 
@@ -27,9 +38,34 @@ class OriginCheck:
         if origin is None:
             # Browsers always send Origin, so a handshake without one is a script: it must bring a token.
             return bearer_from_header(headers.get(b"authorization")) is not None
-        parsed = urlsplit(origin.decode("latin-1"))
-        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
-            return False
-        hostname = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
-        origin_text = f"{parsed.scheme}://{parsed.netloc}"
-        return validate_host(hostname, settings.ALLOWED_HOSTS) or origin_text in settings.CSRF_TRUSTED_ORIGINS
+        return origin_allowed(origin.decode("latin-1"), headers.get(b"host", b"").decode("latin-1"), is_secure(scope, headers))
+
+
+def is_secure(scope: dict[str, Any], headers: dict[bytes, bytes]) -> bool:
+    """As `HttpRequest.is_secure()`: TLS to this process, or a trusted proxy's header saying so."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        name, value = settings.SECURE_PROXY_SSL_HEADER
+        header = name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
+        forwarded = headers.get(header)
+        if forwarded is not None:
+            return forwarded.decode("latin-1").split(",")[0].strip() == value
+    return scope.get("scheme") in {"wss", "https"}
+
+
+def origin_allowed(origin: str, host: str, secure: bool) -> bool:
+    """The rule Django's CSRF middleware applies to an Origin header, for a request to `host`."""
+    domain, _ = split_domain_port(host)
+    if domain and validate_host(domain, settings.ALLOWED_HOSTS) and origin == f"{'https' if secure else 'http'}://{host}":
+        return True
+    if origin in settings.CSRF_TRUSTED_ORIGINS:
+        return True
+    try:
+        parsed = urlsplit(origin)
+    except ValueError:
+        return False
+    # "https://*.example.com" trusts example.com's subdomains, as it does for Django's CSRF check.
+    wildcards = (urlsplit(trusted) for trusted in settings.CSRF_TRUSTED_ORIGINS if "*" in trusted)
+    return any(
+        trusted.scheme == parsed.scheme and is_same_domain(parsed.netloc, trusted.netloc.lstrip("*"))
+        for trusted in wildcards
+    )

@@ -8,8 +8,11 @@ from channels.testing import WebsocketCommunicator
 from parley.asgi import application
 
 
-async def connect(user: Any = None, origin: bytes | None = b"http://localhost", headers: list | None = None) -> WebsocketCommunicator:
-    all_headers = list(headers or [])
+async def connect(
+    user: Any = None, origin: bytes | None = b"http://localhost", headers: list | None = None, host: bytes = b"localhost"
+) -> WebsocketCommunicator:
+    """A browser-like handshake: a page of http://localhost opening the socket of that same host."""
+    all_headers = [(b"host", host), *(headers or [])]
     if origin is not None:
         all_headers.append((b"origin", origin))
     communicator = WebsocketCommunicator(application, "/ws/chat/", headers=all_headers)

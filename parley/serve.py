@@ -5,10 +5,14 @@ reactor on it), so the uvloop policy has to be set before that import; this laun
 then runs daphne's command line, whose server answers requests over its size limits rather than
 dropping them (parley/transport.py). Without uvloop installed it runs on asyncio's own loop.
 Measured with bench/load.py: see docs/benchmarks.md.
+
+Responses carry no `Server` header (daphne's default names itself, on HTTP responses and WebSocket
+handshakes alike); `--server-name NAME` on the command line still sets one.
 """
 
 import asyncio
 import logging
+import sys
 
 logger = logging.getLogger("parley.serve")
 # Time for the running replies' final writes at shutdown (a database write and a Redis flush each).
@@ -27,7 +31,8 @@ def main() -> None:
     from twisted.internet import reactor
 
     reactor.addSystemEventTrigger("before", "shutdown", _interrupt_running_replies)
-    CommandLineInterface.entrypoint()
+    # First, so that a --server-name given on the command line, parsed later, wins.
+    CommandLineInterface().run(["--no-server-name", *sys.argv[1:]])
 
 
 def _interrupt_running_replies() -> object:

@@ -16,7 +16,7 @@ from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponse
-from django.middleware import clickjacking, common, csrf, security
+from django.middleware import clickjacking, common, csp, csrf, security
 
 
 class InlineHooks:
@@ -47,7 +47,19 @@ class InlineHooks:
 
 
 class SecurityMiddleware(InlineHooks, security.SecurityMiddleware):
-    pass
+    """Also sends Permissions-Policy, which Django has no setting for."""
+
+    def __init__(self, get_response: Any) -> None:
+        super().__init__(get_response)
+        self.permissions_policy = ", ".join(
+            f"{feature}=({' '.join(allowed)})" for feature, allowed in settings.PARLEY_PERMISSIONS_POLICY.items()
+        )
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response = super().process_response(request, response)
+        if self.permissions_policy:
+            response.headers.setdefault("Permissions-Policy", self.permissions_policy)
+        return response
 
 
 class CommonMiddleware(InlineHooks, common.CommonMiddleware):
@@ -77,3 +89,7 @@ class MessageMiddleware(InlineHooks, messages.MessageMiddleware):
 
 class XFrameOptionsMiddleware(InlineHooks, clickjacking.XFrameOptionsMiddleware):
     pass
+
+
+class ContentSecurityPolicyMiddleware(InlineHooks, csp.ContentSecurityPolicyMiddleware):
+    """Gives the request its lazy nonce and the response its policy."""

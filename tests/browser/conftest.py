@@ -17,6 +17,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PASSWORD = "browser-pass-123456"
+# What Chromium logs when the Content-Security-Policy blocks something, or cannot read the Permissions-Policy.
+POLICY_MESSAGES = ("Content Security Policy", "Permissions-Policy")
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => window.parleyPolicyViolation(
+  `${event.effectiveDirective} blocked ${event.blockedURI || "inline code"} in ${event.sourceFile || event.documentURI}:${event.lineNumber}`));
+"""
 
 
 def _unavailable(reason: str) -> None:
@@ -53,10 +59,24 @@ def browser(live_app) -> Iterator["object"]:
 
 @pytest.fixture
 def context(browser, live_app):
+    """A browser profile; anything the pages' policies block in it fails the test. The CSP forbids
+    eval, so `wait_for_function` takes a function (`"() => ..."`), not a bare expression."""
     context = browser.new_context(base_url=live_app.url, viewport={"width": 1200, "height": 820})
     context.set_default_timeout(15_000)
+    violations = watch_policies(context)
     yield context
     context.close()
+    assert not violations, f"Blocked by the page's policies: {violations}"
+
+
+def watch_policies(context) -> list[str]:
+    """Collects, from every page of the context, Chromium's console reports of the policies and the
+    securitypolicyviolation events (the init script is the browser's, so the CSP does not apply to it)."""
+    found: list[str] = []
+    context.on("console", lambda message: found.extend([message.text] if any(text in message.text for text in POLICY_MESSAGES) else []))
+    context.expose_binding("parleyPolicyViolation", lambda source, text: found.append(text))
+    context.add_init_script(REPORT_VIOLATIONS)
+    return found
 
 
 @pytest.fixture

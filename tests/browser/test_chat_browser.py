@@ -35,12 +35,12 @@ def reply_status(page) -> str:
 
 
 def wait_for_status(page, status: str, timeout: float = 30_000) -> None:
-    page.wait_for_function(f"{LAST_REPLY}?.dataset.status === {status!r}", timeout=timeout)
+    page.wait_for_function(f"() => {LAST_REPLY}?.dataset.status === {status!r}", timeout=timeout)
 
 
 def wait_for_words(page, count: int) -> None:
     page.wait_for_function(
-        f"({LAST_REPLY}?.querySelector('.msg-body').innerText.match(/word\\d+/g) || []).length >= {count}"
+        f"() => ({LAST_REPLY}?.querySelector('.msg-body').innerText.match(/word\\d+/g) || []).length >= {count}"
     )
 
 
@@ -153,9 +153,9 @@ def test_a_tab_already_open_follows_a_send_from_another_tab(page, context):
     wait_for_status(page, "complete")
     watcher = context.new_page()
     watcher.goto(page.url)
-    watcher.wait_for_function("document.getElementById('connection').dataset.status === 'open'")
+    watcher.wait_for_function("() => document.getElementById('connection').dataset.status === 'open'")
     send(page, "second message /words 60 /slow 40")
-    watcher.wait_for_function("document.querySelectorAll('.msg-assistant').length === 2")
+    watcher.wait_for_function("() => document.querySelectorAll('.msg-assistant').length === 2")
     lengths = []
     while reply_status(watcher) != "complete" and len(lengths) < 200:
         lengths.append(len(reply_text(watcher)))
@@ -168,7 +168,7 @@ def test_a_tab_already_open_follows_a_send_from_another_tab(page, context):
 def test_the_automatic_title_appears_without_a_reload(page):
     send(page, "Plan a weekend in Lisbon /words 3")
     wait_for_status(page, "complete")
-    page.wait_for_function("document.title.startsWith('Plan a weekend in Lisbon')", timeout=20_000)
+    page.wait_for_function("() => document.title.startsWith('Plan a weekend in Lisbon')", timeout=20_000)
     page.wait_for_selector("#sidebar >> text=Plan a weekend in Lisbon", timeout=20_000)
 
 
@@ -182,11 +182,11 @@ def test_network_blip_loses_nothing(page):
 
     page.route_web_socket(re.compile(r"/ws/chat/$"), route)
     page.reload()
-    page.wait_for_function("document.getElementById('connection').dataset.status === 'open'")
+    page.wait_for_function("() => document.getElementById('connection').dataset.status === 'open'")
     send(page, "/words 80 /slow 40")
     wait_for_words(page, 10)
     sockets[-1].close(code=4000, reason="blip")
-    page.wait_for_function("document.getElementById('connection').dataset.status === 'reconnecting'", timeout=5000)
+    page.wait_for_function("() => document.getElementById('connection').dataset.status === 'reconnecting'", timeout=5000)
     wait_for_status(page, "complete")
     assert reply_text(page) == words(80)
     assert len(sockets) >= 2, "the page opened a new socket"
@@ -242,7 +242,7 @@ def test_phone_width(context, user):
     assert width <= 375, "nothing overflows sideways"
     phone.screenshot(path="/tmp/parley-phone.png")
     phone.click("#sidebar-toggle")
-    phone.wait_for_function("document.getElementById('sidebar').getBoundingClientRect().x >= 0")
+    phone.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().x >= 0")
     phone.screenshot(path="/tmp/parley-phone-sidebar.png")
 
 

@@ -30,8 +30,8 @@ def send_and_finish(page, text: str) -> None:
     count = page.locator(".msg-assistant").count()
     page.fill("#composer-input", text)
     page.press("#composer-input", "Enter")
-    page.wait_for_function(f"document.querySelectorAll('.msg-assistant').length > {count}")
-    page.wait_for_function(f"{LAST_REPLY}.dataset.status === 'complete'")
+    page.wait_for_function(f"() => document.querySelectorAll('.msg-assistant').length > {count}")
+    page.wait_for_function(f"() => {LAST_REPLY}.dataset.status === 'complete'")
 
 
 def countdown(page) -> int:
@@ -85,7 +85,7 @@ def test_the_meter_shows_what_is_left_today_and_this_month(free_plan, page):
     assert "Today: 300 messages · 200K tokens left" in before
     assert "This month: $2.00 left" in before
     send_and_finish(page, "/words 40")
-    page.wait_for_function("!document.querySelector('#usage-meter').innerText.includes('300 messages')")
+    page.wait_for_function("() => !document.querySelector('#usage-meter').innerText.includes('300 messages')")
     after = page.inner_text("#usage-meter")
     assert "Today: 299 messages" in after and "This month: $2.00 left" in after  # the demo model is free
     detail = page.get_attribute(".usage-item", "title")  # exact numbers behind the rounded ones
@@ -118,7 +118,7 @@ def test_replies_at_a_time_say_to_wait_for_one_to_finish(free_plan, page, contex
     Plan.objects.filter(pk=free_plan.pk).update(concurrent_replies=1)
     page.fill("#composer-input", "long one /words 400 /slow 30")
     page.press("#composer-input", "Enter")
-    page.wait_for_function(f"{LAST_REPLY}?.dataset.status === 'streaming'")
+    page.wait_for_function(f"() => {LAST_REPLY}?.dataset.status === 'streaming'")
     other = context.new_page()  # a second tab, on a new conversation
     other.goto("/")
     other.fill("#composer-input", "meanwhile")
@@ -129,8 +129,8 @@ def test_replies_at_a_time_say_to_wait_for_one_to_finish(free_plan, page, contex
     )
     assert re.fullmatch(r"Try again in 0:0\d", other.inner_text("#limit-countdown"))
     page.click("#stop-button")
-    page.wait_for_function(f"{LAST_REPLY}?.dataset.status === 'stopped'")
+    page.wait_for_function(f"() => {LAST_REPLY}?.dataset.status === 'stopped'")
     other.wait_for_selector("#limit-banner", state="hidden", timeout=10_000)  # the short pause ends by itself
     other.press("#composer-input", "Enter")
-    other.wait_for_function(f"{LAST_REPLY}?.dataset.status === 'complete'")
+    other.wait_for_function(f"() => {LAST_REPLY}?.dataset.status === 'complete'")
     assert other.locator(".msg-user").count() == 1

@@ -1,16 +1,18 @@
 import redis
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet, Sum
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from accounts.models import ApiToken, CounterReset, Plan, PlanOverride, User
+from accounts import throttle
+from accounts.models import ApiToken, AuthEvent, CounterReset, Invitation, Plan, PlanOverride, SiteSettings, User
 from parley.admin import ViewOnlyAdmin
 
 LIMIT_FIELDSETS = (
@@ -188,3 +190,71 @@ class CounterResetAdmin(ViewOnlyAdmin):
     list_select_related = ["user", "by"]
     search_fields = ["user__username", "by__username", "note"]
     date_hierarchy = "at"
+
+
+@admin.register(SiteSettings)
+class SiteSettingsAdmin(admin.ModelAdmin):
+    """One row: the list goes straight to it. Changes apply from the next request."""
+
+    fields = ["signup"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
+        site, _ = SiteSettings.objects.get_or_create(pk=1)
+        return HttpResponseRedirect(reverse("admin:accounts_sitesettings_change", args=[site.pk]))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "email", "created_by", "created", "expires", "used_by", "used_at"]
+    list_filter = [("used_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["created_by", "used_by"]
+    search_fields = ["code", "email", "used_by__username"]
+    fields = ["email", "expires", "link", "created_by", "created", "used_by", "used_at"]
+    readonly_fields = ["link", "created_by", "created", "used_by", "used_at"]
+
+    @admin.display(description="sign-up link")
+    def link(self, invitation: Invitation) -> str:
+        if invitation.pk is None:
+            return "Shown once saved."
+        url = f"{settings.PARLEY_PUBLIC_URL}{reverse('signup')}?invite={invitation.code}"
+        return format_html('<a href="{}">{}</a><br>Code: <code>{}</code>', url, url, invitation.code)
+
+    def save_model(self, request: HttpRequest, obj: Invitation, form: forms.ModelForm, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(AuthEvent)
+class AuthEventAdmin(ViewOnlyAdmin):
+    """Sign-in locks and refused sign-ups, written by the throttle (accounts/throttle.py)."""
+
+    list_display = ["at", "kind", "username", "address", "seconds"]
+    list_filter = ["kind"]
+    search_fields = ["username", "address"]
+    date_hierarchy = "at"
+    actions = ["lift"]
+
+    @admin.action(description="Lift the lock (and forget its failures)", permissions=["lift"])
+    def lift(self, request: HttpRequest, queryset: QuerySet[AuthEvent]) -> None:
+        events = list(queryset)
+        lifted = 0
+        try:
+            for event in events:
+                throttle.lift(event)
+                lifted += 1
+        except redis.RedisError:
+            self.message_user(request, f"Redis could not be reached: {lifted} of {len(events)} lifted. "
+                              "Try the others again when it is back.", messages.ERROR)
+            return
+        self.message_user(request, f"{lifted} lock{'' if lifted == 1 else 's'} lifted.", messages.SUCCESS)
+
+    def has_lift_permission(self, request: HttpRequest) -> bool:
+        # Ending a lock decides who may sign in: for those who may change users.
+        return request.user.has_perm("accounts.change_user")

@@ -1,6 +1,8 @@
 import hashlib
 import secrets
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -145,3 +147,105 @@ class CounterReset(models.Model):
 
     def __str__(self) -> str:
         return f"Counters of {self.user} reset at {self.at:%Y-%m-%d %H:%M}"
+
+
+class SiteSettings(models.Model):
+    """The site's switches that admins change without a restart: one row, read fresh where it is used."""
+
+    class SignUp(models.TextChoices):
+        OPEN = "open", "Open: anyone may create an account"
+        INVITATION = "invitation", "By invitation only"
+        CLOSED = "closed", "Closed: no new accounts"
+
+    signup = models.CharField("sign-up", max_length=20, choices=SignUp, default=SignUp.OPEN)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "site settings"
+
+    def __str__(self) -> str:
+        return "Site settings"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.pk = 1  # there is only ever the one row
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def current(cls) -> "SiteSettings":
+        """The row, or the defaults when admins never saved it (nothing is written on a read)."""
+        return cls.objects.filter(pk=1).first() or cls(pk=1)
+
+
+def new_invitation_code() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def in_two_weeks() -> datetime:
+    return timezone.now() + timedelta(days=14)
+
+
+class Invitation(models.Model):
+    """A one-time code that lets one person sign up, also while sign-up is by invitation only."""
+
+    code = models.CharField(max_length=40, unique=True, default=new_invitation_code, editable=False)
+    email = models.EmailField(blank=True, help_text="Whom it is for (optional); their account gets this address.")
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+    expires = models.DateTimeField(default=in_two_weeks)
+    used_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"Invitation {self.code[:6]}…" + (f" for {self.email}" if self.email else "")
+
+    def problem(self) -> str | None:
+        """Why this invitation cannot be used now, in plain words; None when it can."""
+        if self.used_at is not None:
+            return "This invitation has already been used."
+        if self.expires <= timezone.now():
+            return f"This invitation expired on {timezone.localtime(self.expires):%d %B %Y}."
+        return None
+
+    def claim(self, user: User) -> bool:
+        """Mark it used by `user`; False if another sign-up took it first (one conditional update)."""
+        now = timezone.now()
+        claimed = Invitation.objects.filter(pk=self.pk, used_at__isnull=True, expires__gt=now).update(
+            used_by=user, used_at=now
+        )
+        return claimed == 1
+
+
+class AuthEvent(models.Model):
+    """A sign-in lock or refused sign-ups, for admins. Failed attempts that lock nothing are not
+    stored (Redis counts them), and sign-ups refused for one address are noted once per hour, so
+    an attack adds a row per lock rather than per request; rows older than 90 days are dropped."""
+
+    class Kind(models.TextChoices):
+        ACCOUNT_AT_ADDRESS = "account_at_address", "Sign-in locked: account at one address"
+        ADDRESS = "address", "Sign-in locked: address, for accounts not used there"
+        ACCOUNT = "account", "Sign-in locked: account, at addresses not used before"
+        SIGNUP = "signup", "Sign-ups refused: address"
+
+    KEEP_DAYS = 90
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=20, choices=Kind)
+    username = models.CharField("username tried", max_length=150, blank=True)
+    address = models.CharField(max_length=50, help_text="The client's address (an IPv6 client's /64 network).")
+    seconds = models.PositiveIntegerField("for (seconds)")
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name = "lock or refused sign-up"
+        verbose_name_plural = "locks and refused sign-ups"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.username or self.address}) at {self.at:%Y-%m-%d %H:%M}"
+
+    @classmethod
+    def record(cls, kind: str, username: str, address: str, seconds: int) -> "AuthEvent":
+        now = timezone.now()
+        cls.objects.filter(at__lt=now - timedelta(days=cls.KEEP_DAYS)).delete()
+        return cls.objects.create(at=now, kind=kind, username=username[:150], address=address[:50], seconds=seconds)

@@ -1,14 +1,33 @@
-"""Sign-up and API tokens; log in, log out and password changes are Django's own auth views."""
+"""Sign-in, sign-up and API tokens; log out and password changes are Django's own auth views."""
 
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts.forms import SignupForm, TokenForm
-from accounts.models import ApiToken, User
+from accounts import throttle
+from accounts.forms import InvitationTaken, SignInForm, SignupForm, TokenForm
+from accounts.models import ApiToken, SiteSettings, User
+
+SIGNUP = SiteSettings.SignUp
+
+
+class SignInView(auth_views.LoginView):
+    """Django's log-in view; a sign-in the throttle refused is answered 429 with Retry-After."""
+
+    template_name = "accounts/login.html"
+    authentication_form = SignInForm
+    redirect_authenticated_user = True
+
+    def form_invalid(self, form: Form) -> HttpResponse:
+        return throttle.refused_status(self.request, super().form_invalid(form))
+
+    def get_context_data(self, **kwargs: object) -> dict[str, object]:
+        return {**super().get_context_data(**kwargs), "signup": SiteSettings.current().signup}
 
 
 @never_cache
@@ -16,13 +35,36 @@ from accounts.models import ApiToken, User
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("chat:home")
-    form = SignupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        # Several auth backends may be configured later; name the one that created the session.
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("chat:home")
-    return render(request, "accounts/signup.html", {"form": form}, status=422 if form.errors else 200)
+    mode = SiteSettings.current().signup
+    context: dict[str, object] = {"mode": mode}
+    if mode == SIGNUP.CLOSED:
+        return render(request, "accounts/signup.html", context, status=403 if request.method == "POST" else 200)
+    form = SignupForm(
+        request.POST or None, initial={"invite": request.GET.get("invite", "")},
+        invitation_required=mode == SIGNUP.INVITATION,
+    )
+    context["form"] = form
+    # Sign-ups an admin invited are not counted per address; only look at the count for the others.
+    invited = mode == SIGNUP.INVITATION or bool(request.POST.get("invite") or request.GET.get("invite"))
+    refusal = None if invited else throttle.signup_refusal(request, request.POST.get("username", ""))
+    if refusal is None and request.method == "POST" and form.is_valid():
+        if form.invitation is None:
+            refusal = throttle.signup_refusal(request, form.cleaned_data["username"], count=True)
+        if refusal is None:
+            try:
+                user = form.save()
+            except InvitationTaken:
+                form.add_error("invite", "This invitation has already been used.")
+            else:
+                # Name the backend that made the session: with two configured, login() cannot guess.
+                login(request, user, backend="accounts.backends.ThrottledModelBackend")
+                return redirect("chat:home")
+    if refusal is not None:
+        context["refusal"] = refusal
+        response = render(request, "accounts/signup.html", context, status=refusal.status)
+        response["Retry-After"] = str(refusal.seconds)
+        return response
+    return render(request, "accounts/signup.html", context, status=422 if form.errors else 200)
 
 
 def _active_tokens(user: User) -> list[ApiToken]:

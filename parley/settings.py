@@ -24,7 +24,7 @@ CSRF_FAILURE_VIEW = "chat.api.csrf_failure"
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "parley.admin_app.ParleyAdminConfig",  # django.contrib.admin with its log-in throttled (parley/admin.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -57,6 +57,9 @@ MIDDLEWARE = [
 ROOT_URLCONF = "parley.urls"
 ASGI_APPLICATION = "parley.asgi.application"
 AUTH_USER_MODEL = "accounts.User"
+# Sign-in is throttled in the backend (accounts/throttle.py). Django's own backend stays listed only so
+# that sessions made before the throttle keep working: the first backend ends every password check.
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:home"
 LOGOUT_REDIRECT_URL = "login"
@@ -222,6 +225,19 @@ PARLEY_CHECKPOINTS_MAX = env_int("PARLEY_CHECKPOINTS_MAX", 6, minimum=0)
 PARLEY_SSE_KEEPALIVE_SECONDS = env_float("PARLEY_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.1)
 # Plans and overrides are read on every model call: a process may apply an admin's edit this much later.
 PARLEY_LIMITS_CACHE_SECONDS = env_float("PARLEY_LIMITS_CACHE_SECONDS", 5.0, minimum=0)
+
+# Sign-in and sign-up throttles (accounts/throttle.py explains the scopes and why).
+PARLEY_SIGNIN_FAILURES = env_int("PARLEY_SIGNIN_FAILURES", 5, minimum=1)  # one account from one address
+PARLEY_SIGNIN_ADDRESS_FAILURES = env_int("PARLEY_SIGNIN_ADDRESS_FAILURES", 20, minimum=1)  # one address, any accounts
+PARLEY_SIGNIN_ACCOUNT_FAILURES = env_int("PARLEY_SIGNIN_ACCOUNT_FAILURES", 50, minimum=1)  # one account, any addresses
+PARLEY_SIGNIN_WINDOW_SECONDS = env_int("PARLEY_SIGNIN_WINDOW_SECONDS", 900, minimum=1)
+PARLEY_SIGNIN_LOCK_SECONDS = env_int("PARLEY_SIGNIN_LOCK_SECONDS", 30, minimum=1)
+PARLEY_SIGNIN_LOCK_MAX_SECONDS = env_int("PARLEY_SIGNIN_LOCK_MAX_SECONDS", 900, minimum=1)
+PARLEY_SIGNUPS_PER_HOUR = env_int("PARLEY_SIGNUPS_PER_HOUR", 3, minimum=1)  # per address
+# Proxies in front of Parley that append the client's address to X-Forwarded-For; 0: trust no header.
+PARLEY_TRUSTED_PROXIES = env_int("PARLEY_TRUSTED_PROXIES", 0, minimum=0, maximum=10)
+if PARLEY_SIGNIN_LOCK_MAX_SECONDS < PARLEY_SIGNIN_LOCK_SECONDS:
+    raise ImproperlyConfigured("PARLEY_SIGNIN_LOCK_MAX_SECONDS must not be below PARLEY_SIGNIN_LOCK_SECONDS.")
 
 if PARLEY_FLUSH_MS_MAX < PARLEY_FLUSH_MS_MIN:
     raise ImproperlyConfigured("PARLEY_FLUSH_MS_MAX must not be below PARLEY_FLUSH_MS_MIN.")

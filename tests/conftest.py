@@ -52,12 +52,15 @@ def _catalogue(request: pytest.FixtureRequest) -> None:
 def _clean_event_logs(request: pytest.FixtureRequest) -> Iterator[None]:
     """Message ids restart with every test database; their Redis keys must not outlive them."""
     yield
-    if {"db", "transactional_db"} & set(request.fixturenames):
+    # A module's `pytestmark = pytest.mark.django_db` gives its tests the database without naming `db`.
+    if {"db", "transactional_db"} & set(request.fixturenames) or request.node.get_closest_marker("django_db"):
         from django.conf import settings
 
         client = redis.Redis.from_url(settings.REDIS_URL)
         keys = list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:msg:*", count=1000))
         keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:quota:*", count=1000))  # user ids restart too
+        # Failed sign-ins and sign-ups from 127.0.0.1 must not carry over into the next test.
+        keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:auth:*", count=1000))
         if keys:
             client.delete(*keys)
         client.close()

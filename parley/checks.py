@@ -34,7 +34,7 @@ def installed(stock_path: str) -> bool:
     for path in settings.MIDDLEWARE:
         try:
             middleware = import_string(path)
-        except ImportError:  # Django's own check of the middleware reports it
+        except ImportError:  # the handler fails on it at start-up; not this check's to report
             continue
         if isinstance(middleware, type) and issubclass(middleware, stock):
             return True

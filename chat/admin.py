@@ -83,8 +83,11 @@ class MessageAdmin(admin.ModelAdmin):
 class UsageRecordAdmin(ViewOnlyAdmin):
     """The ledger: read-only, written by every model call."""
 
-    list_display = ["created", "user", "kind", "model", "prompt_tokens", "completion_tokens", "estimated", "cost_usd", "outcome"]
-    list_filter = ["kind", "outcome", "estimated", "provider", "model"]
+    list_display = [
+        "created", "user", "kind", "model", "prompt_tokens", "completion_tokens", "estimated", "cost_usd", "outcome",
+        "error_code", "over_reservation_tokens",
+    ]
+    list_filter = ["kind", "outcome", "error_code", "estimated", "overspend_alerted", "provider", "model"]
     search_fields = ["user__username", "model"]
     list_select_related = ["user"]
     date_hierarchy = "created"

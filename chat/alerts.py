@@ -19,7 +19,7 @@ from django.urls import reverse
 from accounts.models import User
 from accounts.plans import limits_for
 from chat import quotas
-from chat.models import CostAlert
+from chat.models import CostAlert, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -149,4 +149,55 @@ def _message(alert: CostAlert, user: User | None, recipients: list[str]) -> Emai
         subject = f"Parley: the site has used {alert.threshold} % of its monthly budget"
         body = f"All users together have spent {amounts} of the site's budget for {month} ({alert.threshold} % threshold).\n\nUsage: {usage_url}\n"
     body += "\nYou get one email per threshold (50, 80 and 100 %) each month.\n"
+    return EmailMessage(subject, body, to=recipients)
+
+
+def overspent(entry: UsageRecord) -> None:
+    """A provider reported more output than the call reserved (it ignored max_tokens): never silent.
+    Logged at once; the admins are emailed by the worker once the ledger row is committed."""
+    logger.warning(
+        "%s call %s on %s/%s reported %d output tokens, %d beyond its reservation", entry.kind, entry.pk,
+        entry.provider, entry.model, entry.completion_tokens, entry.over_reservation_tokens,
+    )
+
+    def enqueue() -> None:
+        from chat.tasks import alert_overspend
+
+        try:
+            alert_overspend.delay(entry.pk)
+        except Exception:  # the overspend is in the ledger and the log; the email is what is lost
+            logger.exception("Could not enqueue the overspend alert of usage record %s", entry.pk)
+
+    transaction.on_commit(enqueue)
+
+
+def send_overspend_alert(record_id: int) -> bool:
+    """Email the admins about one overspent call, once: True when this call sent it."""
+    with transaction.atomic():
+        entry = UsageRecord.objects.select_for_update().select_related("user").filter(
+            pk=record_id, over_reservation_tokens__gt=0, overspend_alerted=False
+        ).first()
+        if entry is None:
+            return False
+        recipients = alert_recipients()
+        if recipients:
+            # Inside the transaction: if sending fails, the row stays unalerted and the task retries.
+            _overspend_message(entry, recipients).send()
+        else:
+            logger.warning("Overspend of usage record %s has nobody to go to: set PARLEY_ALERT_EMAILS", record_id)
+        UsageRecord.objects.filter(pk=record_id).update(overspend_alerted=True)
+    return True
+
+
+def _overspend_message(entry: UsageRecord, recipients: list[str]) -> EmailMessage:
+    reserved = entry.completion_tokens - entry.over_reservation_tokens
+    record_url = settings.PARLEY_PUBLIC_URL + reverse("admin:chat_usagerecord_change", args=[entry.pk])
+    subject = f"Parley: {entry.provider}/{entry.model} wrote more than a call reserved"
+    body = (
+        f"A {entry.kind} call for {entry.user.username} asked {entry.provider}/{entry.model} for at most {reserved:,}"
+        f" output tokens, and the provider reported {entry.completion_tokens:,}: {entry.over_reservation_tokens:,}"
+        f" more than the reservation. The ledger bills what the provider reported (${entry.cost_usd:,.6f}).\n\n"
+        f"Parley ends a reply at its reserved output when it can count it; a provider that ignores max_tokens"
+        f" and counts its tokens otherwise can still overspend. Check the model's server.\n\nThe call: {record_url}\n"
+    )
     return EmailMessage(subject, body, to=recipients)

@@ -221,7 +221,10 @@ def _save_final(
             call = dataclasses.replace(call, conversation_id=None, message_id=None)
         try:
             with transaction.atomic():
-                entry = record(call, status, usage.prompt_tokens, usage.completion_tokens, text, duration_ms)
+                entry = record(
+                    call, status, usage.prompt_tokens, usage.completion_tokens, text, duration_ms,
+                    str(error.code) if error else "",
+                )
         except IntegrityError:  # the user is gone too: nobody left to charge
             logger.info("Reply %s ended after its user was deleted; no usage recorded", plan.message_id)
         else:

@@ -180,6 +180,11 @@ class UsageRecord(models.Model):
     cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     outcome = models.CharField(max_length=12, help_text="complete, stopped, failed or interrupted")
+    error_code = models.CharField(max_length=40, blank=True, help_text="Why a failed call failed, e.g. overloaded.")
+    over_reservation_tokens = models.PositiveIntegerField(
+        default=0, help_text="Output tokens the provider reported beyond the most the call reserved (it ignored max_tokens)."
+    )
+    overspend_alerted = models.BooleanField(default=False, help_text="The admins were emailed about the overspend.")
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

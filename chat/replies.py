@@ -150,7 +150,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
         wants_title=not earlier and conversation.title_is_auto and not conversation.title,
         usage=usage.Call(
             user_id=user.pk, kind=UsageRecord.Kind.REPLY, provider=model.provider, model=model.name, pricing=pricing,
-            prompt_estimate=prompt_estimate, conversation_id=conversation.pk, message_id=reply.pk,
+            prompt_estimate=prompt_estimate, conversation_id=conversation.pk, message_id=reply.pk, reserved_output=max_output,
         ),
         reservation=reservation,
     )

@@ -20,3 +20,10 @@ def generate_title(conversation_id: int) -> None:
 @shared_task(ignore_result=True, autoretry_for=(OSError,), max_retries=5, retry_backoff=True)
 def check_cost_alert(scope: str, user_id: int | None, period: str, threshold: int) -> None:
     alerts.check(scope, user_id, period, threshold)
+
+
+@shared_task(ignore_result=True, autoretry_for=(OSError,), max_retries=5, retry_backoff=True)
+def alert_overspend(record_id: int) -> None:
+    if not isinstance(record_id, int) or isinstance(record_id, bool) or record_id <= 0:
+        raise ValueError(f"alert_overspend needs a usage record id, got {record_id!r}")
+    alerts.send_overspend_alert(record_id)

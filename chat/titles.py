@@ -85,12 +85,13 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
     reply = asyncio.run(ask())
     call = usage.Call(
         user_id=conversation.owner_id, kind=UsageRecord.Kind.TITLE, provider=model.provider, model=model.name,
-        pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=conversation.pk,
+        pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=conversation.pk, reserved_output=TITLE_MAX_TOKENS,
     )
     reported = reply.usage
     entry = usage.record(
         call, "failed" if reply.error else "complete", reported.prompt_tokens if reported else None,
         reported.completion_tokens if reported else None, reply.text, int((time.monotonic() - started) * 1000),
+        str(reply.error.code) if reply.error else "",
     )
     admission.settle_call(reservation, entry.total_tokens, entry.cost_usd)
     if reply.error is not None:

@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 from decimal import Decimal
 
-from chat.models import UsageRecord
+from chat.models import Message, UsageRecord
+from chat.providers.base import estimate_output_tokens
 from parley import statements
 
 MILLION = Decimal(1_000_000)
@@ -20,10 +21,8 @@ class Pricing:
         return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / MILLION
 
 
-def estimate_tokens(text: str) -> int:
-    """For calls that ended before the provider reported usage: about four characters a token for
-    ASCII, and about a token a character for the rest (as chat.providers.base estimates prompts)."""
-    return (len(text) + 3) // 4 + (len(text.encode()) - len(text)) // 2
+# For calls that ended before the provider reported usage (stopped, cut at their output limit).
+estimate_tokens = estimate_output_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,19 +37,38 @@ class Call:
     prompt_estimate: int
     conversation_id: int | None = None
     message_id: int | None = None
+    reserved_output: int | None = None  # the most output its reservation covers (None: not known)
 
 
 def record(
-    call: Call, outcome: str, prompt_tokens: int | None, completion_tokens: int | None, text: str, duration_ms: int | None
+    call: Call, outcome: str, prompt_tokens: int | None, completion_tokens: int | None, text: str,
+    duration_ms: int | None, error_code: str = "",
 ) -> UsageRecord:
-    """Write the call to the ledger; tokens the provider did not report are estimated (and marked so)."""
+    """Write the call to the ledger; tokens the provider did not report are estimated (and marked so).
+
+    An attempt the provider refused before producing anything (it failed with no text and no
+    usage) costs nothing: its row keeps the error for support and metrics. Output the provider
+    reports beyond the reservation is billed, as it was charged, and recorded as an overspend.
+    """
     estimated = prompt_tokens is None or completion_tokens is None
-    prompt = prompt_tokens if prompt_tokens is not None else call.prompt_estimate
-    completion = completion_tokens if completion_tokens is not None else estimate_tokens(text)
+    if outcome == Message.Status.FAILED and estimated and not text:
+        prompt, completion, estimated = prompt_tokens or 0, completion_tokens or 0, False
+    else:
+        prompt = prompt_tokens if prompt_tokens is not None else call.prompt_estimate
+        completion = completion_tokens if completion_tokens is not None else estimate_tokens(text)
+        if completion_tokens is None and call.reserved_output is not None:
+            # An estimate reads high beyond ASCII, and the stream was cut at about the reservation.
+            completion = min(completion, call.reserved_output)
+    over = max(0, completion - call.reserved_output) if call.reserved_output is not None else 0
     entry = UsageRecord(
         user_id=call.user_id, conversation_id=call.conversation_id, message_id=call.message_id, kind=call.kind,
         provider=call.provider, model=call.model, prompt_tokens=prompt, completion_tokens=completion,
         estimated=estimated, cost_usd=call.pricing.cost(prompt, completion), duration_ms=duration_ms, outcome=outcome,
+        error_code=error_code[:40], over_reservation_tokens=over,
     )
     statements.insert(entry)  # on every reply's final write: precompiled, like the rest of that path
+    if over:
+        from chat import alerts  # alerts reads plans and the ledger, which import this module
+
+        alerts.overspent(entry)
     return entry

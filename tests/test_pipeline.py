@@ -8,8 +8,9 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
 
+from accounts.models import Plan
 from chat import replies
-from chat.models import Message
+from chat.models import ChatModel, Message
 from chat.streams import get_hub
 from tests.helpers import connect, receive_until_final
 
@@ -105,6 +106,9 @@ async def test_disconnecting_does_not_stop_the_generation(alice):
 
 async def test_database_writes_per_reply_do_not_grow_with_its_length(alice, settings):
     settings.PARLEY_CHECKPOINT_FIRST_SECONDS = 0.05
+    settings.PARLEY_MAX_OUTPUT_TOKENS = 4000  # room for a 3,000-word reply
+    await ChatModel.objects.filter(name="parley-demo").aupdate(max_output_tokens=4000)
+    await Plan.objects.filter(name="Free").aupdate(max_output_tokens=None)
     updates: list[str] = []
 
     def count(execute, sql, params, many, context):

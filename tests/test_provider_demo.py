@@ -83,7 +83,7 @@ async def test_words_control_gives_exactly_n_words(count):
 
 
 async def test_words_control_is_capped():
-    reply = await collect(INSTANT, ask("/words 99999"))
+    reply = await collect(INSTANT, ask("/words 99999", max_output_tokens=10**6))
     assert len(reply.text.split()) == 5000
 
 
@@ -127,7 +127,7 @@ async def test_configured_rate_paces_the_reply():
 async def test_setting_drives_the_default_rate(settings):
     settings.PARLEY_DEMO_TOKENS_PER_SECOND = 0
     started = time.monotonic()
-    reply = await collect(DemoProvider(), ask("/words 2000"))
+    reply = await collect(DemoProvider(), ask("/words 2000", max_output_tokens=10**6))
     assert len(reply.deltas) == 2000
     assert time.monotonic() - started < 5.0  # paced at the default 40 a second it would take 50 s
 

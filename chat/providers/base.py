@@ -58,6 +58,12 @@ class ChatRequest:
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+    # The provider's chunks merged into `text`, when known: how it was read, not what it says.
+    chunks: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def pieces(self) -> int:
+        return len(self.chunks) or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +121,8 @@ class Provider:
     # may come back for them later and get them all at once; False for a source that only makes
     # an event when asked (the demo model).
     buffers_unread_events: ClassVar[bool] = False
+    # True when each streamed chunk carries one token, so that counting chunks counts the output.
+    chunks_are_tokens: ClassVar[bool] = False
 
     def __init__(self, timeouts: Timeouts | None = None) -> None:
         self.timeouts = timeouts or Timeouts()
@@ -124,9 +132,14 @@ class Provider:
         yield  # pragma: no cover
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        """Yield normalized events; a `StreamError` or `Finish` ends the stream."""
+        """Yield normalized events; a `StreamError` or `Finish` ends the stream.
+
+        The output is cut at `request.max_output_tokens` (estimated as it streams) even when the
+        provider ignores the limit: the call's budget was reserved for that much and no more.
+        """
         events = self._stream(request).__aiter__()
         silence = _SilenceTimer()
+        meter = OutputMeter(request.max_output_tokens, self.chunks_are_tokens)
         limit = self.timeouts.first_token
         try:
             while True:
@@ -138,9 +151,16 @@ class Provider:
                     phase = "the first token" if silence.before_first else "the next token"
                     yield StreamError(ErrorCode.TIMEOUT, f"No answer within {limit:g}s waiting for {phase}.")
                     return
-                if isinstance(event, TextDelta) and silence.before_first:
-                    silence.before_first = False
-                    limit = self.timeouts.idle
+                if isinstance(event, TextDelta):
+                    if silence.before_first:
+                        silence.before_first = False
+                        limit = self.timeouts.idle
+                    kept = meter.take(event)
+                    if kept is not event:
+                        if kept.text:
+                            yield kept
+                        yield Finish("length")
+                        return
                 yield event
                 if isinstance(event, StreamError):
                     return
@@ -157,6 +177,55 @@ class Provider:
         takes one or two tokens a character, so four characters a token would reserve far too little)."""
         beyond_ascii = len(text.encode()) - len(text)  # 1 to 3 extra bytes a character
         return len(text) // 4 + beyond_ascii // 2 + 1
+
+
+def estimate_output_tokens(text: str) -> int:
+    """Tokens of a reply's text when the provider did not count them: about four characters a
+    token for ASCII and about a token a character beyond it. The ledger bills stopped and cut
+    replies by it, so `OutputMeter` counts the same way."""
+    return _tokens(len(text), len(text.encode()) - len(text))
+
+
+def _tokens(chars: int, extra_bytes: int) -> int:
+    return (chars + 3) // 4 + extra_bytes // 2
+
+
+class OutputMeter:
+    """A reply's output so far, to end it at its reserved output even if the provider ignores
+    max_tokens. Where a provider's chunks are a token each (`chunks_are_tokens`), it counts chunks,
+    and an obedient provider is never cut: it stops at the limit itself. Otherwise it estimates
+    from the text, which reads up to a third high beyond ASCII, so it cuts only half again past the
+    limit; the
+    ledger never bills more than the limit for output it had to estimate (chat.usage)."""
+
+    def __init__(self, limit: int, chunks_are_tokens: bool) -> None:
+        self.limit = limit
+        self.chunks_are_tokens = chunks_are_tokens
+        self.cut_at = limit if chunks_are_tokens else limit + limit // 2 + 8
+        self.chars = self.extra_bytes = self.pieces = 0
+
+    def take(self, delta: TextDelta) -> TextDelta:
+        """The delta itself while the output fits; otherwise the part that does (maybe empty), and
+        the stream must end there."""
+        if self.chunks_are_tokens:
+            if self.pieces + delta.pieces <= self.cut_at:
+                self.pieces += delta.pieces
+                return delta
+            room = max(0, self.cut_at - self.pieces)
+            self.pieces = self.cut_at
+            return TextDelta("".join(delta.chunks[:room]))
+        chars, extra = len(delta.text), len(delta.text.encode()) - len(delta.text)
+        if _tokens(self.chars + chars, self.extra_bytes + extra) <= self.cut_at:
+            self.chars, self.extra_bytes = self.chars + chars, self.extra_bytes + extra
+            return delta
+        kept: list[str] = []
+        for char in delta.text:
+            extra = len(char.encode()) - 1
+            if _tokens(self.chars + 1, self.extra_bytes + extra) > self.cut_at:
+                break
+            self.chars, self.extra_bytes = self.chars + 1, self.extra_bytes + extra
+            kept.append(char)
+        return TextDelta("".join(kept))
 
 
 class _SilenceTimer:

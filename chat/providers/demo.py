@@ -62,6 +62,7 @@ class DemoProvider(Provider):
     name = "demo"
     label = "Parley demo"
     capabilities = Capabilities(needs_key=False)
+    chunks_are_tokens = True  # a piece is a token of its usage
 
     def __init__(self, timeouts: Timeouts | None = None, *, tokens_per_second: float | None = None) -> None:
         super().__init__(timeouts)

@@ -40,6 +40,7 @@ class OpenAIProvider(Provider):
     label = "OpenAI"
     capabilities = Capabilities()
     buffers_unread_events = True
+    chunks_are_tokens = True  # OpenAI and the compatible servers (vLLM, llama.cpp, Ollama) stream a token a chunk
 
     def __init__(
         self,
@@ -172,7 +173,7 @@ class ChunkReader(StreamReader):
                     self.model_version = payload.get("model") or ""
         except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
             return self.fail(texts, malformed(f"{type(exc).__name__}: {exc}"))
-        return [TextDelta("".join(texts))] if texts else []
+        return [TextDelta("".join(texts), tuple(texts))] if texts else []
 
     def at_eof(self) -> list[StreamEvent]:
         # A server that stops after the finish reason but before [DONE] has said everything.
@@ -180,6 +181,6 @@ class ChunkReader(StreamReader):
 
     def _end(self, texts: list[str]) -> list[StreamEvent]:
         self.ended = True
-        events: list[StreamEvent] = [TextDelta("".join(texts))] if texts else []
+        events: list[StreamEvent] = [TextDelta("".join(texts), tuple(texts))] if texts else []
         events += [self.usage, Finish(self.finish_reason or "stop", self.model_version)]
         return events

@@ -13,7 +13,8 @@ Scenario kinds: ok, rate_limited (429), server_error (500), unauthorized (401), 
 and bad_request (400), status (any `status=N`, e.g. 503), overloaded (HTTP 529) and
 overloaded_in_stream (an `event: error` mid-reply; both Anthropic only), cut (abort the connection
 mid-body), truncate (clean end of body without the final marker), malformed (an undecodable chunk
-mid-reply), slow_first (headers at once, first token after `delay`), stall (`delay` mid-reply).
+mid-reply), slow_first (headers at once, first token after `delay`), stall (`delay` mid-reply). With
+`ignore_max_tokens=1` a reply streams all its `tokens` whatever the request's max_tokens.
 Error kinds apply to the first `times` requests only (default: all), so retries can be tested.
 
 Every request is recorded in `server.requests`; a client that goes away mid-reply sets
@@ -64,6 +65,8 @@ class Scenario:
     times: int = 0  # error kinds apply to the first `times` requests; 0 means always
     batch: int = 1  # events per socket write, to exercise several events in one read
     fragment: int = 0  # split each write into pieces of this many bytes (lines across reads)
+    ignore_max_tokens: int = 0  # 1: stream all `tokens` whatever max_tokens says, as a misbehaving server does
+    hidden_tokens: int = 0  # output billed in the usage but never streamed (a reasoning model's thinking)
 
     def overridden(self, query: str) -> Scenario:
         """This scenario with `key=value&...` overrides applied (types follow the defaults)."""

@@ -62,6 +62,8 @@ class AnthropicFake(FakeServer):
     async def stream_reply(self, request: web.Request, scenario: Scenario, model: str) -> web.StreamResponse:
         body = self.last.json
         count = min(scenario.tokens, int(body.get("max_tokens", scenario.tokens)))
+        if scenario.ignore_max_tokens:
+            count = scenario.tokens
         response = await self.open_stream(request)
         start = {
             "type": "message_start",

@@ -53,7 +53,7 @@ class OpenAIFake(FakeServer):
     async def stream_reply(self, request: web.Request, scenario: Scenario, model: str) -> web.StreamResponse:
         body = self.last.json
         limit = body.get("max_tokens") or body.get("max_completion_tokens") or scenario.tokens
-        count = min(scenario.tokens, limit)
+        count = scenario.tokens if scenario.ignore_max_tokens else min(scenario.tokens, limit)
         response = await self.open_stream(request)
         chunk = _ChunkMaker(model)
         if scenario.kind == "slow_first":
@@ -80,7 +80,7 @@ class OpenAIFake(FakeServer):
                 await self.pace(scenario)
         frames.append(chunk.frame({}, finish_reason="length" if count < scenario.tokens else "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
-            frames.append(chunk.usage_frame(_prompt_tokens(body), count))
+            frames.append(chunk.usage_frame(_prompt_tokens(body), count + scenario.hidden_tokens))
         frames.append(b"data: [DONE]\n\n")
         await self.send(response, frames, scenario)
         await response.write_eof()

@@ -113,10 +113,18 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# A generating process refreshes its heartbeat every PARLEY_HEARTBEAT_SECONDS; once it has been
+# silent for the TTL, the reaper (every third of the TTL) ends its replies as `interrupted`. A
+# crashed process's replies are so ended at most TTL + TTL / 3 (20 s) after it died.
+PARLEY_HEARTBEAT_SECONDS = env_int("PARLEY_HEARTBEAT_SECONDS", 5, minimum=1)
+PARLEY_HEARTBEAT_TTL = env_int("PARLEY_HEARTBEAT_TTL", 15, minimum=2)
+PARLEY_REAP_SECONDS = env_float("PARLEY_REAP_SECONDS", PARLEY_HEARTBEAT_TTL / 3, minimum=0.5)
 CELERY_BEAT_SCHEDULE = {
     "reap-interrupted-generations": {
         "task": "chat.tasks.reap_interrupted",
-        "schedule": env_float("PARLEY_REAP_SECONDS", 15.0, minimum=0.5),
+        "schedule": PARLEY_REAP_SECONDS,
+        # A reap that waited past the next one is worth nothing: the next one does its work.
+        "options": {"expires": PARLEY_REAP_SECONDS},
     },
 }
 
@@ -218,8 +226,6 @@ PARLEY_MAX_OUTPUT_TOKENS = env_int("PARLEY_MAX_OUTPUT_TOKENS", 2048, minimum=1)
 PARLEY_FLUSH_MS_MIN = env_int("PARLEY_FLUSH_MS_MIN", 30, minimum=1, maximum=1000)
 PARLEY_FLUSH_MS_MAX = env_int("PARLEY_FLUSH_MS_MAX", 100, minimum=1, maximum=2000)
 PARLEY_STREAM_TTL = env_int("PARLEY_STREAM_TTL", 3600, minimum=10)
-PARLEY_HEARTBEAT_SECONDS = env_int("PARLEY_HEARTBEAT_SECONDS", 5, minimum=1)
-PARLEY_HEARTBEAT_TTL = env_int("PARLEY_HEARTBEAT_TTL", 20, minimum=2)
 PARLEY_CHECKPOINT_FIRST_SECONDS = env_float("PARLEY_CHECKPOINT_FIRST_SECONDS", 2.0, minimum=0.1)
 PARLEY_CHECKPOINTS_MAX = env_int("PARLEY_CHECKPOINTS_MAX", 6, minimum=0)
 PARLEY_SSE_KEEPALIVE_SECONDS = env_float("PARLEY_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.1)

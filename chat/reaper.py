@@ -62,6 +62,7 @@ def _charge_orphan(message_id: int, text: str, status: str) -> None:
     call = usage.Call(
         user_id=reservation.user_id, kind=UsageRecord.Kind.REPLY, provider=message.provider, model=message.model,
         pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=message.conversation_id, message_id=message_id,
+        reserved_output=reservation.tokens - prompt_estimate,
     )
     entry = usage.record(call, status, None, None, text, None)
     transaction.on_commit(lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd))

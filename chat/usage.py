@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from decimal import Decimal
 
+from chat import alerts
 from chat.models import Message, UsageRecord
 from chat.providers.base import estimate_output_tokens
 from parley import statements
@@ -68,7 +69,5 @@ def record(
     )
     statements.insert(entry)  # on every reply's final write: precompiled, like the rest of that path
     if over:
-        from chat import alerts  # alerts reads plans and the ledger, which import this module
-
         alerts.overspent(entry)
     return entry

@@ -32,6 +32,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
+            # Accepted first: a handshake refused outright reaches the browser as code 1006, and the
+            # page would keep reconnecting instead of saying it is signed out.
+            await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.user = user

@@ -27,6 +27,9 @@ class OriginCheck:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] == "websocket" and not self.allowed(scope):
             await receive()  # the websocket.connect event
+            # Accepted, then closed at once with the reason: nothing is read or sent in between, and
+            # the client learns the code, which a refused handshake (HTTP 403) would not tell it.
+            await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": CLOSE_FORBIDDEN_ORIGIN})
             return None
         return await self.application(scope, receive, send)

@@ -36,6 +36,21 @@ async def receive_until_final(communicator: WebsocketCommunicator, message_id: i
             return deltas, event
 
 
+async def handshake(communicator: WebsocketCommunicator) -> tuple[bool, Any]:
+    """(usable, close code or subprotocol): a refused handshake is accepted and closed at once with
+    its code, so that browsers see the code (a close before accept reaches them as 1006)."""
+    connected, detail = await communicator.connect()
+    if not connected:
+        return False, detail
+    try:
+        output = await communicator.receive_output(timeout=0.5)
+    except asyncio.TimeoutError:
+        return True, detail
+    if output["type"] == "websocket.close":
+        return False, output.get("code")
+    raise AssertionError(f"expected a close or silence after the handshake, got {output}")
+
+
 def words(count: int) -> str:
     return " ".join(f"word{index}" for index in range(1, count + 1))
 

@@ -111,8 +111,9 @@ class LiveApp:
     def url(self) -> str:
         return self.servers[0].url
 
-    def start_daphne(self) -> LiveProcess:
-        port = free_port()
+    def start_daphne(self, port: int | None = None) -> LiveProcess:
+        """A daphne process; on `port` to stand in for one that was stopped (a restart)."""
+        port = port or free_port()
         server = LiveProcess(
             f"daphne-{port}",
             [sys.executable, "-m", "parley.serve", "-b", "127.0.0.1", "-p", str(port), "parley.asgi:application"],

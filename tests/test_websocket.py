@@ -4,28 +4,28 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Conversation, Message
-from tests.helpers import connect, receive_type, receive_until_final
+from tests.helpers import connect, handshake, receive_type, receive_until_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_anonymous_handshake_is_refused():
     communicator = await connect()
-    connected, code = await communicator.connect()
+    connected, code = await handshake(communicator)
     assert not connected
     assert code == 4401
 
 
 async def test_foreign_origin_is_refused(alice):
     communicator = await connect(alice, origin=b"http://evil.example")
-    connected, code = await communicator.connect()
+    connected, code = await handshake(communicator)
     assert not connected
     assert code == 4403
 
 
 async def test_handshake_without_origin_needs_a_token(alice):
     communicator = await connect(alice, origin=None)
-    connected, _ = await communicator.connect()
+    connected, _ = await handshake(communicator)
     assert not connected
 
 

@@ -17,7 +17,7 @@ import redis
 from django.conf import settings
 
 from accounts.plans import EffectiveLimits, limits_for
-from chat import quotas
+from chat import alerts, quotas
 from chat.actions import ActionError
 from chat.models import ChatModel
 from chat.quotas import Refusal, Reservation, Windows
@@ -222,6 +222,4 @@ def settle_call(reservation: Reservation | None, tokens: int, cost_usd: Decimal)
         logger.warning("Could not settle the quota reservation of user %s", reservation.user_id, exc_info=True)
         return
     if cost_usd > 0:
-        from chat import alerts
-
         alerts.after_charge(reservation.user_id, reservation.windows.month, user_cost, reservation.cost_budget_micro_usd, site)

@@ -19,6 +19,7 @@ from django.urls import reverse
 from accounts.models import User
 from accounts.plans import limits_for
 from chat import quotas
+from chat.enqueue import enqueue
 from chat.models import CostAlert, UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -68,12 +69,7 @@ def after_charge(
 
 
 def _enqueue(scope: str, user_id: int | None, period: str, threshold: int) -> None:
-    from chat.tasks import check_cost_alert
-
-    try:
-        check_cost_alert.delay(scope, user_id, period, threshold)
-    except Exception:  # the charge is recorded; the next call over the threshold asks again
-        logger.exception("Could not enqueue the %s cost alert check", alert_key(scope, user_id, period, threshold))
+    enqueue("check_cost_alert", scope, user_id, period, threshold, why_it_matters="the next call over the threshold asks again")
 
 
 def validate(scope: object, user_id: object, period: object, threshold: object) -> None:
@@ -160,15 +156,9 @@ def overspent(entry: UsageRecord) -> None:
         entry.provider, entry.model, entry.completion_tokens, entry.over_reservation_tokens,
     )
 
-    def enqueue() -> None:
-        from chat.tasks import alert_overspend
-
-        try:
-            alert_overspend.delay(entry.pk)
-        except Exception:  # the overspend is in the ledger and the log; the email is what is lost
-            logger.exception("Could not enqueue the overspend alert of usage record %s", entry.pk)
-
-    transaction.on_commit(enqueue)
+    transaction.on_commit(
+        lambda: enqueue("alert_overspend", entry.pk, why_it_matters="the overspend is in the ledger and the log, not emailed")
+    )
 
 
 def send_overspend_alert(record_id: int) -> bool:

@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chat import admission, events, quotas
+from chat.enqueue import enqueue
 from chat.models import Message
 from chat.providers import get_provider
 from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
@@ -231,14 +232,5 @@ def _save_final(
             reservation = plan.reservation
             transaction.on_commit(lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd))
         if plan.wants_title and status == Message.Status.COMPLETE:
-            transaction.on_commit(lambda: _enqueue_title(plan.conversation_id))
-
-
-def _enqueue_title(conversation_id: int) -> None:
-    from chat.tasks import generate_title
-
-    # The task itself skips a conversation the user has named meanwhile.
-    try:
-        generate_title.delay(conversation_id)
-    except Exception:  # the reply is saved; a missing title is not worth failing it over
-        logger.exception("Could not enqueue the title of conversation %s", conversation_id)
+            # The task itself skips a conversation the user has named meanwhile.
+            transaction.on_commit(lambda: enqueue("generate_title", plan.conversation_id, why_it_matters="no title"))

@@ -112,7 +112,6 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # A generating process refreshes its heartbeat every PARLEY_HEARTBEAT_SECONDS; once it has been
 # silent for the TTL, the reaper (every third of the TTL) ends its replies as `interrupted`. A
 # crashed process's replies are so ended at most TTL + TTL / 3 (20 s) after it died.

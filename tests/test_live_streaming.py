@@ -126,10 +126,13 @@ def test_websocket_over_daphne_with_a_bearer_token(live_app, token):
 def test_websocket_refuses_a_foreign_origin_over_daphne(live_app, token):
     async def scenario():
         url = live_app.url.replace("http", "ws") + "/ws/chat/"
-        with pytest.raises(websockets.exceptions.InvalidStatus):
-            await websockets.connect(url, origin="http://evil.example", additional_headers={"Authorization": f"Bearer {token}"})
+        # Accepted and closed at once with the reason, so that the client can tell why.
+        ws = await websockets.connect(url, origin="http://evil.example", additional_headers={"Authorization": f"Bearer {token}"})
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        return closed.value.rcvd.code
 
-    asyncio.run(scenario())
+    assert asyncio.run(scenario()) == 4403
 
 
 def test_attach_and_stop_from_another_web_process(live_factory, alice):

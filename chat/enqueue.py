@@ -1,0 +1,23 @@
+"""Asks the Celery worker for a task by its name.
+
+The modules that ask for work (cost alerts, a reply's final write) are themselves imported by
+chat.tasks, so importing the tasks back would tie them in an import cycle. Enqueueing never fails
+its caller: what was asked for is a side effect of work that is already saved.
+"""
+
+import logging
+
+from parley.celery import app
+
+logger = logging.getLogger(__name__)
+
+
+def enqueue(task: str, *args: object, why_it_matters: str = "") -> bool:
+    """Send `chat.tasks.<task>(*args)`; False, logged with `why_it_matters`, when it could not be sent."""
+    try:
+        # By name: the web process never loads the tasks module (a worker discovers it at start).
+        app.send_task(f"chat.tasks.{task}", args=args)
+    except Exception:
+        logger.exception("Could not enqueue %s%r%s", task, args, f": {why_it_matters}" if why_it_matters else "")
+        return False
+    return True

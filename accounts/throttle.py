@@ -47,7 +47,6 @@ import hashlib
 import ipaddress
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -57,10 +56,10 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from accounts.models import AuthEvent, User
+from parley.redis_clients import sync_client
 
 logger = logging.getLogger(__name__)
 
-REDIS_TIMEOUT = 1.0  # sign-in waits at most this long for a Redis that is not answering
 KNOWN_DAYS = 30
 KNOWN_MAX = 20  # addresses remembered per account
 ESCALATION_SECONDS = 86_400
@@ -136,18 +135,7 @@ def account_id(username: str) -> str:
     return hashlib.sha256(normalized.encode()).hexdigest()[:24]
 
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
-
-
-def client() -> redis.Redis:
-    """This process's client (a forked worker must not share its parent's sockets)."""
-    key = (os.getpid(), settings.REDIS_URL)
-    made = _clients.get(key)
-    if made is None:
-        made = _clients[key] = redis.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
-        )
-    return made
+client = sync_client  # bounded waits: a Redis that does not answer delays a sign-in by 2 s at most
 
 
 def _base() -> str:

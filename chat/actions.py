@@ -4,13 +4,13 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import QuerySet
-from django.utils import timezone
 
 from accounts.models import User
 from chat import events
 from chat.models import ChatModel, Conversation, Message
 from chat.providers import configured_providers
 from parley import statements
+from parley.redis_clients import sync_client
 
 TITLE_MAX = 200
 
@@ -153,20 +153,9 @@ def delete_conversation(conversation: Conversation) -> None:
 
 
 def request_stop_sync(message_ids: list[int]) -> None:
-    import redis
-    from django.conf import settings
-
     from chat.streams import stop_key
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        pipe = client.pipeline(transaction=False)
-        for message_id in message_ids:
-            pipe.set(stop_key(message_id), "1", ex=3600)
-        pipe.execute()
-    finally:
-        client.close()
-
-
-def touch(conversation: Conversation) -> None:
-    Conversation.objects.filter(pk=conversation.pk).update(updated=timezone.now())
+    pipe = sync_client().pipeline(transaction=False)
+    for message_id in message_ids:
+        pipe.set(stop_key(message_id), "1", ex=3600)
+    pipe.execute()

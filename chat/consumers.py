@@ -25,10 +25,6 @@ CLOSE_UNAUTHENTICATED = 4401
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
-    # No channel layer: replies come from the event-log hub, and a layer would hold one blocking
-    # Redis read open per socket for nothing.
-    channel_layer_alias = "parley-chat-uses-no-channel-layer"
-
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:

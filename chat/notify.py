@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+
+from parley.redis_clients import sync_client
 
 logger = logging.getLogger(__name__)
 Listener = Callable[[bytes], None]
@@ -26,11 +27,7 @@ def user_channel(user_id: int) -> str:
 
 def publish_sync(user_id: int, event: dict[str, Any]) -> None:
     """For Celery tasks and other sync code."""
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        client.publish(user_channel(user_id), orjson.dumps(event))
-    finally:
-        client.close()
+    sync_client().publish(user_channel(user_id), orjson.dumps(event))
 
 
 class UserFeeds:

@@ -14,7 +14,6 @@ import calendar
 import functools
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,11 +28,11 @@ from django.db.models import Sum
 from accounts.models import CounterReset, User
 from accounts.plans import EffectiveLimits
 from chat.models import Message, UsageRecord
+from parley.redis_clients import sync_client
 
 logger = logging.getLogger(__name__)
 
 MICRO_USD = Decimal(1_000_000)
-REDIS_TIMEOUT = 2.0
 # A reply that holds a concurrency slot longer than this is presumed dead (its process crashed).
 SLOT_SECONDS = 15 * 60
 
@@ -229,18 +228,8 @@ def _duration(seconds: float) -> str:
 # Given a user and the windows, the ledger's totals for the five counters, in COUNTERS order.
 LedgerTotals = Callable[[int, Windows], tuple[int, int, int, int, int]]
 
-_clients: dict[int, redis.Redis] = {}
-
-
-def client() -> redis.Redis:
-    """This process's client (one per process: a forked Celery worker must not share its parent's sockets)."""
-    made = _clients.get(os.getpid())
-    if made is None:
-        # Bounded waits: these calls run on the database thread every request shares.
-        made = _clients[os.getpid()] = redis.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
-        )
-    return made
+# This process's shared client, with bounded waits: these calls run on the database thread.
+client = sync_client
 
 
 def keys_of(user_id: int, windows: Windows) -> list[str]:

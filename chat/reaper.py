@@ -12,17 +12,14 @@ from django.utils import timezone
 from chat import admission, events, quotas, usage
 from chat.models import ChatModel, Message, UsageRecord
 from chat.streams import Entry, events_key, heartbeat_key
+from parley.redis_clients import sync_client
 
 logger = logging.getLogger(__name__)
 
 
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
-
-
 def reap_interrupted(client: redis.Redis | None = None) -> list[int]:
     """Mark every active reply whose generator has stopped heart-beating; return their ids."""
-    client = client or redis_client()
+    client = client or sync_client()
     grace = timezone.now() - timedelta(seconds=settings.PARLEY_HEARTBEAT_TTL)
     candidates = list(
         Message.objects.filter(status__in=Message.ACTIVE, created__lt=grace).values_list("id", "generator", "content")

@@ -24,6 +24,7 @@ from chat.providers import configured_providers, get_provider
 from chat.providers.base import ChatRequest
 from chat.streams import Entry, get_hub
 from parley import statements
+from parley.redis_clients import sync_client
 
 BUSY_RETRY_AFTER = 2.0
 
@@ -200,13 +201,10 @@ async def stop_message(user: User, message_id: object) -> dict[str, Any]:
 @database_sync_to_async
 def _stop_orphan(message: Message) -> bool:
     """Stop means stop even when the reply's process has died: end it here instead of waiting for the reaper."""
-    client = reaper.redis_client()
-    try:
-        return reaper.generator_is_gone(client, message) and reaper.end_orphan(
-            client, message.pk, message.content, Message.Status.STOPPED
-        )
-    finally:
-        client.close()
+    client = sync_client()
+    return reaper.generator_is_gone(client, message) and reaper.end_orphan(
+        client, message.pk, message.content, Message.Status.STOPPED
+    )
 
 
 @dataclass(frozen=True, slots=True)

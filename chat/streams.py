@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from chat.notify import UserFeeds
+from parley.redis_clients import async_client
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class RemoteFeeds:
         self.positions: dict[str, str] = {}
         self.wake_key = f"{settings.PARLEY_KEY_PREFIX}:reader:{hub.generator_id}:wake"
         self.task: asyncio.Task[None] | None = None
-        self.client = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=4)
+        self.client = async_client(max_connections=4)
 
     async def subscribe(self, message_id: int, cursor: Cursor) -> asyncio.Queue[Entry]:
         key = events_key(message_id)
@@ -211,7 +212,7 @@ FINISHED_LOG_SECONDS = 5.0
 class Hub:
     def __init__(self) -> None:
         self.generator_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.redis = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=1000)
+        self.redis = async_client(max_connections=1000)
         self.logs: dict[int, LocalLog] = {}
         self.generations: set[asyncio.Task[None]] = set()
         self.active = 0
@@ -222,7 +223,6 @@ class Hub:
         self.soon = asyncio.Event()  # set when a log got its first text: flush without waiting out the window
         self.flush_waiters: list[asyncio.Future[None]] = []
         self.last_heartbeat = 0.0
-        self.stats = {"flushes": 0, "entries": 0}
 
     # Writing -------------------------------------------------------------------------------------
 
@@ -350,9 +350,7 @@ class Hub:
             for log, flag in zip(watched, flags or [], strict=False):
                 if flag is not None:
                     log.request_stop()
-        self.stats["flushes"] += 1
         for log in touched:
-            self.stats["entries"] += len(log.unsent)
             log.unsent.clear()
             log.wake_readers()
 

@@ -107,9 +107,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._attach(message_id, frame.get("after"), frame.get("ref"))
 
     async def on_stop(self, frame: dict[str, Any]) -> None:
-        result = await stop_message(self.user, frame.get("message"))
+        event = await stop_message(self.user, frame.get("message"))
         if frame.get("ref") is not None:
-            await self.send_event({"type": "stopping", **result, "ref": frame["ref"]})
+            await self.send_event({**event, "ref": frame["ref"]})
 
     async def on_detach(self, frame: dict[str, Any]) -> None:
         task = self.attachments.pop(_message_id(frame), None)

@@ -44,6 +44,34 @@ class ErrorEvent(TypedDict):
     limit: NotRequired[dict[str, Any]]  # quota_exceeded: which limit, what is left, when it resets
 
 
+class MessageEvent(TypedDict):
+    """A send was stored and its reply started; other tabs get it with `origin`, the sender with `ref`."""
+
+    type: Literal["message"]
+    conversation: dict[str, Any]  # Conversation.as_dict()
+    user_message: dict[str, Any]  # Message.as_dict()
+    assistant_message: dict[str, Any]
+    ref: NotRequired[Any]
+    origin: NotRequired[str]
+
+
+class ConversationEvent(TypedDict):
+    """A conversation changed elsewhere (it got its automatic title)."""
+
+    type: Literal["conversation"]
+    conversation: dict[str, Any]
+
+
+class StoppingEvent(TypedDict):
+    """A stop was taken: `stopping` while the reply's own process ends it, `stopped` when it was
+    ended here because that process is gone. The reply's final event follows either way."""
+
+    type: Literal["stopping"]
+    message: int
+    status: Literal["stopping", "stopped"]
+    ref: NotRequired[Any]
+
+
 def cursor_for(offset: int, seq: int = 0) -> str:
     return f"{offset}-{seq}"
 
@@ -90,6 +118,18 @@ def done(
         "ttft_ms": ttft_ms,
         "duration_ms": duration_ms,
     }
+
+
+def message_started(conversation: dict[str, Any], user_message: dict[str, Any], assistant_message: dict[str, Any]) -> MessageEvent:
+    return {"type": "message", "conversation": conversation, "user_message": user_message, "assistant_message": assistant_message}
+
+
+def conversation_changed(conversation: dict[str, Any]) -> ConversationEvent:
+    return {"type": "conversation", "conversation": conversation}
+
+
+def stopping(message_id: int, ended_here: bool) -> StoppingEvent:
+    return {"type": "stopping", "message": message_id, "status": "stopped" if ended_here else "stopping"}
 
 
 def message_error(message_id: int, offset: int, code: ErrorCode | str, text: str, retry_after: float | None) -> ErrorEvent:

@@ -8,7 +8,7 @@ on reload, since the database and the event logs are the truth.
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -25,7 +25,7 @@ def user_channel(user_id: int) -> str:
     return f"{settings.PARLEY_KEY_PREFIX}:user:{user_id}"
 
 
-def publish_sync(user_id: int, event: dict[str, Any]) -> None:
+def publish_sync(user_id: int, event: Mapping[str, Any]) -> None:
     """For Celery tasks and other sync code."""
     sync_client().publish(user_channel(user_id), orjson.dumps(event))
 
@@ -37,7 +37,7 @@ class UserFeeds:
         self.task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
-    async def publish(self, user_id: int, event: dict[str, Any]) -> None:
+    async def publish(self, user_id: int, event: Mapping[str, Any]) -> None:
         await self.client.publish(user_channel(user_id), orjson.dumps(event))
 
     async def listen(self, user_id: int, listener: Listener) -> None:

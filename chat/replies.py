@@ -31,7 +31,7 @@ BUSY_RETRY_AFTER = 2.0
 
 @dataclass(frozen=True, slots=True)
 class StoredTurn:
-    event: dict[str, Any]
+    event: events.MessageEvent
     plan: generation.ReplyPlan
 
 
@@ -50,7 +50,7 @@ def clean_content(content: object) -> str:
 
 async def send_message(
     user: User, conversation_id: object, content: object, model_name: object = None, origin: str = ""
-) -> dict[str, Any]:
+) -> events.MessageEvent:
     """Store the user's message and a queued reply, start generating it, and return the `message` event.
 
     The user's other tabs are told too (all but `origin`, the socket that sent it), so they can follow.
@@ -155,12 +155,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
         ),
         reservation=reservation,
     )
-    event = {
-        "type": "message",
-        "conversation": conversation.as_dict(),
-        "user_message": user_message.as_dict(),
-        "assistant_message": reply.as_dict(),
-    }
+    event = events.message_started(conversation.as_dict(), user_message.as_dict(), reply.as_dict())
     return StoredTurn(event, plan)
 
 
@@ -186,16 +181,14 @@ class _CallShape:
         return cls(fitted, max_output, estimate, usage.Pricing(model.input_price_per_million, model.output_price_per_million))
 
 
-async def stop_message(user: User, message_id: object) -> dict[str, Any]:
+async def stop_message(user: User, message_id: object) -> events.StoppingEvent:
     message = await database_sync_to_async(get_message_for)(user, message_id)
     if message.role != Message.Role.ASSISTANT:
         raise ActionError("invalid_input", "Only replies can be stopped.")
     if not message.is_active:
         raise ActionError("already_finished")
     await get_hub().request_stop(message.pk)
-    if await _stop_orphan(message):
-        return {"message": message.pk, "status": "stopped"}
-    return {"message": message.pk, "status": "stopping"}
+    return events.stopping(message.pk, ended_here=await _stop_orphan(message))
 
 
 @database_sync_to_async

@@ -5,7 +5,7 @@ import logging
 import time
 
 from accounts.plans import limits_for
-from chat import admission, usage
+from chat import admission, events, usage
 from chat.actions import ActionError
 from chat.models import Conversation, Message, UsageRecord
 from chat.notify import publish_sync
@@ -50,7 +50,7 @@ def generate_title(conversation_id: int) -> str | None:
     if not updated:
         return None
     conversation.title = title
-    publish_sync(conversation.owner_id, {"type": "conversation", "conversation": conversation.as_dict()})
+    publish_sync(conversation.owner_id, events.conversation_changed(conversation.as_dict()))
     return title
 
 

@@ -1,4 +1,9 @@
-"""Everything that changes conversations and messages goes through these functions."""
+"""Conversations as the pages and the API change them (create, rename, update, delete), the
+lookups that authorize every request by its owner, and the error every action raises.
+
+Sending a message and writing its reply are not here: chat/replies.py stores a send and
+chat/generation.py writes the reply.
+"""
 
 from typing import Any
 

@@ -6,18 +6,18 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from chat import providers
+
 
 class ModelQuerySet(models.QuerySet["ChatModel"]):
     def offered(self) -> "ModelQuerySet":
-        from chat.providers import configured_providers
-
-        return self.filter(enabled=True, provider__in=configured_providers()).order_by("sort_order", "label")
+        return self.filter(enabled=True, provider__in=providers.configured_providers()).order_by("sort_order", "label")
 
 
 class ChatModel(models.Model):
     """One entry of the model catalogue that admins curate."""
 
-    PROVIDERS = [("openai", "OpenAI-compatible"), ("anthropic", "Anthropic"), ("demo", "Offline demo")]
+    PROVIDERS = providers.CHOICES
 
     name = models.CharField(max_length=100, unique=True, help_text="The model id sent to the provider.")
     label = models.CharField(max_length=100)

@@ -42,7 +42,7 @@ def generate_title(conversation_id: int) -> str | None:
     exchange = list(conversation.messages.order_by("id").values_list("role", "content")[:2])
     question = next((content for role, content in exchange if role == Message.Role.USER), "")
     answer = next((content for role, content in exchange if role == Message.Role.ASSISTANT), "")
-    if conversation.model.provider == "demo":
+    if conversation.model.is_demo:
         title = fallback_title(without_controls(question))
     else:
         title = _ask_model(conversation, question, answer) or fallback_title(question)

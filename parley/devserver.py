@@ -153,24 +153,13 @@ def describe_settings() -> dict[str, str]:
         db = f"SQLite at {database['NAME']}"
     else:
         db = redact(settings.DATABASE_URL)
-    try:
-        from chat.providers import configured_providers
+    from chat.providers import BY_NAME, configured_providers
 
-        providers = configured_providers()
-    except Exception:  # the registry is optional for the banner
-        providers = [
-            name
-            for name, on in (
-                ("openai", settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL),
-                ("anthropic", settings.ANTHROPIC_API_KEY),
-                ("demo", settings.PARLEY_DEMO_MODEL),
-            )
-            if on
-        ]
-    labels = {"openai": "OpenAI-compatible", "anthropic": "Anthropic", "demo": "demo model (offline, no keys)"}
+    labels = {name: entry.label for name, entry in BY_NAME.items()}
+    labels["demo"] = "demo model (offline, no keys)"
     if settings.OPENAI_BASE_URL:
         labels["openai"] += f" at {settings.OPENAI_BASE_URL}"
-    shown = ", ".join(labels.get(name, name) for name in providers) or "none (set OPENAI_API_KEY or ANTHROPIC_API_KEY)"
+    shown = ", ".join(labels[name] for name in configured_providers()) or "none (set OPENAI_API_KEY or ANTHROPIC_API_KEY)"
     return {
         "db": db,
         "providers": shown,

@@ -1,5 +1,7 @@
-"""A small registry: provider name -> adapter, imported on first use so unconfigured SDKs never load."""
+"""The one provider registry: the catalogue's choices, which providers the settings turn on, the
+run banner, and the adapters, each imported on first use so that unconfigured SDKs never load."""
 
+from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
 
@@ -7,22 +9,26 @@ from django.conf import settings
 
 from chat.providers.base import Provider, Timeouts
 
-ADAPTERS = {
-    "openai": "chat.providers.openai_chat.OpenAIProvider",
-    "anthropic": "chat.providers.anthropic_messages.AnthropicProvider",
-    "demo": "chat.providers.demo.DemoProvider",
-}
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    name: str  # as stored with models, messages and the ledger
+    label: str  # as admins pick it in the model catalogue
+    adapter: str  # the adapter class's dotted path
+    enabled_by: tuple[str, ...]  # settings of which any one, set, offers the provider
+
+
+REGISTRY = (
+    Registered("openai", "OpenAI-compatible", "chat.providers.openai_chat.OpenAIProvider", ("OPENAI_API_KEY", "OPENAI_BASE_URL")),
+    Registered("anthropic", "Anthropic", "chat.providers.anthropic_messages.AnthropicProvider", ("ANTHROPIC_API_KEY",)),
+    Registered("demo", "Offline demo", "chat.providers.demo.DemoProvider", ("PARLEY_DEMO_MODEL",)),
+)
+BY_NAME = {entry.name: entry for entry in REGISTRY}
+CHOICES = [(entry.name, entry.label) for entry in REGISTRY]
 
 
 def configured_providers() -> list[str]:
-    names = []
-    if settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL:
-        names.append("openai")
-    if settings.ANTHROPIC_API_KEY:
-        names.append("anthropic")
-    if settings.PARLEY_DEMO_MODEL:
-        names.append("demo")
-    return names
+    return [entry.name for entry in REGISTRY if any(getattr(settings, name) for name in entry.enabled_by)]
 
 
 @cache
@@ -33,9 +39,9 @@ def get_provider(name: str) -> Provider:
 
 def new_provider(name: str) -> Provider:
     """A fresh adapter, for callers that run their own short-lived event loop (Celery tasks)."""
-    if name not in ADAPTERS:
+    if name not in BY_NAME:
         raise KeyError(f"Unknown provider {name!r}")
-    module_name, _, class_name = ADAPTERS[name].rpartition(".")
+    module_name, _, class_name = BY_NAME[name].adapter.rpartition(".")
     adapter_class = getattr(import_module(module_name), class_name)
     timeouts = Timeouts(
         connect=settings.PROVIDER_CONNECT_TIMEOUT,

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from chat.providers import get_provider
-from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Timeouts, Usage, collect
+from chat.providers.base import Capabilities, ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Timeouts, Usage, collect
 from chat.providers.demo import DemoProvider
 
 INSTANT = DemoProvider(Timeouts(connect=5, first_token=5, idle=5), tokens_per_second=0)
@@ -147,3 +147,15 @@ def test_titles_of_demo_conversations_leave_out_the_control_syntax(db, alice):
     Message.objects.create(conversation=conversation, role="user", content="Plan a weekend /words 40 /slow 10 in Lisbon /fail x")
     Message.objects.create(conversation=conversation, role="assistant", content="Sure.")
     assert generate_title(conversation.pk) == "Plan a weekend in Lisbon"
+
+
+class DemoWithoutSystemPrompts(DemoProvider):
+    capabilities = Capabilities(system_prompt=False, needs_key=False)
+
+
+async def test_a_model_without_system_prompts_gets_it_in_the_first_user_turn():
+    reply = await collect(DemoWithoutSystemPrompts(tokens_per_second=0), ask("Hello there", system="Answer in French."))
+    assert "You said: Answer in French.\n> \n> Hello there" in reply.text
+    assert "plus a system prompt" not in reply.text  # the model saw none
+    plain = await collect(INSTANT, ask("Hello there", system="Answer in French."))
+    assert "You said: Hello there" in plain.text and "plus a system prompt" in plain.text

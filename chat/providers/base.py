@@ -6,6 +6,7 @@ one of the shared error codes, as the last event of the stream.
 """
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -98,9 +99,7 @@ StreamEvent = TextDelta | Usage | Finish | StreamError
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    streaming: bool = True
-    system_prompt: bool = True
-    reports_usage: bool = True
+    system_prompt: bool = True  # False: the system prompt is folded into the first user turn
     needs_key: bool = True
 
 
@@ -137,6 +136,8 @@ class Provider:
         The output is cut at `request.max_output_tokens` (estimated as it streams) even when the
         provider ignores the limit: the call's budget was reserved for that much and no more.
         """
+        if request.system and not self.capabilities.system_prompt:
+            request = fold_system_prompt(request)
         events = self._stream(request).__aiter__()
         silence = _SilenceTimer()
         meter = OutputMeter(request.max_output_tokens, self.chunks_are_tokens)
@@ -177,6 +178,18 @@ class Provider:
         takes one or two tokens a character, so four characters a token would reserve far too little)."""
         beyond_ascii = len(text.encode()) - len(text)  # 1 to 3 extra bytes a character
         return len(text) // 4 + beyond_ascii // 2 + 1
+
+
+def fold_system_prompt(request: ChatRequest) -> ChatRequest:
+    """For a model without system prompts: the prompt leads the first user turn instead."""
+    messages = list(request.messages)
+    for index, message in enumerate(messages):
+        if message.get("role") == "user":
+            messages[index] = {**message, "content": f"{request.system}\n\n{message.get('content', '')}"}
+            break
+    else:
+        messages.insert(0, {"role": "user", "content": request.system})
+    return dataclasses.replace(request, messages=messages, system="")
 
 
 def estimate_output_tokens(text: str) -> int:

@@ -5,10 +5,12 @@
 The check runs exactly as the send transaction runs it (chat.replies._store_turn), on one thread
 as the shared database thread does: inside the transaction, after the conversation's row is read
 (with its model and, for the check, its owner: suspension and plan, fresh), the user's limits
-(accounts.plans.limits_for, plans and overrides cached), the allowed models, the fallback model's
-threshold (chat.admission.fallback_for) and the atomic reservation in Redis (chat.admission.reserve).
-What the owner's columns add to the conversation's read is measured apart. Sends are paced open-loop: each is due at start + i / rate, whether or not the one
-before has ended; how many started late (more than 1 ms after they were due) is reported.
+(accounts.plans.limits_for, plans and overrides cached), then chat.calls.admit, the one admission
+every model call goes through: the allowed models, the fallback model's threshold, the history
+fitted and priced, and the atomic reservation in Redis. What the owner's columns add to the
+conversation's read is measured apart. Sends are paced open-loop: each is due at start + i / rate,
+whether or not the one before has ended; how many started late (more than 1 ms after they were
+due) is reported.
 
 Users: --users of them, round robin, on a plan that sets every limit (none is reached) and has a
 fallback model, so every branch of the check runs. Each reservation is released after it is
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
 
     from accounts.models import Plan, User
     from accounts.plans import limits_for
-    from chat import admission, quotas, usage
+    from chat import calls
     from chat.models import ChatModel, Conversation
     from parley import statements
 
@@ -81,20 +83,19 @@ def run(args: argparse.Namespace) -> None:
     plan.allowed_models.set(ChatModel.objects.all())
     users = [User.objects.create_user(f"limits{index}", plan=plan) for index in range(args.users)]
     conversations = [(user.pk, Conversation.objects.create(owner=user, model=model).pk) for user in users]
-    pricing = usage.Pricing(model.input_price_per_million, model.output_price_per_million)
+    # A first message of about 120 tokens, as the check was measured with before.
+    PROMPT = [("user", "How do I keep a sourdough starter alive over a two-week holiday? " * 7)]
 
     def read_conversation(user_id: int, conversation_id: int, related: tuple[str, ...]) -> Conversation:
         found = statements.select_one(Conversation, {"id": conversation_id, "owner": user_id}, related=related, lock=True)
         assert isinstance(found, Conversation)
         return found
 
-    def check(user_id: int, owner: User) -> quotas.Reservation:
-        # The part of chat.replies._store_turn that enforces the plan, in its order.
+    def check(user_id: int, owner: User) -> calls.Admitted:
+        # What chat.replies._store_turn asks of the plan, through the same call: chat.calls.admit.
         suspended, limits = limits_for(user_id, owner)
         assert not suspended
-        admission.check_model(limits, model)
-        chosen, _ = admission.fallback_for(user_id, limits, model)
-        return admission.reserve(user_id, limits, pricing, 120, min(chosen.max_output_tokens, limits.max_output_tokens or 10**9))
+        return calls.admit(user_id, limits, model, "", PROMPT, kind="reply")
 
     def paced(seconds: float) -> tuple[list[float], int, float, int]:
         count = int(seconds * args.rate)
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> None:
                 reservation = check(user_id, conversation.owner)
                 ended = time.perf_counter()
             service.append((ended - began) * 1000)
-            admission.release(reservation)
+            calls.release(reservation)
         cpu = time.process_time() - cpu_start
         return service, late, cpu, count
 
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
     reservations = [check(user_id, owners[user_id]) for user_id, _ in conversations * 5]
     check_cpu = (time.process_time() - started_cpu) / len(reservations)
     for reservation in reservations:
-        admission.release(reservation)
+        calls.release(reservation)
     join_cost = {}
     for related in (("model",), ("model", "owner"), ("model",), ("model", "owner")):  # twice each: warm
         took = []

@@ -1,8 +1,8 @@
-"""Admitting a model call under the user's plan, settling it, and telling the user what is left.
+"""The plan's side of a model call, and what is left of the plan.
 
-What the send path, the title task and the reaper ask of chat.quotas (the counters in Redis),
-in the words of a refusal: the allowed models, the fallback model past a share of the monthly
-cost, the reservation, its release or settlement, and the chat page's meter.
+The pieces chat.calls (the one call path) puts together, in the words of a refusal: the allowed
+models, the fallback model past a share of the monthly cost, the reservation in chat.quotas (the
+counters in Redis), its release or settlement; and the chat page's meter.
 """
 
 import dataclasses

@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from chat import admission, events, quotas
+from chat import calls, events, quotas
 from chat.enqueue import enqueue
 from chat.models import Message
 from chat.providers import get_provider
 from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
 from chat.streams import Hub, LocalLog, events_key, stop_key
-from chat.usage import Call, record
+from chat.usage import Call
 from parley import statements
 
 logger = logging.getLogger(__name__)
@@ -220,17 +220,10 @@ def _save_final(
         if not statements.update(Message, plan.message_id, final_state):
             # The conversation was deleted while the reply ran; the tokens were spent all the same.
             call = dataclasses.replace(call, conversation_id=None, message_id=None)
-        try:
-            with transaction.atomic():
-                entry = record(
-                    call, status, usage.prompt_tokens, usage.completion_tokens, text, duration_ms,
-                    str(error.code) if error else "",
-                )
-        except IntegrityError:  # the user is gone too: nobody left to charge
-            logger.info("Reply %s ended after its user was deleted; no usage recorded", plan.message_id)
-        else:
-            reservation = plan.reservation
-            transaction.on_commit(lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd))
+        calls.settle(
+            call, plan.reservation, status, usage.prompt_tokens, usage.completion_tokens, text, duration_ms,
+            str(error.code) if error else "",
+        )
         if plan.wants_title and status == Message.Status.COMPLETE:
             # The task itself skips a conversation the user has named meanwhile.
             transaction.on_commit(lambda: enqueue("generate_title", plan.conversation_id, why_it_matters="no title"))

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import admission, events, quotas, usage
+from chat import calls, events, quotas, usage
 from chat.models import ChatModel, Message, UsageRecord
 from chat.streams import Entry, events_key, heartbeat_key
 from parley.redis_clients import sync_client
@@ -61,8 +61,7 @@ def _charge_orphan(message_id: int, text: str, status: str) -> None:
         pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=message.conversation_id, message_id=message_id,
         reserved_output=reservation.tokens - prompt_estimate,
     )
-    entry = usage.record(call, status, None, None, text, None)
-    transaction.on_commit(lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd))
+    calls.settle(call, reservation, status, None, None, text, None)
 
 
 def end_orphan(client: redis.Redis, message_id: int, checkpoint: str, status: str = Message.Status.INTERRUPTED) -> bool:

@@ -16,11 +16,10 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.plans import limits_for
-from chat import admission, events, generation, quotas, reaper, usage
+from chat import calls, events, generation, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
-from chat.history import DoesNotFit, FittedHistory, fit_history
-from chat.models import ChatModel, Conversation, Message, UsageRecord
-from chat.providers import configured_providers, get_provider
+from chat.models import Conversation, Message, UsageRecord
+from chat.providers import configured_providers
 from chat.providers.base import ChatRequest
 from chat.streams import Entry, get_hub
 from parley import statements
@@ -80,7 +79,7 @@ async def send_message(
 
 @database_sync_to_async
 def _store_turn(user: User, conversation_id: object, text: str, model_name: str | None, generator_id: str) -> StoredTurn:
-    reservation: quotas.Reservation | None = None
+    admitted: calls.Admitted | None = None
     try:
         with transaction.atomic():
             if conversation_id is None:
@@ -97,30 +96,20 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
                 if model_name and model_name != conversation.model.name:
                     conversation.model = resolve_model(model_name)
                 earlier = statements.values_by(Message, ("id", "role", "content", "status"), "conversation", conversation.pk)
-            model = conversation.model
-            if not model.enabled or model.provider not in configured_providers():
-                raise ActionError("unknown_model", f"The model {model.name!r} is no longer offered. Pick another one.")
+            chosen = conversation.model
+            if not chosen.enabled or chosen.provider not in configured_providers():
+                raise ActionError("unknown_model", f"The model {chosen.name!r} is no longer offered. Pick another one.")
             if any(status in Message.ACTIVE for _, _, _, status in earlier):
                 raise ActionError("conversation_busy")
             suspended, limits = limits_for(user.pk, conversation.owner if conversation_id is not None else None)
             if suspended:
                 raise ActionError("suspended")
-            admission.check_model(limits, model)
-            model, fallback_notice = admission.fallback_for(user.pk, limits, model)
             turns = [(role, content) for _, role, content, _ in earlier] + [(Message.Role.USER, text)]
-            call = _CallShape.of(model, conversation.system_prompt, turns, limits.max_output_tokens)
-            # Last of the checks, since it counts the request; a transaction that fails after it gives it back.
-            try:
-                reservation = admission.reserve(user.pk, limits, call.pricing, call.prompt_estimate, call.max_output)
-            except ActionError as refused:
-                fallback = admission.fallback_when_refused(limits, model, refused)
-                if fallback is None:
-                    raise
-                model, fallback_notice = fallback
-                call = _CallShape.of(model, conversation.system_prompt, turns, limits.max_output_tokens)
-                reservation = admission.reserve(user.pk, limits, call.pricing, call.prompt_estimate, call.max_output)
-                admission.fell_back(user.pk, refused)
-            fitted, max_output, prompt_estimate, pricing = call.fitted, call.max_output, call.prompt_estimate, call.pricing
+            admitted = calls.admit(
+                user.pk, limits, chosen, conversation.system_prompt, turns, kind=UsageRecord.Kind.REPLY,
+                conversation_id=conversation.pk,
+            )
+            model = admitted.model
             now = timezone.now()
             user_message = Message(
                 conversation=conversation, parent_id=earlier[-1][0] if earlier else None,
@@ -130,55 +119,31 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             reply = Message(
                 conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT,
                 status=Message.Status.QUEUED, provider=model.provider, model=model.name,
-                notice=" ".join(filter(None, (fallback_notice, fitted.notice))), generator=generator_id,
-                quota_claim=reservation.claim(prompt_estimate), created=now,
+                notice=" ".join(filter(None, (admitted.notice, admitted.fitted.notice))), generator=generator_id,
+                quota_claim=admitted.reservation.claim(admitted.call.prompt_estimate), created=now,
             )
             statements.insert(reply)
             conversation.updated = now
             statements.update(Conversation, conversation.pk, {"updated": now, "model": conversation.model_id})
     except BaseException:
-        if reservation is not None:  # nothing was stored: the request and its reservation are given back
-            admission.release(reservation)
+        if admitted is not None:  # nothing was stored: the request and its reservation are given back
+            calls.release(admitted)
         raise
+    admitted = admitted.for_message(conversation.pk, reply.pk)
     plan = generation.ReplyPlan(
         message_id=reply.pk,
         conversation_id=conversation.pk,
         provider=model.provider,
         request=ChatRequest(
-            model=model.name, messages=fitted.messages, system=conversation.system_prompt,
-            max_output_tokens=max_output, base_url=model.base_url,
+            model=model.name, messages=admitted.fitted.messages, system=conversation.system_prompt,
+            max_output_tokens=admitted.max_output, base_url=model.base_url,
         ),
         wants_title=not earlier and conversation.title_is_auto and not conversation.title,
-        usage=usage.Call(
-            user_id=user.pk, kind=UsageRecord.Kind.REPLY, provider=model.provider, model=model.name, pricing=pricing,
-            prompt_estimate=prompt_estimate, conversation_id=conversation.pk, message_id=reply.pk, reserved_output=max_output,
-        ),
-        reservation=reservation,
+        usage=admitted.call,
+        reservation=admitted.reservation,
     )
     event = events.message_started(conversation.as_dict(), user_message.as_dict(), reply.as_dict())
     return StoredTurn(event, plan)
-
-
-@dataclass(frozen=True, slots=True)
-class _CallShape:
-    """What a reply from one model would send and could cost: the history that fits, the most
-    output, the prompt's estimated tokens and the prices."""
-
-    fitted: FittedHistory
-    max_output: int
-    prompt_estimate: int
-    pricing: usage.Pricing
-
-    @classmethod
-    def of(cls, model: ChatModel, system: str, turns: list[tuple[str, str]], plan_max_output: int | None) -> "_CallShape":
-        provider = get_provider(model.provider)
-        max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS, plan_max_output or 10**9)
-        try:
-            fitted = fit_history(turns, system, model.context_window, max_output, provider.estimate_tokens)
-        except DoesNotFit:
-            raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
-        estimate = sum(provider.estimate_tokens(m["content"]) for m in fitted.messages) + provider.estimate_tokens(system)
-        return cls(fitted, max_output, estimate, usage.Pricing(model.input_price_per_million, model.output_price_per_million))
 
 
 async def stop_message(user: User, message_id: object) -> events.StoppingEvent:

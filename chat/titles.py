@@ -5,7 +5,7 @@ import logging
 import time
 
 from accounts.plans import limits_for
-from chat import admission, events, usage
+from chat import calls, events
 from chat.actions import ActionError
 from chat.models import Conversation, Message, UsageRecord
 from chat.notify import publish_sync
@@ -56,25 +56,24 @@ def generate_title(conversation_id: int) -> str | None:
 
 def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
     """The model's title, or "" (the caller falls back) when it fails or the owner's limits say no."""
-    model = conversation.model
-    provider = new_provider(model.provider)
-    request = ChatRequest(
-        model=model.name,
-        messages=[{"role": "user", "content": PROMPT.format(question=question[:2000], answer=answer[:2000])}],
-        max_output_tokens=TITLE_MAX_TOKENS,
-        base_url=model.base_url,
-    )
-    pricing = usage.Pricing(model.input_price_per_million, model.output_price_per_million)
-    prompt_estimate = provider.estimate_tokens(request.messages[0]["content"])
+    prompt = PROMPT.format(question=question[:2000], answer=answer[:2000])
     suspended, limits = limits_for(conversation.owner_id)
     try:
         if suspended:
             return ""
-        admission.check_model(limits, model)
-        reservation = admission.reserve(conversation.owner_id, limits, pricing, prompt_estimate, TITLE_MAX_TOKENS, background=True)
+        admitted = calls.admit(
+            conversation.owner_id, limits, conversation.model, "", [("user", prompt)], kind=UsageRecord.Kind.TITLE,
+            max_output=TITLE_MAX_TOKENS, background=True, conversation_id=conversation.pk,
+        )
     except ActionError as refused:
         logger.info("Title for conversation %s fell back: %s", conversation.pk, refused.code)
         return ""
+    model = admitted.model
+    provider = new_provider(model.provider)
+    request = ChatRequest(
+        model=model.name, messages=admitted.fitted.messages, max_output_tokens=admitted.max_output, base_url=model.base_url,
+    )
+
     async def ask() -> CollectedReply:
         try:
             return await collect(provider, request)
@@ -83,17 +82,12 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
 
     started = time.monotonic()
     reply = asyncio.run(ask())
-    call = usage.Call(
-        user_id=conversation.owner_id, kind=UsageRecord.Kind.TITLE, provider=model.provider, model=model.name,
-        pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=conversation.pk, reserved_output=TITLE_MAX_TOKENS,
-    )
     reported = reply.usage
-    entry = usage.record(
-        call, "failed" if reply.error else "complete", reported.prompt_tokens if reported else None,
-        reported.completion_tokens if reported else None, reply.text, int((time.monotonic() - started) * 1000),
-        str(reply.error.code) if reply.error else "",
+    calls.settle(
+        admitted.call, admitted.reservation, "failed" if reply.error else "complete",
+        reported.prompt_tokens if reported else None, reported.completion_tokens if reported else None, reply.text,
+        int((time.monotonic() - started) * 1000), str(reply.error.code) if reply.error else "",
     )
-    admission.settle_call(reservation, entry.total_tokens, entry.cost_usd)
     if reply.error is not None:
         logger.info("Title for conversation %s fell back: %s", conversation.pk, reply.error.code)
         return ""

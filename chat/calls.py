@@ -1,0 +1,120 @@
+"""One model call's accounting, the same for every caller: admit, then the caller runs the
+provider, then settle.
+
+- `admit`: the plan's allowed models, its fallback model past a share of the monthly budget, the
+  history that fits the model's context, the prices, and the reservation of the prompt and the most
+  output under every limit, falling back to the cheaper model when only the budget refuses.
+- `settle`: the ledger row in the caller's transaction, and the reservation settled to it once
+  that commits (cost alerts follow from there).
+
+Replies (chat/replies.py, chat/generation.py), titles (chat/titles.py) and the charge of a reply
+whose process died (chat/reaper.py) all go through here, so a call is never counted or billed
+another way.
+"""
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from accounts.plans import EffectiveLimits
+from chat import admission, usage
+from chat.actions import ActionError
+from chat.history import DoesNotFit, FittedHistory, fit_history
+from chat.models import ChatModel, UsageRecord
+from chat.providers import get_provider
+from chat.quotas import Reservation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A call that may run: the model that answers (maybe the plan's fallback, with a notice saying
+    so), what it is sent, its reservation, and what the ledger records when it ends."""
+
+    model: ChatModel
+    notice: str
+    fitted: FittedHistory
+    max_output: int
+    reservation: Reservation
+    call: usage.Call
+
+    def for_message(self, conversation_id: int, message_id: int) -> "Admitted":
+        return dataclasses.replace(self, call=dataclasses.replace(self.call, conversation_id=conversation_id, message_id=message_id))
+
+
+def admit(
+    user_id: int, limits: EffectiveLimits, model: ChatModel, system: str, turns: list[tuple[str, str]], *,
+    kind: str, max_output: int | None = None, background: bool = False, conversation_id: int | None = None,
+) -> Admitted:
+    """Admit a call or raise ActionError. A `background` call (a title) keeps the chosen model and
+    counts toward no request limit; `max_output` caps the output below the model's and the plan's."""
+    admission.check_model(limits, model)
+    notice = ""
+    if not background:
+        model, notice = admission.fallback_for(user_id, limits, model)
+    shape = _Shape.of(model, system, turns, limits.max_output_tokens, max_output)
+    # Last of the checks, since it counts the request; a transaction that fails after it gives it back.
+    try:
+        reservation = admission.reserve(user_id, limits, shape.pricing, shape.prompt_estimate, shape.max_output, background)
+    except ActionError as refused:
+        fallback = None if background else admission.fallback_when_refused(limits, model, refused)
+        if fallback is None:
+            raise
+        model, notice = fallback
+        shape = _Shape.of(model, system, turns, limits.max_output_tokens, max_output)
+        reservation = admission.reserve(user_id, limits, shape.pricing, shape.prompt_estimate, shape.max_output, background)
+        admission.fell_back(user_id, refused)
+    call = usage.Call(
+        user_id=user_id, kind=kind, provider=model.provider, model=model.name, pricing=shape.pricing,
+        prompt_estimate=shape.prompt_estimate, conversation_id=conversation_id, reserved_output=shape.max_output,
+    )
+    return Admitted(model, notice, shape.fitted, shape.max_output, reservation, call)
+
+
+def release(admitted: Admitted) -> None:
+    """The call never ran: its budget and slot go back (the request still counts)."""
+    admission.release(admitted.reservation)
+
+
+def settle(
+    call: usage.Call, reservation: Reservation | None, outcome: str, prompt_tokens: int | None,
+    completion_tokens: int | None, text: str, duration_ms: int | None, error_code: str = "",
+) -> UsageRecord | None:
+    """Record the call in the ledger, inside the caller's transaction, and settle its reservation to
+    that row once the transaction commits. None when the user is gone: nobody is left to charge."""
+    try:
+        with transaction.atomic():
+            entry = usage.record(call, outcome, prompt_tokens, completion_tokens, text, duration_ms, error_code)
+    except IntegrityError:
+        logger.info("A %s call ended after user %s was deleted; no usage recorded", call.kind, call.user_id)
+        return None
+    transaction.on_commit(lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd))
+    return entry
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a call to one model would send and could cost: the history that fits, the most output,
+    the prompt's estimated tokens and the prices."""
+
+    fitted: FittedHistory
+    max_output: int
+    prompt_estimate: int
+    pricing: usage.Pricing
+
+    @classmethod
+    def of(
+        cls, model: ChatModel, system: str, turns: list[tuple[str, str]], plan_max_output: int | None, cap: int | None
+    ) -> "_Shape":
+        provider = get_provider(model.provider)
+        max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS, plan_max_output or 10**9, cap or 10**9)
+        try:
+            fitted = fit_history(turns, system, model.context_window, max_output, provider.estimate_tokens)
+        except DoesNotFit:
+            raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
+        estimate = sum(provider.estimate_tokens(m["content"]) for m in fitted.messages) + provider.estimate_tokens(system)
+        return cls(fitted, max_output, estimate, usage.Pricing(model.input_price_per_million, model.output_price_per_million))

@@ -3,6 +3,10 @@
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import transaction
 
 from accounts.plans import limits_for
 from chat import calls, events
@@ -12,10 +16,12 @@ from chat.notify import publish_sync
 from chat.providers import new_provider
 from chat.providers.base import ChatRequest, CollectedReply, collect
 from chat.providers.demo import without_controls
+from parley.redis_clients import sync_client
 
 logger = logging.getLogger(__name__)
 TITLE_WORDS = 8
 TITLE_MAX_TOKENS = 24
+ASKED_SECONDS = 86_400  # how long a conversation is remembered as asked for its title
 
 PROMPT = (
     "Write a title of at most six words for the conversation below. Answer with the title alone, "
@@ -42,11 +48,17 @@ def generate_title(conversation_id: int) -> str | None:
     exchange = list(conversation.messages.order_by("id").values_list("role", "content")[:2])
     question = next((content for role, content in exchange if role == Message.Role.USER), "")
     answer = next((content for role, content in exchange if role == Message.Role.ASSISTANT), "")
+    title, charge = "", None
     if conversation.model.is_demo:
         title = fallback_title(without_controls(question))
-    else:
-        title = _ask_model(conversation, question, answer) or fallback_title(question)
-    updated = Conversation.objects.filter(pk=conversation_id, title_is_auto=True, title="").update(title=title)
+    elif _first_ask(conversation_id):
+        title, charge = _ask_model(conversation, question, answer)
+    # else a redelivered task whose first run asked the model: it is never asked, or charged, twice.
+    title = title or fallback_title(question)
+    with transaction.atomic():
+        if charge is not None:
+            charge()  # the answer's ledger row lands with the title, or neither does
+        updated = Conversation.objects.filter(pk=conversation_id, title_is_auto=True, title="").update(title=title)
     if not updated:
         return None
     conversation.title = title
@@ -54,20 +66,28 @@ def generate_title(conversation_id: int) -> str | None:
     return title
 
 
-def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
-    """The model's title, or "" (the caller falls back) when it fails or the owner's limits say no."""
+def _first_ask(conversation_id: int) -> bool:
+    """True once per conversation: marked before the model is asked, so that a task redelivered
+    after a worker died mid-call does not ask again."""
+    key = f"{settings.PARLEY_KEY_PREFIX}:title:{conversation_id}:asked"
+    return bool(sync_client().set(key, "1", nx=True, ex=ASKED_SECONDS))
+
+
+def _ask_model(conversation: Conversation, question: str, answer: str) -> tuple[str, Callable[[], object] | None]:
+    """The model's title ("" when it failed or the owner's limits said no, and the caller falls
+    back), and the call's charge, for the caller to record with the title."""
     prompt = PROMPT.format(question=question[:2000], answer=answer[:2000])
     suspended, limits = limits_for(conversation.owner_id)
     try:
         if suspended:
-            return ""
+            return "", None
         admitted = calls.admit(
             conversation.owner_id, limits, conversation.model, "", [("user", prompt)], kind=UsageRecord.Kind.TITLE,
             max_output=TITLE_MAX_TOKENS, background=True, conversation_id=conversation.pk,
         )
     except ActionError as refused:
         logger.info("Title for conversation %s fell back: %s", conversation.pk, refused.code)
-        return ""
+        return "", None
     model = admitted.model
     provider = new_provider(model.provider)
     request = ChatRequest(
@@ -83,12 +103,16 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
     started = time.monotonic()
     reply = asyncio.run(ask())
     reported = reply.usage
-    calls.settle(
-        admitted.call, admitted.reservation, "failed" if reply.error else "complete",
-        reported.prompt_tokens if reported else None, reported.completion_tokens if reported else None, reply.text,
-        int((time.monotonic() - started) * 1000), str(reply.error.code) if reply.error else "",
-    )
+    duration_ms = int((time.monotonic() - started) * 1000)
+
+    def charge() -> object:
+        return calls.settle(
+            admitted.call, admitted.reservation, "failed" if reply.error else "complete",
+            reported.prompt_tokens if reported else None, reported.completion_tokens if reported else None, reply.text,
+            duration_ms, str(reply.error.code) if reply.error else "",
+        )
+
     if reply.error is not None:
         logger.info("Title for conversation %s fell back: %s", conversation.pk, reply.error.code)
-        return ""
-    return clean_model_title(reply.text)
+        return "", charge
+    return clean_model_title(reply.text), charge

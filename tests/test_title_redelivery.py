@@ -1,0 +1,40 @@
+"""A title task redelivered after its worker died mid-call never asks the model, or charges, twice."""
+
+import asyncio
+
+import pytest
+import redis
+
+from chat.models import ChatModel, Conversation, UsageRecord
+from chat.titles import generate_title
+from tests.fakes import Scenario
+from tests.fakes.openai_server import OpenAIFake
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_redelivered_title_task_falls_back_instead_of_asking_again(alice, settings):
+    async def scenario():
+        async with OpenAIFake(Scenario(tokens=4)) as fake:
+            settings.OPENAI_BASE_URL = fake.base_url
+            settings.OPENAI_API_KEY = "sk-test"
+            model = await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
+            first = await Conversation.objects.acreate(owner=alice, model=model)
+            second = await Conversation.objects.acreate(owner=alice, model=model)
+            for conversation in (first, second):
+                await conversation.messages.acreate(role="user", content="Plan a trip to Lisbon")
+                await conversation.messages.acreate(role="assistant", content="Sure.")
+            asked = await asyncio.to_thread(generate_title, first.pk)
+            # The second's first delivery asked the model and its worker died before saving anything.
+            marker = f"{settings.PARLEY_KEY_PREFIX}:title:{second.pk}:asked"
+            redis.Redis.from_url(settings.REDIS_URL).set(marker, "1", ex=60)
+            redelivered = await asyncio.to_thread(generate_title, second.pk)
+            return asked, redelivered, len(fake.requests), second.pk
+
+    asked, redelivered, requests, second = asyncio.run(scenario())
+    assert asked == "Hello, wörld —"  # the model's own title, the first time
+    assert redelivered == "Plan a trip to Lisbon"  # the question's words, without asking again
+    assert requests == 1
+    assert UsageRecord.objects.filter(kind="title").count() == 1
+    assert not UsageRecord.objects.filter(kind="title", conversation_id=second).exists()
+    assert Conversation.objects.get(pk=second).title == "Plan a trip to Lisbon"

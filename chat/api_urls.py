@@ -1,13 +1,13 @@
 from django.urls import path
 
-from chat import api
+from chat import api, sse
 
 urlpatterns = [
     path("conversations/", api.conversations, name="api-conversations"),
     path("conversations/<int:pk>/", api.conversation_detail, name="api-conversation"),
     path("conversations/<int:pk>/messages", api.conversation_messages, name="api-conversation-messages"),
     path("messages/<int:pk>/stop", api.message_stop, name="api-message-stop"),
-    path("messages/<int:pk>/events", api.message_events, name="api-message-events"),
+    path("messages/<int:pk>/events", sse.message_events, name="api-message-events"),
     path("models/", api.models, name="api-models"),
     path("usage/", api.usage, name="api-usage"),
 ]

@@ -20,7 +20,7 @@ if not SECRET_KEY:
     SECRET_KEY = "parley-insecure-development-key-change-me"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-CSRF_FAILURE_VIEW = "chat.api.csrf_failure"
+CSRF_FAILURE_VIEW = "parley.errors.csrf_failure"
 
 INSTALLED_APPS = [
     "daphne",

@@ -93,7 +93,7 @@ def _is_header_line(line: bytes) -> bool:
 
 
 def _error_response(code: str) -> bytes:
-    from chat.api import json_error  # the one JSON error shape; Django is set up by now
+    from chat.responses import json_error  # the one JSON error shape; Django is set up by now
 
     response = json_error(code)
     head = [f"HTTP/1.1 {response.status_code} {response.reason_phrase}"]

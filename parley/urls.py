@@ -12,5 +12,5 @@ urlpatterns = [
     path("", include("chat.urls")),
 ]
 
-handler404 = "chat.api.not_found"
-handler500 = "chat.api.server_error"
+handler404 = "parley.errors.not_found"
+handler500 = "parley.errors.server_error"

@@ -90,7 +90,9 @@ def bob(django_user_model):
 def live_app(django_db_setup, django_db_blocker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     """Real daphne + Celery worker (with beat) serving the test database."""
     with django_db_blocker.unblock():
-        env = child_env(PARLEY_HEARTBEAT_SECONDS="1", PARLEY_HEARTBEAT_TTL="3")
+        # A fast heartbeat, but the reaper at its old pace: the session's worker reaps against the
+        # database every test flushes, and a flush that meets a reap's transaction can deadlock.
+        env = child_env(PARLEY_HEARTBEAT_SECONDS="1", PARLEY_HEARTBEAT_TTL="3", PARLEY_REAP_SECONDS="15")
     app = LiveApp(tmp_path_factory.mktemp("live"), env)
     try:
         app.start_daphne()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
@@ -26,8 +27,11 @@ def user_channel(user_id: int) -> str:
 
 
 def publish_sync(user_id: int, event: Mapping[str, Any]) -> None:
-    """For Celery tasks and other sync code."""
-    sync_client().publish(user_channel(user_id), orjson.dumps(event))
+    """For Celery tasks and other sync code. A notice is a hint, so one that cannot be sent is logged."""
+    try:
+        sync_client().publish(user_channel(user_id), orjson.dumps(event))
+    except redis.RedisError:
+        logger.warning("A %s notice to user %s was not sent: Redis is unreachable", event.get("type"), user_id)
 
 
 class UserFeeds:

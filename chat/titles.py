@@ -5,6 +5,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import redis
 from django.conf import settings
 from django.db import transaction
 
@@ -70,7 +71,11 @@ def _first_ask(conversation_id: int) -> bool:
     """True once per conversation: marked before the model is asked, so that a task redelivered
     after a worker died mid-call does not ask again."""
     key = f"{settings.PARLEY_KEY_PREFIX}:title:{conversation_id}:asked"
-    return bool(sync_client().set(key, "1", nx=True, ex=ASKED_SECONDS))
+    try:
+        return bool(sync_client().set(key, "1", nx=True, ex=ASKED_SECONDS))
+    except redis.RedisError:  # no limits can be checked either: the question's words will do
+        logger.warning("Title for conversation %s fell back: Redis is unreachable", conversation_id)
+        return False
 
 
 def _ask_model(conversation: Conversation, question: str, answer: str) -> tuple[str, Callable[[], object] | None]:

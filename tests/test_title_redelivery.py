@@ -38,3 +38,22 @@ def test_a_redelivered_title_task_falls_back_instead_of_asking_again(alice, sett
     assert UsageRecord.objects.filter(kind="title").count() == 1
     assert not UsageRecord.objects.filter(kind="title", conversation_id=second).exists()
     assert Conversation.objects.get(pk=second).title == "Plan a trip to Lisbon"
+
+
+def test_without_redis_a_title_falls_back_without_asking_the_model(alice, settings):
+    async def scenario():
+        async with OpenAIFake(Scenario(tokens=4)) as fake:
+            settings.OPENAI_BASE_URL = fake.base_url
+            settings.OPENAI_API_KEY = "sk-test"
+            model = await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
+            conversation = await Conversation.objects.acreate(owner=alice, model=model)
+            await conversation.messages.acreate(role="user", content="Bake bread at home")
+            await conversation.messages.acreate(role="assistant", content="Sure.")
+            settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+            title = await asyncio.to_thread(generate_title, conversation.pk)
+            return title, len(fake.requests), conversation.pk
+
+    title, requests, pk = asyncio.run(scenario())
+    assert (title, requests) == ("Bake bread at home", 0)
+    assert Conversation.objects.get(pk=pk).title == "Bake bread at home"
+    assert not UsageRecord.objects.filter(kind="title").exists()

@@ -13,17 +13,24 @@ from tests.fakes.openai_server import OpenAIFake
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+async def titled_later(settings, fake, owner, question: str) -> Conversation:
+    """A conversation of one exchange on a model the fake OpenAI server answers, not yet titled."""
+    settings.OPENAI_BASE_URL = fake.base_url
+    settings.OPENAI_API_KEY = "sk-test"
+    model, _ = await ChatModel.objects.aget_or_create(
+        name="fake-gpt", defaults={"label": "Fake", "provider": "openai", "base_url": fake.base_url}
+    )
+    conversation = await Conversation.objects.acreate(owner=owner, model=model)
+    await conversation.messages.acreate(role="user", content=question)
+    await conversation.messages.acreate(role="assistant", content="Sure.")
+    return conversation
+
+
 def test_a_redelivered_title_task_falls_back_instead_of_asking_again(alice, settings):
     async def scenario():
         async with OpenAIFake(Scenario(tokens=4)) as fake:
-            settings.OPENAI_BASE_URL = fake.base_url
-            settings.OPENAI_API_KEY = "sk-test"
-            model = await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
-            first = await Conversation.objects.acreate(owner=alice, model=model)
-            second = await Conversation.objects.acreate(owner=alice, model=model)
-            for conversation in (first, second):
-                await conversation.messages.acreate(role="user", content="Plan a trip to Lisbon")
-                await conversation.messages.acreate(role="assistant", content="Sure.")
+            first = await titled_later(settings, fake, alice, "Plan a trip to Lisbon")
+            second = await titled_later(settings, fake, alice, "Plan a trip to Lisbon")
             asked = await asyncio.to_thread(generate_title, first.pk)
             # The second's first delivery asked the model and its worker died before saving anything.
             marker = f"{settings.PARLEY_KEY_PREFIX}:title:{second.pk}:asked"
@@ -43,12 +50,7 @@ def test_a_redelivered_title_task_falls_back_instead_of_asking_again(alice, sett
 def test_without_redis_a_title_falls_back_without_asking_the_model(alice, settings):
     async def scenario():
         async with OpenAIFake(Scenario(tokens=4)) as fake:
-            settings.OPENAI_BASE_URL = fake.base_url
-            settings.OPENAI_API_KEY = "sk-test"
-            model = await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
-            conversation = await Conversation.objects.acreate(owner=alice, model=model)
-            await conversation.messages.acreate(role="user", content="Bake bread at home")
-            await conversation.messages.acreate(role="assistant", content="Sure.")
+            conversation = await titled_later(settings, fake, alice, "Bake bread at home")
             settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
             title = await asyncio.to_thread(generate_title, conversation.pk)
             return title, len(fake.requests), conversation.pk

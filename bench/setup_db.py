@@ -5,7 +5,7 @@ phase; the send-cost checks use one per send), the benchmark models (all provide
 pointed at the fake upstream), and SQLite triggers that count row writes per table. Prints JSON.
 
 One user per concurrent stream, as in real use: a user's other tabs get a notice for every send
-(chat/notify.py), so N streams of one user would cost N^2 notice frames.
+(streaming/feeds.py), so N streams of one user would cost N^2 notice frames.
 
     python -m bench.setup_db --upstream http://127.0.0.1:8001/v1 --users 200 --conversations 30
 """

@@ -11,17 +11,17 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from accounts.models import User
-from chat import events
 from chat.models import ChatModel, Conversation, Message
 from chat.providers import configured_providers
 from parley import statements
-from parley.redis_clients import sync_client
+from streaming import events
+from streaming.writer import SyncWriter
 
 TITLE_MAX = 200
 
 
 class ActionError(Exception):
-    """A refused action; `code` is one of chat.events.REQUEST_ERRORS."""
+    """A refused action; `code` is one of streaming.events.REQUEST_ERRORS."""
 
     def __init__(
         self, code: str, detail: str = "", retry_after: float | None = None, limit: dict[str, Any] | None = None
@@ -158,9 +158,4 @@ def delete_conversation(conversation: Conversation) -> None:
 
 
 def request_stop_sync(message_ids: list[int]) -> None:
-    from chat.streams import stop_key
-
-    pipe = sync_client().pipeline(transaction=False)
-    for message_id in message_ids:
-        pipe.set(stop_key(message_id), "1", ex=3600)
-    pipe.execute()
+    SyncWriter().request_stop(message_ids)

@@ -3,16 +3,15 @@
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat import events
 from chat.actions import ActionError
-from chat.replies import attach, payloads, send_message, stop_message
-from chat.streams import get_hub
+from chat.replies import attach, follow_sent, send_message, stop_message
+from streaming import events, process
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +37,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.socket_id = uuid.uuid4().hex
         self.notice_sends: set[asyncio.Task[None]] = set()
         await self.accept()
-        await get_hub().users.listen(user.pk, self._on_notice)
+        await process.current().feeds.listen(user.pk, self._on_notice)
 
     async def disconnect(self, code: int) -> None:
         # Leaving never stops a generation: only the readers of this socket go away.
         if hasattr(self, "socket_id"):
-            get_hub().users.stop_listening(self.user.pk, self._on_notice)
+            process.current().feeds.stop_listening(self.user.pk, self._on_notice)
         for task in getattr(self, "attachments", {}).values():
             task.cancel()
 
@@ -96,7 +95,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if frame.get("ref") is not None:
             event["ref"] = frame["ref"]
         await self.send_event(event)
-        self._attach(event["assistant_message"]["id"], "", own=True)
+        self._attach(event["assistant_message"]["id"], "", sent=event)
 
     async def on_attach(self, frame: dict[str, Any]) -> None:
         message_id = _message_id(frame)
@@ -123,11 +122,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         "detach": on_detach,
     }
 
-    def _attach(self, message_id: int, after: object, ref: object = None, own: bool = False) -> None:
+    def _attach(self, message_id: int, after: object, ref: object = None, sent: events.MessageEvent | None = None) -> None:
         previous = self.attachments.pop(message_id, None)
         if previous is not None:
             previous.cancel()
-        task = asyncio.create_task(self._forward(message_id, after, ref, own))
+        task = asyncio.create_task(self._forward(message_id, after, ref, sent))
         self.attachments[message_id] = task
         task.add_done_callback(lambda done: self._forget(message_id, done))
 
@@ -135,12 +134,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.attachments.get(message_id) is task:
             del self.attachments[message_id]
 
-    async def _forward(self, message_id: int, after: object, ref: object, own: bool = False) -> None:
+    async def _forward(self, message_id: int, after: object, ref: object, sent: events.MessageEvent | None) -> None:
         try:
-            batches = _follow_own_send(message_id) if own else attach(self.user, message_id, after)
+            batches = follow_sent(sent) if sent is not None else attach(self.user, message_id, after)
             async for batch in batches:
-                for payload in batch:
-                    await self.base_send({"type": "websocket.send", "text": payload.decode()})
+                for entry in batch:
+                    await self.base_send({"type": "websocket.send", "text": entry.payload.decode()})
         except ActionError as error:
             await self.send_event(error.event(ref))
         except asyncio.CancelledError:
@@ -188,9 +187,3 @@ def _message_id(frame: dict[str, Any]) -> int:
         raise ActionError("invalid_input", "message must be a message id.")
     return message_id
 
-
-async def _follow_own_send(message_id: int) -> AsyncIterator[list[bytes]]:
-    """The reply this socket's `send` just started: it is this user's and its log is in this process,
-    so `attach`'s database lookup (authorization, stored state) would only repeat what the send did."""
-    async for batch in get_hub().follow(message_id, (0, 0)):
-        yield payloads(batch)

@@ -18,14 +18,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import calls, events, quotas
+from chat import calls, quotas
 from chat.enqueue import enqueue
 from chat.models import Message
 from chat.providers import get_provider
 from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
-from chat.streams import Hub, LocalLog, events_key, stop_key
 from chat.usage import Call
 from parley import statements
+from streaming import events
+from streaming.eventlog import EventLog, LocalLog
+from streaming.process import Process
 
 logger = logging.getLogger(__name__)
 
@@ -56,23 +58,19 @@ class Outcome:
         return None if moment is None else int((moment - self.started) * 1000)
 
 
-def start(hub: Hub, plan: ReplyPlan) -> asyncio.Task[None]:
-    """Start a generation; the caller has already reserved a slot on the hub."""
-    log = hub.open_log(plan.message_id)
+def start(here: Process, plan: ReplyPlan) -> asyncio.Task[None]:
+    """Start a generation; the caller has already taken one of the process's slots for it."""
+    log = here.event_log.open_log(plan.message_id)
     # A fresh context: the request that started the reply ends long before it, and its
     # thread-sensitive executor with it; the reply's database calls must not be bound to it.
-    task = asyncio.create_task(_run(hub, log, plan), name=f"parley-reply-{plan.message_id}", context=contextvars.Context())
-    hub.generations.add(task)  # the loop keeps only weak references to tasks
-    task.add_done_callback(hub.generations.discard)
-    return task
+    return here.slots.run(_run(here, log, plan), name=f"parley-reply-{plan.message_id}", context=contextvars.Context())
 
 
-async def _run(hub: Hub, log: LocalLog, plan: ReplyPlan) -> None:
-    # Ids can repeat after a database is reset against a long-lived Redis: start from a clean log.
-    await hub.redis.delete(events_key(plan.message_id), stop_key(plan.message_id))
+async def _run(here: Process, log: LocalLog, plan: ReplyPlan) -> None:
+    await here.event_log.clear(plan.message_id)
     outcome = Outcome()
     checkpoints = _Checkpoints(plan.message_id, log)
-    pump = asyncio.create_task(_pump(hub, plan, log, outcome, checkpoints))
+    pump = asyncio.create_task(_pump(here.event_log, plan, log, outcome, checkpoints))
     log.on_stop = pump.cancel
     if log.stop_requested:
         pump.cancel()
@@ -93,12 +91,13 @@ async def _run(hub: Hub, log: LocalLog, plan: ReplyPlan) -> None:
         final_event = await _finalize(plan, log.text(), log.offset, outcome)
         log.finish(final_event)
     finally:
-        hub.close_log(log)
+        here.event_log.close_log(log)
+        here.slots.give_back()
     if shutting_down:
         raise asyncio.CancelledError
 
 
-async def _pump(hub: Hub, plan: ReplyPlan, log: LocalLog, outcome: Outcome, checkpoints: "_Checkpoints") -> None:
+async def _pump(event_log: EventLog, plan: ReplyPlan, log: LocalLog, outcome: Outcome, checkpoints: "_Checkpoints") -> None:
     provider = get_provider(plan.provider)
     async for event in provider.stream(plan.request):
         if isinstance(event, TextDelta):
@@ -109,7 +108,7 @@ async def _pump(hub: Hub, plan: ReplyPlan, log: LocalLog, outcome: Outcome, chec
             checkpoints.maybe_save()
             if provider.buffers_unread_events:
                 # Read once per flush window, not once per token: the same text makes the same flush.
-                await hub.next_flush()
+                await event_log.next_flush()
         elif isinstance(event, Usage):
             outcome.usage = event
         elif isinstance(event, Finish):
@@ -167,7 +166,7 @@ def _save_checkpoint(message_id: int, text: str, ttft_ms: int | None) -> None:
     )
 
 
-async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -> dict:
+async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -> events.DoneEvent | events.ErrorEvent:
     usage = outcome.usage or Usage(None, None)
     finish = outcome.finish
     ttft_ms = outcome.ms_since_start(outcome.first_token_at)
@@ -175,19 +174,17 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
     error = outcome.error if outcome.status == Message.Status.FAILED else None
     await _save_final(plan, text, outcome.status, usage, finish, error, ttft_ms, duration_ms)
     if error is not None:
-        return dict(events.message_error(plan.message_id, offset, error.code, error.plain_words, error.retry_after))
-    return dict(
-        events.done(
-            plan.message_id,
-            offset,
-            outcome.status,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            finish.reason if finish else None,
-            finish.model_version if finish else None,
-            ttft_ms,
-            duration_ms,
-        )
+        return events.message_error(plan.message_id, offset, error.code, error.plain_words, error.retry_after)
+    return events.done(
+        plan.message_id,
+        offset,
+        outcome.status,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        finish.reason if finish else None,
+        finish.model_version if finish else None,
+        ttft_ms,
+        duration_ms,
     )
 
 

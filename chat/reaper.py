@@ -3,16 +3,17 @@
 import logging
 from datetime import timedelta
 
-import orjson
 import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import calls, events, quotas, usage
+from chat import calls, quotas, usage
 from chat.models import ChatModel, Message, UsageRecord
-from chat.streams import Entry, events_key, heartbeat_key
 from parley.redis_clients import sync_client
+from streaming import events
+from streaming.keys import heartbeat_key
+from streaming.writer import SyncWriter
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def _charge_orphan(message_id: int, text: str, status: str) -> None:
 
 def end_orphan(client: redis.Redis, message_id: int, checkpoint: str, status: str = Message.Status.INTERRUPTED) -> bool:
     """End a reply nobody is generating any more: keep its text, mark it, close its event log."""
-    entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in client.xrange(events_key(message_id))]
+    writer = SyncWriter(client)
+    entries = writer.read_all(message_id)
     logged = "".join(entry.text for entry in entries if not entry.is_final)
     # The log holds every delta that was flushed; the checkpoint is a prefix of it unless the log expired.
     text = logged if len(logged) >= len(checkpoint) else checkpoint
@@ -84,14 +86,10 @@ def end_orphan(client: redis.Redis, message_id: int, checkpoint: str, status: st
             return False
         _charge_orphan(message_id, text, status)
     if not any(entry.is_final for entry in entries):
-        final = events.done(message_id, len(text), status)
-        key = events_key(message_id)
-        pipe = client.pipeline(transaction=False)
+        ending: list[events.DeltaEvent | events.DoneEvent] = []
         if len(text) > len(logged):
             # The log lost text that the checkpoint kept: readers resume from the checkpoint's end.
-            missing = events.delta(message_id, len(text), text[len(logged):])
-            pipe.xadd(key, {"e": orjson.dumps(missing)}, id=missing["cursor"])
-        pipe.xadd(key, {"e": orjson.dumps(final)}, id=final["cursor"])
-        pipe.expire(key, settings.PARLEY_STREAM_TTL)
-        pipe.execute(raise_on_error=False)
+            ending.append(events.delta(message_id, len(text), text[len(logged):]))
+        ending.append(events.done(message_id, len(text), status))
+        writer.append(message_id, ending)
     return True

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import OperationalError, transaction
@@ -16,14 +15,15 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.plans import limits_for
-from chat import calls, events, generation, reaper
+from chat import calls, generation, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.models import Conversation, Message, UsageRecord
 from chat.providers import configured_providers
 from chat.providers.base import ChatRequest
-from chat.streams import Entry, get_hub
 from parley import statements
 from parley.redis_clients import sync_client
+from streaming import events, process
+from streaming.entries import Entry, merged
 
 BUSY_RETRY_AFTER = 2.0
 
@@ -57,23 +57,23 @@ async def send_message(
     text = clean_content(content)
     if model_name is not None and not isinstance(model_name, str):
         raise ActionError("invalid_input", "model must be a model name.")
-    hub = get_hub()
-    # Reserved before the await so that concurrent sends cannot overshoot the bound.
-    if not hub.reserve(settings.PARLEY_MAX_GENERATIONS):
+    here = process.current()
+    # Taken before the await so that concurrent sends cannot overshoot the bound.
+    if not here.slots.take(settings.PARLEY_MAX_GENERATIONS):
         raise ActionError("busy", retry_after=BUSY_RETRY_AFTER)
     try:
-        turn = await _store_turn(user, conversation_id, text, model_name or None, hub.generator_id)
+        turn = await _store_turn(user, conversation_id, text, model_name or None, here.event_log.generator_id)
     except OperationalError as error:
-        hub.release()
+        here.slots.give_back()
         if "locked" not in str(error):
             raise
         # SQLite takes one writer at a time; past its busy timeout, say "busy" rather than fail.
         raise ActionError("busy", retry_after=BUSY_RETRY_AFTER) from error
     except BaseException:
-        hub.release()
+        here.slots.give_back()
         raise
-    generation.start(hub, turn.plan)
-    await hub.users.publish(user.pk, {**turn.event, "origin": origin})
+    generation.start(here, turn.plan)
+    await here.feeds.publish(user.pk, {**turn.event, "origin": origin})
     return turn.event
 
 
@@ -152,7 +152,7 @@ async def stop_message(user: User, message_id: object) -> events.StoppingEvent:
         raise ActionError("invalid_input", "Only replies can be stopped.")
     if not message.is_active:
         raise ActionError("already_finished")
-    await get_hub().request_stop(message.pk)
+    await process.event_log().request_stop(message.pk)
     return events.stopping(message.pk, ended_here=await _stop_orphan(message))
 
 
@@ -174,38 +174,33 @@ class _StoredReply:
     text: str
 
 
-async def attach(user: User, message_id: object, after: object) -> AsyncIterator[list[bytes]]:
-    """Authorize, then yield batches of wire-ready event payloads after the cursor, ending with the final one."""
+async def attach(user: User, message_id: object, after: object) -> AsyncIterator[list[Entry]]:
+    """The read API every door uses: authorize, then yield batches of entries after the cursor,
+    ending with the final one, whether the reply is being written here, elsewhere, or is stored."""
     cursor = events.parse_cursor(after)
     if cursor is None:
         raise ActionError("invalid_input", "after must be a cursor such as \"120-0\".")
     stored = await _load_reply(user, message_id)
-    hub = get_hub()
-    if stored.id in hub.logs or stored.active:
-        async for batch in hub.follow(stored.id, cursor):
-            yield payloads(batch)
+    event_log = process.event_log()
+    if event_log.is_local(stored.id) or stored.active:
+        async for batch in event_log.follow(stored.id, cursor):
+            yield merged(batch)
         return
-    yield _stored_payloads(stored, cursor)
+    yield _stored_entries(stored, cursor)
 
 
-def payloads(batch: list[Entry]) -> list[bytes]:
-    """Wire payloads for a batch; consecutive deltas (a reader catching up) become one event."""
-    deltas = [entry for entry in batch if not entry.is_final]
-    out: list[bytes] = []
-    if len(deltas) == 1:
-        out.append(deltas[0].payload)
-    elif deltas:
-        message_id = orjson.loads(deltas[0].payload)["message"]
-        out.append(orjson.dumps(events.delta(message_id, deltas[-1].id[0], "".join(entry.text for entry in deltas))))
-    out.extend(entry.payload for entry in batch if entry.is_final)
-    return out
+async def follow_sent(event: events.MessageEvent) -> AsyncIterator[list[Entry]]:
+    """The reply a `send_message` just started, from its start: it is the sender's and its log is
+    in this process, so `attach`'s database lookup would only repeat what the send did."""
+    async for batch in process.event_log().follow(event["assistant_message"]["id"], (0, 0)):
+        yield merged(batch)
 
 
-def _stored_payloads(stored: _StoredReply, cursor: tuple[int, int]) -> list[bytes]:
+def _stored_entries(stored: _StoredReply, cursor: tuple[int, int]) -> list[Entry]:
     out = []
     if cursor[0] < len(stored.text):
-        out.append(orjson.dumps(events.delta(stored.id, len(stored.text), stored.text[cursor[0] :])))
-    out.append(orjson.dumps(stored.final_event))
+        out.append(Entry.of(events.delta(stored.id, len(stored.text), stored.text[cursor[0] :])))
+    out.append(Entry.of(stored.final_event))
     return out
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 from django.http import HttpRequest, HttpResponse, RawPostDataException
 
-from chat import events
 from chat.actions import ActionError
+from streaming import events
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:

@@ -5,14 +5,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from chat import events
 from chat.actions import ActionError
 from chat.replies import attach
 from chat.responses import api_view
+from streaming import events
+from streaming.entries import Entry
 
 
 @api_view({"GET"})
@@ -31,8 +31,8 @@ async def message_events(request: HttpRequest, user: Any, pk: int) -> HttpRespon
     return response
 
 
-async def _sse(first: list[bytes], stream: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:
-    queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue()
+async def _sse(first: list[Entry], stream: AsyncIterator[list[Entry]]) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[list[Entry] | None] = asyncio.Queue()
 
     async def pump() -> None:
         try:
@@ -44,7 +44,7 @@ async def _sse(first: list[bytes], stream: AsyncIterator[list[bytes]]) -> AsyncI
     task = asyncio.create_task(pump())
     try:
         yield b"retry: 2000\n\n" + _sse_frames(first)
-        if first and _ends(first):
+        if first and first[-1].is_final:
             return
         while True:
             try:
@@ -55,19 +55,11 @@ async def _sse(first: list[bytes], stream: AsyncIterator[list[bytes]]) -> AsyncI
             if batch is None:
                 return
             yield _sse_frames(batch)
-            if _ends(batch):
+            if batch[-1].is_final:
                 return
     finally:
         task.cancel()
 
 
-def _ends(batch: list[bytes]) -> bool:
-    return orjson.loads(batch[-1])["type"] in {"done", "error"}
-
-
-def _sse_frames(batch: list[bytes]) -> bytes:
-    out = bytearray()
-    for payload in batch:
-        event = orjson.loads(payload)
-        out += b"event: %s\nid: %s\ndata: %s\n\n" % (event["type"].encode(), event["cursor"].encode(), payload)
-    return bytes(out)
+def _sse_frames(batch: list[Entry]) -> bytes:
+    return b"".join(b"event: %s\nid: %s\ndata: %s\n\n" % (e.kind.encode(), e.cursor.encode(), e.payload) for e in batch)

@@ -10,14 +10,15 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.plans import limits_for
-from chat import calls, events
+from chat import calls
 from chat.actions import ActionError
 from chat.models import Conversation, Message, UsageRecord
-from chat.notify import publish_sync
 from chat.providers import new_provider
 from chat.providers.base import ChatRequest, CollectedReply, collect
 from chat.providers.demo import without_controls
 from parley.redis_clients import sync_client
+from streaming import events
+from streaming.feeds import publish_sync
 
 logger = logging.getLogger(__name__)
 TITLE_WORDS = 8

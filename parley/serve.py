@@ -27,8 +27,9 @@ def main() -> None:
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     # Imports daphne.server, which creates the event loop: only now, with the policy set.
-    from parley.transport import CommandLineInterface
     from twisted.internet import reactor
+
+    from parley.transport import CommandLineInterface
 
     reactor.addSystemEventTrigger("before", "shutdown", _interrupt_running_replies)
     # First, so that a --server-name given on the command line, parsed later, wins.
@@ -41,11 +42,12 @@ def _interrupt_running_replies() -> object:
     from twisted.internet.defer import Deferred
 
     async def interrupt() -> None:
-        from chat.streams import running_hub
+        from streaming import process
 
-        hub = running_hub()
-        if hub is not None:
-            count = await hub.interrupt_all(SHUTDOWN_GRACE_SECONDS)
+        here = process.running()
+        if here is not None:
+            count = await here.slots.interrupt_all(SHUTDOWN_GRACE_SECONDS)
+            await here.event_log.flush_before_exit()
             if count:
                 logger.warning("Stopping: %d running replies ended as interrupted", count)
 

@@ -96,7 +96,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
-# No CHANNEL_LAYERS: replies reach sockets through the event log (chat/streams.py), and a channel
+# No CHANNEL_LAYERS: replies reach sockets through the event log (streaming/eventlog.py), and a channel
 # layer would hold one blocking Redis read open per socket for nothing.
 
 # Lets several Parley installations, or concurrent test runs, share one Redis without collisions.

@@ -73,5 +73,5 @@ async def reply_events(user: Any, message_id: int, after: str = "0-0") -> list[d
 
     seen: list[dict] = []
     async for batch in attach(user, message_id, after):
-        seen.extend(orjson.loads(payload) for payload in batch)
+        seen.extend(orjson.loads(entry.payload) for entry in batch)
     return seen

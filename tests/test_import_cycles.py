@@ -5,12 +5,19 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("accounts", "chat", "parley")
+# Every top-level package of the application; the test code and benchmarks sit above it.
+PACKAGES = sorted(
+    path.parent.name for path in ROOT.glob("*/__init__.py") if path.parent.name not in {"tests", "bench"}
+)
 
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_every_application_package_is_walked():
+    assert {"accounts", "chat", "parley", "streaming"} <= set(PACKAGES)
 
 
 def project_modules() -> dict[str, Path]:

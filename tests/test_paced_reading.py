@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from chat import streams
 from chat.models import ChatModel, Message
 from chat.replies import send_message, stop_message
+from streaming import eventlog
 from tests.fakes import Scenario, expected_text
 from tests.fakes.openai_server import OpenAIFake
 from tests.helpers import reply_events
@@ -28,14 +28,14 @@ async def paced_model(settings):
 async def test_tokens_are_read_in_batches_and_arrive_exactly_once(alice, paced_model, monkeypatch):
     _, model = paced_model
     appends = 0
-    append = streams.LocalLog.append
+    append = eventlog.LocalLog.append
 
     def counting(self, text: str) -> None:
         nonlocal appends
         appends += 1
         append(self, text)
 
-    monkeypatch.setattr(streams.LocalLog, "append", counting)
+    monkeypatch.setattr(eventlog.LocalLog, "append", counting)
     event = await send_message(alice, None, "Hi", model.name)
     seen = await reply_events(alice, event["assistant_message"]["id"])
     assert "".join(e["text"] for e in seen if e["type"] == "delta") == expected_text(120)

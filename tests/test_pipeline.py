@@ -11,7 +11,7 @@ from django.db import connection
 from accounts.models import Plan
 from chat import replies
 from chat.models import ChatModel, Message
-from chat.streams import get_hub
+from streaming.process import event_log
 from tests.helpers import connect, receive_until_final
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,10 +21,10 @@ async def read_from(user, message_id: int, after: str) -> tuple[str, dict]:
     text = []
     final = None
     async for batch in replies.attach(user, message_id, after):
-        for payload in batch:
+        for entry in batch:
             import orjson
 
-            event = orjson.loads(payload)
+            event = orjson.loads(entry.payload)
             if event["type"] == "delta":
                 text.append(event["text"])
             else:
@@ -40,7 +40,7 @@ async def test_attaching_at_random_cursors_yields_exactly_the_rest_once_in_order
     seen_cursors = ["", "0", "0-0"]
     for _ in range(25):
         await asyncio.sleep(rng.uniform(0, 0.08))
-        log = get_hub().logs.get(reply_id)
+        log = event_log().logs.get(reply_id)
         if log and log.entries:
             seen_cursors.append(f"{log.entries[rng.randrange(len(log.entries))].id[0]}-0")
         cursor = rng.choice(seen_cursors + [str(rng.randrange(0, 3000))])
@@ -193,7 +193,7 @@ async def test_deleting_a_conversation_stops_its_reply(alice):
     conversation = await database_sync_to_async(get_conversation_for)(alice, event["conversation"]["id"])
     await asyncio.sleep(0.2)
     await database_sync_to_async(delete_conversation)(conversation)
-    log = get_hub().logs[reply_id]
+    log = event_log().logs[reply_id]
     for _ in range(100):
         if log.finished:
             break

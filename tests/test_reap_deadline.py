@@ -13,7 +13,7 @@ from django.conf import settings
 
 from accounts.models import ApiToken
 from chat.models import Message
-from chat.streams import heartbeat_key
+from streaming.keys import heartbeat_key
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

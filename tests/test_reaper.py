@@ -6,10 +6,10 @@ import orjson
 import pytest
 from django.utils import timezone
 
-from chat import events
 from chat.models import ChatModel, Conversation, Message
 from chat.reaper import reap_interrupted
-from chat.streams import events_key, heartbeat_key
+from streaming import events
+from streaming.keys import events_key, heartbeat_key
 
 pytestmark = pytest.mark.django_db
 
@@ -81,6 +81,6 @@ async def test_stop_ends_a_reply_whose_process_died_at_once(alice, redis_client)
     assert (await stop_message(alice, reply.pk))["status"] == "stopped"
     stored = await Message.objects.aget(pk=reply.pk)
     assert stored.status == "stopped" and stored.content == "Half a thought" and stored.error_text == ""
-    seen = [orjson.loads(p) async for batch in attach(alice, reply.pk, "6-0") for p in batch]
+    seen = [orjson.loads(e.payload) async for batch in attach(alice, reply.pk, "6-0") for e in batch]
     assert [e["type"] for e in seen] == ["delta", "done"] and seen[0]["text"] == " thought"
     assert seen[-1]["status"] == "stopped"

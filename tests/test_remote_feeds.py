@@ -5,13 +5,14 @@ import asyncio
 import orjson
 import pytest
 
-from chat import events
-from chat.streams import events_key, get_hub
+from streaming import events
+from streaming.keys import events_key
+from streaming.process import event_log
 
 
 async def collect(message_id: int, cursor=(0, 0)) -> str:
     text = []
-    async for batch in get_hub().follow(message_id, cursor):
+    async for batch in event_log().follow(message_id, cursor):
         text.extend(entry.text for entry in batch)
     return "".join(text)
 
@@ -25,7 +26,7 @@ async def append(client, message_id: int, offset: int, piece: str) -> int:
 
 @pytest.mark.parametrize("readers", [1, 3])
 async def test_remote_readers_get_every_entry_then_the_final_one(readers):
-    hub = get_hub()
+    hub = event_log()
     message_id = 987_654_321
     await hub.redis.delete(events_key(message_id))
     offset = await append(hub.redis, message_id, 0, "early ")
@@ -50,7 +51,7 @@ async def test_remote_readers_get_every_entry_then_the_final_one(readers):
 async def test_a_failed_flush_is_retried_whole_and_in_order():
     import redis.asyncio as aioredis
 
-    hub = get_hub()
+    hub = event_log()
     message_id = 987_654_322
     await hub.redis.delete(events_key(message_id))
     log = hub.open_log(message_id)

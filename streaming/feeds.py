@@ -14,16 +14,12 @@ from typing import Any
 import orjson
 import redis
 import redis.asyncio as aioredis
-from django.conf import settings
 
 from parley.redis_clients import sync_client
+from streaming.keys import user_channel
 
 logger = logging.getLogger(__name__)
 Listener = Callable[[bytes], None]
-
-
-def user_channel(user_id: int) -> str:
-    return f"{settings.PARLEY_KEY_PREFIX}:user:{user_id}"
 
 
 def publish_sync(user_id: int, event: Mapping[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The event schema shared by the WebSocket and SSE transports (documented in docs/streaming.md).
+"""The one event schema: every event any door sends, defined once (documented in docs/streaming.md).
 
 Cursors are Redis stream ids of the form "<offset>-<seq>": <offset> is the length of the reply text
 after the event, so a reader holding a cursor can also be served exactly from the stored text.
@@ -70,6 +70,139 @@ class StoppingEvent(TypedDict):
     message: int
     status: Literal["stopping", "stopped"]
     ref: NotRequired[Any]
+
+
+# Agent runs ---------------------------------------------------------------------------------------
+# A run's log has the same cursors as a reply's, counted in events instead of characters: the n-th
+# event has cursor "<n>-0" and the last one, `run_finished`, "<n>-1". Written by Celery workers
+# through streaming/writer.py, read through the same read API as replies.
+
+RunStatus = Literal["queued", "running", "awaiting_approval", "succeeded", "failed", "cancelled", "interrupted"]
+StepKind = Literal["model", "tool", "approval"]
+
+
+class RunStartedEvent(TypedDict):
+    type: Literal["run_started"]
+    run: int
+    cursor: str
+    goal: str
+    model: str
+
+
+class StepStartedEvent(TypedDict):
+    type: Literal["step_started"]
+    run: int
+    cursor: str
+    step: int  # the step's position in the run, from 1
+    kind: StepKind
+    title: str  # what the step does, in plain words
+
+
+class StepDeltaEvent(TypedDict):
+    """Text of a model step as it is written."""
+
+    type: Literal["step_delta"]
+    run: int
+    cursor: str
+    step: int
+    text: str
+
+
+class ToolCallEvent(TypedDict):
+    type: Literal["tool_call"]
+    run: int
+    cursor: str
+    step: int
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]  # validated against the tool's schema before this is written
+
+
+class ToolResultEvent(TypedDict):
+    type: Literal["tool_result"]
+    run: int
+    cursor: str
+    step: int
+    call_id: str
+    ok: bool
+    result: Any  # JSON; None when the tool failed
+    error: str | None
+
+
+class ApprovalRequestedEvent(TypedDict):
+    type: Literal["approval_requested"]
+    run: int
+    cursor: str
+    step: int
+    tool: str
+    arguments: dict[str, Any]
+    reason: str
+
+
+class ApprovalDecidedEvent(TypedDict):
+    type: Literal["approval_decided"]
+    run: int
+    cursor: str
+    step: int
+    decision: Literal["approve", "reject"]
+    note: str
+
+
+class StepFinishedEvent(TypedDict):
+    type: Literal["step_finished"]
+    run: int
+    cursor: str
+    step: int
+    status: Literal["succeeded", "failed", "skipped"]
+    tokens: int
+    cost_usd: str  # a decimal, as text: JSON numbers would round it
+
+
+class ProgressEvent(TypedDict):
+    type: Literal["progress"]
+    run: int
+    cursor: str
+    percent: int  # 0-100
+    current: str  # the current step in plain words
+
+
+class RunFinishedEvent(TypedDict):
+    """The final event of a run, whatever its end."""
+
+    type: Literal["run_finished"]
+    run: int
+    cursor: str
+    status: Literal["succeeded", "failed", "cancelled", "interrupted"]
+    result: str
+    error_code: str | None
+    error_text: str | None
+    tokens: int
+    cost_usd: str
+
+
+RUN_EVENT_TYPES = (
+    "run_started", "step_started", "step_delta", "tool_call", "tool_result",
+    "approval_requested", "approval_decided", "step_finished", "progress", "run_finished",
+)
+
+
+def run_event(event_type: str, run_id: int, seq: int, **fields: Any) -> dict[str, Any]:
+    """A run event at the `seq`-th place of its run's log; `run_finished` is the final one.
+    Every field of the type must be given: a missing or unknown one is a programming error."""
+    expected = set(_RUN_EVENT_FIELDS[event_type])
+    if set(fields) != expected:
+        raise TypeError(f"{event_type} takes {sorted(expected)}, got {sorted(fields)}")
+    final = event_type == "run_finished"
+    return {"type": event_type, "run": run_id, "cursor": cursor_for(seq, 1 if final else 0), **fields}
+
+
+_RUN_EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    cls.__annotations__["type"].__args__[0]: tuple(name for name in cls.__annotations__ if name not in {"type", "run", "cursor"})
+    for cls in (
+        RunStartedEvent, StepStartedEvent, StepDeltaEvent, ToolCallEvent, ToolResultEvent, ApprovalRequestedEvent,
+        ApprovalDecidedEvent, StepFinishedEvent, ProgressEvent, RunFinishedEvent,
+    )
+}
 
 
 def cursor_for(offset: int, seq: int = 0) -> str:

@@ -1,0 +1,28 @@
+"""Every Redis key the streaming core uses, in one place (docs/streaming.md lists them)."""
+
+from django.conf import settings
+
+
+def events_key(message_id: int) -> str:
+    """A reply's event log (a Redis Stream whose entry ids are the events' cursors)."""
+    return f"{settings.PARLEY_KEY_PREFIX}:msg:{message_id}:events"
+
+
+def stop_key(message_id: int) -> str:
+    """Set by Stop from any process; the reply's own process reads it at its next flush."""
+    return f"{settings.PARLEY_KEY_PREFIX}:msg:{message_id}:stop"
+
+
+def heartbeat_key(generator_id: str) -> str:
+    """Refreshed by a process while it writes replies; the reaper ends the replies of a lapsed one."""
+    return f"{settings.PARLEY_KEY_PREFIX}:generator:{generator_id}"
+
+
+def reader_wake_key(generator_id: str) -> str:
+    """Wakes a process's XREAD loop when it has a new stream to follow."""
+    return f"{settings.PARLEY_KEY_PREFIX}:reader:{generator_id}:wake"
+
+
+def user_channel(user_id: int) -> str:
+    """Pub/sub channel of one user's notices to their open tabs."""
+    return f"{settings.PARLEY_KEY_PREFIX}:user:{user_id}"

@@ -1,0 +1,45 @@
+"""The event log's writer for sync code: the reaper today, Celery workers next.
+
+It stores the same entries as the async writer in web processes (streaming/eventlog.py), built by
+the same `Entry.of`, so a reader cannot tell who wrote an entry.
+"""
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import redis
+from django.conf import settings
+
+from parley.redis_clients import sync_client
+from streaming.entries import Entry
+from streaming.keys import events_key, stop_key
+
+# How long a stop flag waits for the reply's process to read it.
+STOP_FLAG_SECONDS = 3600
+
+
+class SyncWriter:
+    def __init__(self, client: redis.Redis | None = None) -> None:
+        self.client = client or sync_client()
+
+    def append(self, message_id: int, new_events: Iterable[Mapping[str, Any]]) -> list[Entry]:
+        """Append events in one round trip. A log that got its final event expires like any
+        finished log; an id at or below the log's last one is refused by Redis and skipped."""
+        entries = [Entry.of(event) for event in new_events]
+        key = events_key(message_id)
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            pipe.xadd(key, entry.redis_fields, id=entry.cursor)
+        if any(entry.is_final for entry in entries):
+            pipe.expire(key, settings.PARLEY_STREAM_TTL)
+        pipe.execute(raise_on_error=False)
+        return entries
+
+    def read_all(self, message_id: int) -> list[Entry]:
+        return [Entry.from_redis(entry_id, fields) for entry_id, fields in self.client.xrange(events_key(message_id))]
+
+    def request_stop(self, message_ids: Iterable[int]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for message_id in message_ids:
+            pipe.set(stop_key(message_id), "1", ex=STOP_FLAG_SECONDS)
+        pipe.execute()

@@ -26,10 +26,11 @@ def main() -> None:
         pass
     else:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    # Imports daphne.server, which creates the event loop: only now, with the policy set.
+    # Imports daphne.server, which creates the event loop and installs Twisted's asyncio reactor:
+    # only now, with the policy set, and before anything imports `twisted.internet.reactor`
+    # (that would install Twisted's default reactor, and the trigger below would never run).
+    from parley.transport import CommandLineInterface  # noqa: I001
     from twisted.internet import reactor
-
-    from parley.transport import CommandLineInterface
 
     reactor.addSystemEventTrigger("before", "shutdown", _interrupt_running_replies)
     # First, so that a --server-name given on the command line, parsed later, wins.

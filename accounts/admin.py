@@ -76,7 +76,7 @@ class ParleyUserAdmin(UserAdmin):
     def usage_summary(self, user: User) -> str:
         if user.pk is None:
             return "–"
-        from chat.models import UsageRecord
+        from billing.models import UsageRecord
 
         now = timezone.localtime()
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -127,7 +127,7 @@ class ParleyUserAdmin(UserAdmin):
 
     @admin.action(description="Reset usage counters", permissions=["change"])
     def reset_usage_counters(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        from chat.quotas import reset_counters
+        from billing.quotas import reset_counters
 
         users = list(queryset)
         unreachable = 0

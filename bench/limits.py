@@ -5,7 +5,7 @@
 The check runs exactly as the send transaction runs it (chat.replies._store_turn), on one thread
 as the shared database thread does: inside the transaction, after the conversation's row is read
 (with its model and, for the check, its owner: suspension and plan, fresh), the user's limits
-(accounts.plans.limits_for, plans and overrides cached), then chat.calls.admit, the one admission
+(accounts.plans.limits_for, plans and overrides cached), then billing.calls.admit, the one admission
 every model call goes through: the allowed models, the fallback model's threshold, the history
 fitted and priced, and the atomic reservation in Redis. What the owner's columns add to the
 conversation's read is measured apart. Sends are paced open-loop: each is due at start + i / rate,
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
 
     from accounts.models import Plan, User
     from accounts.plans import limits_for
-    from chat import calls
+    from billing import calls
     from chat.models import ChatModel, Conversation
     from parley import statements
 
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> None:
         return found
 
     def check(user_id: int, owner: User) -> calls.Admitted:
-        # What chat.replies._store_turn asks of the plan, through the same call: chat.calls.admit.
+        # What chat.replies._store_turn asks of the plan, through the same call: billing.calls.admit.
         suspended, limits = limits_for(user_id, owner)
         assert not suspended
         return calls.admit(user_id, limits, model, "", PROMPT, kind="reply")

@@ -12,8 +12,8 @@ from django.db.models import QuerySet
 
 from accounts.models import User
 from chat.models import ChatModel, Conversation, Message
-from chat.providers import configured_providers
 from parley import statements
+from providers import configured_providers
 from streaming import events
 from streaming.writer import SyncWriter
 

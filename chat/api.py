@@ -7,7 +7,8 @@ import redis
 from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse
 
-from chat import actions, admission
+from billing import admission
+from chat import actions
 from chat.actions import ActionError
 from chat.replies import send_message, stop_message
 from chat.responses import api_view, json_error, json_response, read_json

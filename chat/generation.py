@@ -18,13 +18,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import calls, quotas
+from billing import calls, quotas
+from billing.ledger import Call
 from chat.enqueue import enqueue
 from chat.models import Message
-from chat.providers import get_provider
-from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
-from chat.usage import Call
 from parley import statements
+from providers import get_provider
+from providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
 from streaming import events
 from streaming.eventlog import EventLog, LocalLog
 from streaming.process import Process

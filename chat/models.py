@@ -6,7 +6,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from chat import providers
+import providers
 
 
 class ModelQuerySet(models.QuerySet["ChatModel"]):
@@ -159,67 +159,3 @@ class Message(models.Model):
             "cursor": self.last_cursor or None,
             "created": self.created.isoformat(),
         }
-
-
-class UsageRecord(models.Model):
-    """One model call, as the provider reported it: the ledger that every budget is counted from."""
-
-    class Kind(models.TextChoices):
-        REPLY = "reply"
-        TITLE = "title"
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage")
-    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    kind = models.CharField(max_length=10, choices=Kind.choices)
-    provider = models.CharField(max_length=20)
-    model = models.CharField(max_length=100)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    estimated = models.BooleanField(default=False, help_text="The provider reported no usage (a stopped or failed call): counted from the text.")
-    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
-    outcome = models.CharField(max_length=12, help_text="complete, stopped, failed or interrupted")
-    error_code = models.CharField(max_length=40, blank=True, help_text="Why a failed call failed, e.g. overloaded.")
-    over_reservation_tokens = models.PositiveIntegerField(
-        default=0, help_text="Output tokens the provider reported beyond the most the call reserved (it ignored max_tokens)."
-    )
-    overspend_alerted = models.BooleanField(default=False, help_text="The admins were emailed about the overspend.")
-    created = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["-created", "-id"]
-        indexes = [models.Index(fields=["user", "created"]), models.Index(fields=["created"])]
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.model} for {self.user_id}: {self.total_tokens} tokens"
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-class CostAlert(models.Model):
-    """An email to the admins: a user, or the whole site, passed a share of a monthly budget.
-    The unique key makes it one per threshold per month, however many processes notice."""
-
-    class Scope(models.TextChoices):
-        USER = "user"
-        SITE = "site"
-
-    key = models.CharField(max_length=80, unique=True)
-    scope = models.CharField(max_length=4, choices=Scope.choices)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
-    period = models.CharField(max_length=6, help_text="The month, as YYYYMM (UTC).")
-    threshold = models.PositiveSmallIntegerField(help_text="Percent of the monthly budget.")
-    spent_usd = models.DecimalField(max_digits=14, decimal_places=8)
-    budget_usd = models.DecimalField(max_digits=12, decimal_places=2)
-    recipients = models.TextField(blank=True)
-    created = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["-created", "-id"]
-
-    def __str__(self) -> str:
-        who = self.user if self.scope == self.Scope.USER else "the site"
-        return f"{who} passed {self.threshold} % of the {self.period} budget"

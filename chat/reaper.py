@@ -8,8 +8,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import calls, quotas, usage
-from chat.models import ChatModel, Message, UsageRecord
+from billing import calls, ledger, quotas
+from billing.models import UsageRecord
+from chat.models import ChatModel, Message
 from parley.redis_clients import sync_client
 from streaming import events
 from streaming.keys import heartbeat_key
@@ -56,8 +57,8 @@ def _charge_orphan(message_id: int, text: str, status: str) -> None:
         return  # replies from before budgets were reserved carry no claim
     reservation, prompt_estimate = parsed
     model = ChatModel.objects.filter(provider=message.provider, name=message.model).first()
-    pricing = usage.Pricing(model.input_price_per_million, model.output_price_per_million) if model else usage.Pricing()
-    call = usage.Call(
+    pricing = ledger.Pricing(model.input_price_per_million, model.output_price_per_million) if model else ledger.Pricing()
+    call = ledger.Call(
         user_id=reservation.user_id, kind=UsageRecord.Kind.REPLY, provider=message.provider, model=message.model,
         pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=message.conversation_id, message_id=message_id,
         reserved_output=reservation.tokens - prompt_estimate,

@@ -15,13 +15,15 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.plans import limits_for
-from chat import calls, generation, reaper
+from billing import calls
+from billing.models import UsageRecord
+from chat import generation, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
-from chat.models import Conversation, Message, UsageRecord
-from chat.providers import configured_providers
-from chat.providers.base import ChatRequest
+from chat.models import Conversation, Message
 from parley import statements
 from parley.redis_clients import sync_client
+from providers import configured_providers
+from providers.base import ChatRequest
 from streaming import events, process
 from streaming.entries import Entry, merged
 

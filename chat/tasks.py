@@ -2,7 +2,8 @@
 
 from celery import shared_task
 
-from chat import alerts, reaper, titles
+from billing import alerts
+from chat import reaper, titles
 
 
 @shared_task(ignore_result=True)

@@ -10,13 +10,14 @@ from django.conf import settings
 from django.db import transaction
 
 from accounts.plans import limits_for
-from chat import calls
+from billing import calls
+from billing.models import UsageRecord
 from chat.actions import ActionError
-from chat.models import Conversation, Message, UsageRecord
-from chat.providers import new_provider
-from chat.providers.base import ChatRequest, CollectedReply, collect
-from chat.providers.demo import without_controls
+from chat.models import Conversation, Message
 from parley.redis_clients import sync_client
+from providers import new_provider
+from providers.base import ChatRequest, CollectedReply, collect
+from providers.demo import without_controls
 from streaming import events
 from streaming.feeds import publish_sync
 

@@ -14,7 +14,8 @@ from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
-from chat import actions, admission
+from billing import admission
+from chat import actions
 from chat.models import ChatModel, Conversation, Message
 
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the title filter

@@ -153,7 +153,7 @@ def describe_settings() -> dict[str, str]:
         db = f"SQLite at {database['NAME']}"
     else:
         db = redact(settings.DATABASE_URL)
-    from chat.providers import BY_NAME, configured_providers
+    from providers import BY_NAME, configured_providers
 
     labels = {name: entry.label for name, entry in BY_NAME.items()}
     labels["demo"] = "demo model (offline, no keys)"

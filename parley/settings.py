@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "channels",
     "accounts",
     "chat",
+    "billing",
     "parley.checks.ChecksConfig",  # lets Django's security checks see the middleware below
 ]
 

@@ -1,11 +1,17 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
-from chat.admin import usage_view
+from billing.admin import usage_view
 
 urlpatterns = [
     # Before the admin's own URLs, whose catch-all would otherwise answer it with a 404.
     path("admin/usage/", admin.site.admin_view(usage_view), name="admin_usage"),
+    # The ledger and cost alerts moved to the billing app: old bookmarks still arrive.
+    re_path(
+        r"^admin/chat/(?P<page>(?:usagerecord|costalert)/.*)$",
+        RedirectView.as_view(url="/admin/billing/%(page)s", permanent=True, query_string=True),
+    ),
     path("admin/", admin.site.urls),
     path("api/", include("chat.api_urls")),
     path("accounts/", include("accounts.urls")),

@@ -7,7 +7,7 @@ after the event, so a reader holding a cursor can also be served exactly from th
 import re
 from typing import Any, Literal, NotRequired, TypedDict
 
-from chat.providers.base import HTTP_STATUS, PLAIN_WORDS, ErrorCode
+from providers.base import HTTP_STATUS, PLAIN_WORDS, ErrorCode
 
 # ASCII digits only: `\d` would also read full-width and other scripts' digits ("１２-0" as 12).
 CURSOR_RE = re.compile(r"^([0-9]{1,12})(?:-([0-9]{1,6}))?$")

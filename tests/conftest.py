@@ -27,7 +27,7 @@ def _close_the_shared_database_thread_connection(django_db_setup: None) -> Itera
 def _fresh_limits() -> None:
     """User ids restart with every test database: limits cached for one test's user must not apply to the next's."""
     from accounts.plans import forget_cached_limits
-    from chat.admission import forget_seen_costs
+    from billing.admission import forget_seen_costs
 
     forget_cached_limits()
     forget_seen_costs()

@@ -16,8 +16,8 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import CounterReset, Plan
 from accounts.plans import EffectiveLimits
-from chat import charts, quotas, reports
-from chat.models import UsageRecord
+from billing import charts, quotas, reports
+from billing.models import UsageRecord
 
 URL = "/admin/usage/"
 
@@ -128,7 +128,7 @@ def test_the_page_needs_staff_with_permission_to_view_usage(alice, django_user_m
 @pytest.mark.django_db
 def test_the_admin_index_and_the_ledger_link_to_the_page(admin_client):
     assert f'href="{URL}"' in admin_client.get("/admin/").content.decode()
-    assert f'href="{URL}"' in admin_client.get("/admin/chat/usagerecord/").content.decode()
+    assert f'href="{URL}"' in admin_client.get("/admin/billing/usagerecord/").content.decode()
 
 
 @pytest.mark.django_db
@@ -240,3 +240,9 @@ def test_a_reset_without_redis_is_recorded_and_says_it_must_be_redone(admin_clie
     assert "Redis could not be reached" in response.content.decode()
     assert CounterReset.objects.filter(user=alice).count() == 1
     assert LogEntry.objects.filter(object_id=str(alice.pk), change_message__startswith="Reset usage counters").exists()
+
+
+def test_old_ledger_addresses_lead_to_the_billing_app(admin_client):
+    response = admin_client.get("/admin/chat/usagerecord/?kind__exact=title")
+    assert response.status_code == 301 and response["Location"] == "/admin/billing/usagerecord/?kind__exact=title"
+    assert admin_client.get("/admin/chat/costalert/").status_code == 301

@@ -9,8 +9,9 @@ import pytest
 from django.conf import settings
 
 from accounts.models import ApiToken, Plan
-from chat import alerts, quotas
-from chat.models import ChatModel, CostAlert, UsageRecord
+from billing import alerts, quotas
+from billing.models import CostAlert, UsageRecord
+from chat.models import ChatModel
 
 pytestmark = pytest.mark.django_db
 

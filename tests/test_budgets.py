@@ -12,8 +12,10 @@ from django.utils import timezone
 
 from accounts.models import Plan
 from accounts.plans import EffectiveLimits, limits_for
-from chat import admission, quotas, replies, usage
-from chat.models import ChatModel, Conversation, Message, UsageRecord
+from billing import admission, ledger, quotas
+from billing.models import UsageRecord
+from chat import replies
+from chat.models import ChatModel, Conversation, Message
 from chat.reaper import reap_interrupted
 
 
@@ -105,7 +107,7 @@ def test_a_reply_whose_process_died_is_charged_and_its_reservation_settled(
     priced, alice, redis_client, django_capture_on_commit_callbacks
 ):
     _, limits = limits_for(alice.pk)
-    pricing = usage.Pricing(priced.input_price_per_million, priced.output_price_per_million)
+    pricing = ledger.Pricing(priced.input_price_per_million, priced.output_price_per_million)
     reservation = admission.reserve(alice.pk, limits, pricing, 40, 1024)
     conversation = Conversation.objects.create(owner=alice, model=priced)
     reply = Message.objects.create(
@@ -170,9 +172,9 @@ async def test_without_a_fallback_model_a_budget_too_small_refuses(priced, alice
 
 
 def test_estimates_count_non_ascii_text_at_about_a_token_a_character():
-    from chat.providers.base import Provider
+    from providers.base import Provider
 
     # Four characters a token would reserve a quarter of what Chinese text costs.
-    assert Provider().estimate_tokens("你好" * 100) >= 200 and usage.estimate_tokens("你好" * 100) >= 200
-    assert Provider().estimate_tokens("word " * 80) == 101 and usage.estimate_tokens("word " * 80) == 100
-    assert usage.estimate_tokens("café") == 1  # one accented letter: one extra byte, under a token
+    assert Provider().estimate_tokens("你好" * 100) >= 200 and ledger.estimate_tokens("你好" * 100) >= 200
+    assert Provider().estimate_tokens("word " * 80) == 101 and ledger.estimate_tokens("word " * 80) == 100
+    assert ledger.estimate_tokens("café") == 1  # one accented letter: one extra byte, under a token

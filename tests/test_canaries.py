@@ -72,9 +72,9 @@ def test_the_sdks_raw_stream_header_is_what_parley_sends():
     import openai
     import openai._constants
 
-    from chat.providers.openai_chat import RAW_STREAM
+    from providers.openai_chat import RAW_STREAM
 
-    hint = "chat/providers read the raw body through the SDKs' raw streaming-response header"
+    hint = "providers read the raw body through the SDKs' raw streaming-response header"
     assert openai._constants.RAW_RESPONSE_HEADER == anthropic._constants.RAW_RESPONSE_HEADER == "X-Stainless-Raw-Response", hint
     assert RAW_STREAM == {openai._constants.RAW_RESPONSE_HEADER: "stream"}, hint
     assert {"path", "cast_to", "body", "options", "stream"} <= set(inspect.signature(openai.AsyncOpenAI.post).parameters), hint

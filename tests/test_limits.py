@@ -13,9 +13,11 @@ from django.conf import settings
 from django.test import Client
 
 from accounts.models import ApiToken, Plan
-from chat import quotas, replies
+from billing import quotas
+from billing.models import UsageRecord
+from chat import replies
 from chat.actions import ActionError
-from chat.models import ChatModel, Message, UsageRecord
+from chat.models import ChatModel, Message
 from tests.helpers import connect, receive_type
 
 
@@ -178,8 +180,8 @@ def test_a_burst_over_two_web_processes_admits_exactly_the_limit(live_factory, a
 def test_a_title_call_spends_from_the_budget_and_is_skipped_when_it_is_spent(alice, settings):
     from accounts.plans import forget_cached_limits
     from chat.models import Conversation
-    from chat.providers.base import Provider
     from chat.titles import PROMPT, TITLE_MAX_TOKENS, generate_title
+    from providers.base import Provider
     from tests.fakes import Scenario
     from tests.fakes.openai_server import OpenAIFake
 

@@ -11,7 +11,8 @@ import websockets
 from django.conf import settings
 
 from accounts.models import ApiToken
-from chat.models import Message, UsageRecord
+from billing.models import UsageRecord
+from chat.models import Message
 from chat.reaper import reap_interrupted
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]

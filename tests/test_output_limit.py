@@ -6,12 +6,13 @@ from decimal import Decimal
 import pytest
 
 from accounts.models import Plan
-from chat import alerts
-from chat.models import ChatModel, Message, UsageRecord
-from chat.providers.anthropic_messages import AnthropicProvider
-from chat.providers.base import ChatRequest, OutputMeter, TextDelta, collect, estimate_output_tokens
-from chat.providers.openai_chat import OpenAIProvider
+from billing import alerts
+from billing.models import UsageRecord
+from chat.models import ChatModel, Message
 from chat.replies import send_message
+from providers.anthropic_messages import AnthropicProvider
+from providers.base import ChatRequest, OutputMeter, TextDelta, collect, estimate_output_tokens
+from providers.openai_chat import OpenAIProvider
 from tests.fakes import Scenario, expected_text
 from tests.fakes.anthropic_server import AnthropicFake
 from tests.fakes.openai_server import OpenAIFake

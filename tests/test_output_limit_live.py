@@ -11,7 +11,8 @@ import pytest
 from django.db.models import Sum
 
 from accounts.models import ApiToken, Plan
-from chat.models import ChatModel, Message, UsageRecord
+from billing.models import UsageRecord
+from chat.models import ChatModel, Message
 from tests.live import LiveProcess, free_port
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]

@@ -8,9 +8,10 @@ from django.test import Client
 
 from accounts.models import Plan, PlanOverride, User
 from accounts.plans import effective_limits
+from billing.models import UsageRecord
 from chat import replies
 from chat.actions import delete_conversation
-from chat.models import ChatModel, Conversation, UsageRecord
+from chat.models import ChatModel, Conversation
 from chat.titles import generate_title
 from tests.fakes import Scenario
 from tests.fakes.openai_server import OpenAIFake
@@ -125,7 +126,7 @@ def test_admins_see_plans_overrides_usage_and_can_suspend(alice, django_user_mod
     assert "Overrides of the plan" in html and "Today" in html and "150" in html and "$0.0123" in html
     assert client.get("/admin/accounts/plan/").status_code == 200
     assert client.get(f"/admin/accounts/plan/{Plan.objects.get(name='Pro').pk}/change/").status_code == 200
-    assert client.get("/admin/chat/usagerecord/").status_code == 200
+    assert client.get("/admin/billing/usagerecord/").status_code == 200
     response = client.post("/admin/accounts/user/", {"action": "suspend", "_selected_action": [alice.pk]})
     assert response.status_code == 302
     alice.refresh_from_db()

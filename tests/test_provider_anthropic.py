@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from chat.providers.anthropic_messages import AnthropicProvider, EventReader
-from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Timeouts, Usage, collect
+from providers.anthropic_messages import AnthropicProvider, EventReader
+from providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Timeouts, Usage, collect
 from tests.fakes import Scenario, expected_text
 from tests.fakes.anthropic_server import AnthropicFake
 

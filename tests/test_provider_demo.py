@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from chat.providers import get_provider
-from chat.providers.base import Capabilities, ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Timeouts, Usage, collect
-from chat.providers.demo import DemoProvider
+from providers import get_provider
+from providers.base import Capabilities, ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Timeouts, Usage, collect
+from providers.demo import DemoProvider
 
 INSTANT = DemoProvider(Timeouts(connect=5, first_token=5, idle=5), tokens_per_second=0)
 

@@ -11,9 +11,9 @@ from email.utils import format_datetime
 import aiohttp
 import pytest
 
-from chat.providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Timeouts, Usage, collect
-from chat.providers.openai_chat import PLACEHOLDER_KEY, ChunkReader, OpenAIProvider, max_tokens_param
-from chat.providers.sse_wire import SSEFramer, classify, retry_after_seconds
+from providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Timeouts, Usage, collect
+from providers.openai_chat import PLACEHOLDER_KEY, ChunkReader, OpenAIProvider, max_tokens_param
+from providers.sse_wire import SSEFramer, classify, retry_after_seconds
 from tests.fakes import SCENARIO_HEADER, Scenario, expected_text
 from tests.fakes.openai_server import OpenAIFake
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from chat.providers.base import ChatRequest, ErrorCode, Finish, Provider, StreamError, TextDelta, Timeouts, collect
+from providers.base import ChatRequest, ErrorCode, Finish, Provider, StreamError, TextDelta, Timeouts, collect
 
 
 class Paced(Provider):

@@ -10,8 +10,9 @@ import redis
 from django.conf import settings
 
 from accounts.plans import EffectiveLimits
-from chat import quotas
-from chat.models import ChatModel, Conversation, UsageRecord
+from billing import quotas
+from billing.models import UsageRecord
+from chat.models import ChatModel, Conversation
 
 
 def nothing_used(user_id, windows):

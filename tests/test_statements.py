@@ -5,9 +5,9 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from parley import statements
 from accounts.models import ApiToken
 from chat.models import ChatModel, Conversation, Message
+from parley import statements
 
 pytestmark = pytest.mark.django_db
 

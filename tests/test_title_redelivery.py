@@ -5,7 +5,8 @@ import asyncio
 import pytest
 import redis
 
-from chat.models import ChatModel, Conversation, UsageRecord
+from billing.models import UsageRecord
+from chat.models import ChatModel, Conversation
 from chat.titles import generate_title
 from tests.fakes import Scenario
 from tests.fakes.openai_server import OpenAIFake

@@ -9,7 +9,7 @@ from tests.browser.conftest import PASSWORD, log_in, watch_policies
 pytestmark = [pytest.mark.browser, pytest.mark.live]
 
 LAST_REPLY = "[...document.querySelectorAll('.msg-assistant')].at(-1)"
-ADMIN_PAGES = ["/admin/", "/admin/usage/", "/admin/chat/usagerecord/", "/admin/accounts/user/", "/admin/accounts/plan/add/"]
+ADMIN_PAGES = ["/admin/", "/admin/usage/", "/admin/billing/usagerecord/", "/admin/accounts/user/", "/admin/accounts/plan/add/"]
 
 
 def assert_enforced(response) -> None:

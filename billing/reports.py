@@ -14,8 +14,8 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from accounts.models import User
-from chat import quotas
-from chat.models import UsageRecord
+from billing import quotas
+from billing.models import UsageRecord
 
 
 @dataclass(frozen=True, slots=True)

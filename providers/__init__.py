@@ -7,7 +7,7 @@ from importlib import import_module
 
 from django.conf import settings
 
-from chat.providers.base import Provider, Timeouts
+from providers.base import Provider, Timeouts
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,9 +19,9 @@ class Registered:
 
 
 REGISTRY = (
-    Registered("openai", "OpenAI-compatible", "chat.providers.openai_chat.OpenAIProvider", ("OPENAI_API_KEY", "OPENAI_BASE_URL")),
-    Registered("anthropic", "Anthropic", "chat.providers.anthropic_messages.AnthropicProvider", ("ANTHROPIC_API_KEY",)),
-    Registered("demo", "Offline demo", "chat.providers.demo.DemoProvider", ("PARLEY_DEMO_MODEL",)),
+    Registered("openai", "OpenAI-compatible", "providers.openai_chat.OpenAIProvider", ("OPENAI_API_KEY", "OPENAI_BASE_URL")),
+    Registered("anthropic", "Anthropic", "providers.anthropic_messages.AnthropicProvider", ("ANTHROPIC_API_KEY",)),
+    Registered("demo", "Offline demo", "providers.demo.DemoProvider", ("PARLEY_DEMO_MODEL",)),
 )
 BY_NAME = {entry.name: entry for entry in REGISTRY}
 CHOICES = [(entry.name, entry.label) for entry in REGISTRY]

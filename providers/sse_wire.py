@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx2
 
-from chat.providers.base import ErrorCode, StreamError, StreamEvent, TextDelta
+from providers.base import ErrorCode, StreamError, StreamEvent, TextDelta
 
 MESSAGE_LIMIT = 300  # provider messages go to logs, not to people; keep them short
 

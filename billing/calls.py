@@ -20,12 +20,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from accounts.plans import EffectiveLimits
-from chat import admission, usage
+from billing import admission, ledger
+from billing.models import UsageRecord
+from billing.quotas import Reservation
 from chat.actions import ActionError
 from chat.history import DoesNotFit, FittedHistory, fit_history
-from chat.models import ChatModel, UsageRecord
-from chat.providers import get_provider
-from chat.quotas import Reservation
+from chat.models import ChatModel
+from providers import get_provider
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class Admitted:
     fitted: FittedHistory
     max_output: int
     reservation: Reservation
-    call: usage.Call
+    call: ledger.Call
 
     def for_message(self, conversation_id: int, message_id: int) -> "Admitted":
         return dataclasses.replace(self, call=dataclasses.replace(self.call, conversation_id=conversation_id, message_id=message_id))
@@ -68,7 +69,7 @@ def admit(
         shape = _Shape.of(model, system, turns, limits.max_output_tokens, max_output)
         reservation = admission.reserve(user_id, limits, shape.pricing, shape.prompt_estimate, shape.max_output, background)
         admission.fell_back(user_id, refused)
-    call = usage.Call(
+    call = ledger.Call(
         user_id=user_id, kind=kind, provider=model.provider, model=model.name, pricing=shape.pricing,
         prompt_estimate=shape.prompt_estimate, conversation_id=conversation_id, reserved_output=shape.max_output,
     )
@@ -81,14 +82,14 @@ def release(admitted: Admitted) -> None:
 
 
 def settle(
-    call: usage.Call, reservation: Reservation | None, outcome: str, prompt_tokens: int | None,
+    call: ledger.Call, reservation: Reservation | None, outcome: str, prompt_tokens: int | None,
     completion_tokens: int | None, text: str, duration_ms: int | None, error_code: str = "",
 ) -> UsageRecord | None:
     """Record the call in the ledger, inside the caller's transaction, and settle its reservation to
     that row once the transaction commits. None when the user is gone: nobody is left to charge."""
     try:
         with transaction.atomic():
-            entry = usage.record(call, outcome, prompt_tokens, completion_tokens, text, duration_ms, error_code)
+            entry = ledger.record(call, outcome, prompt_tokens, completion_tokens, text, duration_ms, error_code)
     except IntegrityError:
         logger.info("A %s call ended after user %s was deleted; no usage recorded", call.kind, call.user_id)
         return None
@@ -104,7 +105,7 @@ class _Shape:
     fitted: FittedHistory
     max_output: int
     prompt_estimate: int
-    pricing: usage.Pricing
+    pricing: ledger.Pricing
 
     @classmethod
     def of(
@@ -117,4 +118,4 @@ class _Shape:
         except DoesNotFit:
             raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
         estimate = sum(provider.estimate_tokens(m["content"]) for m in fitted.messages) + provider.estimate_tokens(system)
-        return cls(fitted, max_output, estimate, usage.Pricing(model.input_price_per_million, model.output_price_per_million))
+        return cls(fitted, max_output, estimate, ledger.Pricing(model.input_price_per_million, model.output_price_per_million))

@@ -208,7 +208,7 @@ class OutputMeter:
     max_tokens. Where a provider's chunks are a token each (`chunks_are_tokens`), it counts chunks,
     and an obedient provider is never cut: it stops at the limit itself. Otherwise it estimates
     from the text, which reads up to a third high beyond ASCII, so it cuts only half again past the
-    limit; the ledger never bills more than the limit for output it had to estimate (chat.usage)."""
+    limit; the ledger never bills more than the limit for output it had to estimate (billing.ledger)."""
 
     def __init__(self, limit: int, chunks_are_tokens: bool) -> None:
         self.limit = limit

@@ -12,7 +12,7 @@ import anthropic
 import orjson
 from django.conf import settings
 
-from chat.providers.base import (
+from providers.base import (
     Capabilities,
     ChatRequest,
     ErrorCode,
@@ -24,7 +24,7 @@ from chat.providers.base import (
     Timeouts,
     Usage,
 )
-from chat.providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay
+from providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 # Without a key the API answers 401, which is the honest outcome; the SDK would otherwise go

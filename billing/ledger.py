@@ -3,10 +3,11 @@
 from dataclasses import dataclass
 from decimal import Decimal
 
-from chat import alerts
-from chat.models import Message, UsageRecord
-from chat.providers.base import estimate_output_tokens
+from billing import alerts
+from billing.models import UsageRecord
+from chat.models import Message
 from parley import statements
+from providers.base import estimate_output_tokens
 
 MILLION = Decimal(1_000_000)
 

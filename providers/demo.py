@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
-from chat.providers.base import (
+from providers.base import (
     Capabilities,
     ChatRequest,
     ErrorCode,

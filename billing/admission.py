@@ -1,7 +1,7 @@
 """The plan's side of a model call, and what is left of the plan.
 
-The pieces chat.calls (the one call path) puts together, in the words of a refusal: the allowed
-models, the fallback model past a share of the monthly cost, the reservation in chat.quotas (the
+The pieces billing.calls (the one call path) puts together, in the words of a refusal: the allowed
+models, the fallback model past a share of the monthly cost, the reservation in billing.quotas (the
 counters in Redis), its release or settlement; and the chat page's meter.
 """
 
@@ -17,11 +17,11 @@ import redis
 from django.conf import settings
 
 from accounts.plans import EffectiveLimits, limits_for
-from chat import alerts, quotas
+from billing import alerts, quotas
+from billing.ledger import Pricing
+from billing.quotas import Refusal, Reservation, Windows
 from chat.actions import ActionError
 from chat.models import ChatModel
-from chat.quotas import Refusal, Reservation, Windows
-from chat.usage import Pricing
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def fell_back(user_id: int, refused: ActionError) -> None:
 
 def _fallback_model(limits: EffectiveLimits) -> ChatModel | None:
     """The plan's fallback model, if it can be called: one nobody can call would only turn a reply into an error."""
-    from chat.providers import configured_providers
+    from providers import configured_providers
 
     fallback = ChatModel.objects.filter(pk=limits.fallback_model_id, enabled=True).first()
     return fallback if fallback is not None and fallback.provider in configured_providers() else None

@@ -14,7 +14,7 @@ import openai
 import orjson
 from django.conf import settings
 
-from chat.providers.base import (
+from providers.base import (
     Capabilities,
     ChatRequest,
     ErrorCode,
@@ -26,7 +26,7 @@ from chat.providers.base import (
     Timeouts,
     Usage,
 )
-from chat.providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay
+from providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Local servers ignore the key, but the SDK refuses to build a client without one.

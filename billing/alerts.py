@@ -18,9 +18,9 @@ from django.urls import reverse
 
 from accounts.models import User
 from accounts.plans import limits_for
-from chat import quotas
+from billing import quotas
+from billing.models import CostAlert, UsageRecord
 from chat.enqueue import enqueue
-from chat.models import CostAlert, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def send_overspend_alert(record_id: int) -> bool:
 
 def _overspend_message(entry: UsageRecord, recipients: list[str]) -> EmailMessage:
     reserved = entry.completion_tokens - entry.over_reservation_tokens
-    record_url = settings.PARLEY_PUBLIC_URL + reverse("admin:chat_usagerecord_change", args=[entry.pk])
+    record_url = settings.PARLEY_PUBLIC_URL + reverse("admin:billing_usagerecord_change", args=[entry.pk])
     subject = f"Parley: {entry.provider}/{entry.model} wrote more than a call reserved"
     body = (
         f"A {entry.kind} call for {entry.user.username} asked {entry.provider}/{entry.model} for at most {reserved:,}"

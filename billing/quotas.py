@@ -27,7 +27,8 @@ from django.db.models import Sum
 
 from accounts.models import CounterReset, User
 from accounts.plans import EffectiveLimits
-from chat.models import Message, UsageRecord
+from billing.models import UsageRecord
+from chat.models import Message
 from parley.redis_clients import sync_client
 
 logger = logging.getLogger(__name__)

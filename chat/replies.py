@@ -176,17 +176,18 @@ class _StoredReply:
     text: str
 
 
-async def attach(user: User, message_id: object, after: object) -> AsyncIterator[list[Entry]]:
+async def attach(user: User, message_id: object, after: object, idle: float | None = None) -> AsyncIterator[list[Entry]]:
     """The read API every door uses: authorize, then yield batches of entries after the cursor,
-    ending with the final one, whether the reply is being written here, elsewhere, or is stored."""
+    ending with the final one, whether the reply is being written here, elsewhere, or is stored.
+    With `idle`, an empty batch comes after that many seconds without news (see EventLog.follow)."""
     cursor = events.parse_cursor(after)
     if cursor is None:
         raise ActionError("invalid_input", "after must be a cursor such as \"120-0\".")
     stored = await _load_reply(user, message_id)
     event_log = process.event_log()
     if event_log.is_local(stored.id) or stored.active:
-        async for batch in event_log.follow(stored.id, cursor):
-            yield merged(batch)
+        async for batch in event_log.follow(stored.id, cursor, idle):
+            yield merged(batch) if batch else batch
         return
     yield _stored_entries(stored, cursor)
 

@@ -1,7 +1,7 @@
 """The Server-Sent Events door: `GET /api/messages/<id>/events` follows a reply from a cursor
 (`after` or `Last-Event-ID`), one SSE event per entry, keep-alive comments while it waits."""
 
-import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +20,7 @@ async def message_events(request: HttpRequest, user: Any, pk: int) -> HttpRespon
     after = request.headers.get("Last-Event-ID") or request.GET.get("after", "")
     if events.parse_cursor(after) is None:
         raise ActionError("invalid_input", 'after / Last-Event-ID must be a cursor such as "120-0".')
-    stream = attach(user, pk, after)
+    stream = attach(user, pk, after, idle=settings.PARLEY_SSE_KEEPALIVE_SECONDS)
     try:
         first = await anext(stream)  # authorization errors become JSON errors, not a broken stream
     except StopAsyncIteration:
@@ -32,33 +32,19 @@ async def message_events(request: HttpRequest, user: Any, pk: int) -> HttpRespon
 
 
 async def _sse(first: list[Entry], stream: AsyncIterator[list[Entry]]) -> AsyncIterator[bytes]:
-    queue: asyncio.Queue[list[Entry] | None] = asyncio.Queue()
-
-    async def pump() -> None:
-        try:
-            async for batch in stream:
-                queue.put_nowait(batch)
-        finally:
-            queue.put_nowait(None)
-
-    task = asyncio.create_task(pump())
-    try:
+    # aclosing: a client that goes away closes this generator at a `yield`; the reply's reader
+    # inside must end with it (and leave the process's remote feeds) at once, not at collection.
+    async with contextlib.aclosing(stream):
         yield b"retry: 2000\n\n" + _sse_frames(first)
         if first and first[-1].is_final:
             return
-        while True:
-            try:
-                batch = await asyncio.wait_for(queue.get(), timeout=settings.PARLEY_SSE_KEEPALIVE_SECONDS)
-            except TimeoutError:
+        async for batch in stream:
+            if not batch:
                 yield b": keep-alive\n\n"
                 continue
-            if batch is None:
-                return
             yield _sse_frames(batch)
             if batch[-1].is_final:
                 return
-    finally:
-        task.cancel()
 
 
 def _sse_frames(batch: list[Entry]) -> bytes:

@@ -251,17 +251,19 @@ class EventLog:
     def is_local(self, message_id: int) -> bool:
         return message_id in self.logs
 
-    async def follow(self, message_id: int, cursor: Cursor) -> AsyncIterator[list[Entry]]:
-        """Yield batches of entries after `cursor` until the final entry (which is always yielded)."""
+    async def follow(self, message_id: int, cursor: Cursor, idle: float | None = None) -> AsyncIterator[list[Entry]]:
+        """Yield batches of entries after `cursor` until the final entry (which is always yielded).
+        With `idle`, an empty batch after that many seconds without news: a door's cue to keep its
+        connection alive, without a task of its own per reader."""
         log = self.logs.get(message_id)
         if log is not None:
-            async for batch in _follow_local(log, cursor):
+            async for batch in _follow_local(log, cursor, idle):
                 yield batch
             return
-        async for batch in self._follow_remote(message_id, cursor):
+        async for batch in self._follow_remote(message_id, cursor, idle):
             yield batch
 
-    async def _follow_remote(self, message_id: int, cursor: Cursor) -> AsyncIterator[list[Entry]]:
+    async def _follow_remote(self, message_id: int, cursor: Cursor, idle: float | None) -> AsyncIterator[list[Entry]]:
         queue = await self.remote.subscribe(message_id, cursor)
         try:
             raw = await self.redis.xrange(events_key(message_id), min=f"({cursor[0]}-{cursor[1]}" if cursor != (0, 0) else "-")
@@ -272,7 +274,12 @@ class EventLog:
                     cursor = batch[-1].id
                     if batch[-1].is_final:
                         return
-                entry = await queue.get()
+                try:
+                    async with asyncio.timeout(idle):
+                        entry = await queue.get()
+                except TimeoutError:
+                    yield []
+                    continue
                 pending = [entry]
                 while not queue.empty():
                     pending.append(queue.get_nowait())
@@ -285,7 +292,7 @@ class EventLog:
         return [Entry.from_redis(entry_id, fields) for entry_id, fields in raw]
 
 
-async def _follow_local(log: LocalLog, cursor: Cursor) -> AsyncIterator[list[Entry]]:
+async def _follow_local(log: LocalLog, cursor: Cursor, idle: float | None) -> AsyncIterator[list[Entry]]:
     index = 0
     while True:
         changed = log.changed
@@ -297,7 +304,11 @@ async def _follow_local(log: LocalLog, cursor: Cursor) -> AsyncIterator[list[Ent
             cursor = batch[-1].id
             if batch[-1].is_final:
                 return
-        await changed.wait()
+        try:
+            async with asyncio.timeout(idle):
+                await changed.wait()
+        except TimeoutError:
+            yield []
 
 
 def _is_duplicate_id(error: Exception) -> bool:

@@ -14,7 +14,7 @@ from accounts.models import User
 from chat import events
 from chat.models import ChatModel, Conversation, Message
 from chat.providers import configured_providers
-from parley import statements
+from parley import deferred, statements
 from parley.redis_clients import sync_client
 
 TITLE_MAX = 200
@@ -154,7 +154,7 @@ def delete_conversation(conversation: Conversation) -> None:
     with transaction.atomic():
         conversation.delete()
         if active:
-            transaction.on_commit(lambda: request_stop_sync(active))
+            deferred.after_commit(lambda: request_stop_sync(active), "stop flags of a deleted conversation's replies")
 
 
 def request_stop_sync(message_ids: list[int]) -> None:

@@ -22,6 +22,7 @@ from billing.ledger import Pricing
 from billing.quotas import Refusal, Reservation, Windows
 from chat.actions import ActionError
 from chat.models import ChatModel
+from parley import deferred
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,8 @@ def release(reservation: Reservation) -> None:
 
 
 def settle_call(reservation: Reservation | None, tokens: int, cost_usd: Decimal) -> None:
-    """After the ledger has the call; a Redis hiccup here must not fail the reply (the ledger is the truth)."""
+    """After the ledger has the call, as deferred work (parley/deferred.py); a Redis hiccup here
+    must not fail the reply (the ledger is the truth)."""
     if reservation is None:
         return
     try:
@@ -222,4 +224,6 @@ def settle_call(reservation: Reservation | None, tokens: int, cost_usd: Decimal)
         logger.warning("Could not settle the quota reservation of user %s", reservation.user_id, exc_info=True)
         return
     if cost_usd > 0:
-        alerts.after_charge(reservation.user_id, reservation.windows.month, user_cost, reservation.cost_budget_micro_usd, site)
+        month, budget = reservation.windows.month, reservation.cost_budget_micro_usd
+        # A job of its own: a reply's final event waits for this settle, never for a broker.
+        deferred.soon(lambda: alerts.after_charge(reservation.user_id, month, user_cost, budget, site), "cost-alert check")

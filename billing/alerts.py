@@ -21,6 +21,7 @@ from accounts.plans import limits_for
 from billing import quotas
 from billing.models import CostAlert, UsageRecord
 from chat.enqueue import enqueue
+from parley import deferred
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ def after_charge(
 ) -> None:
     """A call's cost was settled: ask the worker about each threshold the counters say was reached.
 
-    Runs after the final write's commit, on its thread: in-memory checks first, so that a reply of a
-    user under half their budget costs nothing more.
+    Runs after the settle, off the shared database thread (parley/deferred.py): in-memory checks
+    first, so that a reply of a user under half their budget costs nothing more. Two deferred
+    threads may both ask about one threshold; the worker records and sends it once.
     """
     candidates: list[tuple[str, int | None, int]] = []
     if user_spent_micro is not None:
@@ -156,8 +158,9 @@ def overspent(entry: UsageRecord) -> None:
         entry.provider, entry.model, entry.completion_tokens, entry.over_reservation_tokens,
     )
 
-    transaction.on_commit(
-        lambda: enqueue("alert_overspend", entry.pk, why_it_matters="the overspend is in the ledger and the log, not emailed")
+    deferred.after_commit(
+        lambda: enqueue("alert_overspend", entry.pk, why_it_matters="the overspend is in the ledger and the log, not emailed"),
+        "overspend alert request",
     )
 
 

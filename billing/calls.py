@@ -5,7 +5,7 @@ provider, then settle.
   history that fits the model's context, the prices, and the reservation of the prompt and the most
   output under every limit, falling back to the cheaper model when only the budget refuses.
 - `settle`: the ledger row in the caller's transaction, and the reservation settled to it once
-  that commits (cost alerts follow from there).
+  that commits, off the shared database thread (cost alerts follow from there).
 
 Replies (chat/replies.py, chat/generation.py), titles (chat/titles.py) and the charge of a reply
 whose process died (chat/reaper.py) all go through here, so a call is never counted or billed
@@ -14,6 +14,7 @@ another way.
 
 import dataclasses
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -21,11 +22,11 @@ from django.db import IntegrityError, transaction
 
 from accounts.plans import EffectiveLimits
 from billing import admission, ledger
-from billing.models import UsageRecord
 from billing.quotas import Reservation
 from chat.actions import ActionError
 from chat.history import DoesNotFit, FittedHistory, fit_history
 from chat.models import ChatModel
+from parley import deferred
 from providers import get_provider
 
 logger = logging.getLogger(__name__)
@@ -84,17 +85,19 @@ def release(admitted: Admitted) -> None:
 def settle(
     call: ledger.Call, reservation: Reservation | None, outcome: str, prompt_tokens: int | None,
     completion_tokens: int | None, text: str, duration_ms: int | None, error_code: str = "",
-) -> UsageRecord | None:
+) -> Future[None] | None:
     """Record the call in the ledger, inside the caller's transaction, and settle its reservation to
-    that row once the transaction commits. None when the user is gone: nobody is left to charge."""
+    that row once the transaction commits (parley/deferred.py). Returns the settlement, done once
+    the counters have it; None when the user is gone: nobody is left to charge."""
     try:
         with transaction.atomic():
             entry = ledger.record(call, outcome, prompt_tokens, completion_tokens, text, duration_ms, error_code)
     except IntegrityError:
         logger.info("A %s call ended after user %s was deleted; no usage recorded", call.kind, call.user_id)
         return None
-    transaction.on_commit(lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd))
-    return entry
+    return deferred.after_commit(
+        lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd), "settle of a call's reservation"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 
 from accounts.models import User
 from chat.models import ChatModel, Conversation, Message
-from parley import statements
+from parley import deferred, statements
 from providers import configured_providers
 from streaming import events
 from streaming.writer import SyncWriter
@@ -154,7 +154,7 @@ def delete_conversation(conversation: Conversation) -> None:
     with transaction.atomic():
         conversation.delete()
         if active:
-            transaction.on_commit(lambda: request_stop_sync(active))
+            deferred.after_commit(lambda: request_stop_sync(active), "stop flags of a deleted conversation's replies")
 
 
 def request_stop_sync(message_ids: list[int]) -> None:

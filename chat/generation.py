@@ -11,6 +11,7 @@ import contextvars
 import dataclasses
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
@@ -22,7 +23,7 @@ from billing import calls, quotas
 from billing.ledger import Call
 from chat.enqueue import enqueue
 from chat.models import Message
-from parley import statements
+from parley import deferred, statements
 from providers import get_provider
 from providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
 from streaming import events
@@ -172,7 +173,11 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
     ttft_ms = outcome.ms_since_start(outcome.first_token_at)
     duration_ms = outcome.ms_since_start(time.monotonic())
     error = outcome.error if outcome.status == Message.Status.FAILED else None
-    await _save_final(plan, text, outcome.status, usage, finish, error, ttft_ms, duration_ms)
+    settled = await _save_final(plan, text, outcome.status, usage, finish, error, ttft_ms, duration_ms)
+    if settled is not None:
+        # A client that reads the meter on the final event must find this reply settled. The
+        # settle runs on the deferred threads (parley/deferred.py): only this reply waits for it.
+        await asyncio.wrap_future(settled)
     if error is not None:
         return events.message_error(plan.message_id, offset, error.code, error.plain_words, error.retry_after)
     return events.done(
@@ -198,7 +203,9 @@ def _save_final(
     error: StreamError | None,
     ttft_ms: int | None,
     duration_ms: int | None,
-) -> None:
+) -> Future[None] | None:
+    """The final write and the call's ledger row, in one transaction; returns the settlement of
+    the call's reservation, which runs after the commit."""
     final_state = {
         "content": text,
         "status": status,
@@ -217,10 +224,14 @@ def _save_final(
         if not statements.update(Message, plan.message_id, final_state):
             # The conversation was deleted while the reply ran; the tokens were spent all the same.
             call = dataclasses.replace(call, conversation_id=None, message_id=None)
-        calls.settle(
+        settled = calls.settle(
             call, plan.reservation, status, usage.prompt_tokens, usage.completion_tokens, text, duration_ms,
             str(error.code) if error else "",
         )
         if plan.wants_title and status == Message.Status.COMPLETE:
-            # The task itself skips a conversation the user has named meanwhile.
-            transaction.on_commit(lambda: enqueue("generate_title", plan.conversation_id, why_it_matters="no title"))
+            # The task itself skips a conversation the user has named meanwhile. Nothing waits for
+            # the publish: the title reaches the page as a notice whenever the worker has it.
+            deferred.after_commit(
+                lambda: enqueue("generate_title", plan.conversation_id, why_it_matters="no title"), "title request"
+            )
+    return settled

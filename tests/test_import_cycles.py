@@ -41,7 +41,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            # `from chat import alerts` imports the module billing.alerts; `from chat.x import f`, chat.x.
+            # `from billing import alerts` imports the module billing.alerts; `from chat.x import f`, chat.x.
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
         else:
             continue
@@ -88,7 +88,7 @@ def test_the_finder_sees_a_cycle_hidden_in_a_function(tmp_path):
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
     source = tmp_path / "m.py"
-    source.write_text("import os\n\ndef f():\n    from chat import alerts\n    from chat.models import Message\n")
+    source.write_text("import os\n\ndef f():\n    from billing import alerts\n    from chat.models import Message\n")
     assert imports_of("chat.m", source, {"billing.alerts", "chat.models", "chat"}) == {"billing.alerts", "chat.models"}
 
 

@@ -5,7 +5,8 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("billing", None), ("chat", "0007_usage_errors_and_overspend"), ("accounts", "0006_signin_protection")]
+OLD_NODES = [("chat", "0007_usage_errors_and_overspend"), ("accounts", "0006_signin_protection")]
+BEFORE = [("billing", None), *OLD_NODES]  # billing unapplied: the ledger still belongs to chat
 AFTER = [("chat", "0008_ledger_moves_to_billing"), ("billing", "0001_initial")]
 
 
@@ -13,7 +14,7 @@ AFTER = [("chat", "0008_ledger_moves_to_billing"), ("billing", "0001_initial")]
 def test_moving_the_ledger_keeps_its_rows_and_permissions():
     executor = MigrationExecutor(connection)
     executor.migrate(BEFORE)
-    old = executor.loader.project_state(BEFORE).apps
+    old = executor.loader.project_state(OLD_NODES).apps
     user = old.get_model("accounts", "User").objects.create(username="ledger-keeper")
     old.get_model("chat", "UsageRecord").objects.create(
         user=user, kind="reply", provider="demo", model="parley-demo", prompt_tokens=3, completion_tokens=4, outcome="complete"

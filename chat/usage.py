@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from chat import alerts
 from chat.models import Message, UsageRecord
-from chat.providers.base import estimate_output_tokens
+from chat.providers.base import estimate_tokens
 from parley import statements
 
 MILLION = Decimal(1_000_000)
@@ -20,10 +20,6 @@ class Pricing:
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / MILLION
-
-
-# For calls that ended before the provider reported usage (stopped, cut at their output limit).
-estimate_tokens = estimate_output_tokens
 
 
 @dataclass(frozen=True, slots=True)

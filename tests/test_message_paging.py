@@ -6,6 +6,7 @@ import pytest
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from chat.models import ChatModel, Conversation, Message
 from chat.paging import PAGE_SIZE, PAGE_SIZE_MAX, message_page
@@ -136,3 +137,44 @@ def test_the_page_query_reads_the_conversation_index_in_id_order(alice):
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan  # rows come in id order: no sort
     assert [m.pk for m in message_page(conversation, ids[-1], 50).messages] == ids[-51:-1]
 
+
+# The chat page
+
+
+def page_messages(html: str) -> list[dict]:
+    return json.loads(html.split('id="chat-messages" type="application/json">')[1].split("</script>")[0])
+
+
+def test_the_chat_page_draws_only_the_newest_page_and_offers_earlier_ones(alice_client, alice):
+    conversation, ids = long_conversation(alice, 120)
+    html = alice_client.get(reverse("chat:conversation", args=[conversation.pk])).content.decode()
+    assert [m["id"] for m in page_messages(html)] == ids[-PAGE_SIZE:]
+    earlier = reverse("chat:earlier", args=[conversation.pk])
+    assert f'hx-get="{earlier}?before={ids[-PAGE_SIZE]}"' in html and "Load earlier messages" in html
+    short, _ = long_conversation(alice, 2)
+    html = alice_client.get(reverse("chat:conversation", args=[short.pk])).content.decode()
+    assert "load-earlier" not in html and 'id="earlier" hidden' in html
+
+
+def test_the_earlier_partial_carries_the_page_before_and_the_next_button(alice_client, alice):
+    conversation, ids = long_conversation(alice, 120)
+    url = reverse("chat:earlier", args=[conversation.pk])
+    html = alice_client.get(f"{url}?before={ids[-PAGE_SIZE]}", HTTP_HX_REQUEST="true").content.decode()
+    assert html.lstrip().startswith('<div class="earlier" id="earlier">') and "<html" not in html
+    data = json.loads(html.split('<script type="application/json">')[1].split("</script>")[0])
+    assert [m["id"] for m in data] == ids[-2 * PAGE_SIZE:-PAGE_SIZE]
+    assert f'hx-get="{url}?before={ids[-2 * PAGE_SIZE]}"' in html
+    last = alice_client.get(f"{url}?before={ids[-2 * PAGE_SIZE]}").content.decode()
+    assert [m["id"] for m in json.loads(last.split('<script type="application/json">')[1].split("</script>")[0])] == ids[:20]
+    assert "load-earlier" not in last
+
+
+def test_the_earlier_partial_refuses_bad_input_and_other_users(alice_client, alice, bob):
+    conversation, ids = long_conversation(alice, 60)
+    url = reverse("chat:earlier", args=[conversation.pk])
+    for query in ("", "?before=x", "?before=%EF%BC%91", "?before=5&limit=500"):
+        assert alice_client.get(url + query).status_code == 400, query
+    theirs, their_ids = long_conversation(bob, 60)
+    response = alice_client.get(f"{reverse('chat:earlier', args=[theirs.pk])}?before={their_ids[-1]}")
+    assert response.status_code == 404 and b"message 1" not in response.content
+    assert Client().get(f"{url}?before={ids[-1]}").status_code == 302  # to the login page

@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.history --messages 10000 --tries 30 --seconds 20
 
-1. A fresh SQLite database in a temp dir (migrations; one user with an API token and a signed-in
-   session; one conversation of --messages messages, alternating user questions of about 190
+1. A fresh SQLite database in a temp dir (migrations; one user with an API token and a sign-in
+   cookie; one conversation of --messages messages, alternating user questions of about 190
    characters and markdown replies of about 550; a short conversation and 200 finished replies
    for the probes).
 2. One daphne (`python -m parley.serve`, uvloop) serving it; Redis from REDIS_URL, or an embedded
@@ -150,7 +150,7 @@ def build_database(count: int) -> dict[str, Any]:
     client.force_login(user)
     ids = list(long.messages.order_by("id").values_list("id", flat=True)[:60])
     return {
-        "token": token, "session": client.cookies[settings.SESSION_COOKIE_NAME].value, "long": long.pk,
+        "token": token, "cookies": {settings.SESSION_COOKIE_NAME: client.cookies[settings.SESSION_COOKIE_NAME].value}, "long": long.pk,
         "short": short.pk, "replies": [reply.pk for reply in replies], "an_early_id": ids[-1], "messages": count,
     }
 
@@ -170,7 +170,7 @@ async def measure(args: argparse.Namespace, base: str, fixture: dict[str, Any]) 
     page_url = f"{base}/c/{fixture['long']}/"
     timeout = aiohttp.ClientTimeout(total=300)
     async with aiohttp.ClientSession(headers=bearer, timeout=timeout) as api, \
-            aiohttp.ClientSession(cookies={"sessionid": fixture["session"]}, timeout=timeout) as browser:
+            aiohttp.ClientSession(cookies=fixture["cookies"], timeout=timeout) as browser:
         first = await fetch(api, api_url)
         assert first[0] == 200, first
         paged = "older" in json.loads(first[2])

@@ -38,8 +38,8 @@ def detail(client: Client, conversation: Conversation, query: str = "") -> dict:
 
 def assert_invalid(response) -> None:
     assert response.status_code == 400, response.content
-    assert response.json() == {"error": {"code": "invalid_input", "text": response.json()["error"]["text"], "retry_after": None}}
-    assert response.json()["error"]["text"]
+    error = response.json()["error"]
+    assert error == {"code": "invalid_input", "text": error["text"], "retry_after": None} and error["text"]
 
 
 def test_the_detail_holds_the_newest_page_oldest_first(alice_client, alice):

@@ -27,7 +27,6 @@ from chat.actions import ActionError
 from chat.history import DoesNotFit, FittedHistory, fit_history
 from chat.models import ChatModel
 from parley import deferred
-from providers import get_provider
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +113,10 @@ class _Shape:
     def of(
         cls, model: ChatModel, system: str, turns: list[tuple[str, str]], plan_max_output: int | None, cap: int | None
     ) -> "_Shape":
-        provider = get_provider(model.provider)
         max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS, plan_max_output or 10**9, cap or 10**9)
         try:
-            fitted = fit_history(turns, system, model.context_window, max_output, provider.estimate_tokens)
+            fitted = fit_history(turns, system, model.context_window, max_output)
         except DoesNotFit:
             raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
-        estimate = sum(provider.estimate_tokens(m["content"]) for m in fitted.messages) + provider.estimate_tokens(system)
-        return cls(fitted, max_output, estimate, ledger.Pricing(model.input_price_per_million, model.output_price_per_million))
+        pricing = ledger.Pricing(model.input_price_per_million, model.output_price_per_million)
+        return cls(fitted, max_output, fitted.prompt_estimate, pricing)

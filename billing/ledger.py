@@ -7,7 +7,7 @@ from billing import alerts
 from billing.models import UsageRecord
 from chat.models import Message
 from parley import statements
-from providers.base import estimate_output_tokens
+from providers.base import estimate_tokens
 
 MILLION = Decimal(1_000_000)
 
@@ -21,10 +21,6 @@ class Pricing:
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / MILLION
-
-
-# For calls that ended before the provider reported usage (stopped, cut at their output limit).
-estimate_tokens = estimate_output_tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,11 @@ from typing import Any
 import redis
 from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.http import urlencode
 
 from billing import admission
-from chat import actions
+from chat import actions, paging
 from chat.actions import ActionError
 from chat.replies import send_message, stop_message
 from chat.responses import api_view, json_error, json_response, read_json
@@ -47,15 +49,27 @@ def conversations(request: HttpRequest, user: Any) -> HttpResponse:
 
 @api_view({"GET", "PATCH", "DELETE"})
 def conversation_detail(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
+    """The conversation with its newest page of messages (oldest first); `?before=<message id>`
+    gives the page before that message, `?limit=` its size, and `older` the next older page's URL."""
     conversation = actions.get_conversation_for(user, pk)
-    if request.method == "PATCH":
-        actions.update_conversation(conversation, read_json(request))
-    elif request.method == "DELETE":
+    if request.method == "DELETE":
         actions.delete_conversation(conversation)
         return HttpResponse(status=204)
+    before, limit = paging.parse_query(request.GET)  # before any change: a refused request changes nothing
+    if request.method == "PATCH":
+        actions.update_conversation(conversation, read_json(request))
+    page = paging.message_page(conversation, before, limit)
     data = conversation.as_dict()
-    data["messages"] = [message.as_dict() for message in conversation.messages.order_by("id")]
+    data["messages"] = [message.as_dict() for message in page.messages]
+    data["has_more"] = page.has_more
+    data["older"] = _older_url(conversation.pk, page, limit) if page.has_more else None
     return json_response(data)
+
+
+def _older_url(pk: int, page: paging.MessagePage, limit: int) -> str:
+    """The next older page, the same size as this one."""
+    query = {"before": page.oldest_id} | ({"limit": limit} if limit != paging.PAGE_SIZE else {})
+    return f"{reverse('api-conversation', args=[pk])}?{urlencode(query)}"
 
 
 @api_view({"POST"})

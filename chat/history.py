@@ -1,15 +1,21 @@
 """What of a conversation is sent to the model: the newest turns that fit its context window."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-Estimate = Callable[[str], int]
+from providers.base import estimate_tokens
+
+# What a provider adds around each message of a prompt (its role, separators): a few tokens that
+# the text itself does not show. Counted once per message here, where the prompt is fitted, and so
+# also in the prompt's reservation, which is the count made here.
+MESSAGE_OVERHEAD_TOKENS = 4
 
 
 @dataclass(frozen=True, slots=True)
 class FittedHistory:
     messages: list[dict[str, str]]
     dropped: int  # earlier messages left out
+    prompt_estimate: int  # the tokens of what is sent: the system prompt and the kept messages
 
     @property
     def notice(self) -> str:
@@ -23,29 +29,38 @@ class DoesNotFit(Exception):
     """Even the newest message alone does not fit the window."""
 
 
+def message_tokens(content: str) -> int:
+    """One message's share of a prompt: its text and its framing."""
+    return estimate_tokens(content) + MESSAGE_OVERHEAD_TOKENS
+
+
 def fit_history(
     turns: Iterable[tuple[str, str]],
     system: str,
     context_window: int,
     max_output_tokens: int,
-    estimate: Estimate,
 ) -> FittedHistory:
     """Keep the system prompt and as many of the newest turns as fit; the last turn must be the user's."""
     merged = _merge_same_role([(role, content) for role, content in turns if content])
-    budget = context_window - max_output_tokens - (estimate(system) if system else 0)
+    system_tokens = message_tokens(system) if system else 0
+    budget = context_window - max_output_tokens - system_tokens
     kept: list[dict[str, str]] = []
+    costs: list[int] = []
     for role, content in reversed(merged):
-        cost = estimate(content) + 4  # a few tokens of per-message framing
+        cost = message_tokens(content)
         if cost > budget:
             break
         budget -= cost
         kept.append({"role": role, "content": content})
+        costs.append(cost)
     if not kept:
         raise DoesNotFit
     kept.reverse()
+    costs.reverse()
     while kept and kept[0]["role"] != "user":
         kept.pop(0)  # providers expect the conversation to open with the user
-    return FittedHistory(kept, dropped=len(merged) - len(kept))
+        costs.pop(0)
+    return FittedHistory(kept, dropped=len(merged) - len(kept), prompt_estimate=system_tokens + sum(costs))
 
 
 def _merge_same_role(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:

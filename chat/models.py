@@ -105,7 +105,8 @@ class Message(models.Model):
 
     ACTIVE = (Status.QUEUED, Status.STREAMING)
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # Indexed with the id below, which serves lookups by conversation alone as well.
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
     role = models.CharField(max_length=10, choices=Role.choices)
     content = models.TextField(blank=True)
@@ -131,7 +132,11 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["status"], name="chat_message_active", condition=models.Q(status__in=["queued", "streaming"]))]
+        indexes = [
+            models.Index(fields=["status"], name="chat_message_active", condition=models.Q(status__in=["queued", "streaming"])),
+            # A conversation's messages in id order: its history, and its pages newest first (chat/paging.py).
+            models.Index(fields=["conversation", "id"], name="chat_message_conversation"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk} ({self.status})"

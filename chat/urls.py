@@ -7,6 +7,7 @@ app_name = "chat"
 urlpatterns = [
     path("", views.home, name="home"),
     path("c/<int:pk>/", views.conversation, name="conversation"),
+    path("c/<int:pk>/earlier/", views.earlier, name="earlier"),
     path("c/<int:pk>/rename/", views.rename, name="rename"),
     path("c/<int:pk>/delete/", views.delete, name="delete"),
     path("conversations/", views.sidebar, name="sidebar"),

@@ -1,4 +1,4 @@
-"""Chat pages and the htmx partials of the sidebar. All changes go through chat.actions."""
+"""Chat pages and their htmx partials (the sidebar, earlier messages). All changes go through chat.actions."""
 
 import logging
 from typing import Any
@@ -6,16 +6,17 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, resolve, reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
 from billing import admission
-from chat import actions
+from chat import actions, paging
 from chat.models import ChatModel, Conversation, Message
 
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the title filter
@@ -76,17 +77,26 @@ def _chat_page(request: ChatRequest, conversation: Conversation | None) -> HttpR
         default_model: ChatModel | None = actions.default_model()
     except actions.ActionError:
         default_model = None
-    chat_messages = [_message_payload(m) for m in conversation.messages.all()] if conversation else []
+    # The newest page only: "Load earlier messages" fetches the ones before it (`earlier`).
+    page = paging.message_page(conversation) if conversation else paging.MessagePage([], has_more=False)
     context = {
         **_sidebar_context(request, conversation.pk if conversation else None),
         "conversation": conversation,
-        "chat_messages": chat_messages,
+        "chat_messages": [_message_payload(m) for m in page.messages],
+        "earlier_url": _earlier_url(conversation.pk, page) if conversation else None,
         "models": models,
         "default_model": default_model,
         "max_chars": settings.PARLEY_MESSAGE_MAX_CHARS,
         "usage": _usage(request.user.pk),
     }
     return render(request, "chat/page.html", context)
+
+
+def _earlier_url(pk: int, page: paging.MessagePage) -> str | None:
+    """Where "Load earlier messages" fetches the page before this one; None at the start."""
+    if not page.has_more:
+        return None
+    return f"{reverse('chat:earlier', args=[pk])}?{urlencode({'before': page.oldest_id})}"
 
 
 def _usage(user_id: int) -> dict[str, Any] | None:
@@ -108,6 +118,26 @@ def home(request: ChatRequest) -> HttpResponse:
 @require_GET
 def conversation(request: ChatRequest, pk: int) -> HttpResponse:
     return _chat_page(request, _own_conversation(request, pk))
+
+
+@login_required
+@require_GET
+def earlier(request: ChatRequest, pk: int) -> HttpResponse:
+    """The page of messages before `?before=`, as the partial that replaces "Load earlier
+    messages": its messages as JSON, drawn by chat.js like every other, and the next such button."""
+    conversation = _own_conversation(request, pk)
+    try:
+        before, limit = paging.parse_query(request.GET)
+    except actions.ActionError as exc:
+        return HttpResponseBadRequest(exc.detail, content_type="text/plain")
+    if before is None:
+        return HttpResponseBadRequest("before must be a message id.", content_type="text/plain")
+    page = paging.message_page(conversation, before, limit)
+    context = {
+        "earlier_url": _earlier_url(conversation.pk, page),
+        "earlier_messages": [_message_payload(m) for m in page.messages],
+    }
+    return render(request, "chat/page.html#earlier", context)
 
 
 @login_required

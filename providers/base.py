@@ -172,13 +172,6 @@ class Provider:
     async def aclose(self) -> None:
         """Release what the adapter holds for the running event loop (pooled connections)."""
 
-    def estimate_tokens(self, text: str) -> int:
-        """A cheap upper-ish estimate, to fit history in context and reserve a call's budget: about
-        four characters a token for ASCII, and about a token a character for the rest (CJK text
-        takes one or two tokens a character, so four characters a token would reserve far too little)."""
-        beyond_ascii = len(text.encode()) - len(text)  # 1 to 3 extra bytes a character
-        return len(text) // 4 + beyond_ascii // 2 + 1
-
 
 def fold_system_prompt(request: ChatRequest) -> ChatRequest:
     """For a model without system prompts: the prompt leads the first user turn instead."""
@@ -192,14 +185,19 @@ def fold_system_prompt(request: ChatRequest) -> ChatRequest:
     return dataclasses.replace(request, messages=messages, system="")
 
 
-def estimate_output_tokens(text: str) -> int:
-    """Tokens of a reply's text when the provider did not count them: about four characters a
-    token for ASCII and about a token a character beyond it. The ledger bills stopped and cut
-    replies by it, so `OutputMeter` counts the same way."""
+def estimate_tokens(text: str) -> int:
+    """Parley's one count of tokens in a text no provider has counted: about four characters a
+    token for ASCII, rounded up, and about a token a character beyond it (CJK text takes one or two
+    tokens a character, so four characters a token would reserve far too little).
+
+    History fitting and the reservation of a prompt (chat/history.py), the cut of a reply at its
+    reserved output (`OutputMeter`) and the ledger's bill of a reply the provider did not count
+    (billing/ledger.py) all use it, so what is reserved, cut and billed agree."""
     return _tokens(len(text), len(text.encode()) - len(text))
 
 
 def _tokens(chars: int, extra_bytes: int) -> int:
+    # 1 to 3 extra UTF-8 bytes a character beyond ASCII: half a token each.
     return (chars + 3) // 4 + extra_bytes // 2
 
 
@@ -226,6 +224,8 @@ class OutputMeter:
             room = max(0, self.cut_at - self.pieces)
             self.pieces = self.cut_at
             return TextDelta("".join(delta.chunks[:room]))
+        # Running totals through `_tokens` give `estimate_tokens` of the whole text so far
+        # without reading it again at every delta.
         chars, extra = len(delta.text), len(delta.text.encode()) - len(delta.text)
         if _tokens(self.chars + chars, self.extra_bytes + extra) <= self.cut_at:
             self.chars, self.extra_bytes = self.chars + chars, self.extra_bytes + extra

@@ -29,6 +29,7 @@ from providers.base import (
     TextDelta,
     Timeouts,
     Usage,
+    estimate_tokens,
 )
 
 MODEL_VERSION = "parley-demo-1"
@@ -86,7 +87,7 @@ class DemoProvider(Provider):
         if failure is not None:  # a reply shorter than the words before failing
             yield failure
             return
-        yield Usage(prompt_tokens(self, request), len(pieces))
+        yield Usage(prompt_tokens(request), len(pieces))
         yield Finish("stop", model_version=MODEL_VERSION)
 
     def _delay(self, said: str) -> float:
@@ -103,9 +104,9 @@ def last_user_text(request: ChatRequest) -> str:
     return ""
 
 
-def prompt_tokens(provider: Provider, request: ChatRequest) -> int:
+def prompt_tokens(request: ChatRequest) -> int:
     text = request.system + "".join(message.get("content", "") for message in request.messages)
-    return provider.estimate_tokens(text)
+    return estimate_tokens(text)
 
 
 def requested_failure(said: str) -> StreamError | None:

@@ -7,39 +7,45 @@ from chat.models import ChatModel, Conversation, Message
 from chat.replies import send_message
 
 
-def estimate(text: str) -> int:
-    return len(text) // 4 + 1
-
-
 def test_everything_fits_in_a_large_window():
-    fitted = fit_history([("user", "hi"), ("assistant", "hello"), ("user", "how are you")], "Be brief.", 8000, 1000, estimate)
+    fitted = fit_history([("user", "hi"), ("assistant", "hello"), ("user", "how are you")], "Be brief.", 8000, 1000)
     assert [m["content"] for m in fitted.messages] == ["hi", "hello", "how are you"]
     assert fitted.dropped == 0 and fitted.notice == ""
 
 
 def test_oldest_turns_are_dropped_and_the_conversation_still_opens_with_the_user():
     turns = [("user", "a" * 400), ("assistant", "b" * 400), ("user", "c" * 400), ("assistant", "d" * 400), ("user", "e" * 40)]
-    fitted = fit_history(turns, "s" * 40, context_window=460, max_output_tokens=100, estimate=estimate)
+    fitted = fit_history(turns, "s" * 40, context_window=460, max_output_tokens=100)
     assert [m["content"][0] for m in fitted.messages] == ["c", "d", "e"]
     assert fitted.messages[0]["role"] == "user"
     assert fitted.dropped == 2
     assert "2 earlier messages were left out" in fitted.notice
 
 
+def test_the_prompt_estimate_counts_the_system_prompt_and_each_kept_message_with_its_framing():
+    from chat.history import MESSAGE_OVERHEAD_TOKENS as FRAMING
+
+    fitted = fit_history([("user", "a" * 400), ("assistant", "b" * 40), ("user", "c" * 4)], "s" * 8, 8000, 100)
+    assert fitted.prompt_estimate == (2 + FRAMING) + (100 + FRAMING) + (10 + FRAMING) + (1 + FRAMING)
+    trimmed = fit_history([("user", "a" * 400), ("assistant", "b" * 400), ("user", "c" * 40)], "", 230, 100)
+    assert [m["content"][0] for m in trimmed.messages] == ["c"]  # "b" fitted, then went: a reply cannot open
+    assert trimmed.prompt_estimate == 10 + FRAMING
+
+
 def test_a_system_prompt_takes_its_share_of_the_window():
     turns = [("user", "a" * 400), ("assistant", "b" * 400), ("user", "c" * 40)]
-    roomy = fit_history(turns, "", 400, 100, estimate)
-    tight = fit_history(turns, "s" * 800, 400, 100, estimate)
+    roomy = fit_history(turns, "", 400, 100)
+    tight = fit_history(turns, "s" * 800, 400, 100)
     assert len(tight.messages) < len(roomy.messages)
 
 
 def test_a_newest_message_that_cannot_fit_is_refused():
     with pytest.raises(DoesNotFit):
-        fit_history([("user", "x" * 10_000)], "", 1000, 100, estimate)
+        fit_history([("user", "x" * 10_000)], "", 1000, 100)
 
 
 def test_two_user_turns_in_a_row_are_merged():
-    fitted = fit_history([("user", "first"), ("assistant", ""), ("user", "second")], "", 8000, 100, estimate)
+    fitted = fit_history([("user", "first"), ("assistant", ""), ("user", "second")], "", 8000, 100)
     assert fitted.messages == [{"role": "user", "content": "first\n\nsecond"}]
 
 

@@ -5,9 +5,9 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-OLD_NODES = [("chat", "0007_usage_errors_and_overspend"), ("accounts", "0006_signin_protection")]
+OLD_NODES = [("chat", "0008_message_conversation_index"), ("accounts", "0006_signin_protection")]
 BEFORE = [("billing", None), *OLD_NODES]  # billing unapplied: the ledger still belongs to chat
-AFTER = [("chat", "0008_ledger_moves_to_billing"), ("billing", "0001_initial")]
+AFTER = [("chat", "0009_ledger_moves_to_billing"), ("billing", "0001_initial")]
 
 
 @pytest.mark.django_db(transaction=True)

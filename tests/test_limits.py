@@ -179,9 +179,9 @@ def test_a_burst_over_two_web_processes_admits_exactly_the_limit(live_factory, a
 @pytest.mark.django_db(transaction=True)
 def test_a_title_call_spends_from_the_budget_and_is_skipped_when_it_is_spent(alice, settings):
     from accounts.plans import forget_cached_limits
+    from chat.history import message_tokens
     from chat.models import Conversation
     from chat.titles import PROMPT, TITLE_MAX_TOKENS, generate_title
-    from providers.base import Provider
     from tests.fakes import Scenario
     from tests.fakes.openai_server import OpenAIFake
 
@@ -198,8 +198,8 @@ def test_a_title_call_spends_from_the_budget_and_is_skipped_when_it_is_spent(ali
             model = await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
             await title_for(model, "Plan a trip to Lisbon")
             spent = (await UsageRecord.objects.aget(kind="title")).total_tokens
-            # The next title reserves its prompt and 24 tokens: leave room for one token less.
-            reserve = Provider().estimate_tokens(PROMPT.format(question="Bake bread at home", answer="Sure.")) + TITLE_MAX_TOKENS
+            # The next title reserves its one prompt message and 24 tokens: leave room for one token less.
+            reserve = message_tokens(PROMPT.format(question="Bake bread at home", answer="Sure.")) + TITLE_MAX_TOKENS
             await Plan.objects.filter(name="Free").aupdate(tokens_per_day=spent + reserve - 1)
             forget_cached_limits()  # plan edits reach a running process within PARLEY_LIMITS_CACHE_SECONDS
             second = await title_for(model, "Bake bread at home")

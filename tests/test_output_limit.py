@@ -11,7 +11,7 @@ from billing.models import UsageRecord
 from chat.models import ChatModel, Message
 from chat.replies import send_message
 from providers.anthropic_messages import AnthropicProvider
-from providers.base import ChatRequest, OutputMeter, TextDelta, collect, estimate_output_tokens
+from providers.base import ChatRequest, OutputMeter, TextDelta, collect, estimate_tokens
 from providers.openai_chat import OpenAIProvider
 from tests.fakes import Scenario, expected_text
 from tests.fakes.anthropic_server import AnthropicFake
@@ -45,7 +45,7 @@ async def test_an_anthropic_compatible_server_that_ignores_max_tokens_is_cut_nea
     reply = await cut_reply(AnthropicFake, AnthropicProvider, 50)
     assert expected_text(600).startswith(reply.text)
     assert expected_text(50) in reply.text  # never short of what an obedient server would write
-    assert estimate_output_tokens(reply.text) <= 50 + 50 // 2 + 8
+    assert estimate_tokens(reply.text) <= 50 + 50 // 2 + 8
 
 
 async def test_an_obedient_provider_keeps_its_own_finish_and_usage():
@@ -55,7 +55,7 @@ async def test_an_obedient_provider_keeps_its_own_finish_and_usage():
             reply = await collect(provider, request(100))
         finally:
             await provider.aclose()
-    assert estimate_output_tokens(expected_text(30)) < 100
+    assert estimate_tokens(expected_text(30)) < 100
     assert reply.text == expected_text(30)
     assert reply.usage is not None and reply.usage.completion_tokens == 30
     assert reply.finish is not None and reply.finish.reason == "stop"
@@ -76,10 +76,10 @@ def test_the_meter_estimates_other_text_with_a_margin():
     meter = OutputMeter(40, chunks_are_tokens=False)  # cuts past 40 + 20 + 8 = 68 estimated tokens
     assert meter.take(TextDelta("a" * 260)).text == "a" * 260  # 65 tokens
     cut = meter.take(TextDelta("b" * 40))
-    assert cut.text == "b" * 12 and estimate_output_tokens("a" * 260 + cut.text) == 68
+    assert cut.text == "b" * 12 and estimate_tokens("a" * 260 + cut.text) == 68
     wide = OutputMeter(4, chunks_are_tokens=False)
     kept = wide.take(TextDelta("漢字" * 20)).text  # beyond ASCII, more than a token a character
-    assert estimate_output_tokens(kept) <= 14 < estimate_output_tokens(("漢字" * 20)[: len(kept) + 1]) and kept
+    assert estimate_tokens(kept) <= 14 < estimate_tokens(("漢字" * 20)[: len(kept) + 1]) and kept
 
 
 @pytest.fixture

@@ -6,7 +6,18 @@ import time
 import pytest
 
 from providers import get_provider
-from providers.base import Capabilities, ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Timeouts, Usage, collect
+from providers.base import (
+    Capabilities,
+    ChatRequest,
+    ErrorCode,
+    Finish,
+    StreamError,
+    TextDelta,
+    Timeouts,
+    Usage,
+    collect,
+    estimate_tokens,
+)
 from providers.demo import DemoProvider
 
 INSTANT = DemoProvider(Timeouts(connect=5, first_token=5, idle=5), tokens_per_second=0)
@@ -68,7 +79,7 @@ async def test_streams_word_by_word_and_reports_usage_and_finish():
     deltas = [e for e in events if isinstance(e, TextDelta)]
     assert len(deltas) > 50
     assert all(len(d.text.split()) == 1 for d in deltas)
-    assert events[-2] == Usage(prompt_tokens=INSTANT.estimate_tokens("Be kind.count my words please"),
+    assert events[-2] == Usage(prompt_tokens=estimate_tokens("Be kind.count my words please"),
                                completion_tokens=len(deltas))
     assert events[-1] == Finish("stop", model_version="parley-demo-1")
 

@@ -148,10 +148,13 @@ function messageElement(message) {
   return element;
 }
 
-function appendMessage(message) {
+const appendMessage = (message) => addMessage(message, (element) => ui.list.append(element));
+
+/** Draws a message where `place` puts it: a user's as plain text, a reply through markdown and DOMPurify. */
+function addMessage(message, place) {
   ui.welcome.hidden = true;
   const element = messageElement(message);
-  ui.list.append(element);
+  place(element);
   if (message.role === "user") {
     element.querySelector(".msg-body").textContent = message.content; // never HTML
     return null;
@@ -688,6 +691,50 @@ function scheduleUsageLoad() {
   usageLoad = setTimeout(loadUsage, 600);
 }
 
+// ---------------------------------------------------------------- earlier messages (htmx partial)
+
+// "Load earlier messages" swaps #earlier for the next one (chat/views.py `earlier`), which carries
+// the older page as JSON. Its messages are drawn like every other, above the first one, and the
+// view keeps its distance from the bottom, so what the reader was looking at stays put.
+let earlierFromBottom = null;
+
+document.body.addEventListener("htmx:beforeSwap", (event) => {
+  if (event.detail.target?.id === "earlier") earlierFromBottom = ui.messages.scrollHeight - ui.messages.scrollTop;
+});
+
+document.body.addEventListener("htmx:afterSwap", (event) => {
+  const earlier = event.target;
+  if (earlier.id !== "earlier") return;
+  const data = earlier.querySelector('script[type="application/json"]');
+  const messages = data ? JSON.parse(data.textContent) : [];
+  data?.remove();
+  const first = ui.list.querySelector(".msg");
+  // The list is a live region: a page of old messages is not news to read out.
+  ui.messages.setAttribute("aria-live", "off");
+  for (const message of messages) {
+    const reply = addMessage(message, (element) => ui.list.insertBefore(element, first));
+    if (reply?.active) attach(reply);
+  }
+  if (earlierFromBottom !== null) ui.messages.scrollTop = ui.messages.scrollHeight - earlierFromBottom;
+  earlierFromBottom = null;
+  requestAnimationFrame(() => ui.messages.setAttribute("aria-live", "polite"));
+  // htmx keeps focus on the next button; at the start of the conversation, move it to the oldest message.
+  const oldest = ui.list.querySelector(".msg");
+  if (!$("load-earlier") && messages.length && (!document.activeElement || document.activeElement === document.body)) {
+    oldest.tabIndex = -1;
+    oldest.focus({ preventScroll: true });
+  }
+  updateComposer();
+});
+
+document.body.addEventListener("htmx:responseError", onEarlierFailed);
+document.body.addEventListener("htmx:sendError", onEarlierFailed);
+
+function onEarlierFailed(event) {
+  const button = event.detail.elt;
+  if (button?.id === "load-earlier") button.textContent = "Could not load earlier messages. Try again";
+}
+
 // ---------------------------------------------------------------- sidebar (htmx partials)
 
 function refreshSidebar() {
@@ -721,10 +768,10 @@ document.addEventListener("keydown", (event) => {
 function start() {
   const messages = JSON.parse($("chat-messages").textContent);
   for (const message of messages) appendMessage(message);
-  scrollToBottom();
   syncDemoTag();
   renderUsage(JSON.parse($("chat-usage").textContent));
   onInput();
+  scrollToBottom(); // after the meter and the composer have taken their height
   updateComposer();
   socket.connect();
   window.addEventListener("online", () => socket.nudge());

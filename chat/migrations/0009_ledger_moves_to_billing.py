@@ -5,7 +5,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0007_usage_errors_and_overspend"),
+        ("chat", "0008_message_conversation_index"),
         ("billing", "0001_initial"),
     ]
 

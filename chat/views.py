@@ -24,21 +24,21 @@ SIDEBAR_LIMIT = 200  # older conversations stay reachable through the title filt
 logger = logging.getLogger(__name__)
 
 
-class ChatRequest(HttpRequest):
+class PageRequest(HttpRequest):
     """What the middleware stack (auth + django-htmx) guarantees on these views."""
 
     user: User
     htmx: HtmxDetails
 
 
-def _own_conversation(request: ChatRequest, pk: int) -> Conversation:
+def _own_conversation(request: PageRequest, pk: int) -> Conversation:
     try:
         return actions.get_conversation_for(request.user, pk)
     except actions.ActionError:
         raise Http404("No such conversation.") from None
 
 
-def _current_id(request: ChatRequest) -> int | None:
+def _current_id(request: PageRequest) -> int | None:
     """The conversation open in the page that sent an htmx request, to keep it highlighted."""
     path = request.htmx.current_url_abs_path if request.htmx else None
     if not path:
@@ -50,7 +50,7 @@ def _current_id(request: ChatRequest) -> int | None:
     return match.kwargs.get("pk") if match.view_name == "chat:conversation" else None
 
 
-def _sidebar_context(request: ChatRequest, current_id: int | None) -> dict[str, Any]:
+def _sidebar_context(request: PageRequest, current_id: int | None) -> dict[str, Any]:
     q = request.GET.get("q", "").strip()
     return {
         "conversations": actions.user_conversations(request.user, q)[:SIDEBAR_LIMIT],
@@ -71,7 +71,7 @@ def _message_payload(message: Message) -> dict[str, Any]:
     }
 
 
-def _chat_page(request: ChatRequest, conversation: Conversation | None) -> HttpResponse:
+def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpResponse:
     models = list(ChatModel.objects.offered())
     try:
         default_model: ChatModel | None = actions.default_model()
@@ -110,19 +110,19 @@ def _usage(user_id: int) -> dict[str, Any] | None:
 
 @login_required
 @require_GET
-def home(request: ChatRequest) -> HttpResponse:
+def home(request: PageRequest) -> HttpResponse:
     return _chat_page(request, None)
 
 
 @login_required
 @require_GET
-def conversation(request: ChatRequest, pk: int) -> HttpResponse:
+def conversation(request: PageRequest, pk: int) -> HttpResponse:
     return _chat_page(request, _own_conversation(request, pk))
 
 
 @login_required
 @require_GET
-def earlier(request: ChatRequest, pk: int) -> HttpResponse:
+def earlier(request: PageRequest, pk: int) -> HttpResponse:
     """The page of messages before `?before=`, as the partial that replaces "Load earlier
     messages": its messages as JSON, drawn by chat.js like every other, and the next such button."""
     conversation = _own_conversation(request, pk)
@@ -142,13 +142,13 @@ def earlier(request: ChatRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def sidebar(request: ChatRequest) -> HttpResponse:
+def sidebar(request: PageRequest) -> HttpResponse:
     return render(request, "chat/page.html#conversation-list", _sidebar_context(request, _current_id(request)))
 
 
 @login_required
 @require_POST
-def new_conversation(request: ChatRequest) -> HttpResponse:
+def new_conversation(request: PageRequest) -> HttpResponse:
     """Creates an empty conversation; the chat page itself creates one on the first send instead."""
     try:
         created = actions.create_conversation(request.user, request.POST.get("model") or None)
@@ -160,7 +160,7 @@ def new_conversation(request: ChatRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def rename(request: ChatRequest, pk: int) -> HttpResponse:
+def rename(request: PageRequest, pk: int) -> HttpResponse:
     item = _own_conversation(request, pk)
     title, error = item.title, ""
     if request.method == "POST":
@@ -177,7 +177,7 @@ def rename(request: ChatRequest, pk: int) -> HttpResponse:
     return render(request, template, context, status=422 if error else 200)
 
 
-def _renamed(request: ChatRequest, item: Conversation) -> HttpResponse:
+def _renamed(request: PageRequest, item: Conversation) -> HttpResponse:
     if not request.htmx:
         return redirect("chat:conversation", item.pk)
     context = {"item": item, "current_id": _current_id(request)}
@@ -188,7 +188,7 @@ def _renamed(request: ChatRequest, item: Conversation) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def delete(request: ChatRequest, pk: int) -> HttpResponse:
+def delete(request: PageRequest, pk: int) -> HttpResponse:
     item = _own_conversation(request, pk)
     if request.method == "GET":  # the confirmation page for browsers without htmx
         return render(request, "chat/delete.html", {"conversation": item})

@@ -37,18 +37,18 @@ class Entry:
     @classmethod
     def of(cls, event: Mapping[str, Any]) -> "Entry":
         """The entry of an event that carries its cursor: a reply's delta or final event, a run's event."""
-        owner = event["message"] if "message" in event else event["run"]
-        text = event["text"] if event["type"] == "delta" else ""
-        return cls(parse_entry_id(event["cursor"]), event["type"], owner, orjson.dumps(event), text)
+        return cls._with(event, orjson.dumps(event), parse_entry_id(event["cursor"]))
 
     @classmethod
     def from_redis(cls, entry_id: bytes, fields: dict[bytes, bytes]) -> "Entry":
         """Decoded once where it leaves Redis; readers downstream use the fields, not the JSON."""
-        payload = fields[b"e"]
-        event = orjson.loads(payload)
+        return cls._with(orjson.loads(fields[b"e"]), fields[b"e"], parse_entry_id(entry_id))
+
+    @classmethod
+    def _with(cls, event: Mapping[str, Any], payload: bytes, cursor: Cursor) -> "Entry":
         owner = event["message"] if "message" in event else event["run"]
         text = event["text"] if event["type"] == "delta" else ""
-        return cls(parse_entry_id(entry_id), event["type"], owner, payload, text)
+        return cls(cursor, event["type"], owner, payload, text)
 
     @property
     def redis_fields(self) -> dict[str, bytes]:

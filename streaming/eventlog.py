@@ -15,9 +15,9 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -30,6 +30,7 @@ from streaming.remote import RemoteFeeds
 from streaming.writer import STOP_FLAG_SECONDS
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -274,10 +275,8 @@ class EventLog:
                     cursor = batch[-1].id
                     if batch[-1].is_final:
                         return
-                try:
-                    async with asyncio.timeout(idle):
-                        entry = await queue.get()
-                except TimeoutError:
+                entry = await _within(idle, queue.get())
+                if entry is None:
                     yield []
                     continue
                 pending = [entry]
@@ -304,11 +303,18 @@ async def _follow_local(log: LocalLog, cursor: Cursor, idle: float | None) -> As
             cursor = batch[-1].id
             if batch[-1].is_final:
                 return
-        try:
-            async with asyncio.timeout(idle):
-                await changed.wait()
-        except TimeoutError:
+        if await _within(idle, changed.wait()) is None:
             yield []
+
+
+async def _within(idle: float | None, news: Awaitable[T]) -> T | None:
+    """What a reader awaits, or None once it has waited `idle` seconds (a cue to keep its
+    connection alive); without `idle` it waits as long as it takes."""
+    try:
+        async with asyncio.timeout(idle):
+            return await news
+    except TimeoutError:
+        return None
 
 
 def _is_duplicate_id(error: Exception) -> bool:

@@ -86,6 +86,16 @@ def bob(django_user_model):
     return django_user_model.objects.create_user("bob", password="bob-password-123")
 
 
+@pytest.fixture
+def alice_client(alice):
+    """A test client signed in as alice (pages, and the API by her session)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
 @pytest.fixture(scope="session")
 def live_app(django_db_setup, django_db_blocker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     """Real daphne + Celery worker (with beat) serving the test database."""

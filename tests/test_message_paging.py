@@ -14,13 +14,6 @@ from chat.paging import PAGE_SIZE, PAGE_SIZE_MAX, message_page
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice_client(alice) -> Client:
-    client = Client()
-    client.force_login(alice)
-    return client
-
-
 def long_conversation(owner, count: int) -> tuple[Conversation, list[int]]:
     conversation = Conversation.objects.create(owner=owner, model=ChatModel.objects.get(name="parley-demo"))
     Message.objects.bulk_create(

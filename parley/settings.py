@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "accounts",
     "chat",
     "billing",
+    "agents",
     "parley.checks.ChecksConfig",  # lets Django's security checks see the middleware below
 ]
 

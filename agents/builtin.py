@@ -12,16 +12,16 @@ from django.core.mail import send_mail
 
 from agents.calculator import as_text
 from agents.calculator import calculate as evaluate
-from agents.tools import ToolCall
+from agents.tools import ToolContext
 
 SNIPPET_CHARS = 240
 
 
-def calculate(call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+def calculate(call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
     return {"expression": arguments["expression"], "result": as_text(evaluate(arguments["expression"]))}
 
 
-def search_conversations(call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+def search_conversations(call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
     from chat.models import Message
 
     query = arguments["query"]
@@ -42,7 +42,7 @@ def _match(message: Any, query: str) -> dict[str, Any]:
     }
 
 
-def write_report(call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+def write_report(call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
     from agents.models import Artifact
 
     name = _file_name(arguments["title"])
@@ -55,6 +55,6 @@ def _file_name(title: str) -> str:
     return f"{'-'.join(part for part in stem.split('-') if part)[:80] or 'report'}.md"
 
 
-def send_email(call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+def send_email(call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
     sent = send_mail(arguments["subject"], arguments["body"], settings.DEFAULT_FROM_EMAIL, [arguments["to"]])
     return {"sent": bool(sent), "to": arguments["to"]}

@@ -15,7 +15,7 @@ from accounts.models import User
 
 
 @dataclass(frozen=True, slots=True)
-class ToolCall:
+class ToolContext:
     """Who calls a tool, for which run and step, with which idempotency key."""
 
     user: User
@@ -30,7 +30,7 @@ class Tool:
     title: str  # what the step does, in plain words
     description: str  # what the model reads
     parameters: dict[str, Any]
-    run: Callable[[ToolCall, dict[str, Any]], Any]
+    run: Callable[[ToolContext, dict[str, Any]], Any]
     permission: str = ""
     risk: Literal["low", "high"] = "low"
     timeout_seconds: float = 20.0

@@ -22,6 +22,7 @@ from providers.base import (
     StreamEvent,
     TextDelta,
     Timeouts,
+    ToolCall,
     Usage,
 )
 from providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay
@@ -103,7 +104,47 @@ def request_params(request: ChatRequest) -> dict[str, Any]:
     }
     if request.system:
         params["system"] = request.system
+    if request.tools:
+        # Only a call that offers tools can hold tool turns: plain chat sends its messages as they are.
+        params["messages"] = tool_turns(request.messages)
+        params["tools"] = [
+            {"name": spec["name"], "description": spec["description"], "input_schema": spec["parameters"]}
+            for spec in request.tools
+        ]
     return params
+
+
+def tool_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool calls become `tool_use` blocks of the assistant's turn, and their results `tool_result`
+    blocks of one user turn (the API wants them together, right after the calls)."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("tool_calls"):
+            blocks = [{"type": "text", "text": message["content"]}] if message.get("content") else []
+            blocks += [
+                {"type": "tool_use", "id": call["id"], "name": call["name"], "input": _input_of(call["arguments"])}
+                for call in message["tool_calls"]
+            ]
+            out.append({"role": "assistant", "content": blocks})
+        elif message.get("role") == "tool":
+            result = {"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": message["content"]}
+            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
+                out[-1]["content"].append(result)
+            else:
+                out.append({"role": "user", "content": [result]})
+        else:
+            out.append(message)
+    return out
+
+
+def _input_of(arguments: str) -> dict[str, Any]:
+    # The API takes a tool call's input as an object; arguments a model wrote that were not one
+    # were answered as a tool error, and the call is kept as an empty input.
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 class EventReader(StreamReader):
@@ -116,9 +157,11 @@ class EventReader(StreamReader):
         self.stop_reason = ""
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
+        self.tool_blocks: dict[int, tuple[str, str, list[str]]] = {}  # block index -> id, name, input pieces
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         texts: list[str] = []
+        calls: list[StreamEvent] = []
         try:
             for name, data in self.framer.feed(chunk):
                 payload = orjson.loads(data)
@@ -129,18 +172,27 @@ class EventReader(StreamReader):
                     delta = payload["delta"]
                     if delta.get("type") == "text_delta":
                         texts.append(delta["text"])
+                    elif delta.get("type") == "input_json_delta" and payload.get("index") in self.tool_blocks:
+                        self.tool_blocks[payload["index"]][2].append(delta.get("partial_json") or "")
+                elif kind == "content_block_start":
+                    block = payload.get("content_block") or {}
+                    if block.get("type") == "tool_use":
+                        self.tool_blocks[payload.get("index", 0)] = (block.get("id") or "", block.get("name") or "", [])
+                elif kind == "content_block_stop":
+                    if (done := self.tool_blocks.pop(payload.get("index", -1), None)) is not None:
+                        calls.append(ToolCall(done[0], done[1], "".join(done[2]) or "{}"))
                 elif kind == "message_start":
                     self._start(payload["message"])
                 elif kind == "message_delta":
                     self.stop_reason = payload.get("delta", {}).get("stop_reason") or self.stop_reason
                     self._count(payload.get("usage") or {})
                 elif kind == "message_stop":
-                    return self._end(texts)
+                    return self._end(texts, calls)
                 elif kind == "error":
                     return self.fail(texts, error_from_payload(payload))
         except (ValueError, AttributeError, TypeError, KeyError, UnicodeDecodeError) as exc:
             return self.fail(texts, malformed(f"{type(exc).__name__}: {exc}"))
-        return [TextDelta("".join(texts))] if texts else []
+        return ([TextDelta("".join(texts))] if texts else []) + calls
 
     def _start(self, message: dict[str, Any]) -> None:
         self.model_version = message.get("model") or ""
@@ -161,9 +213,9 @@ class EventReader(StreamReader):
         # A stream that ends after the stop reason but before message_stop has said everything.
         return self._end([]) if self.stop_reason else super().at_eof()
 
-    def _end(self, texts: list[str]) -> list[StreamEvent]:
+    def _end(self, texts: list[str], calls: list[StreamEvent] | None = None) -> list[StreamEvent]:
         self.ended = True
-        events: list[StreamEvent] = [TextDelta("".join(texts))] if texts else []
+        events: list[StreamEvent] = ([TextDelta("".join(texts))] if texts else []) + (calls or [])
         reason = STOP_REASONS.get(self.stop_reason, self.stop_reason or "stop")
         events += [Usage(self.prompt_tokens, self.completion_tokens), Finish(reason, self.model_version)]
         return events

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class ErrorCode(StrEnum):
@@ -49,11 +49,20 @@ PLAIN_WORDS: dict[ErrorCode, str] = {
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
+    """What a model is asked, in Parley's own terms; each adapter translates it to its API's.
+
+    `messages` are `{"role": "user"|"assistant", "content": str}`; a call that offers `tools` may
+    also hold the turns of earlier tool calls: `{"role": "assistant", "content": str, "tool_calls":
+    [{"id", "name", "arguments"}]}` and `{"role": "tool", "tool_call_id": str, "content": str}`.
+    `tools` are `{"name", "description", "parameters"}` with parameters as a JSON Schema object.
+    """
+
     model: str
-    messages: list[dict[str, str]]  # [{"role": "user"|"assistant", "content": str}]
+    messages: list[dict[str, Any]]
     system: str = ""
     max_output_tokens: int = 1024
     base_url: str = ""
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,16 @@ class TextDelta:
     @property
     def pieces(self) -> int:
         return len(self.chunks) or 1
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The model asks for a tool. `arguments` is the JSON text it wrote, unparsed: it may not be
+    valid, and the caller tells the model so rather than failing."""
+
+    call_id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +113,7 @@ class StreamError:
         return self.code in {ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED, ErrorCode.TIMEOUT, ErrorCode.PROVIDER_UNAVAILABLE}
 
 
-StreamEvent = TextDelta | Usage | Finish | StreamError
+StreamEvent = TextDelta | ToolCall | Usage | Finish | StreamError
 
 
 @dataclass(frozen=True, slots=True)

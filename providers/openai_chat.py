@@ -24,6 +24,7 @@ from providers.base import (
     StreamEvent,
     TextDelta,
     Timeouts,
+    ToolCall,
     Usage,
 )
 from providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay
@@ -120,15 +121,33 @@ def connect_failure(exc: BaseException) -> OSError | None:
 
 
 def request_params(request: ChatRequest, base_url: str) -> dict[str, Any]:
-    messages: list[dict[str, str]] = [{"role": "system", "content": request.system}] if request.system else []
-    messages.extend(request.messages)
-    return {
+    messages: list[dict[str, Any]] = [{"role": "system", "content": request.system}] if request.system else []
+    params = {
         "model": request.model,
         "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},
         max_tokens_param(base_url): request.max_output_tokens,
     }
+    if request.tools:
+        # Only a call that offers tools can hold tool turns: plain chat sends its messages as they are.
+        messages.extend(map(_tool_turn, request.messages))
+        params["tools"] = [{"type": "function", "function": spec} for spec in request.tools]
+    else:
+        messages.extend(request.messages)
+    return params
+
+
+def _tool_turn(message: dict[str, Any]) -> dict[str, Any]:
+    if message.get("tool_calls"):
+        calls = [
+            {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+            for call in message["tool_calls"]
+        ]
+        return {"role": "assistant", "content": message.get("content") or None, "tool_calls": calls}
+    if message.get("role") == "tool":
+        return {"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]}
+    return message
 
 
 def max_tokens_param(base_url: str) -> str:
@@ -149,6 +168,7 @@ class ChunkReader(StreamReader):
         self.finish_reason = ""
         self.model_version = ""
         self.usage = Usage(None, None)  # compatible servers may ignore include_usage
+        self.tool_calls: dict[int, tuple[str, str, list[str]]] = {}  # index -> id, name, argument pieces
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         texts: list[str] = []
@@ -163,6 +183,8 @@ class ChunkReader(StreamReader):
                     delta = choice.get("delta")
                     if delta and (text := delta.get("content")):
                         texts.append(text)
+                    if delta and (calls := delta.get("tool_calls")):
+                        self._add_tool_pieces(calls)
                     if reason := choice.get("finish_reason"):
                         self.finish_reason = reason
                 elif payload.get("error"):
@@ -179,8 +201,19 @@ class ChunkReader(StreamReader):
         # A server that stops after the finish reason but before [DONE] has said everything.
         return self._end([]) if self.finish_reason else super().at_eof()
 
+    def _add_tool_pieces(self, calls: list[dict[str, Any]]) -> None:
+        """A tool call streams as pieces keyed by its index: id and name first, then its arguments' text."""
+        for piece in calls:
+            index = piece.get("index", 0)
+            function = piece.get("function") or {}
+            call_id, name, arguments = self.tool_calls.get(index, ("", "", []))
+            self.tool_calls[index] = (call_id or piece.get("id") or "", name or function.get("name") or "", arguments)
+            if function.get("arguments"):
+                arguments.append(function["arguments"])
+
     def _end(self, texts: list[str]) -> list[StreamEvent]:
         self.ended = True
         events: list[StreamEvent] = [TextDelta("".join(texts), tuple(texts))] if texts else []
+        events += [ToolCall(call_id, name, "".join(pieces)) for call_id, name, pieces in self.tool_calls.values()]
         events += [self.usage, Finish(self.finish_reason or "stop", self.model_version)]
         return events

@@ -95,8 +95,8 @@ def alice_run(alice, bob):
     return AgentRun.objects.create(owner=alice, conversation=mine, goal="Summarize my baking", model="parley-demo")
 
 
-def call(run: AgentRun) -> tools.ToolCall:
-    return tools.ToolCall(user=run.owner, run_id=run.pk, step_id=1)
+def call(run: AgentRun) -> tools.ToolContext:
+    return tools.ToolContext(user=run.owner, run_id=run.pk, step_id=1)
 
 
 @pytest.mark.django_db

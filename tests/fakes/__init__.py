@@ -14,7 +14,9 @@ and bad_request (400), status (any `status=N`, e.g. 503), overloaded (HTTP 529) 
 overloaded_in_stream (an `event: error` mid-reply; both Anthropic only), cut (abort the connection
 mid-body), truncate (clean end of body without the final marker), malformed (an undecodable chunk
 mid-reply), slow_first (headers at once, first token after `delay`), stall (`delay` mid-reply). With
-`ignore_max_tokens=1` a reply streams all its `tokens` whatever the request's max_tokens.
+`ignore_max_tokens=1` a reply streams all its `tokens` whatever the request's max_tokens. tool_call: a
+request that offers tools gets a streamed call of its first tool with `tool_arguments` (in pieces,
+as the APIs send them); once the request holds that tool's result, a normal reply.
 Error kinds apply to the first `times` requests only (default: all), so retries can be tested.
 
 Every request is recorded in `server.requests`; a client that goes away mid-reply sets
@@ -67,6 +69,7 @@ class Scenario:
     fragment: int = 0  # split each write into pieces of this many bytes (lines across reads)
     ignore_max_tokens: int = 0  # 1: stream all `tokens` whatever max_tokens says, as a misbehaving server does
     hidden_tokens: int = 0  # output billed in the usage but never streamed (a reasoning model's thinking)
+    tool_arguments: str = '{"expression": "6 * 7"}'  # tool_call: the arguments' JSON text, as the model writes it
 
     def overridden(self, query: str) -> Scenario:
         """This scenario with `key=value&...` overrides applied (types follow the defaults)."""
@@ -79,6 +82,11 @@ class Scenario:
             if key in types:
                 changes[key] = types[key](value)
         return replace(self, **changes)
+
+
+def argument_pieces(arguments: str, size: int = 5) -> list[str]:
+    """A tool call's arguments cut as the APIs stream them: a few characters at a time."""
+    return [arguments[start : start + size] for start in range(0, len(arguments), size)] or [""]
 
 
 def split_model(model: str) -> tuple[str, str]:

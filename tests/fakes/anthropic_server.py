@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes import FakeServer, Scenario, cli, token
+from tests.fakes import FakeServer, Scenario, argument_pieces, cli, token
 
 PING_SECONDS = 0.2
 ERROR_TYPES = {
@@ -75,6 +75,8 @@ class AnthropicFake(FakeServer):
             },
         }
         await self.send(response, [event("message_start", start)], scenario)
+        if scenario.kind == "tool_call" and body.get("tools") and not _answers_a_tool(body):
+            return await self._stream_tool_use(response, scenario, body)
         if scenario.kind == "slow_first":
             await self._ping_for(response, scenario.delay)
         frames = [
@@ -120,11 +122,34 @@ class AnthropicFake(FakeServer):
         await response.write_eof()
         return response
 
+    async def _stream_tool_use(self, response: web.StreamResponse, scenario: Scenario, body: dict[str, Any]) -> web.StreamResponse:
+        block = {"type": "tool_use", "id": "toolu_fake1", "name": body["tools"][0]["name"], "input": {}}
+        frames = [event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})]
+        frames += [
+            event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                          "delta": {"type": "input_json_delta", "partial_json": piece}})
+            for piece in argument_pieces(scenario.tool_arguments)
+        ]
+        frames += [
+            event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                                    "usage": {"output_tokens": len(scenario.tool_arguments) // 4 + 5}}),
+            event("message_stop", {"type": "message_stop"}),
+        ]
+        await self.send(response, frames, scenario)
+        await response.write_eof()
+        return response
+
     async def _ping_for(self, response: web.StreamResponse, seconds: float) -> None:
         deadline = asyncio.get_running_loop().time() + seconds
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             await asyncio.sleep(min(PING_SECONDS, left))
             await response.write(PING)
+
+
+def _answers_a_tool(body: dict[str, Any]) -> bool:
+    content = (body.get("messages") or [{}])[-1].get("content")
+    return isinstance(content, list) and any(block.get("type") == "tool_result" for block in content)
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:

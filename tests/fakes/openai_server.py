@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.fakes import FakeServer, Scenario, cli, token
+from tests.fakes import FakeServer, Scenario, argument_pieces, cli, token
 
 CONTEXT_MESSAGE = (
     "This model's maximum context length is 128000 tokens. However, your messages resulted in 130412 tokens. "
@@ -56,6 +56,8 @@ class OpenAIFake(FakeServer):
         count = scenario.tokens if scenario.ignore_max_tokens else min(scenario.tokens, limit)
         response = await self.open_stream(request)
         chunk = _ChunkMaker(model)
+        if scenario.kind == "tool_call" and body.get("tools") and (body.get("messages") or [{}])[-1].get("role") != "tool":
+            return await self._stream_tool_call(response, chunk, scenario, body)
         if scenario.kind == "slow_first":
             await asyncio.sleep(scenario.delay)
         frames = [chunk.frame({"role": "assistant", "content": ""})]
@@ -81,6 +83,23 @@ class OpenAIFake(FakeServer):
         frames.append(chunk.frame({}, finish_reason="length" if count < scenario.tokens else "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
             frames.append(chunk.usage_frame(_prompt_tokens(body), count + scenario.hidden_tokens))
+        frames.append(b"data: [DONE]\n\n")
+        await self.send(response, frames, scenario)
+        await response.write_eof()
+        return response
+
+
+    async def _stream_tool_call(
+        self, response: web.StreamResponse, chunk: "_ChunkMaker", scenario: Scenario, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        name = body["tools"][0]["function"]["name"]
+        opening = {"index": 0, "id": "call_fake1", "type": "function", "function": {"name": name, "arguments": ""}}
+        frames = [chunk.frame({"role": "assistant", "content": None, "tool_calls": [opening]})]
+        frames += [chunk.frame({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                   for piece in argument_pieces(scenario.tool_arguments)]
+        frames.append(chunk.frame({}, finish_reason="tool_calls"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            frames.append(chunk.usage_frame(_prompt_tokens(body), len(scenario.tool_arguments) // 4 + 5))
         frames.append(b"data: [DONE]\n\n")
         await self.send(response, frames, scenario)
         await response.write_eof()

@@ -7,6 +7,8 @@ provider whose output they control. Control words in the last user message:
 - `/fail CODE` after a couple of words the stream ends with `StreamError(ErrorCode(CODE))`;
 - `/slow MS`  each word waits MS milliseconds (up to 5000) instead of the configured pace.
 
+A call that offers tools follows a fixed plan instead (providers/demo_plan.py).
+
 The user's words are quoted back verbatim, markup included: making them inert is the renderer's
 job, and this reply is how the tests prove it does.
 """
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
+from providers import demo_plan
 from providers.base import (
     Capabilities,
     ChatRequest,
@@ -70,8 +73,13 @@ class DemoProvider(Provider):
         self.tokens_per_second = tokens_per_second
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        if request.tools and (call := demo_plan.next_call(request)) is not None:
+            yield call
+            yield Usage(prompt_tokens(request), estimate_tokens(call.arguments))
+            yield Finish("tool_calls", model_version=MODEL_VERSION)
+            return
         said = last_user_text(request)
-        pieces = reply_pieces(request, said)
+        pieces = _PIECE.findall(demo_plan.final_answer(request)) if request.tools else reply_pieces(request, said)
         failure = requested_failure(said)
         delay = self._delay(said)
         loop = asyncio.get_running_loop()

@@ -322,13 +322,14 @@ async def _close_quietly(events: AsyncIterator[StreamEvent]) -> None:
 
 @dataclass(slots=True)
 class CollectedReply:
-    """A whole reply gathered from a stream, for callers that do not stream (titles)."""
+    """A whole reply gathered from a stream, for callers that do not stream (titles, agent steps)."""
 
     text: str = ""
     usage: Usage | None = None
     error: StreamError | None = None
     finish: Finish | None = None
     deltas: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 async def collect(provider: Provider, request: ChatRequest) -> CollectedReply:
@@ -337,6 +338,8 @@ async def collect(provider: Provider, request: ChatRequest) -> CollectedReply:
         match event:
             case TextDelta(text=text):
                 reply.deltas.append(text)
+            case ToolCall():
+                reply.tool_calls.append(event)
             case Usage():
                 reply.usage = event
             case Finish():

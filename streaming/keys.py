@@ -8,6 +8,11 @@ def events_key(message_id: int) -> str:
     return f"{settings.PARLEY_KEY_PREFIX}:msg:{message_id}:events"
 
 
+def run_events_key(run_id: int) -> str:
+    """An agent run's event log: the same entries and cursors, counted in events (streaming/events.py)."""
+    return f"{settings.PARLEY_KEY_PREFIX}:run:{run_id}:events"
+
+
 def stop_key(message_id: int) -> str:
     """Set by Stop from any process; the reply's own process reads it at its next flush."""
     return f"{settings.PARLEY_KEY_PREFIX}:msg:{message_id}:stop"

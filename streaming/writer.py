@@ -12,7 +12,7 @@ from django.conf import settings
 
 from parley.redis_clients import sync_client
 from streaming.entries import Entry
-from streaming.keys import events_key, stop_key
+from streaming.keys import events_key, run_events_key, stop_key
 
 # How long a stop flag waits for the reply's process to read it.
 STOP_FLAG_SECONDS = 3600
@@ -23,10 +23,20 @@ class SyncWriter:
         self.client = client or sync_client()
 
     def append(self, message_id: int, new_events: Iterable[Mapping[str, Any]]) -> list[Entry]:
-        """Append events in one round trip. A log that got its final event expires like any
-        finished log; an id at or below the log's last one is refused by Redis and skipped."""
+        """Append events to a reply's log in one round trip (see `_append`)."""
+        return self._append(events_key(message_id), new_events)
+
+    def append_run(self, run_id: int, new_events: Iterable[Mapping[str, Any]]) -> list[Entry]:
+        """Append events to an agent run's log, as a Celery worker does at each step."""
+        return self._append(run_events_key(run_id), new_events)
+
+    def read_run(self, run_id: int) -> list[Entry]:
+        return [Entry.from_redis(entry_id, fields) for entry_id, fields in self.client.xrange(run_events_key(run_id))]
+
+    def _append(self, key: str, new_events: Iterable[Mapping[str, Any]]) -> list[Entry]:
+        """A log that got its final event expires like any finished log; an id at or below the
+        log's last one (a step written again by a redelivered task) is refused by Redis and skipped."""
         entries = [Entry.of(event) for event in new_events]
-        key = events_key(message_id)
         pipe = self.client.pipeline(transaction=False)
         for entry in entries:
             pipe.xadd(key, entry.redis_fields, id=entry.cursor)

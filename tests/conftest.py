@@ -62,6 +62,7 @@ def _clean_event_logs(request: pytest.FixtureRequest) -> Iterator[None]:
         # Failed sign-ins and sign-ups from 127.0.0.1 must not carry over into the next test.
         keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:auth:*", count=1000))
         keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:title:*", count=1000))  # conversation ids too
+        keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:run:*", count=1000))  # run ids too
         if keys:
             client.delete(*keys)
         client.close()

@@ -117,3 +117,27 @@ def writer_key(message_id: int) -> str:
     from streaming.keys import events_key
 
     return events_key(message_id)
+
+
+@pytest.mark.django_db
+def test_a_workers_run_events_are_read_back_in_order_and_a_rewritten_step_is_not_repeated():
+    writer = SyncWriter()
+    writer.client.delete(run_key(77))
+    started = events.run_event("run_started", 77, 1, goal="g", model="parley-demo")
+    step = events.run_event("step_started", 77, 2, step=1, kind="tool", title="Calculating")
+    writer.append_run(77, [started, step])
+    writer.append_run(77, [step])  # a redelivered task writes its step again
+    finished = events.run_event("run_finished", 77, 3, status="succeeded", result="42", error_code=None, error_text=None,
+                                tokens=9, cost_usd="0")
+    writer.append_run(77, [finished])
+    logged = writer.read_run(77)
+    assert [(entry.kind, entry.cursor, entry.message) for entry in logged] == [
+        ("run_started", "1-0", 77), ("step_started", "2-0", 77), ("run_finished", "3-1", 77)]
+    assert 0 < writer.client.ttl(run_key(77)) and writer.client.exists(writer_key(77)) == 0  # a run's log, not a reply's
+    writer.client.delete(run_key(77))
+
+
+def run_key(run_id: int) -> str:
+    from streaming.keys import run_events_key
+
+    return run_events_key(run_id)

@@ -27,7 +27,9 @@ def test_moving_the_ledger_keeps_its_rows_and_permissions():
     group.permissions.add(permission)
 
     executor = MigrationExecutor(connection)
-    executor.migrate(AFTER)
+    # Every app back at its newest migration: rolling chat back also unapplied the apps that
+    # depend on it, and the tests after this one need their tables.
+    executor.migrate(executor.loader.graph.leaf_nodes())
     executor.loader.build_graph()
     new = executor.loader.project_state(AFTER).apps
     record = new.get_model("billing", "UsageRecord").objects.get(user__username="ledger-keeper")

@@ -23,6 +23,32 @@ def _close_the_shared_database_thread_connection(django_db_setup: None) -> Itera
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_retries_a_deadlock() -> Iterator[None]:
+    """A test's end empties the tables with one TRUNCATE. On PostgreSQL that can deadlock with the
+    live server's worker still finishing the test's last reply or title (row locks taken in another
+    order); PostgreSQL then aborts the TRUNCATE, which is safe to run again."""
+    import time
+
+    from django.core.management.base import CommandError
+    from django.core.management.commands import flush
+
+    handle = flush.Command.handle
+
+    def handle_retrying(self, *args, **options):  # type: ignore[no-untyped-def]
+        for attempt in range(5):
+            try:
+                return handle(self, *args, **options)
+            except CommandError as error:
+                if "deadlock detected" not in str(error.__cause__) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flush.Command, "handle", handle_retrying)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _fresh_limits() -> None:
     """User ids restart with every test database: limits cached for one test's user must not apply to the next's."""

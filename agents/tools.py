@@ -21,7 +21,10 @@ class ToolContext:
     user: User
     run_id: int
     step_id: int
+    conversation_id: int
     idempotency_key: str = ""
+    # Long tools call this now and then and stop early when it returns True (the run was cancelled).
+    cancelled: Callable[[], bool] = lambda: False
 
 
 @dataclass(frozen=True, slots=True)

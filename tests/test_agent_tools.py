@@ -96,7 +96,7 @@ def alice_run(alice, bob):
 
 
 def call(run: AgentRun) -> tools.ToolContext:
-    return tools.ToolContext(user=run.owner, run_id=run.pk, step_id=1)
+    return tools.ToolContext(user=run.owner, run_id=run.pk, step_id=1, conversation_id=run.conversation_id)
 
 
 @pytest.mark.django_db

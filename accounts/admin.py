@@ -19,6 +19,8 @@ LIMIT_FIELDSETS = (
     ("Requests", {"fields": ("requests_per_minute", "requests_per_day", "concurrent_replies")}),
     ("Tokens and cost", {"fields": ("tokens_per_day", "tokens_per_month", "cost_per_month", "max_output_tokens")}),
     ("Models", {"fields": ("allowed_models", "fallback_model", "fallback_at_percent")}),
+    ("Agent runs", {"fields": ("run_max_steps", "run_max_seconds", "run_max_tokens", "run_max_cost"),
+                    "description": "Ceilings of each run; empty: the site settings' defaults."}),
 )
 
 
@@ -196,7 +198,7 @@ class CounterResetAdmin(ViewOnlyAdmin):
 class SiteSettingsAdmin(admin.ModelAdmin):
     """One row: the list goes straight to it. Changes apply from the next request."""
 
-    fields = ["signup"]
+    fields = ["signup", "run_max_steps", "run_max_seconds", "run_max_tokens", "run_max_cost", "approval_expiry_minutes"]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
         site, _ = SiteSettings.objects.get_or_create(pk=1)

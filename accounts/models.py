@@ -39,10 +39,22 @@ class Limits(models.Model):
         "fallback at % of monthly cost", null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(100)],
         help_text="Past this share of the monthly cost budget, use the fallback model instead of refusing.",
     )
+    # Each agent run's own ceilings; empty: the site settings' defaults (a plan cannot lift them all).
+    run_max_steps = models.PositiveIntegerField("most steps per agent run", null=True, blank=True, validators=[MinValueValidator(1)])
+    run_max_seconds = models.PositiveIntegerField(
+        "most working seconds per agent run", null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Time spent waiting for an approval does not count.",
+    )
+    run_max_tokens = models.PositiveIntegerField("most tokens per agent run", null=True, blank=True, validators=[MinValueValidator(1)])
+    run_max_cost = models.DecimalField(
+        "most cost per agent run (USD)", max_digits=10, decimal_places=4, null=True, blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+    )
 
     LIMIT_FIELDS = (
         "requests_per_minute", "requests_per_day", "concurrent_replies", "tokens_per_day",
         "tokens_per_month", "cost_per_month", "max_output_tokens", "fallback_model_id", "fallback_at_percent",
+        "run_max_steps", "run_max_seconds", "run_max_tokens", "run_max_cost",
     )
 
     class Meta:
@@ -158,6 +170,22 @@ class SiteSettings(models.Model):
         CLOSED = "closed", "Closed: no new accounts"
 
     signup = models.CharField("sign-up", max_length=20, choices=SignUp, default=SignUp.OPEN)
+    # Agent runs: the defaults of plans that set no ceiling of their own, and how long a risky
+    # step waits for its approval before it counts as rejected.
+    run_max_steps = models.PositiveIntegerField("most steps per agent run", default=30, validators=[MinValueValidator(1)])
+    run_max_seconds = models.PositiveIntegerField(
+        "most working seconds per agent run", default=900, validators=[MinValueValidator(1)],
+        help_text="Time spent waiting for an approval does not count.",
+    )
+    run_max_tokens = models.PositiveIntegerField("most tokens per agent run", default=200_000, validators=[MinValueValidator(1)])
+    run_max_cost = models.DecimalField(
+        "most cost per agent run (USD)", max_digits=10, decimal_places=4, default=Decimal("1.00"),
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    approval_expiry_minutes = models.PositiveIntegerField(
+        "approvals expire after (minutes)", default=1440, validators=[MinValueValidator(1)],
+        help_text="A risky step not approved in this time counts as rejected, and its run goes on without it.",
+    )
 
     class Meta:
         verbose_name = verbose_name_plural = "site settings"

@@ -50,6 +50,10 @@ class EffectiveLimits:
     allowed_models: frozenset[int] | None = None
     fallback_model_id: int | None = None
     fallback_at_percent: int | None = None
+    run_max_steps: int | None = None
+    run_max_seconds: int | None = None
+    run_max_tokens: int | None = None
+    run_max_cost: Decimal | None = None
 
 
 def effective_limits(user: User) -> EffectiveLimits:

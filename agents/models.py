@@ -41,7 +41,16 @@ class AgentRun(models.Model):
     tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal(0))
     cancel_requested = models.BooleanField(default=False)
+    # The run's ceilings, fixed when it starts (agents/limits.py): an admin's later edit of the plan
+    # applies to the next run, not to one half done.
+    limits = models.JSONField(default=dict, blank=True)
+    # The last event written to the run's log (streaming/events.py): a worker that resumes the run
+    # continues the count, whatever the log kept.
+    event_seq = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Times the run was resumed after its worker was lost.")
+    task_id = models.CharField(max_length=60, blank=True, help_text="The Celery task that last took it up.")
     created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
 
@@ -57,6 +66,33 @@ class AgentRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+    @property
+    def final_cursor(self) -> str:
+        return f"{self.event_seq}-1"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run as the API and the page show it; `cursor` is where its log continues after this
+        state, so a reader that renders this and attaches there misses and repeats nothing."""
+        return {
+            "id": self.pk,
+            "conversation": self.conversation_id,
+            "goal": self.goal,
+            "model": self.model,
+            "status": self.status,
+            "progress": self.progress,
+            "current_step": self.current_step,
+            "result": self.result,
+            "error_code": self.error_code or None,
+            "error_text": self.error_text or None,
+            "tokens": self.tokens,
+            "cost_usd": str(self.cost_usd),
+            "limits": self.limits,
+            "created": self.created.isoformat(),
+            "started": self.started.isoformat() if self.started else None,
+            "finished": self.finished.isoformat() if self.finished else None,
+            "cursor": self.final_cursor if not self.is_active else f"{self.event_seq}-0",
+        }
 
 
 class AgentStep(models.Model):
@@ -88,8 +124,13 @@ class AgentStep(models.Model):
     idempotency_key = models.CharField(max_length=80, null=True, blank=True, unique=True)
     tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal(0))
+    # A model step's reservation (billing/quotas.py), stored before the provider is asked, so that a
+    # step whose worker died is still charged and its budget settled when the run resumes.
+    quota_claim = models.CharField(max_length=120, blank=True)
     decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     decided_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, help_text="What the person who decided an approval wrote.")
+    expires = models.DateTimeField(null=True, blank=True, help_text="When an approval not given counts as rejected.")
     started = models.DateTimeField(default=timezone.now)
     finished = models.DateTimeField(null=True, blank=True)
 
@@ -99,6 +140,29 @@ class AgentStep(models.Model):
 
     def __str__(self) -> str:
         return f"step {self.index} of run {self.run_id}: {self.title}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "index": self.index,
+            "kind": self.kind,
+            "title": self.title,
+            "status": self.status,
+            "tool": self.tool or None,
+            "call_id": self.call_id or None,
+            "arguments": self.arguments,
+            "result": self.result,
+            "error": self.error or None,
+            "text": self.text,
+            "tokens": self.tokens,
+            "cost_usd": str(self.cost_usd),
+            "decided_by": self.decided_by.get_username() if self.decided_by_id and self.decided_by else None,
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "note": self.note,
+            "expires": self.expires.isoformat() if self.expires else None,
+            "started": self.started.isoformat(),
+            "finished": self.finished.isoformat() if self.finished else None,
+        }
 
 
 class Artifact(models.Model):

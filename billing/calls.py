@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 
 from accounts.plans import EffectiveLimits
 from billing import admission, ledger
+from billing.models import UsageRecord
 from billing.quotas import Reservation
 from chat.actions import ActionError
 from chat.history import DoesNotFit, FittedHistory, fit_history
@@ -81,22 +82,31 @@ def release(admitted: Admitted) -> None:
     admission.release(admitted.reservation)
 
 
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A call's ledger row, and its reservation's settlement: done once the counters have it."""
+
+    entry: UsageRecord
+    done: Future[None]
+
+
 def settle(
     call: ledger.Call, reservation: Reservation | None, outcome: str, prompt_tokens: int | None,
     completion_tokens: int | None, text: str, duration_ms: int | None, error_code: str = "",
-) -> Future[None] | None:
+) -> Settled | None:
     """Record the call in the ledger, inside the caller's transaction, and settle its reservation to
-    that row once the transaction commits (parley/deferred.py). Returns the settlement, done once
-    the counters have it; None when the user is gone: nobody is left to charge."""
+    that row once the transaction commits (parley/deferred.py). None when the user is gone: nobody
+    is left to charge."""
     try:
         with transaction.atomic():
             entry = ledger.record(call, outcome, prompt_tokens, completion_tokens, text, duration_ms, error_code)
     except IntegrityError:
         logger.info("A %s call ended after user %s was deleted; no usage recorded", call.kind, call.user_id)
         return None
-    return deferred.after_commit(
+    done = deferred.after_commit(
         lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd), "settle of a call's reservation"
     )
+    return Settled(entry, done)
 
 
 @dataclass(frozen=True, slots=True)

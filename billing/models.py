@@ -18,6 +18,7 @@ class UsageRecord(models.Model):
     class Kind(models.TextChoices):
         REPLY = "reply"
         TITLE = "title"
+        AGENT = "agent"  # one model step of an agent run
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage")
     conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

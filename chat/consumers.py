@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from agents.attach import attach_run
 from chat.actions import ActionError
 from chat.replies import attach, follow_sent, send_message, stop_message
 from streaming import events, process
@@ -34,6 +35,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.user = user
         self.attachments: dict[int, asyncio.Task[None]] = {}
+        self.run_attachments: dict[int, asyncio.Task[None]] = {}
         self.socket_id = uuid.uuid4().hex
         self.notice_sends: set[asyncio.Task[None]] = set()
         await self.accept()
@@ -43,7 +45,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Leaving never stops a generation: only the readers of this socket go away.
         if hasattr(self, "socket_id"):
             process.current().feeds.stop_listening(self.user.pk, self._on_notice)
-        for task in getattr(self, "attachments", {}).values():
+        for task in [*getattr(self, "attachments", {}).values(), *getattr(self, "run_attachments", {}).values()]:
             task.cancel()
 
     def _on_notice(self, payload: bytes) -> None:
@@ -77,7 +79,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         ref = frame.get("ref")
         handler = self.handlers.get(frame.get("type", ""))
         if handler is None:
-            await self.send_event(events.request_error("invalid_frame", "Unknown frame type; use send, attach, stop or detach.", ref=ref))
+            await self.send_event(events.request_error("invalid_frame", "Unknown frame type; use send, attach, stop, detach, attach_run or detach_run.", ref=ref))
             return
         try:
             await handler(self, frame)
@@ -115,11 +117,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if task is not None:
             task.cancel()
 
+    async def on_attach_run(self, frame: dict[str, Any]) -> None:
+        """Follow an agent run's log after a cursor; its events go out as they are, like a reply's."""
+        run_id = _run_id(frame)
+        after = frame.get("after", "0-0")
+        if events.parse_cursor(after) is None:
+            raise ActionError("invalid_input", 'after must be a cursor such as "12-0".')
+        if run_id not in self.run_attachments and len(self.attachments) + len(self.run_attachments) >= MAX_ATTACHMENTS:
+            raise ActionError("invalid_input", f"At most {MAX_ATTACHMENTS} replies and runs can be followed at once.")
+        previous = self.run_attachments.pop(run_id, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.create_task(self._forward_run(run_id, after, frame.get("ref")))
+        self.run_attachments[run_id] = task
+        task.add_done_callback(lambda done: self.run_attachments.pop(run_id, None) if self.run_attachments.get(run_id) is done else None)
+
+    async def on_detach_run(self, frame: dict[str, Any]) -> None:
+        task = self.run_attachments.pop(_run_id(frame), None)
+        if task is not None:
+            task.cancel()
+
     handlers: dict[str, Callable[["ChatConsumer", dict[str, Any]], Awaitable[None]]] = {
         "send": on_send,
         "attach": on_attach,
         "stop": on_stop,
         "detach": on_detach,
+        "attach_run": on_attach_run,
+        "detach_run": on_detach_run,
     }
 
     def _attach(self, message_id: int, after: object, ref: object = None, sent: events.MessageEvent | None = None) -> None:
@@ -150,11 +174,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 events.request_error("provider_unavailable", "The reply stream broke; re-attach to continue.", ref=ref)
             )
 
+    async def _forward_run(self, run_id: int, after: object, ref: object) -> None:
+        try:
+            async for batch in attach_run(self.user, run_id, after):
+                for entry in batch:
+                    await self.base_send({"type": "websocket.send", "text": entry.payload.decode()})
+        except ActionError as error:
+            await self.send_event(error.event(ref))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Forwarding run %s failed", run_id)
+            await self.send_event(events.request_error("server_error", "The run's stream broke; attach again to continue.", ref=ref))
+
     async def send_event(self, event: dict[str, Any]) -> None:
         await self.base_send({"type": "websocket.send", "text": orjson.dumps(event).decode()})
 
 
-SCALAR_FIELDS = ("conversation", "content", "model", "message", "after")
+SCALAR_FIELDS = ("conversation", "content", "model", "message", "after", "run")
 MAX_REF_CHARS = 200
 
 
@@ -162,7 +199,7 @@ def _malformed(frame: dict[str, Any]) -> str:
     """What makes a frame unreadable, before any field is used: a type that is not a name, a list or
     an object where a value belongs, a `ref` that cannot be echoed back. Empty when it reads."""
     if not isinstance(frame.get("type"), str):
-        return "type must be one of send, attach, stop or detach."
+        return "type must be one of send, attach, stop, detach, attach_run or detach_run."
     for name in SCALAR_FIELDS:
         if isinstance(frame.get(name), list | dict):
             return f"{name} must be a single value, not a list or an object."
@@ -187,3 +224,10 @@ def _message_id(frame: dict[str, Any]) -> int:
         raise ActionError("invalid_input", "message must be a message id.")
     return message_id
 
+
+
+def _run_id(frame: dict[str, Any]) -> int:
+    run_id = frame.get("run")
+    if not isinstance(run_id, int) or isinstance(run_id, bool) or run_id <= 0:
+        raise ActionError("invalid_input", "run must be a run id.")
+    return run_id

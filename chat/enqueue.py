@@ -13,10 +13,11 @@ logger = logging.getLogger(__name__)
 
 
 def enqueue(task: str, *args: object, why_it_matters: str = "") -> bool:
-    """Send `chat.tasks.<task>(*args)`; False, logged with `why_it_matters`, when it could not be sent."""
+    """Send `chat.tasks.<task>(*args)` (or a dotted task name of another app); False, logged with
+    `why_it_matters`, when it could not be sent."""
     try:
         # By name: the web process never loads the tasks module (a worker discovers it at start).
-        app.send_task(f"chat.tasks.{task}", args=args)
+        app.send_task(task if "." in task else f"chat.tasks.{task}", args=args)
     except Exception:
         logger.exception("Could not enqueue %s%r%s", task, args, f": {why_it_matters}" if why_it_matters else "")
         return False

@@ -234,4 +234,4 @@ def _save_final(
             deferred.after_commit(
                 lambda: enqueue("generate_title", plan.conversation_id, why_it_matters="no title"), "title request"
             )
-    return settled
+    return settled.done if settled is not None else None

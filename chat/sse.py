@@ -20,7 +20,11 @@ async def message_events(request: HttpRequest, user: Any, pk: int) -> HttpRespon
     after = request.headers.get("Last-Event-ID") or request.GET.get("after", "")
     if events.parse_cursor(after) is None:
         raise ActionError("invalid_input", 'after / Last-Event-ID must be a cursor such as "120-0".')
-    stream = attach(user, pk, after, idle=settings.PARLEY_SSE_KEEPALIVE_SECONDS)
+    return await sse_response(attach(user, pk, after, idle=settings.PARLEY_SSE_KEEPALIVE_SECONDS))
+
+
+async def sse_response(stream: AsyncIterator[list[Entry]]) -> HttpResponse:
+    """A log's batches as an SSE response, for every door that follows a log (replies, agent runs)."""
     try:
         first = await anext(stream)  # authorization errors become JSON errors, not a broken stream
     except StopAsyncIteration:

@@ -109,6 +109,9 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A task a lost worker took is delivered again after this long (Redis broker). Longer than any one
+# step of an agent run can take; runs resume sooner through their lease (agents/reaper.py).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("PARLEY_TASK_VISIBILITY_SECONDS", 3600, minimum=60)}
 # A generating process refreshes its heartbeat every PARLEY_HEARTBEAT_SECONDS; once it has been
 # silent for the TTL, the reaper (every third of the TTL) ends its replies as `interrupted`. A
 # crashed process's replies are so ended at most TTL + TTL / 3 (20 s) after it died.
@@ -120,6 +123,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "chat.tasks.reap_interrupted",
         "schedule": PARLEY_REAP_SECONDS,
         # A reap that waited past the next one is worth nothing: the next one does its work.
+        "options": {"expires": PARLEY_REAP_SECONDS},
+    },
+    "resume-lost-agent-runs": {
+        "task": "agents.tasks.reap_runs",
+        "schedule": PARLEY_REAP_SECONDS,
         "options": {"expires": PARLEY_REAP_SECONDS},
     },
 }
@@ -225,6 +233,13 @@ PARLEY_STREAM_TTL = env_int("PARLEY_STREAM_TTL", 3600, minimum=10)
 PARLEY_CHECKPOINT_FIRST_SECONDS = env_float("PARLEY_CHECKPOINT_FIRST_SECONDS", 2.0, minimum=0.1)
 PARLEY_CHECKPOINTS_MAX = env_int("PARLEY_CHECKPOINTS_MAX", 6, minimum=0)
 PARLEY_SSE_KEEPALIVE_SECONDS = env_float("PARLEY_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.1)
+
+# Agent runs (agents/). A worker holds a run's lease while it works on it, refreshing it four times
+# a lease; a run whose lease lapsed is resumed by another worker, at most PARLEY_RUN_RESUMES times.
+PARLEY_RUN_LEASE_SECONDS = env_float("PARLEY_RUN_LEASE_SECONDS", 10.0, minimum=1.0)
+PARLEY_RUN_RESUMES = env_int("PARLEY_RUN_RESUMES", 3, minimum=0)
+PARLEY_MAX_ACTIVE_RUNS = env_int("PARLEY_MAX_ACTIVE_RUNS", 3, minimum=1)  # per user: queued, running or waiting
+PARLEY_RUN_GOAL_MAX_CHARS = env_int("PARLEY_RUN_GOAL_MAX_CHARS", 4000, minimum=1)
 # Plans and overrides are read on every model call: a process may apply an admin's edit this much later.
 PARLEY_LIMITS_CACHE_SECONDS = env_float("PARLEY_LIMITS_CACHE_SECONDS", 5.0, minimum=0)
 

@@ -14,6 +14,7 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("api/", include("chat.api_urls")),
+    path("api/", include("agents.api_urls")),
     path("accounts/", include("accounts.urls")),
     path("", include("chat.urls")),
 ]

@@ -39,6 +39,7 @@ MODEL_VERSION = "parley-demo-1"
 MAX_WORDS = 5000
 MAX_SLOW_MS = 5000
 WORDS_BEFORE_FAILING = 2
+CALL_THINKING_TOKENS = 4
 
 _WORDS = re.compile(r"(?:^|\s)/words\s+(\d+)")
 _FAIL = re.compile(r"(?:^|\s)/fail\s+(\w+)")
@@ -74,6 +75,8 @@ class DemoProvider(Provider):
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         if request.tools and (call := demo_plan.next_call(request)) is not None:
+            # A model takes a moment to decide on a call: a few tokens' time (`/slow` stretches it).
+            await asyncio.sleep(self._delay(last_user_text(request)) * CALL_THINKING_TOKENS)
             yield call
             yield Usage(prompt_tokens(request), estimate_tokens(call.arguments))
             yield Finish("tool_calls", model_version=MODEL_VERSION)

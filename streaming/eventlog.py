@@ -25,7 +25,7 @@ from django.conf import settings
 from parley.redis_clients import async_client
 from streaming import events
 from streaming.entries import FINAL_SEQ, Cursor, Entry, visible
-from streaming.keys import events_key, heartbeat_key, stop_key
+from streaming.keys import events_key, heartbeat_key, run_events_key, stop_key
 from streaming.remote import RemoteFeeds
 from streaming.writer import STOP_FLAG_SECONDS
 
@@ -261,13 +261,18 @@ class EventLog:
             async for batch in _follow_local(log, cursor, idle):
                 yield batch
             return
-        async for batch in self._follow_remote(message_id, cursor, idle):
+        async for batch in self._follow_remote(events_key(message_id), cursor, idle):
             yield batch
 
-    async def _follow_remote(self, message_id: int, cursor: Cursor, idle: float | None) -> AsyncIterator[list[Entry]]:
-        queue = await self.remote.subscribe(message_id, cursor)
+    async def follow_run(self, run_id: int, cursor: Cursor, idle: float | None = None) -> AsyncIterator[list[Entry]]:
+        """`follow` for an agent run's log: always written elsewhere, by a Celery worker."""
+        async for batch in self._follow_remote(run_events_key(run_id), cursor, idle):
+            yield batch
+
+    async def _follow_remote(self, key: str, cursor: Cursor, idle: float | None) -> AsyncIterator[list[Entry]]:
+        queue = await self.remote.subscribe(key, cursor)
         try:
-            raw = await self.redis.xrange(events_key(message_id), min=f"({cursor[0]}-{cursor[1]}" if cursor != (0, 0) else "-")
+            raw = await self.redis.xrange(key, min=f"({cursor[0]}-{cursor[1]}" if cursor != (0, 0) else "-")
             batch = visible([Entry.from_redis(entry_id, fields) for entry_id, fields in raw], cursor)
             while True:
                 if batch:
@@ -284,7 +289,11 @@ class EventLog:
                     pending.append(queue.get_nowait())
                 batch = visible(pending, cursor)
         finally:
-            self.remote.unsubscribe(message_id, queue)
+            self.remote.unsubscribe(key, queue)
+
+    async def read_run(self, run_id: int) -> list[Entry]:
+        raw = await self.redis.xrange(run_events_key(run_id))
+        return [Entry.from_redis(entry_id, fields) for entry_id, fields in raw]
 
     async def read_all(self, message_id: int) -> list[Entry]:
         raw = await self.redis.xrange(events_key(message_id))

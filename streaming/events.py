@@ -62,6 +62,14 @@ class ConversationEvent(TypedDict):
     conversation: dict[str, Any]
 
 
+class RunNoticeEvent(TypedDict):
+    """An agent run of the user's started, waits for an approval, or ended: every open tab is told,
+    so that each can show its card (and its Approve button) and attach to its log."""
+
+    type: Literal["run"]
+    run: dict[str, Any]
+
+
 class StoppingEvent(TypedDict):
     """A stop was taken: `stopping` while the reply's own process ends it, `stopped` when it was
     ended here because that process is gone. The reply's final event follows either way."""
@@ -261,6 +269,10 @@ def conversation_changed(conversation: dict[str, Any]) -> ConversationEvent:
     return {"type": "conversation", "conversation": conversation}
 
 
+def run_changed(run: dict[str, Any]) -> RunNoticeEvent:
+    return {"type": "run", "run": run}
+
+
 def stopping(message_id: int, ended_here: bool) -> StoppingEvent:
     return {"type": "stopping", "message": message_id, "status": "stopped" if ended_here else "stopping"}
 
@@ -300,6 +312,9 @@ REQUEST_ERRORS: dict[str, tuple[int, str]] = {
     "quota_exceeded": (429, "You have reached a limit of your plan."),
     "model_not_allowed": (403, "Your plan does not include that model."),
     "suspended": (403, "Your account is suspended: new replies are paused. Ask an administrator."),
+    "run_finished": (409, "That agent run has already finished."),
+    "not_awaiting_approval": (409, "That step is not waiting for a decision."),
+    "too_many_runs": (429, "Too many of your agent runs are under way. Wait for one to finish or cancel one."),
 }
 
 

@@ -31,3 +31,14 @@ def reader_wake_key(generator_id: str) -> str:
 def user_channel(user_id: int) -> str:
     """Pub/sub channel of one user's notices to their open tabs."""
     return f"{settings.PARLEY_KEY_PREFIX}:user:{user_id}"
+
+
+def run_cancel_key(run_id: int) -> str:
+    """Set by Cancel from any process; the run's worker reads it between steps and inside long ones."""
+    return f"{settings.PARLEY_KEY_PREFIX}:run:{run_id}:cancel"
+
+
+def run_lease_key(run_id: int) -> str:
+    """Held by the one worker executing a run, refreshed while it works; a lapsed lease means the
+    worker was lost and the run may be resumed elsewhere (agents/reaper.py)."""
+    return f"{settings.PARLEY_KEY_PREFIX}:run:{run_id}:lease"

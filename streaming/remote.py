@@ -1,4 +1,5 @@
-"""One blocking XREAD loop per process, serving readers of replies written by another process."""
+"""One blocking XREAD loop per process, serving readers of logs written by another process: replies
+of other web processes, and agent runs, which Celery workers write."""
 
 import asyncio
 import contextvars
@@ -8,7 +9,7 @@ import redis.asyncio as aioredis
 
 from parley.redis_clients import async_client
 from streaming.entries import Cursor, Entry
-from streaming.keys import events_key, reader_wake_key
+from streaming.keys import reader_wake_key
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,8 @@ class RemoteFeeds:
         self.task: asyncio.Task[None] | None = None
         self.reader = async_client(max_connections=4)
 
-    async def subscribe(self, message_id: int, cursor: Cursor) -> asyncio.Queue[Entry]:
-        key = events_key(message_id)
+    async def subscribe(self, key: str, cursor: Cursor) -> asyncio.Queue[Entry]:
+        """Entries of the log at `key` (streaming/keys.py) after `cursor`, as they arrive."""
         queue: asyncio.Queue[Entry] = asyncio.Queue()
         if key not in self.subscribers:
             self.subscribers[key] = set()
@@ -36,8 +37,7 @@ class RemoteFeeds:
             await self.client.xadd(self.wake_key, {"w": "1"}, maxlen=10)
         return queue
 
-    def unsubscribe(self, message_id: int, queue: asyncio.Queue[Entry]) -> None:
-        key = events_key(message_id)
+    def unsubscribe(self, key: str, queue: asyncio.Queue[Entry]) -> None:
         queues = self.subscribers.get(key)
         if queues is None:
             return

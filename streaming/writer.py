@@ -30,6 +30,11 @@ class SyncWriter:
         """Append events to an agent run's log, as a Celery worker does at each step."""
         return self._append(run_events_key(run_id), new_events)
 
+    def last_run_seq(self, run_id: int) -> int:
+        """The event count of a run's log so far (0 when it is empty or gone)."""
+        last = self.client.xrevrange(run_events_key(run_id), count=1)
+        return int(last[0][0].split(b"-")[0]) if last else 0
+
     def read_run(self, run_id: int) -> list[Entry]:
         return [Entry.from_redis(entry_id, fields) for entry_id, fields in self.client.xrange(run_events_key(run_id))]
 

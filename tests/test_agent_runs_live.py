@@ -1,0 +1,202 @@
+"""Agent runs end to end: real daphne, a real Celery worker and Redis; progress over SSE and the
+WebSocket in order and exactly once, re-attaching at a cursor, and the run's ledger."""
+
+import asyncio
+import json
+import time
+from decimal import Decimal
+
+import httpx
+import pytest
+import websockets
+
+from accounts.models import ApiToken
+from agents.models import AgentRun, AgentStep, Artifact
+from billing.models import UsageRecord
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+GOAL = "Find what we said about parley and compute 12 * 7"
+
+
+@pytest.fixture
+def token(alice) -> str:
+    return ApiToken.issue(alice, "runs")[1]
+
+
+def api(base_url: str, token: str, method: str, path: str, **kwargs) -> httpx.Response:
+    return httpx.request(method, f"{base_url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kwargs)
+
+
+def new_conversation(base_url: str, token: str) -> int:
+    return api(base_url, token, "POST", "/api/conversations/", json={}).json()["id"]
+
+
+def start(base_url: str, token: str, goal: str = GOAL, conversation: int | None = None) -> dict:
+    conversation = conversation or new_conversation(base_url, token)
+    response = api(base_url, token, "POST", f"/api/conversations/{conversation}/runs", json={"goal": goal})
+    assert response.status_code == 201, response.text
+    return response.json()["run"]
+
+
+def sse_run_events(base_url: str, token: str, run_id: int, after: str = "0-0", stop_after: int | None = None) -> list[dict]:
+    """The run's events as SSE delivers them (each with the SSE id), until run_finished."""
+    received, current = [], {}
+    url = f"{base_url}/api/runs/{run_id}/events?after={after}"
+    with httpx.stream("GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line == "" and "data" in current:
+                event = json.loads(current["data"])
+                assert event["type"] == current["event"] and event["cursor"] == current["id"]
+                received.append(event)
+                current = {}
+                if event["type"] == "run_finished" or (stop_after and len(received) >= stop_after):
+                    break
+            elif line and not line.startswith(":"):
+                field, _, value = line.partition(": ")
+                current[field] = value
+    return received
+
+
+def cursor_key(cursor: str) -> tuple[int, int]:
+    offset, _, seq = cursor.partition("-")
+    return int(offset), int(seq)
+
+
+def assert_in_order_once(received: list[dict]) -> None:
+    keys = [cursor_key(event["cursor"]) for event in received]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys), keys
+
+
+def test_a_run_works_through_its_tools_and_streams_every_step_over_sse(live_app, token, alice):
+    run = start(live_app.url, token)
+    assert run["status"] == "queued" and run["goal"] == GOAL
+    received = sse_run_events(live_app.url, token, run["id"])
+    assert_in_order_once(received)
+    types = [event["type"] for event in received]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert received[-1]["status"] == "succeeded", received[-1]
+    tools = [event["tool"] for event in received if event["type"] == "tool_call"]
+    assert tools == ["search_conversations", "calculate", "write_report"]
+    results = {event["call_id"]: event for event in received if event["type"] == "tool_result"}
+    assert all(result["ok"] for result in results.values())
+    calculated = next(e for e in received if e["type"] == "tool_result" and e["result"] and "expression" in e["result"])
+    assert calculated["result"] == {"expression": "12 * 7", "result": "84"}
+    percents = [event["percent"] for event in received if event["type"] == "progress"]
+    assert percents == sorted(percents) and percents[-1] > 0
+
+    stored = AgentRun.objects.get(pk=run["id"])
+    assert stored.status == "succeeded" and stored.progress == 100
+    final_step = max(e["step"] for e in received if e["type"] == "step_delta")
+    assert stored.result == "".join(e["text"] for e in received if e["type"] == "step_delta" and e["step"] == final_step)
+    assert stored.result.startswith("Done in 3 steps") and received[-1]["result"] == stored.result
+    steps = list(stored.steps.order_by("index"))
+    assert [s.kind for s in steps] == ["model", "tool", "model", "tool", "model", "tool", "model"]
+    assert all(s.status == "succeeded" for s in steps)
+    assert Artifact.objects.filter(run=stored).count() == 1
+
+    # The ledger has one row per model step, and the run's totals are theirs.
+    rows = UsageRecord.objects.filter(user=alice, kind="agent")
+    assert rows.count() == sum(1 for s in steps if s.kind == "model")
+    assert sum(r.total_tokens for r in rows) == stored.tokens == sum(s.tokens for s in steps) > 0
+    assert sum((r.cost_usd for r in rows), Decimal(0)) == stored.cost_usd
+    assert str(stored.cost_usd) == received[-1]["cost_usd"]
+
+    # Re-attaching at any cursor gives exactly what came after it.
+    middle = received[len(received) // 2]
+    again = sse_run_events(live_app.url, token, run["id"], after=middle["cursor"])
+    assert again == received[len(received) // 2 + 1 :]
+
+
+def test_the_websocket_follows_a_run_and_resumes_at_a_cursor(live_app, token):
+    run = start(live_app.url, token, goal="Work out 2 ** 10 /slow 20")
+
+    async def follow(after: str, stop_after: int | None = None) -> list[dict]:
+        url = live_app.url.replace("http", "ws") + "/ws/chat/"
+        async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+            await ws.send(json.dumps({"type": "attach_run", "run": run["id"], "after": after}))
+            out: list[dict] = []
+            while True:
+                event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if event.get("run") != run["id"] or event["type"] == "run":
+                    continue  # notices of the user's runs, not the log
+                out.append(event)
+                if event["type"] == "run_finished" or (stop_after and len(out) >= stop_after):
+                    return out
+
+    first = asyncio.run(follow("0-0", stop_after=4))
+    rest = asyncio.run(follow(first[-1]["cursor"]))
+    received = first + rest
+    assert_in_order_once(received)
+    assert received[0]["type"] == "run_started" and received[-1]["type"] == "run_finished"
+    assert received[-1]["status"] == "succeeded"
+    assert received == sse_run_events(live_app.url, token, run["id"])
+
+
+def test_nobody_else_can_see_follow_cancel_or_approve_a_run(live_app, token, bob):
+    run = start(live_app.url, token, goal="Slowly count /slow 50")
+    other = ApiToken.issue(bob, "other")[1]
+    for method, path in [
+        ("GET", f"/api/runs/{run['id']}"),
+        ("GET", f"/api/runs/{run['id']}/events"),
+        ("POST", f"/api/runs/{run['id']}/cancel"),
+        ("POST", f"/api/runs/{run['id']}/approvals/1"),
+        ("GET", f"/api/runs/{run['id']}/artifacts/report.md"),
+        ("GET", f"/api/conversations/{run['conversation']}/runs"),
+        ("POST", f"/api/conversations/{run['conversation']}/runs"),
+    ]:
+        response = api(live_app.url, other, method, path, json={"goal": "x", "decision": "approve"} if method == "POST" else None)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["code"] == "not_found"
+    cancelled = api(live_app.url, token, "POST", f"/api/runs/{run['id']}/cancel")
+    assert cancelled.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({}, "invalid_input"),
+        ({"goal": ""}, "invalid_input"),
+        ({"goal": ["list"]}, "invalid_input"),
+        ({"goal": "x" * 5000}, "message_too_long"),
+        ({"goal": "ok", "model": 3}, "invalid_input"),
+        ({"goal": "ok", "model": "no such model"}, "unknown_model"),
+    ],
+)
+def test_bad_starts_are_refused_clearly_and_store_nothing(live_app, token, body, code):
+    conversation = new_conversation(live_app.url, token)
+    response = api(live_app.url, token, "POST", f"/api/conversations/{conversation}/runs", json=body)
+    assert response.status_code in {400, 413}, response.text
+    assert response.json()["error"]["code"] == code
+    assert not AgentRun.objects.exists()
+
+
+def test_bad_cursors_and_decisions_are_refused(live_app, token):
+    run = start(live_app.url, token, goal="Slowly count /slow 50")
+    assert api(live_app.url, token, "GET", f"/api/runs/{run['id']}/events?after=abc").status_code == 400
+    assert api(live_app.url, token, "POST", f"/api/runs/{run['id']}/approvals/999999", json={"decision": "maybe"}).status_code == 400
+    missing = api(live_app.url, token, "POST", f"/api/runs/{run['id']}/approvals/999999", json={"decision": "approve"})
+    assert missing.status_code == 404
+    assert api(live_app.url, token, "POST", f"/api/runs/{run['id']}/cancel").status_code == 202
+    assert sse_run_events(live_app.url, token, run["id"])[-1]["status"] == "cancelled"
+    again = api(live_app.url, token, "POST", f"/api/runs/{run['id']}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "run_finished"
+
+
+def test_cancel_stops_a_running_run_within_two_seconds(live_app, token):
+    run = start(live_app.url, token, goal="Write slowly about parley /slow 300")
+    seen = sse_run_events(live_app.url, token, run["id"], stop_after=12)
+    assert seen[-1]["type"] != "run_finished"
+    asked = time.monotonic()
+    assert api(live_app.url, token, "POST", f"/api/runs/{run['id']}/cancel").status_code == 202
+    rest = sse_run_events(live_app.url, token, run["id"], after=seen[-1]["cursor"])
+    took = time.monotonic() - asked
+    assert rest[-1]["type"] == "run_finished" and rest[-1]["status"] == "cancelled"
+    assert took < 2.0, took
+    stored = AgentRun.objects.get(pk=run["id"])
+    assert stored.status == "cancelled" and stored.cancel_requested and stored.finished
+    # What it did before the cancel is kept, and charged: the step that was cut is in the ledger.
+    assert stored.steps.filter(status="succeeded").exists()
+    assert UsageRecord.objects.filter(kind="agent").count() == stored.steps.filter(kind="model").count()

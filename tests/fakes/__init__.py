@@ -15,7 +15,7 @@ overloaded_in_stream (an `event: error` mid-reply; both Anthropic only), cut (ab
 mid-body), truncate (clean end of body without the final marker), malformed (an undecodable chunk
 mid-reply), slow_first (headers at once, first token after `delay`), stall (`delay` mid-reply). With
 `ignore_max_tokens=1` a reply streams all its `tokens` whatever the request's max_tokens. tool_call: a
-request that offers tools gets a streamed call of its first tool with `tool_arguments` (in pieces,
+request that offers tools gets a streamed call of `tool_name` (else its first tool) with `tool_arguments` (in pieces,
 as the APIs send them); once the request holds that tool's result, a normal reply.
 Error kinds apply to the first `times` requests only (default: all), so retries can be tested.
 
@@ -70,6 +70,10 @@ class Scenario:
     ignore_max_tokens: int = 0  # 1: stream all `tokens` whatever max_tokens says, as a misbehaving server does
     hidden_tokens: int = 0  # output billed in the usage but never streamed (a reasoning model's thinking)
     tool_arguments: str = '{"expression": "6 * 7"}'  # tool_call: the arguments' JSON text, as the model writes it
+    tool_name: str = ""  # tool_call: the tool called; "" calls the first one offered
+
+    def called_tool(self, offered: list[str]) -> str:
+        return self.tool_name or offered[0]
 
     def overridden(self, query: str) -> Scenario:
         """This scenario with `key=value&...` overrides applied (types follow the defaults)."""

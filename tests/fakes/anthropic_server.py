@@ -123,7 +123,7 @@ class AnthropicFake(FakeServer):
         return response
 
     async def _stream_tool_use(self, response: web.StreamResponse, scenario: Scenario, body: dict[str, Any]) -> web.StreamResponse:
-        block = {"type": "tool_use", "id": "toolu_fake1", "name": body["tools"][0]["name"], "input": {}}
+        block = {"type": "tool_use", "id": "toolu_fake1", "name": scenario.called_tool([tool["name"] for tool in body["tools"]]), "input": {}}
         frames = [event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})]
         frames += [
             event("content_block_delta", {"type": "content_block_delta", "index": 0,

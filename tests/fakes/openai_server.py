@@ -92,7 +92,7 @@ class OpenAIFake(FakeServer):
     async def _stream_tool_call(
         self, response: web.StreamResponse, chunk: "_ChunkMaker", scenario: Scenario, body: dict[str, Any]
     ) -> web.StreamResponse:
-        name = body["tools"][0]["function"]["name"]
+        name = scenario.called_tool([tool["function"]["name"] for tool in body["tools"]])
         opening = {"index": 0, "id": "call_fake1", "type": "function", "function": {"name": name, "arguments": ""}}
         frames = [chunk.frame({"role": "assistant", "content": None, "tool_calls": [opening]})]
         frames += [chunk.frame({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})

@@ -105,7 +105,8 @@ class LiveApp:
     tmp: Path
     env: dict[str, str]
     servers: list[LiveProcess] = field(default_factory=list)
-    worker: LiveProcess | None = None
+    worker: LiveProcess | None = None  # the last one started
+    workers: list[LiveProcess] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -125,19 +126,22 @@ class LiveApp:
         self.servers.append(server)
         return server
 
-    def start_worker(self) -> LiveProcess:
+    def start_worker(self, name: str = "celery") -> LiveProcess:
+        """A Celery worker (with beat); give a second one its own `name` for its log and schedule."""
         self.worker = LiveProcess(
-            "celery",
+            name,
             [sys.executable, "-m", "celery", "-A", "parley", "worker", "-B", "-l", "info", "--concurrency", "1",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-s", str(self.tmp / "beat-schedule")],
+             "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-s", str(self.tmp / f"{name}-beat-schedule")],
             self.env,
-            self.tmp / "celery.log",
+            self.tmp / f"{name}.log",
         ).start()
         self.worker.wait_for_log("ready.", timeout=60)
+        self.workers.append(self.worker)
         return self.worker
 
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
-        if self.worker:
-            self.worker.stop()
+        for worker in self.workers:
+            worker.stop()

@@ -4,11 +4,13 @@ WebSocket in order and exactly once, re-attaching at a cursor, and the run's led
 import asyncio
 import json
 import time
+import uuid
 from decimal import Decimal
 
 import httpx
 import pytest
 import websockets
+from django.contrib.auth.models import Permission
 
 from accounts.models import ApiToken
 from agents.models import AgentRun, AgentStep, Artifact
@@ -39,8 +41,11 @@ def start(base_url: str, token: str, goal: str = GOAL, conversation: int | None 
     return response.json()["run"]
 
 
-def sse_run_events(base_url: str, token: str, run_id: int, after: str = "0-0", stop_after: int | None = None) -> list[dict]:
-    """The run's events as SSE delivers them (each with the SSE id), until run_finished."""
+def sse_run_events(
+    base_url: str, token: str, run_id: int, after: str = "0-0", stop_after: int | None = None, until: str = "run_finished"
+) -> list[dict]:
+    """The run's events as SSE delivers them (each with the SSE id), until run_finished (or the
+    first event of type `until`, or `stop_after` events)."""
     received, current = [], {}
     url = f"{base_url}/api/runs/{run_id}/events?after={after}"
     with httpx.stream("GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as response:
@@ -52,7 +57,7 @@ def sse_run_events(base_url: str, token: str, run_id: int, after: str = "0-0", s
                 assert event["type"] == current["event"] and event["cursor"] == current["id"]
                 received.append(event)
                 current = {}
-                if event["type"] == "run_finished" or (stop_after and len(received) >= stop_after):
+                if event["type"] in {"run_finished", until} or (stop_after and len(received) >= stop_after):
                     break
             elif line and not line.startswith(":"):
                 field, _, value = line.partition(": ")
@@ -200,3 +205,43 @@ def test_cancel_stops_a_running_run_within_two_seconds(live_app, token):
     # What it did before the cancel is kept, and charged: the step that was cut is in the ledger.
     assert stored.steps.filter(status="succeeded").exists()
     assert UsageRecord.objects.filter(kind="agent").count() == stored.steps.filter(kind="model").count()
+
+
+def test_a_worker_killed_mid_step_leaves_the_run_to_another_which_never_repeats_the_email(live_factory, alice, tmp_path):
+    """SIGKILL (the whole worker, like a lost host) in the model step after the approved e-mail."""
+    alice.user_permissions.add(Permission.objects.get(codename="use_email_tool"))
+    mailbox = tmp_path / "mail"
+    app = live_factory(
+        PARLEY_CELERY_QUEUE=f"kill-{uuid.uuid4().hex[:8]}", EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(mailbox), PARLEY_RUN_LEASE_SECONDS="2", PARLEY_REAP_SECONDS="1",
+    )
+    app.start_daphne()
+    first_worker = app.start_worker("first")
+    token = ApiToken.issue(alice, "kill")[1]
+    run = start(app.url, token, goal="Report on parley, compute 8 * 8, mail it to pat@example.com /slow 150")
+
+    before = sse_run_events(app.url, token, run["id"], stop_after=10_000, until="approval_requested")
+    approval = AgentStep.objects.get(run_id=run["id"], kind="approval")
+    decided = api(app.url, token, "POST", f"/api/runs/{run['id']}/approvals/{approval.pk}", json={"decision": "approve"})
+    assert decided.status_code == 200, decided.text
+    # Follow until the step after the e-mail is under way, then kill the worker in the middle of it.
+    during = sse_run_events(app.url, token, run["id"], after=before[-1]["cursor"], until="step_delta")
+    assert any(e["type"] == "tool_result" and e["ok"] for e in during)
+    first_worker.kill()
+    assert len(list(mailbox.iterdir())) == 1
+
+    app.start_worker("second")
+    after = sse_run_events(app.url, token, run["id"], after=during[-1]["cursor"])
+    received = before + during + after
+    assert_in_order_once(received)
+    assert received[-1]["type"] == "run_finished" and received[-1]["status"] == "succeeded", received[-1]
+    assert len(list(mailbox.iterdir())) == 1  # the e-mail went once, whoever finished the run
+
+    stored = AgentRun.objects.get(pk=run["id"])
+    assert stored.attempts >= 1 and stored.status == "succeeded"
+    steps = list(stored.steps.order_by("index"))
+    lost = [s for s in steps if s.status == "failed"]
+    assert [(s.kind, s.result) for s in lost] == [("model", {"code": "interrupted"})]
+    assert [s.tool for s in steps if s.kind == "tool"].count("send_email") == 1
+    # Both workers' model steps are in the ledger, the lost one too.
+    assert UsageRecord.objects.filter(kind="agent").count() == sum(1 for s in steps if s.kind == "model")

@@ -296,3 +296,61 @@ def test_the_cancel_flag_is_read_from_redis(alice, settings):
     run = start(alice, "Compute 7 * 7")
     redis.Redis.from_url(settings.REDIS_URL).set(f"{settings.PARLEY_KEY_PREFIX}:run:{run.pk}:cancel", "1")
     assert work(run).status == "cancelled"
+
+
+@pytest.fixture
+def slow_tool():
+    """A tool that works for `seconds`, stopping early when its run is cancelled, as long tools should."""
+    import time as clock
+
+    from agents.registry import REGISTRY
+    from agents.tools import Tool
+
+    def wait(call, arguments):
+        deadline = clock.monotonic() + arguments["seconds"]
+        while clock.monotonic() < deadline:
+            if call.cancelled():
+                return {"stopped": True}
+            clock.sleep(0.05)
+        return {"waited": arguments["seconds"]}
+
+    REGISTRY["wait"] = Tool(
+        name="wait", title="Waiting", description="Wait.", run=wait, timeout_seconds=1.0,
+        parameters={"type": "object", "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
+    )
+    yield
+    del REGISTRY["wait"]
+
+
+def run_with_fake_tool_call(alice, settings, arguments: str, while_running=None) -> tuple[AgentRun, float]:
+    import threading
+    import time as clock
+
+    async def scenario():
+        async with OpenAIFake(Scenario("tool_call", tokens=4, tool_name="wait", tool_arguments=arguments)) as fake:
+            settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = fake.base_url, "sk-test"
+            await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
+            run = await asyncio.to_thread(start, alice, "Wait", "fake-gpt")
+            if while_running:
+                threading.Timer(0.5, while_running, [run]).start()
+            began = clock.monotonic()
+            done = await asyncio.to_thread(work, run)
+            return done, clock.monotonic() - began
+
+    return asyncio.run(scenario())
+
+
+def test_a_tool_that_overruns_its_timeout_fails_and_the_run_goes_on(alice, settings, slow_tool):
+    run, _ = run_with_fake_tool_call(alice, settings, '{"seconds": 3}')
+    assert run.status == "succeeded"
+    step = run.steps.get(kind="tool")
+    assert step.status == "failed" and "longer than 1 seconds" in step.error
+
+
+def test_cancel_reaches_a_long_tool_call(alice, settings, slow_tool):
+    def cancel(run):
+        actions.cancel_run(alice, run.pk)
+
+    run, took = run_with_fake_tool_call(alice, settings, '{"seconds": 0.9}', while_running=cancel)
+    assert run.status == "cancelled" and took < 2.0
+    assert run.steps.get(kind="tool").error == "Cancelled while the tool ran."

@@ -245,3 +245,20 @@ def test_a_worker_killed_mid_step_leaves_the_run_to_another_which_never_repeats_
     assert [s.tool for s in steps if s.kind == "tool"].count("send_email") == 1
     # Both workers' model steps are in the ledger, the lost one too.
     assert UsageRecord.objects.filter(kind="agent").count() == sum(1 for s in steps if s.kind == "model")
+
+
+def test_restarting_the_web_process_does_not_touch_a_run(live_factory, alice):
+    app = live_factory(PARLEY_CELERY_QUEUE=f"restart-{uuid.uuid4().hex[:8]}")
+    server = app.start_daphne()
+    app.start_worker()
+    token = ApiToken.issue(alice, "restart")[1]
+    run = start(app.url, token, goal="Compute 3 * 3 about parley /slow 100")
+    before = sse_run_events(app.url, token, run["id"], stop_after=8)
+    server.kill()  # the web process dies; the run lives in the worker
+    app.servers.remove(server)
+    app.start_daphne(port=server.port)
+    after = sse_run_events(app.url, token, run["id"], after=before[-1]["cursor"])
+    received = before + after
+    assert_in_order_once(received)
+    assert received[-1]["type"] == "run_finished" and received[-1]["status"] == "succeeded"
+    assert received == sse_run_events(app.url, token, run["id"])

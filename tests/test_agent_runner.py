@@ -14,6 +14,7 @@ import pytest
 import redis
 from django.contrib.auth.models import Permission
 from django.core import mail
+from django.db import connection
 from django.utils import timezone
 
 from accounts.models import Plan, SiteSettings
@@ -57,6 +58,19 @@ def work(run: AgentRun) -> AgentRun:
     runner.execute(run.pk, "task-1")
     run.refresh_from_db()
     return run
+
+
+async def in_thread(fn, *args):
+    """`fn` on a thread of its own, as a worker runs it; that thread's database connection is
+    closed after it, so that no session outlives the test."""
+
+    def closing():
+        try:
+            return fn(*args)
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(closing)
 
 
 def steps_of(run: AgentRun) -> list[AgentStep]:
@@ -136,8 +150,8 @@ def test_without_the_permission_e_mail_is_not_offered_and_a_call_to_it_is_refuse
         async with OpenAIFake(Scenario("tool_call", tokens=4, tool_name="send_email", tool_arguments=arguments)) as fake:
             settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = fake.base_url, "sk-test"
             await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
-            run = await asyncio.to_thread(start, alice, "Mail x", "fake-gpt")
-            return await asyncio.to_thread(work, run), fake.requests
+            run = await in_thread(start, alice, "Mail x", "fake-gpt")
+            return await in_thread(work, run), fake.requests
 
     run, requests = asyncio.run(scenario())
     offered = [tool["function"]["name"] for tool in requests[0].json["tools"]]
@@ -158,8 +172,8 @@ def test_invalid_arguments_go_back_to_the_model_as_a_tool_error(alice, settings)
         async with OpenAIFake(Scenario("tool_call", tokens=4, tool_name="calculate", tool_arguments='{"expr": "1+1"')) as fake:
             settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = fake.base_url, "sk-test"
             await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
-            run = await asyncio.to_thread(start, alice, "Add", "fake-gpt")
-            return await asyncio.to_thread(work, run)
+            run = await in_thread(start, alice, "Add", "fake-gpt")
+            return await in_thread(work, run)
 
     run = asyncio.run(scenario())
     assert run.status == "succeeded"
@@ -172,8 +186,8 @@ def test_provider_errors_fail_the_step_and_the_run_says_why(alice, settings):
         async with OpenAIFake(Scenario(kind, tokens=4, times=times)) as fake:
             settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY, settings.PROVIDER_MAX_RETRIES = fake.base_url, "sk-test", 0
             await ChatModel.objects.aupdate_or_create(name="fake-gpt", defaults={"label": "Fake", "provider": "openai", "base_url": fake.base_url})
-            run = await asyncio.to_thread(start, alice, "Anything", "fake-gpt")
-            return await asyncio.to_thread(work, run)
+            run = await in_thread(start, alice, "Anything", "fake-gpt")
+            return await in_thread(work, run)
 
     failed = asyncio.run(scenario("unauthorized", 0))
     assert (failed.status, failed.error_code) == ("failed", "auth_failed") and failed.error_text
@@ -330,11 +344,11 @@ def run_with_fake_tool_call(alice, settings, arguments: str, while_running=None)
         async with OpenAIFake(Scenario("tool_call", tokens=4, tool_name="wait", tool_arguments=arguments)) as fake:
             settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = fake.base_url, "sk-test"
             await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
-            run = await asyncio.to_thread(start, alice, "Wait", "fake-gpt")
+            run = await in_thread(start, alice, "Wait", "fake-gpt")
             if while_running:
                 threading.Timer(0.5, while_running, [run]).start()
             began = clock.monotonic()
-            done = await asyncio.to_thread(work, run)
+            done = await in_thread(work, run)
             return done, clock.monotonic() - began
 
     return asyncio.run(scenario())
@@ -349,7 +363,10 @@ def test_a_tool_that_overruns_its_timeout_fails_and_the_run_goes_on(alice, setti
 
 def test_cancel_reaches_a_long_tool_call(alice, settings, slow_tool):
     def cancel(run):
-        actions.cancel_run(alice, run.pk)
+        try:
+            actions.cancel_run(alice, run.pk)
+        finally:
+            connection.close()  # this timer thread's own
 
     run, took = run_with_fake_tool_call(alice, settings, '{"seconds": 0.9}', while_running=cancel)
     assert run.status == "cancelled" and took < 2.0

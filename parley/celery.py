@@ -11,11 +11,13 @@ app.autodiscover_tasks()
 
 
 class QuietReaper(logging.Filter):
-    """The reaper runs every few seconds: three INFO lines a run (sent, received, succeeded) would
-    bury the rest of the worker's log. It logs a WARNING itself whenever it ends a reply."""
+    """The reapers (of replies and of agent runs) run every few seconds: three INFO lines a run
+    (sent, received, succeeded) would bury the rest of the worker's log. They log a WARNING
+    themselves whenever they end a reply or resume a run."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO or "reap_interrupted" not in record.getMessage()
+        message = record.getMessage()
+        return record.levelno > logging.INFO or ("reap_interrupted" not in message and "reap_runs" not in message)
 
 
 for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):

@@ -13,12 +13,13 @@ log (agents/runlog.py) for the page to follow.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -42,7 +43,7 @@ from chat.actions import ActionError
 from chat.models import ChatModel
 from parley.redis_clients import sync_client
 from providers import configured_providers, new_provider
-from providers.base import ChatRequest, Finish, StreamError, TextDelta, ToolCall, Usage
+from providers.base import ChatRequest, Provider, StreamError, TextDelta, ToolCall, Usage
 from streaming.keys import run_cancel_key
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,31 @@ def execute(run_id: int, task_id: str = "") -> None:
         Runner(run, lease, task_id).work()
     finally:
         lease.release()
+
+
+@dataclass(slots=True)
+class _Streamed:
+    """A model step's answer as it arrives; `pending` is text not yet in the log."""
+
+    text: str = ""
+    pending: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage | None = None
+    error: StreamError | None = None
+    stopped: str = ""
+
+
+async def _read(provider: Provider, request: ChatRequest, got: _Streamed) -> None:
+    async for event in provider.stream(request):
+        if isinstance(event, TextDelta):
+            got.text += event.text
+            got.pending += event.text
+        elif isinstance(event, ToolCall):
+            got.tool_calls.append(event)
+        elif isinstance(event, Usage):
+            got.usage = event
+        elif isinstance(event, StreamError):
+            got.error = event
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +159,8 @@ class Runner:
                 return
             self._finish(stop.status, code=stop.code, text=stop.text)
         except Exception as error:  # the worker survives whatever one run does
+            if self.lease.lost.is_set():
+                return  # the worker that resumed the run wrote this step too: it goes on there
             logger.exception("Run %s failed", self.run.pk)
             self._finish(AgentRun.Status.FAILED, code="server_error", text=f"The run stopped on an unexpected error: {error}")
 
@@ -252,7 +280,7 @@ class Runner:
                 max_output=max(1, self.limits.max_tokens - run.tokens), background=True, conversation_id=run.conversation_id,
             )
         except ActionError as refused:
-            raise Stop(AgentRun.Status.FAILED, refused.code, refused.detail) from refused
+            raise Stop(AgentRun.Status.FAILED, refused.code, refused.event()["text"]) from refused
         step = self._start_step(
             steps, kind=AgentStep.Kind.MODEL, title="Thinking" if steps else "Planning",
             quota_claim=admitted.reservation.claim(admitted.call.prompt_estimate),
@@ -264,69 +292,63 @@ class Runner:
         started = time.monotonic()
         reply = asyncio.run(self._stream(step, model.provider, request, self._deadline(steps)))
         duration_ms = int((time.monotonic() - started) * 1000)
-        error, usage = reply["error"], reply["usage"]
-        outcome = "failed" if error else ("stopped" if reply["stopped"] else "complete")
+        error, usage = reply.error, reply.usage
+        outcome = "failed" if error else ("stopped" if reply.stopped else "complete")
 
         def charge() -> calls.Settled | None:
             return calls.settle(
                 admitted.call, admitted.reservation, outcome, usage.prompt_tokens if usage else None,
-                usage.completion_tokens if usage else None, reply["text"], duration_ms, str(error.code) if error else "",
+                usage.completion_tokens if usage else None, reply.text, duration_ms, str(error.code) if error else "",
             )
 
-        if reply["stopped"]:
-            self._end_step(steps, step, AgentStep.Status.FAILED, [], charge, text=reply["text"], error=reply["stopped"],
+        if reply.stopped:
+            self._end_step(steps, step, AgentStep.Status.FAILED, [], charge, text=reply.text, error=reply.stopped,
                            quota_claim="")
         elif error is not None:
-            self._end_step(steps, step, AgentStep.Status.FAILED, [], charge, text=reply["text"], error=error.plain_words,
+            self._end_step(steps, step, AgentStep.Status.FAILED, [], charge, text=reply.text, error=error.plain_words,
                            result={"code": str(error.code)}, quota_claim="")
         else:
-            calls_made = _numbered(reply["tool_calls"], step.index, steps)
-            self._end_step(steps, step, AgentStep.Status.SUCCEEDED, [], charge, text=reply["text"],
+            calls_made = _numbered(reply.tool_calls, step.index, steps)
+            self._end_step(steps, step, AgentStep.Status.SUCCEEDED, [], charge, text=reply.text,
                            result={"tool_calls": calls_made} if calls_made else {}, quota_claim="")
-        if reply["stopped"]:
-            self._check_stop(steps)
-            raise Stop(AgentRun.Status.FAILED, "run_limit", reply["stopped"])
+        if reply.stopped:
+            self._check_stop(steps)  # a cancel or a lost lease says so itself
+            raise Stop(AgentRun.Status.FAILED, "run_limit", reply.stopped)
         if error is not None:
             if not error.retryable:
                 raise Stop(AgentRun.Status.FAILED, str(error.code), error.plain_words)
             return None
-        return _ModelAnswer(reply["text"], step.result.get("tool_calls", []))
+        return _ModelAnswer(reply.text, step.result.get("tool_calls", []))
 
-    async def _stream(self, step: AgentStep, provider_name: str, request: ChatRequest, deadline: float) -> dict[str, Any]:
-        """The model's answer; its text is appended to the log as it comes, a few times a second.
-        Stops early (with `stopped` saying why) on a cancel, a lost lease or the run's time limit."""
+    async def _stream(self, step: AgentStep, provider_name: str, request: ChatRequest, deadline: float) -> "_Streamed":
+        """The model's answer. Its text is appended to the log a few times a second, and a cancel,
+        a lost lease or the run's time limit stops it within a fraction of a second (with `stopped`
+        saying why), even while the provider is silent, thinking before its first token."""
         provider = new_provider(provider_name)
-        text, pending = "", ""
-        tool_calls: list[ToolCall] = []
-        usage: Usage | None = None
-        error: StreamError | None = None
-        stopped = ""
-        last_append = time.monotonic()
+        got = _Streamed()
+        reading = asyncio.create_task(_read(provider, request, got))
         try:
-            async for event in provider.stream(request):
-                if isinstance(event, TextDelta):
-                    text += event.text
-                    pending += event.text
-                elif isinstance(event, ToolCall):
-                    tool_calls.append(event)
-                elif isinstance(event, Usage):
-                    usage = event
-                elif isinstance(event, StreamError):
-                    error = event
-                elif isinstance(event, Finish):
-                    pass
-                now = time.monotonic()
-                if pending and now - last_append >= DELTA_SECONDS:
-                    self.log.emit(("step_delta", {"step": step.index, "text": pending}))
-                    pending, last_append = "", now
-                stopped = self._why_stop_now(now, deadline)
-                if stopped:
+            while True:
+                done, _ = await asyncio.wait({reading}, timeout=DELTA_SECONDS)
+                self._append_text(step, got)
+                if done:
+                    reading.result()  # the adapter's own failures are StreamErrors; anything else is a bug
+                    break
+                got.stopped = self._why_stop_now(time.monotonic(), deadline)
+                if got.stopped:
+                    reading.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reading
                     break
         finally:
             await provider.aclose()
-        if pending:
-            self.log.emit(("step_delta", {"step": step.index, "text": pending}))
-        return {"text": text, "tool_calls": tool_calls, "usage": usage, "error": error, "stopped": stopped}
+        self._append_text(step, got)
+        return got
+
+    def _append_text(self, step: AgentStep, got: "_Streamed") -> None:
+        if got.pending:
+            self.log.emit(("step_delta", {"step": step.index, "text": got.pending}))
+            got.pending = ""
 
     def _deadline(self, steps: list[AgentStep]) -> float:
         """When, on the monotonic clock, the run's working time runs out."""

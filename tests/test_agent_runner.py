@@ -371,3 +371,25 @@ def test_cancel_reaches_a_long_tool_call(alice, settings, slow_tool):
     run, took = run_with_fake_tool_call(alice, settings, '{"seconds": 0.9}', while_running=cancel)
     assert run.status == "cancelled" and took < 2.0
     assert run.steps.get(kind="tool").error == "Cancelled while the tool ran."
+
+
+def test_cancel_reaches_a_model_that_has_not_said_a_word_yet(alice, settings):
+    import threading
+    import time as clock
+
+    async def scenario():
+        async with OpenAIFake(Scenario("slow_first", tokens=4, delay=20)) as fake:
+            settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = fake.base_url, "sk-test"
+            await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
+            run = await in_thread(start, alice, "Think hard", "fake-gpt")
+            threading.Timer(0.5, lambda: redis.Redis.from_url(settings.REDIS_URL).set(
+                f"{settings.PARLEY_KEY_PREFIX}:run:{run.pk}:cancel", "1")).start()
+            began = clock.monotonic()
+            done = await in_thread(work, run)
+            return done, clock.monotonic() - began
+
+    run, took = asyncio.run(scenario())
+    assert run.status == "cancelled" and took < 2.0, took
+    step = run.steps.get()
+    assert step.status == "failed" and step.error == "Cancelled."
+    assert UsageRecord.objects.filter(kind="agent").count() == 1  # the cut call is in the ledger, at what it cost

@@ -125,9 +125,12 @@ def test_an_admin_switches_sign_up_off_without_a_restart(admin_client, client):
     settings_page = admin_client.get(reverse("admin:accounts_sitesettings_changelist"), follow=True)
     assert settings_page.status_code == 200 and b"Sign-up" in settings_page.content
     url = reverse("admin:accounts_sitesettings_change", args=[1])
-    assert admin_client.post(url, {"signup": "closed"}).status_code == 302
+    # The form's other fields, as the page submits them (the agent runs' defaults).
+    rest = {"run_max_steps": 30, "run_max_seconds": 900, "run_max_tokens": 200000, "run_max_cost": "1.00",
+            "approval_expiry_minutes": 1440}
+    assert admin_client.post(url, {"signup": "closed", **rest}).status_code == 302
     assert b"Sign-up is closed" in client.get(reverse("signup")).content
-    assert admin_client.post(url, {"signup": "invitation"}).status_code == 302
+    assert admin_client.post(url, {"signup": "invitation", **rest}).status_code == 302
     assert b"Sign-up is by invitation" in client.get(reverse("signup")).content
 
 

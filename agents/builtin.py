@@ -1,4 +1,5 @@
-"""The built-in tools' work, all offline: arithmetic, the user's own conversations, reports, e-mail.
+"""The built-in tools' work, all offline: arithmetic, the user's own conversations, the files
+attached to the run's conversation, reports, e-mail.
 
 Each takes the call (who, which run and step) and arguments already checked against its schema,
 and returns JSON for the model. Ownership is decided here by the caller's user, never by an id the
@@ -12,9 +13,11 @@ from django.core.mail import send_mail
 
 from agents.calculator import as_text
 from agents.calculator import calculate as evaluate
+from agents.schema import InvalidArguments
 from agents.tools import ToolContext
 
 SNIPPET_CHARS = 240
+READ_CHARS = 8_000  # a read_file call without max_chars: a few pages, well inside a context window
 
 
 def calculate(call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -40,6 +43,34 @@ def _match(message: Any, query: str) -> dict[str, Any]:
         "role": message.role,
         "snippet": message.content[at : at + SNIPPET_CHARS],
     }
+
+
+def list_files(call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
+    from chat.actions import ActionError
+    from chat.uploads import uploads_for
+
+    try:
+        files = list(uploads_for(call.user, call.conversation_id))
+    except ActionError:
+        files = []  # a conversation that is not the caller's has no files for them
+    return {"files": [_file(upload) for upload in files]}
+
+
+def _file(upload: Any) -> dict[str, Any]:
+    listed = {"name": upload.name, "content_type": upload.content_type, "size": upload.size, "chars": upload.chars}
+    return listed | ({"text_truncated": True} if upload.text_truncated else {})
+
+
+def read_file(call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:
+    from chat.actions import ActionError
+    from chat.uploads import read_upload_text
+
+    offset, max_chars = arguments.get("offset", 0), arguments.get("max_chars", READ_CHARS)
+    try:
+        return read_upload_text(call.user, call.conversation_id, arguments["name"], offset, max_chars)
+    except ActionError as error:
+        # An unknown name or an offset past the end: words the model can correct its call by.
+        raise InvalidArguments(error.detail or str(error)) from None
 
 
 def write_report(call: ToolContext, arguments: dict[str, Any]) -> dict[str, Any]:

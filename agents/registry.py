@@ -36,6 +36,31 @@ REGISTRY: dict[str, Tool] = {
             run=builtin.search_conversations,
         ),
         Tool(
+            name="list_files",
+            title="Listing the attached files",
+            description="List the files the user attached to this conversation: name, type, size in bytes and characters of text.",
+            parameters=_object({}, []),
+            run=builtin.list_files,
+            timeout_seconds=5.0,
+        ),
+        Tool(
+            name="read_file",
+            title="Reading an attached file",
+            description=(
+                "Read the text of a file the user attached to this conversation (text, Markdown, CSV or PDF), by its "
+                "name as list_files gives it: up to max_chars characters from offset. When `truncated` is true, more "
+                "text follows: read on from offset + the length of `text`."
+            ),
+            parameters=_object(
+                {"name": {"type": "string", "minLength": 1, "maxLength": 200},
+                 "offset": {"type": "integer", "minimum": 0},
+                 "max_chars": {"type": "integer", "minimum": 1, "maximum": 20_000}},
+                ["name"],
+            ),
+            run=builtin.read_file,
+            timeout_seconds=10.0,
+        ),
+        Tool(
             name="write_report",
             title="Writing the report",
             description="Save a Markdown report the user can download; returns its name.",

@@ -1,17 +1,22 @@
-"""The JSON HTTP API: conversations, sending, stopping, models and the usage meter. Its errors
-and helpers are in chat/responses.py; the SSE door is chat/sse.py."""
+"""The JSON HTTP API: conversations, sending, stopping, uploads, models and the usage meter. Its
+errors and helpers are in chat/responses.py; the SSE door is chat/sse.py."""
 
+import asyncio
 from typing import Any
 
 import redis
+from channels.db import database_sync_to_async
+from django.conf import settings
 from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
-from django.utils.http import urlencode
+from django.utils.http import content_disposition_header, urlencode
 
 from billing import admission
-from chat import actions, paging
+from chat import actions, paging, uploads
 from chat.actions import ActionError
+from chat.models import Upload
 from chat.replies import send_message, stop_message
 from chat.responses import api_view, json_error, json_response, read_json
 
@@ -82,6 +87,75 @@ async def conversation_messages(request: HttpRequest, user: Any, pk: int) -> Htt
 @api_view({"POST"})
 async def message_stop(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
     return json_response(await stop_message(user, pk), status=202)
+
+
+# What a multipart form adds around its one file: boundaries and the part's headers.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+@api_view({"GET", "POST"})
+async def conversation_uploads(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
+    """The conversation's files; POST attaches one (multipart/form-data, field `file`).
+
+    Async so that the work of an upload stays off the database thread every stream shares: the
+    form is parsed (unless a cookie session's CSRF check did so already, on the event loop: a few
+    milliseconds for 5 MiB) and the file read (a PDF's text may take a while) on threads of their
+    own; only the checks and the write go to the database thread."""
+    if request.method == "GET":
+        return json_response({"uploads": await _listed_uploads(user, pk)})
+    await database_sync_to_async(uploads.check_room)(user, pk)
+    name, data = await asyncio.to_thread(_posted_file, request)
+    contents = await asyncio.to_thread(uploads.inspect_file, name, data)
+    upload = await database_sync_to_async(uploads.save_upload)(user, pk, contents)
+    return json_response({"upload": upload.as_dict()}, status=201)
+
+
+@database_sync_to_async
+def _listed_uploads(user: Any, pk: int) -> list[dict[str, Any]]:
+    return [upload.as_dict() for upload in uploads.uploads_for(user, pk)]
+
+
+def _posted_file(request: HttpRequest) -> tuple[str, bytes]:
+    if request.content_type != "multipart/form-data":
+        raise ActionError("unsupported_media_type", "Send the file as multipart/form-data, in the field `file`.")
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > settings.PARLEY_UPLOAD_MAX_BYTES + FORM_OVERHEAD_BYTES:
+        raise uploads.too_large()  # known from the header: the form need not be parsed
+    try:
+        files = request.FILES.getlist("file")
+    except MultiPartParserError:
+        raise ActionError("invalid_input", "The form could not be read.") from None
+    if len(files) != 1:
+        raise ActionError("invalid_input", "Send one file, in the field `file`.")
+    if files[0].size > settings.PARLEY_UPLOAD_MAX_BYTES:
+        raise uploads.too_large()
+    return files[0].name or "", files[0].read()
+
+
+@api_view({"GET", "DELETE"})
+def upload_detail(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
+    """The file as it was uploaded, always as a download; DELETE removes it."""
+    if request.method == "DELETE":
+        uploads.delete_upload(user, pk)
+        return HttpResponse(status=204)
+    return _download(uploads.get_upload_for(user, pk))
+
+
+def _download(upload: Upload) -> HttpResponse:
+    is_text = upload.content_type.startswith("text/")
+    return HttpResponse(
+        bytes(upload.data),  # PostgreSQL gives a memoryview
+        content_type=f"{upload.content_type}; charset=utf-8" if is_text else upload.content_type,
+        headers={
+            # An attachment, never shown in the site's own origin; nosniff keeps its declared type.
+            "Content-Disposition": content_disposition_header(as_attachment=True, filename=upload.name),
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, no-cache",
+        },
+    )
 
 
 @api_view({"GET"})

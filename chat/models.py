@@ -164,3 +164,49 @@ class Message(models.Model):
             "cursor": self.last_cursor or None,
             "created": self.created.isoformat(),
         }
+
+
+class Upload(models.Model):
+    """A file a user attached to a conversation (chat/uploads.py checks it and extracts its text).
+
+    The bytes live in the row: a few MiB at most, and nothing to configure or back up beside the
+    database. The text is extracted once, at upload, so readers never parse the file again; lists
+    leave both columns unread."""
+
+    TEXT = "text/plain"
+    MARKDOWN = "text/markdown"
+    CSV = "text/csv"
+    PDF = "application/pdf"
+    CONTENT_TYPES = [(TEXT, "Text"), (MARKDOWN, "Markdown"), (CSV, "CSV"), (PDF, "PDF")]
+
+    # The unique (conversation, name) index serves lookups by conversation alone too.
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="uploads", db_index=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads")
+    name = models.CharField(max_length=200, help_text="The file's name as the user gave it, made safe; unique in its conversation.")
+    content_type = models.CharField(max_length=40, choices=CONTENT_TYPES)
+    size = models.PositiveIntegerField(help_text="Bytes.")
+    data = models.BinaryField()
+    text = models.TextField(blank=True)
+    chars = models.PositiveIntegerField(help_text="Characters of the extracted text.")
+    text_truncated = models.BooleanField(default=False, help_text="The text was cut at PARLEY_UPLOAD_MAX_TEXT_CHARS.")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["conversation", "name"], name="chat_upload_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def as_dict(self) -> dict[str, Any]:
+        """Never the bytes or the text: a list reads neither column."""
+        return {
+            "id": self.pk,
+            "conversation": self.conversation_id,
+            "name": self.name,
+            "content_type": self.content_type,
+            "size": self.size,
+            "chars": self.chars,
+            "text_truncated": self.text_truncated,
+            "created": self.created.isoformat(),
+        }

@@ -16,7 +16,7 @@ from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
 from billing import admission
-from chat import actions, paging
+from chat import actions, paging, uploads
 from chat.models import ChatModel, Conversation, Message
 
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the title filter
@@ -87,6 +87,8 @@ def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpR
         "models": models,
         "default_model": default_model,
         "max_chars": settings.PARLEY_MESSAGE_MAX_CHARS,
+        "uploads": [upload.as_dict() for upload in uploads.uploads_for(request.user, conversation.pk)] if conversation else [],
+        "upload_max_bytes": settings.PARLEY_UPLOAD_MAX_BYTES,
         "usage": _usage(request.user.pk),
     }
     return render(request, "chat/page.html", context)

@@ -240,6 +240,12 @@ PARLEY_RUN_LEASE_SECONDS = env_float("PARLEY_RUN_LEASE_SECONDS", 10.0, minimum=1
 PARLEY_RUN_RESUMES = env_int("PARLEY_RUN_RESUMES", 3, minimum=0)
 PARLEY_MAX_ACTIVE_RUNS = env_int("PARLEY_MAX_ACTIVE_RUNS", 3, minimum=1)  # per user: queued, running or waiting
 PARLEY_RUN_GOAL_MAX_CHARS = env_int("PARLEY_RUN_GOAL_MAX_CHARS", 4000, minimum=1)
+
+# Files attached to a conversation (chat/uploads.py). The bytes are kept in one database row each.
+PARLEY_UPLOAD_MAX_BYTES = env_int("PARLEY_UPLOAD_MAX_BYTES", 5 * 1024 * 1024, minimum=1, maximum=100 * 1024 * 1024)
+PARLEY_UPLOADS_PER_CONVERSATION = env_int("PARLEY_UPLOADS_PER_CONVERSATION", 20, minimum=0)
+# A file's text beyond this is not kept (a 5 MiB text file would otherwise be 5 million characters).
+PARLEY_UPLOAD_MAX_TEXT_CHARS = env_int("PARLEY_UPLOAD_MAX_TEXT_CHARS", 1_000_000, minimum=1)
 # Plans and overrides are read on every model call: a process may apply an admin's edit this much later.
 PARLEY_LIMITS_CACHE_SECONDS = env_float("PARLEY_LIMITS_CACHE_SECONDS", 5.0, minimum=0)
 
@@ -273,5 +279,6 @@ LOGGING = {
     "filters": {"not_busy": {"()": "django.utils.log.CallbackFilter", "callback": _not_a_busy_refusal}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["not_busy"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    # pypdf warns about each flaw of a broken PDF; a user's broken upload is refused with the reason (chat/uploads.py).
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "pypdf": {"level": "ERROR"}},
 }

@@ -63,7 +63,9 @@ def test_typed_bounds_and_formats_are_checked(alice, django_user_model):
 
 @pytest.mark.django_db
 def test_only_the_tools_a_user_may_use_are_offered_and_others_are_refused(alice, django_user_model):
-    assert [tool.name for tool in registry.offered_to(alice)] == ["calculate", "search_conversations", "write_report"]
+    assert [tool.name for tool in registry.offered_to(alice)] == [
+        "calculate", "search_conversations", "list_files", "read_file", "write_report",
+    ]
     with pytest.raises(tools.ToolRefused, match="may not use the send_email tool"):
         registry.prepare(alice, "send_email", {"to": "a@example.com", "subject": "Hi", "body": "Hello"})
     with pytest.raises(tools.ToolRefused, match="no tool named"):

@@ -83,6 +83,9 @@ const ui = {
   limitText: $("limit-text"),
   countdown: $("limit-countdown"),
   meter: $("usage-meter"),
+  attach: $("attach-button"),
+  attachInput: $("attach-input"),
+  uploads: $("upload-list"),
   shell: $("shell"),
   sidebarToggle: $("sidebar-toggle"),
   scrim: $("scrim"),
@@ -91,6 +94,7 @@ const ui = {
 const state = {
   conversation: Number(chat.dataset.conversation) || null,
   maxChars: Number(chat.dataset.maxChars) || 32000,
+  uploadMaxBytes: Number(chat.dataset.uploadMaxBytes) || 5 * 1024 * 1024,
   replies: new Map(), // assistant message id -> Reply, for every reply drawn on the page
   pending: null, // the send awaiting its `message` answer: {ref, frame, sent}
   stopping: new Set(),
@@ -352,6 +356,8 @@ function adoptConversation(conversation) {
     ui.demoTag?.remove();
     ui.picker = null;
   }
+  ui.attach.disabled = false; // files belong to a conversation: now there is one
+  ui.attach.title = ui.attach.dataset.title;
 }
 
 function setTitle(title) {
@@ -735,6 +741,99 @@ function onEarlierFailed(event) {
   if (button?.id === "load-earlier") button.textContent = "Could not load earlier messages. Try again";
 }
 
+// ---------------------------------------------------------------- attached files
+
+// The same token htmx sends (base.html): the upload and delete requests ride on the session cookie.
+const CSRF_TOKEN = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
+
+function sizeText(bytes) {
+  if (bytes >= 1024 * 1024) return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+  return bytes >= 1024 ? `${Math.round(bytes / 1024)} KB` : `${bytes} bytes`;
+}
+
+function uploadItem(upload) {
+  const item = document.createElement("li");
+  item.className = "upload-item";
+  item.dataset.id = upload.id;
+  const link = Object.assign(document.createElement("a"), { href: `/api/uploads/${upload.id}`, textContent: upload.name, title: upload.name });
+  const size = Object.assign(document.createElement("span"), { className: "upload-size", textContent: sizeText(upload.size) });
+  const remove = Object.assign(document.createElement("button"), {
+    type: "button", className: "icon-button danger upload-remove", textContent: "×", title: "Remove",
+  });
+  remove.setAttribute("aria-label", `Remove ${upload.name}`);
+  item.append(link, size, remove);
+  return item;
+}
+
+function showUploads(uploads) {
+  ui.uploads.append(...uploads.map(uploadItem));
+  ui.uploads.hidden = !ui.uploads.children.length;
+}
+
+/** The error's words from the API's one error shape, or a fallback. */
+async function errorText(response, fallback) {
+  try {
+    return (await response.json()).error?.text || fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+const api = (url, options) =>
+  fetch(url, { credentials: "same-origin", ...options, headers: { Accept: "application/json", "X-CSRFToken": CSRF_TOKEN } });
+
+async function attachFile(file) {
+  if (file.size > state.uploadMaxBytes) {
+    showComposerError(`${file.name}: the file is larger than ${sizeText(state.uploadMaxBytes)}, the most a file may have.`);
+    return;
+  }
+  const body = new FormData();
+  body.append("file", file);
+  try {
+    const response = await api(`/api/conversations/${state.conversation}/uploads`, { method: "POST", body });
+    if (!response.ok) {
+      showComposerError(`${file.name}: ${await errorText(response, "the file could not be attached.")}`);
+      return;
+    }
+    showUploads([(await response.json()).upload]);
+  } catch {
+    showComposerError(`${file.name}: the file could not be sent. Check the connection and try again.`);
+  }
+}
+
+ui.attach.addEventListener("click", () => ui.attachInput.click());
+ui.attachInput.addEventListener("change", async () => {
+  const files = [...ui.attachInput.files];
+  ui.attachInput.value = ""; // the same file may be chosen again
+  if (!state.conversation || !files.length) return;
+  showComposerError("");
+  ui.attach.disabled = true;
+  ui.attach.setAttribute("aria-busy", "true");
+  for (const file of files) await attachFile(file);
+  ui.attach.disabled = false;
+  ui.attach.removeAttribute("aria-busy");
+});
+
+ui.uploads.addEventListener("click", async (event) => {
+  const button = event.target.closest(".upload-remove");
+  if (!button) return;
+  const item = button.closest(".upload-item");
+  button.disabled = true;
+  try {
+    const response = await api(`/api/uploads/${item.dataset.id}`, { method: "DELETE" });
+    // 404: already removed, from another tab.
+    if (response.ok || response.status === 404) {
+      item.remove();
+      ui.uploads.hidden = !ui.uploads.children.length;
+      return;
+    }
+    showComposerError(await errorText(response, "The file could not be removed."));
+  } catch {
+    showComposerError("The file could not be removed. Check the connection and try again.");
+  }
+  button.disabled = false;
+});
+
 // ---------------------------------------------------------------- sidebar (htmx partials)
 
 function refreshSidebar() {
@@ -770,6 +869,7 @@ function start() {
   for (const message of messages) appendMessage(message);
   syncDemoTag();
   renderUsage(JSON.parse($("chat-usage").textContent));
+  showUploads(JSON.parse($("chat-uploads").textContent));
   onInput();
   scrollToBottom(); // after the meter and the composer have taken their height
   updateComposer();

@@ -239,3 +239,10 @@ def test_chat_page_dates_its_messages(client, user, demo_model):
     html = client.get(reverse("chat:conversation", args=[conversation.pk])).content.decode()
     data = json.loads(html.split('id="chat-messages" type="application/json">')[1].split("</script>")[0])
     assert data[0]["created"] == message.created.isoformat()
+
+
+def test_chat_page_offers_to_run_a_task(client, user):
+    client.force_login(user)
+    html = client.get(reverse("chat:home")).content.decode()
+    assert 'id="task-button"' in html and ">Run as task</button>" in html
+    assert 'id="run-notices"' in html  # where tasks of other conversations ask for an approval

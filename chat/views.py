@@ -68,6 +68,8 @@ def _message_payload(message: Message) -> dict[str, Any]:
         "content": message.content,
         "error": {"code": message.error_code, "text": message.error_text} if message.error_code else None,
         "notice": message.notice or None,
+        # Task cards take their place among the messages by time (static/js/tasks.js).
+        "created": message.created.isoformat(),
     }
 
 

@@ -229,3 +229,20 @@ def test_admin_pages_load(client, django_user_model, demo_model):
     changelist = client.get(reverse("admin:chat_chatmodel_changelist")).content.decode()
     assert 'name="form-0-input_price_per_million"' in changelist  # prices are editable in the list
     assert client.get(reverse("admin:accounts_apitoken_add")).status_code == 403
+
+
+def test_chat_page_dates_its_messages(client, user, demo_model):
+    """Messages carry their time, so that other items (task cards) can be placed among them by it."""
+    conversation = make_conversation(user, demo_model)
+    message = Message.objects.create(conversation=conversation, role="user", content="hello")
+    client.force_login(user)
+    html = client.get(reverse("chat:conversation", args=[conversation.pk])).content.decode()
+    data = json.loads(html.split('id="chat-messages" type="application/json">')[1].split("</script>")[0])
+    assert data[0]["created"] == message.created.isoformat()
+
+
+def test_chat_page_offers_to_run_a_task(client, user):
+    client.force_login(user)
+    html = client.get(reverse("chat:home")).content.decode()
+    assert 'id="task-button"' in html and ">Run as task</button>" in html
+    assert 'id="run-notices"' in html  # where tasks of other conversations ask for an approval

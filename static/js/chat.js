@@ -2,11 +2,11 @@
 //
 // Every assistant reply that is still being written is "attached" with the last cursor seen, so a
 // reload, a second tab or a reconnect after a network blip continues exactly where it left off.
+// Agent runs ("Run as task", `/task <goal>`) are drawn and followed the same way by tasks.js.
 
-import { Marked } from "../vendor/marked-18.2.1.esm.js";
-import DOMPurify from "../vendor/purify-3.4.18.es.js";
-import hljs from "../vendor/highlight-11.12.0.es.min.js";
-import { copyText, flashButton } from "./ui.js";
+import { renderMarkdown } from "./markdown.js";
+import * as tasks from "./tasks.js";
+import { copyText, flashButton, requestJson } from "./ui.js";
 
 const ACTIVE = new Set(["queued", "streaming"]);
 const FINAL_LABELS = {
@@ -14,52 +14,6 @@ const FINAL_LABELS = {
   interrupted: "Interrupted: the server stopped while writing this reply; the text so far is kept.",
 };
 const BACKOFF_MS = { first: 500, max: 15000 };
-
-// ---------------------------------------------------------------- markdown, safely
-
-const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
-const escapeHtml = (text) => String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
-
-const markdown = new Marked({
-  gfm: true,
-  renderer: {
-    // Raw HTML written by the model is shown as the text it is: readable, and nothing runs.
-    html({ text, block }) {
-      return block ? `<p class="raw-html">${escapeHtml(text)}</p>` : escapeHtml(text);
-    },
-    // Images would fetch URLs the model chose (a way to leak the chat); offer them as links.
-    image({ href, text }) {
-      return `<a href="${escapeHtml(href)}">${escapeHtml(text || href)}</a>`;
-    },
-    code({ text, lang }) {
-      const language = (lang || "").trim().split(/\s+/)[0];
-      const known = language && hljs.getLanguage(language);
-      const body = known ? hljs.highlight(text, { language, ignoreIllegals: true }).value : escapeHtml(text);
-      return (
-        `<div class="code-block"><div class="code-head"><span>${escapeHtml(language || "text")}</span>` +
-        `<button type="button" class="copy-code">Copy</button></div>` +
-        `<pre><code class="hljs">${body}</code></pre></div>`
-      );
-    },
-  },
-});
-
-// DOMPurify is the real guard; the renderer above only decides how things look.
-const PURIFY = {
-  FORBID_TAGS: ["img", "style", "form", "input", "textarea", "select", "iframe", "svg", "math", "video", "audio"],
-  FORBID_ATTR: ["style"],
-  ADD_ATTR: ["target"],
-};
-DOMPurify.addHook("afterSanitizeAttributes", (node) => {
-  if (node.tagName === "A" && node.hasAttribute("href")) {
-    node.setAttribute("target", "_blank");
-    node.setAttribute("rel", "noopener noreferrer");
-  }
-});
-
-function renderMarkdown(element, text) {
-  element.innerHTML = DOMPurify.sanitize(markdown.parse(text), PURIFY);
-}
 
 // ---------------------------------------------------------------- page elements and state
 
@@ -76,6 +30,8 @@ const ui = {
   error: $("composer-error"),
   counter: $("counter"),
   send: $("send-button"),
+  task: $("task-button"),
+  runNotices: $("run-notices"),
   stop: $("stop-button"),
   picker: $("model-picker"),
   demoTag: $("demo-tag"),
@@ -99,6 +55,7 @@ const state = {
   pending: null, // the send awaiting its `message` answer: {ref, frame, sent}
   stopping: new Set(),
   nextRef: 1,
+  startingTask: false, // a "Run as task" request is under way
   awaitingTitle: false, // the open conversation's automatic title is still to come
   lock: null, // sending is paused by a plan limit: {until: ms since epoch (null: until told otherwise), countdownLabel}
   lockTimer: null,
@@ -140,6 +97,7 @@ function messageElement(message) {
   const element = document.createElement("article");
   element.className = `msg msg-${message.role}`;
   element.dataset.id = message.id;
+  element.dataset.created = Date.parse(message.created); // task cards are placed among messages by time
   const notice = document.createElement("p");
   notice.className = "msg-notice";
   notice.hidden = !message.notice;
@@ -267,18 +225,24 @@ function onError(event) {
   }
   const ref = String(event.ref ?? "");
   if (ref.startsWith("attach:") || ref.startsWith("stop:")) return onFrameRefused(ref, event);
+  if (ref.startsWith("attach_run:")) return tasks.onAttachRefused(ref, event);
   if (!event.ref && event.code === "provider_unavailable" && streamingReplies().length) {
     // A reply's stream broke on the server side: follow it again from the last cursor.
     setTimeout(() => streamingReplies().forEach(attach), 1000);
     return;
   }
   if (state.pending && (!event.ref || event.ref === state.pending.ref)) state.pending = null;
-  if (event.code === "quota_exceeded" || event.code === "suspended") {
-    showLimit(event); // the typed text stays in the box for when sending is possible again
-  } else {
-    showComposerError(event.text + retryHint(event.retry_after));
-  }
+  showRefusal(event);
   updateComposer();
+}
+
+/** A send or a task the server refused; the typed text stays in the box for another try. */
+function showRefusal(error) {
+  if (error.code === "quota_exceeded" || error.code === "suspended") {
+    showLimit(error);
+  } else {
+    showComposerError(error.text + retryHint(error.retry_after));
+  }
 }
 
 /** An attach or stop was refused: the reply is gone, over, or the server is busy for a moment. */
@@ -343,8 +307,7 @@ function onConversation(event) {
 function adoptConversation(conversation) {
   state.conversation = conversation.id;
   chat.dataset.conversation = conversation.id;
-  const url = chat.dataset.conversationUrl.replace(/0\/$/, `${conversation.id}/`);
-  history.replaceState(null, "", url);
+  history.replaceState(null, "", conversationUrl(conversation.id));
   setTitle(conversation.title);
   if (ui.picker) {
     // The model is fixed once the conversation exists: show it the way the conversation page does.
@@ -360,12 +323,17 @@ function adoptConversation(conversation) {
   ui.attach.title = ui.attach.dataset.title;
 }
 
+const conversationUrl = (id) => chat.dataset.conversationUrl.replace(/0\/$/, `${id}/`);
+
 function setTitle(title) {
   ui.title.textContent = title;
   document.title = `${title} · Parley`;
 }
 
-const HANDLERS = { delta: onDelta, done: onDone, error: onError, message: onMessage, conversation: onConversation };
+const HANDLERS = {
+  delta: onDelta, done: onDone, error: onError, message: onMessage, conversation: onConversation, run: tasks.onRunNotice,
+  ...Object.fromEntries(tasks.RUN_EVENTS.map((type) => [type, tasks.onRunEvent])),
+};
 
 // ---------------------------------------------------------------- the WebSocket
 
@@ -436,6 +404,7 @@ function onOpen() {
   for (const reply of state.replies.values()) {
     if (reply.active) attach(reply);
   }
+  tasks.reattach();
   if (state.pending && !state.pending.sent) {
     state.pending.sent = socket.send(state.pending.frame);
   }
@@ -481,9 +450,11 @@ function updateComposer() {
   ui.stop.disabled = streaming && streamingReplies().every((reply) => state.stopping.has(reply.id));
   ui.stop.textContent = ui.stop.disabled ? "Stopping…" : "■ Stop";
   ui.send.hidden = streaming;
-  ui.send.disabled = Boolean(state.pending) || socket.signedOut || Boolean(state.lock);
+  ui.send.disabled = Boolean(state.pending) || state.startingTask || socket.signedOut || Boolean(state.lock);
+  ui.task.disabled = ui.send.disabled;
   ui.form.classList.toggle("locked", Boolean(state.lock));
   ui.send.textContent = state.pending ? "Sending…" : "Send";
+  ui.task.textContent = state.startingTask ? "Starting…" : "Run as task";
   ui.form.classList.toggle("busy", streaming || Boolean(state.pending));
 }
 
@@ -507,6 +478,10 @@ function submit() {
   const content = ui.input.value;
   if (!content.trim()) {
     ui.input.focus();
+    return;
+  }
+  if (TASK_COMMAND.test(content)) {
+    startTask(content);
     return;
   }
   const length = codePoints(content);
@@ -535,6 +510,44 @@ function submit() {
   updateComposer();
 }
 
+const TASK_COMMAND = /^\s*\/task(?:\s|$)/;
+
+/** "Run as task" or `/task <goal>`: the text becomes an agent run's goal, in this conversation or a
+ * new one (made first, as a first message would make it). */
+async function startTask(text) {
+  const goal = text.replace(TASK_COMMAND, "").trim();
+  if (!goal) {
+    showComposerError("Write what the task should do, e.g. “/task Summarise what we said about the budget”.");
+    ui.input.focus();
+    return;
+  }
+  if (state.pending || state.startingTask) return;
+  if (state.lock) {
+    ui.banner.animate?.([{ opacity: 0.4 }, { opacity: 1 }], 400);
+    return;
+  }
+  state.startingTask = true;
+  showComposerError("");
+  updateComposer();
+  try {
+    if (!state.conversation) {
+      const model = ui.picker?.value || undefined;
+      const created = await requestJson("/api/conversations/", { method: "POST", body: { model, title: goal.slice(0, 80) } });
+      if (!created.ok) return showRefusal(created.error);
+      adoptConversation(created.data);
+      refreshSidebar();
+    }
+    const started = await tasks.start(state.conversation, goal);
+    if (started.error) return showRefusal(started.error);
+    ui.input.value = "";
+    onInput();
+    scrollToBottom();
+  } finally {
+    state.startingTask = false;
+    updateComposer();
+  }
+}
+
 function stop() {
   for (const reply of streamingReplies()) {
     if (socket.send({ type: "stop", message: reply.id, ref: `stop:${reply.id}` })) state.stopping.add(reply.id);
@@ -556,6 +569,7 @@ ui.input.addEventListener("keydown", (event) => {
 });
 ui.input.addEventListener("input", onInput);
 ui.stop.addEventListener("click", stop);
+ui.task.addEventListener("click", () => startTask(ui.input.value));
 
 function syncDemoTag() {
   if (ui.picker && ui.demoTag) ui.demoTag.hidden = !ui.picker.selectedOptions[0]?.hasAttribute("data-demo");
@@ -721,6 +735,7 @@ document.body.addEventListener("htmx:afterSwap", (event) => {
     const reply = addMessage(message, (element) => ui.list.insertBefore(element, first));
     if (reply?.active) attach(reply);
   }
+  tasks.reposition();
   if (earlierFromBottom !== null) ui.messages.scrollTop = ui.messages.scrollHeight - earlierFromBottom;
   earlierFromBottom = null;
   requestAnimationFrame(() => ui.messages.setAttribute("aria-live", "polite"));
@@ -865,8 +880,19 @@ document.addEventListener("keydown", (event) => {
 // ---------------------------------------------------------------- start
 
 function start() {
+  tasks.setUp({
+    list: ui.list,
+    welcome: ui.welcome,
+    notices: ui.runNotices,
+    send: (frame) => socket.send(frame),
+    conversation: () => state.conversation,
+    conversationUrl,
+    nearBottom,
+    scrollToBottom,
+  });
   const messages = JSON.parse($("chat-messages").textContent);
   for (const message of messages) appendMessage(message);
+  tasks.showConversation(state.conversation);
   syncDemoTag();
   renderUsage(JSON.parse($("chat-usage").textContent));
   showUploads(JSON.parse($("chat-uploads").textContent));

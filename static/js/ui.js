@@ -1,4 +1,4 @@
-// Small page helpers shared by the chat and account pages: copy buttons and confirm-before-submit.
+// Small page helpers shared by the chat and account pages: copy buttons, confirm-before-submit, JSON requests.
 
 /** Copies text; falls back to execCommand where the async clipboard is unavailable (plain http). */
 export async function copyText(text) {
@@ -47,3 +47,30 @@ document.addEventListener("submit", (event) => {
   const button = event.submitter?.closest("[data-confirm]") || event.target.querySelector("[data-confirm]");
   if (button && !window.confirm(button.dataset.confirm)) event.preventDefault();
 });
+
+/** The page's CSRF token: base.html hands it to htmx in `hx-headers`, and fetches send the same one. */
+function csrfToken() {
+  try {
+    return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * A request to Parley's JSON API that never throws: {ok: true, data} or {ok: false, error} with the
+ * API's one error shape ({code, text, retry_after, ...}), a network failure included.
+ */
+export async function requestJson(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") Object.assign(headers, { "Content-Type": "application/json", "X-CSRFToken": csrfToken() });
+  let response;
+  try {
+    response = await fetch(path, { method, headers, credentials: "same-origin", body: body && JSON.stringify(body) });
+  } catch {
+    return { ok: false, error: { code: "network", text: "Parley could not be reached. Check the connection and try again.", retry_after: null } };
+  }
+  const data = await response.json().catch(() => null);
+  if (response.ok) return { ok: true, data };
+  return { ok: false, error: data?.error ?? { code: "server_error", text: `The server answered ${response.status}.`, retry_after: null } };
+}

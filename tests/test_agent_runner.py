@@ -314,17 +314,20 @@ def test_the_cancel_flag_is_read_from_redis(alice, settings):
 
 @pytest.fixture
 def slow_tool():
-    """A tool that works for `seconds`, stopping early when its run is cancelled, as long tools should."""
+    """A tool that works for `seconds` and never looks at its run's cancel flag: the runner itself
+    must stop waiting for it. The fixture's value is set once it has started."""
+    import threading
     import time as clock
 
     from agents.registry import REGISTRY
     from agents.tools import Tool
 
+    started = threading.Event()
+
     def wait(call, arguments):
+        started.set()
         deadline = clock.monotonic() + arguments["seconds"]
         while clock.monotonic() < deadline:
-            if call.cancelled():
-                return {"stopped": True}
             clock.sleep(0.05)
         return {"waited": arguments["seconds"]}
 
@@ -332,7 +335,7 @@ def slow_tool():
         name="wait", title="Waiting", description="Wait.", run=wait, timeout_seconds=1.0,
         parameters={"type": "object", "properties": {"seconds": {"type": "number"}}, "required": ["seconds"]},
     )
-    yield
+    yield started
     del REGISTRY["wait"]
 
 
@@ -346,7 +349,7 @@ def run_with_fake_tool_call(alice, settings, arguments: str, while_running=None)
             await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
             run = await in_thread(start, alice, "Wait", "fake-gpt")
             if while_running:
-                threading.Timer(0.5, while_running, [run]).start()
+                threading.Thread(target=while_running, args=[run]).start()
             began = clock.monotonic()
             done = await in_thread(work, run)
             return done, clock.monotonic() - began
@@ -363,12 +366,13 @@ def test_a_tool_that_overruns_its_timeout_fails_and_the_run_goes_on(alice, setti
 
 def test_cancel_reaches_a_long_tool_call(alice, settings, slow_tool):
     def cancel(run):
+        assert slow_tool.wait(10)  # cancel while the tool works
         try:
             actions.cancel_run(alice, run.pk)
         finally:
             connection.close()  # this timer thread's own
 
-    run, took = run_with_fake_tool_call(alice, settings, '{"seconds": 0.9}', while_running=cancel)
+    run, took = run_with_fake_tool_call(alice, settings, '{"seconds": 0.95}', while_running=cancel)
     assert run.status == "cancelled" and took < 2.0
     assert run.steps.get(kind="tool").error == "Cancelled while the tool ran."
 

@@ -101,6 +101,33 @@ def machine_busy_seconds() -> float:
     return (sum(values[:8]) - idle) / CLK_TCK
 
 
+def redis_server_pid(url: str) -> int | None:
+    """The pid of the Redis server at `url` when it runs on this machine, else None."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        pid = int(client.info("server")["process_id"])
+        client.close()
+    except Exception:  # noqa: BLE001 (a remote or unreachable Redis: not reported)
+        return None
+    return pid if os.path.exists(f"/proc/{pid}/stat") else None
+
+
+def remove_redis_keys(url: str, prefix: str) -> None:
+    """Every key under the benchmark's prefix, its Celery queue and the queue's binding."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(f"{prefix}*", count=1000)) + list(client.scan_iter(f"_kombu.binding.{prefix}*"))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start:start + 1000])
+        client.close()
+    except Exception as exc:  # noqa: BLE001  # cleanup must not hide the results
+        log(f"could not remove Redis keys {prefix}*: {exc}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -302,17 +329,7 @@ class Bench:
     def redis_pid(self) -> int | None:
         """The Redis server's pid when it runs on this machine (its CPU is reported beside daphne's)."""
         if not hasattr(self, "_redis_pid"):
-            self._redis_pid = None
-            try:
-                import redis
-
-                client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-                pid = int(client.info("server")["process_id"])
-                client.close()
-                if os.path.exists(f"/proc/{pid}/stat"):
-                    self._redis_pid = pid
-            except Exception:  # noqa: BLE001, S110 (a remote or unreachable Redis: not reported)
-                pass
+            self._redis_pid = redis_server_pid(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
         return self._redis_pid
 
     def prioritize(self, pid: int) -> None:
@@ -823,16 +840,7 @@ class Bench:
         for child in reversed(self.children):
             child.stop()
         self.results["server_errors"] = self.server_errors()
-        try:
-            import redis
-
-            client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-            keys = list(client.scan_iter(f"{self.prefix}*", count=1000)) + list(client.scan_iter(f"_kombu.binding.{self.prefix}*"))
-            for start in range(0, len(keys), 1000):
-                client.delete(*keys[start:start + 1000])
-            client.close()
-        except Exception as exc:  # noqa: BLE001  # cleanup must not hide the results
-            log(f"could not remove Redis keys {self.prefix}*: {exc}")
+        remove_redis_keys(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), self.prefix)
         if self.args.keep:
             log(f"kept {self.tmp}")
         else:

@@ -2,7 +2,7 @@
 
 Creates bench users, each with an API token and a few empty conversations (one per stream and
 phase; the send-cost checks use one per send), the benchmark models (all provider "openai",
-pointed at the fake upstream), and SQLite triggers that count row writes per table. Prints JSON.
+pointed at the fake upstream), and, on SQLite, triggers that count row writes per table. Prints JSON.
 
 One user per concurrent stream, as in real use: a user's other tabs get a notice for every send
 (streaming/feeds.py), so N streams of one user would cost N^2 notice frames.
@@ -25,6 +25,9 @@ MODELS = {
     "bench-model": "",  # the upstream's defaults: 200 tokens at 50 tokens/s
     "bench-tiny": "#tokens=1&rate=0",  # a one-token reply: the fixed cost of a reply
     "bench-hold": "#first=600",  # no token for 10 minutes: the send path alone
+    # An agent run of 10 quick steps (bench/agents.py): 3 answers of 2 calculate calls each, 6 tool
+    # steps, then a 20-token answer, every answer written at once.
+    "bench-agent": "#tools=6&calls=2&tokens=20&rate=0",
 }
 
 
@@ -60,6 +63,14 @@ def main() -> None:
                 [Conversation(owner=user, model=models["bench-model"]) for _ in range(args.conversations)]
             )
             users.append({"token": raw_token, "conversations": [c.pk for c in conversations]})
+    if connection.vendor == "sqlite":  # bench.load reads them; they are written in SQLite's syntax
+        count_writes()
+    print(json.dumps({"models": {name: model.name for name, model in models.items()}, "users": users}))
+
+
+def count_writes() -> None:
+    from django.db import connection
+
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE bench_writes (name TEXT PRIMARY KEY, n INTEGER NOT NULL DEFAULT 0)")
         for table in COUNTED_TABLES:
@@ -70,7 +81,6 @@ def main() -> None:
                     f"CREATE TRIGGER bench_{name} AFTER {kind.upper()} ON {table} "
                     f"BEGIN UPDATE bench_writes SET n = n + 1 WHERE name = '{name}'; END"
                 )
-    print(json.dumps({"models": {name: model.name for name, model in models.items()}, "users": users}))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ one per token; streams start at different moments, so their tokens are spread, n
 Defaults come from the command line; a model name may override them after `#`, e.g.
 `bench-model#tokens=1&rate=0` or `bench-hold#first=60` (first token after 60 s).
 
+Tool calls, for agent runs (bench/agents.py): with `tools=K` (and `calls=C`, default 1), a request
+that offers tools and holds fewer than K tool results is answered at once with C streamed calls of
+`calculate` (`{"expression": "<a> + <b>"}`, id and name first, the arguments in two pieces, then
+`finish_reason: "tool_calls"`); once it holds K, with the text answer of the shape above. So a run
+takes ceil(K / C) + 1 model steps and K tool steps.
+
 `GET /stats` returns counters and the upstream's own lateness (write time minus due time);
 `?reset=1` clears them. Run: `python -m bench.upstream --port 8001 --tokens 200 --rate 50`.
 """
@@ -41,11 +47,13 @@ class Shape:
     tokens: int = 200
     rate: float = 50.0  # tokens a second; 0 writes them all at once
     first: float = 0.0  # seconds before the first token
+    tools: int = 0  # tool results a request must hold before it gets a text answer
+    calls: int = 1  # tool calls per answer until then
 
     def overridden(self, query: str) -> Shape:
         changes = {}
         for key, value in parse_qsl(query):
-            if key in {"tokens"}:
+            if key in {"tokens", "tools", "calls"}:
                 changes[key] = int(value)
             elif key in {"rate", "first"}:
                 changes[key] = float(value)
@@ -83,6 +91,31 @@ class Stream:
         return self.prefix[: -len(b'"content":"')] + b'"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}\n\n'
 
 
+def tool_call_frames(model: str, count: int, results: int, include_usage: bool, prompt_tokens: int) -> bytes:
+    """A whole streamed answer of `count` calls of `calculate`, as the real API streams them."""
+    base = orjson.dumps({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": int(time.time()),
+                         "model": model, "system_fingerprint": "fp_bench"})[:-1]
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + base + b',"choices":' + orjson.dumps([choice]) + b"}\n\n"
+
+    frames = [chunk({"role": "assistant", "content": None})]
+    for index in range(count):
+        arguments = orjson.dumps({"expression": f"{results + index} + {index + 1}"}).decode()
+        half = len(arguments) // 2
+        frames.append(chunk({"tool_calls": [{"index": index, "id": f"call_{results + index}", "type": "function",
+                                             "function": {"name": "calculate", "arguments": ""}}]}))
+        frames += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                   for piece in (arguments[:half], arguments[half:])]
+    frames.append(chunk({}, "tool_calls"))
+    if include_usage:
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 12 * count, "total_tokens": prompt_tokens + 12 * count}
+        frames.append(b"data: " + base + b',"choices":[],"usage":' + orjson.dumps(usage) + b"}\n\n")
+    frames.append(b"data: [DONE]\n\n")
+    return b"".join(frames)
+
+
 class Upstream:
     def __init__(self, shape: Shape) -> None:
         self.shape = shape
@@ -109,6 +142,12 @@ class Upstream:
         self.requests += 1
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
+        results = sum(1 for m in body.get("messages", []) if m.get("role") == "tool")
+        if shape.tools and body.get("tools") and results < shape.tools:
+            await response.write(tool_call_frames(model.partition("#")[0], min(shape.calls, shape.tools - results), results,
+                                                  include_usage, prompt))
+            await response.write_eof()
+            return response
         stream = Stream(response, model.partition("#")[0], shape, include_usage, prompt)
         await response.write(stream.role_frame())
         self.active += 1

@@ -27,7 +27,7 @@ from providers.base import (
     ToolCall,
     Usage,
 )
-from providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay
+from providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay, tls_context
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Local servers ignore the key, but the SDK refuses to build a client without one.
@@ -68,7 +68,7 @@ class OpenAIProvider(Provider):
             timeout=openai.Timeout(None, connect=self.timeouts.connect),
             # aiohttp under the SDK's client: reading the body costs about half the CPU per chunk of
             # the default httpcore/anyio stack (bench/load.py, docs/benchmarks.md).
-            http_client=openai.DefaultAioHttpClient(),
+            http_client=openai.DefaultAioHttpClient(verify=tls_context()),
         )
 
     async def aclose(self) -> None:

@@ -7,7 +7,9 @@ costs about 4 microseconds.
 """
 
 import asyncio
+import functools
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from email.utils import parsedate_to_datetime
@@ -141,6 +143,14 @@ async def _read_to_end(body: AsyncIterator[bytes]) -> None:
 
 
 # Clients -----------------------------------------------------------------------------------------
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS context of the OpenAI adapter's clients (the SDK's default settings), built once per
+    process: loading the certificate store costs about 20 ms of CPU, and a Celery worker makes a
+    client per model step of an agent run (a fresh event loop each): half its CPU (bench/agents.py)."""
+    return httpx2.create_ssl_context()
 
 
 class ClientCache[C]:

@@ -22,6 +22,7 @@ from agents.runner import finish
 from billing import admission
 from chat.actions import ActionError, get_conversation_for, parse_pk, resolve_model
 from chat.enqueue import enqueue
+from parley import deferred
 from parley.celery import app
 from parley.redis_clients import sync_client
 from providers import configured_providers
@@ -60,8 +61,10 @@ def start_run(user: User, conversation_id: object, goal: object, model_name: obj
             owner=user, conversation=conversation, goal=goal.strip(), model=model.name,
             limits=RunLimits.of(limits, SiteSettings.current()).as_dict(),
         )
-        transaction.on_commit(lambda: enqueue_run(run.pk))
-        transaction.on_commit(lambda: RunLog(run).notify(run))
+        # Off the database thread every stream shares (parley/deferred.py): a broker publish and a
+        # notice are Redis round trips that a burst of starts would queue everyone's reads behind.
+        deferred.after_commit(lambda: enqueue_run(run.pk), "an agent run's task")
+        deferred.after_commit(lambda: RunLog(run).notify(run), "an agent run's notice")
     return run
 
 
@@ -143,9 +146,12 @@ def record_decision(run: AgentRun, step: AgentStep, decision: str, note: str, by
     run.status, run.updated, run.event_seq = AgentRun.Status.QUEUED, now, log.next_seqs(1)
     run.current_step = "Approved; going on" if decision == "approve" else "Rejected; going on without it"
     run.save(update_fields=["status", "updated", "event_seq", "current_step"])
-    transaction.on_commit(lambda: log.emit(("approval_decided", {"step": step.index, "decision": decision, "note": note})))
-    transaction.on_commit(lambda: enqueue_run(run.pk))
-    transaction.on_commit(lambda: log.notify(run))
+    def go_on() -> None:  # in this order: the decision is in the log before a worker writes more
+        log.emit(("approval_decided", {"step": step.index, "decision": decision, "note": note}))
+        enqueue_run(run.pk)
+        log.notify(run)
+
+    deferred.after_commit(go_on, "an approval's decision")
 
 
 def artifact_for(user: User, run_id: object, name: object) -> Artifact:

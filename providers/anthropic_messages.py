@@ -25,7 +25,7 @@ from providers.base import (
     ToolCall,
     Usage,
 )
-from providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay
+from providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay, tls_context
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 # Without a key the API answers 401, which is the honest outcome; the SDK would otherwise go
@@ -71,6 +71,8 @@ class AnthropicProvider(Provider):
             # No socket read timeout: Provider.stream's first-token and idle limits govern silence,
             # and a read timeout would re-arm a timer on every chunk of every stream.
             timeout=anthropic.Timeout(None, connect=self.timeouts.connect),
+            # The process's one TLS context: a Celery worker makes a client per model step.
+            http_client=anthropic.DefaultAsyncHttpxClient(verify=tls_context()),
         )
 
     async def aclose(self) -> None:

@@ -147,7 +147,7 @@ async def _read_to_end(body: AsyncIterator[bytes]) -> None:
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
-    """The TLS context of the OpenAI adapter's clients (the SDK's default settings), built once per
+    """The TLS context of the adapters' SDK clients (the SDKs' default settings), built once per
     process: loading the certificate store costs about 20 ms of CPU, and a Celery worker makes a
     client per model step of an agent run (a fresh event loop each): half its CPU (bench/agents.py)."""
     return httpx2.create_ssl_context()

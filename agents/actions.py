@@ -27,6 +27,7 @@ from parley.celery import app
 from parley.redis_clients import sync_client
 from providers import configured_providers
 from streaming.keys import run_cancel_key
+from streaming.writer import SyncWriter
 
 CANCEL_FLAG_SECONDS = 86_400
 
@@ -63,6 +64,7 @@ def start_run(user: User, conversation_id: object, goal: object, model_name: obj
         )
         # Off the database thread every stream shares (parley/deferred.py): a broker publish and a
         # notice are Redis round trips that a burst of starts would queue everyone's reads behind.
+        deferred.after_commit(lambda: SyncWriter().set_run_owner(run.pk, user.pk), "an agent run's owner key")
         deferred.after_commit(lambda: enqueue_run(run.pk), "an agent run's task")
         deferred.after_commit(lambda: RunLog(run).notify(run), "an agent run's notice")
     return run

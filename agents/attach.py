@@ -1,8 +1,9 @@
 """Following a run's log from a cursor: the read API of the run doors (WebSocket and SSE).
 
-A run's log is written by Celery workers, so every web process follows it from Redis. A run that
-has ended is served from its log while the log lasts; after that, from the database: its final
-event, rebuilt, for the page to fetch the run's state once more.
+A run's log is written by Celery workers, so every web process follows it from Redis. Who may
+follow it is read from Redis too (its owner key, set at its start) while its log lasts; after that,
+and for runs whose key was never set, from the database, which also rebuilds an ended run's final
+event for the page to fetch the run's state once more.
 """
 
 from collections.abc import AsyncIterator
@@ -14,9 +15,10 @@ from channels.db import database_sync_to_async
 from accounts.models import User
 from agents.actions import get_run_for
 from agents.models import AgentRun
-from chat.actions import ActionError
+from chat.actions import ActionError, parse_pk
 from streaming import events, process
 from streaming.entries import Entry, visible
+from streaming.keys import run_owner_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +34,17 @@ async def attach_run(user: User, run_id: object, after: object, idle: float | No
     cursor = events.parse_cursor(after)
     if cursor is None:
         raise ActionError("invalid_input", "after must be a cursor such as \"12-0\".")
-    stored = await _load_run(user, run_id)
     event_log = process.event_log()
+    owner = await event_log.redis.get(run_owner_key(parse_pk(run_id)))
+    if owner is not None:
+        # Known in Redis while its log lasts: no database hop, which would wait behind every other
+        # request on the database thread (a burst of starts held attaches back by a second).
+        if int(owner) != user.pk:
+            raise ActionError("not_found")
+        async for batch in event_log.follow_run(parse_pk(run_id), cursor, idle):
+            yield batch
+        return
+    stored = await _load_run(user, run_id)
     if stored.active:
         async for batch in event_log.follow_run(stored.id, cursor, idle):
             yield batch

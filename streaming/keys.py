@@ -42,3 +42,9 @@ def run_lease_key(run_id: int) -> str:
     """Held by the one worker executing a run, refreshed while it works; a lapsed lease means the
     worker was lost and the run may be resumed elsewhere (agents/reaper.py)."""
     return f"{settings.PARLEY_KEY_PREFIX}:run:{run_id}:lease"
+
+
+def run_owner_key(run_id: int) -> str:
+    """The id of a run's owner, set when the run starts and expiring a little before its log: a
+    door checks who may follow the run here, without a database hop (agents/attach.py)."""
+    return f"{settings.PARLEY_KEY_PREFIX}:run:{run_id}:owner"

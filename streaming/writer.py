@@ -12,10 +12,14 @@ from django.conf import settings
 
 from parley.redis_clients import sync_client
 from streaming.entries import Entry
-from streaming.keys import events_key, run_events_key, stop_key
+from streaming.keys import events_key, run_events_key, run_owner_key, stop_key
 
 # How long a stop flag waits for the reply's process to read it.
 STOP_FLAG_SECONDS = 3600
+# A run's owner key lasts as long as a run may (a week: approvals wait a day by default); after
+# that, doors ask the database. It goes a minute before a finished run's log.
+RUN_OWNER_SECONDS = 7 * 86_400
+OWNER_EXPIRES_EARLIER = 60
 
 
 class SyncWriter:
@@ -27,8 +31,13 @@ class SyncWriter:
         return self._append(events_key(message_id), new_events)
 
     def append_run(self, run_id: int, new_events: Iterable[Mapping[str, Any]]) -> list[Entry]:
-        """Append events to an agent run's log, as a Celery worker does at each step."""
-        return self._append(run_events_key(run_id), new_events)
+        """Append events to an agent run's log, as a Celery worker does at each step. With the
+        final one, the run's owner key expires before its log does: a door that finds the owner
+        finds the log too."""
+        return self._append(run_events_key(run_id), new_events, also_expiring=run_owner_key(run_id))
+
+    def set_run_owner(self, run_id: int, owner_id: int) -> None:
+        self.client.set(run_owner_key(run_id), owner_id, ex=RUN_OWNER_SECONDS)
 
     def last_run_seq(self, run_id: int) -> int:
         """The event count of a run's log so far (0 when it is empty or gone)."""
@@ -38,7 +47,7 @@ class SyncWriter:
     def read_run(self, run_id: int) -> list[Entry]:
         return [Entry.from_redis(entry_id, fields) for entry_id, fields in self.client.xrange(run_events_key(run_id))]
 
-    def _append(self, key: str, new_events: Iterable[Mapping[str, Any]]) -> list[Entry]:
+    def _append(self, key: str, new_events: Iterable[Mapping[str, Any]], also_expiring: str = "") -> list[Entry]:
         """A log that got its final event expires like any finished log; an id at or below the
         log's last one (a step written again by a redelivered task) is refused by Redis and skipped."""
         entries = [Entry.of(event) for event in new_events]
@@ -47,6 +56,8 @@ class SyncWriter:
             pipe.xadd(key, entry.redis_fields, id=entry.cursor)
         if any(entry.is_final for entry in entries):
             pipe.expire(key, settings.PARLEY_STREAM_TTL)
+            if also_expiring:
+                pipe.expire(also_expiring, max(1, settings.PARLEY_STREAM_TTL - OWNER_EXPIRES_EARLIER))
         pipe.execute(raise_on_error=False)
         return entries
 

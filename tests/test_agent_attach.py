@@ -8,7 +8,7 @@ from django.conf import settings
 
 from agents import actions, runner
 from chat.actions import create_conversation
-from streaming.keys import run_events_key
+from streaming.keys import run_events_key, run_owner_key
 from tests.helpers import connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,7 +50,9 @@ async def test_a_finished_run_is_served_from_its_log_then_from_the_database(alic
     tail = await attach(alice, {"type": "attach_run", "run": run.pk, "after": whole[-3]["cursor"]})
     assert tail == whole[-2:]
 
-    redis.Redis.from_url(settings.REDIS_URL).delete(run_events_key(run.pk))
+    # The owner key goes a minute before the log; then both are gone.
+    assert 0 < redis_client().ttl(run_owner_key(run.pk)) < redis_client().ttl(run_events_key(run.pk))
+    redis_client().delete(run_events_key(run.pk), run_owner_key(run.pk))
     rebuilt = await attach(alice, {"type": "attach_run", "run": run.pk, "after": whole[-3]["cursor"]})
     assert rebuilt == [whole[-1]]  # the same final event, cursor and all
 
@@ -75,3 +77,10 @@ async def test_another_users_run_cannot_be_attached(alice, bob):
     run = await finished_run(alice)
     received = await attach(bob, {"type": "attach_run", "run": run.pk, "after": "0-0"})
     assert [(e["type"], e["code"]) for e in received] == [("error", "not_found")]
+    redis_client().delete(run_owner_key(run.pk))  # asked of the database instead
+    received = await attach(bob, {"type": "attach_run", "run": run.pk, "after": "0-0"})
+    assert [(e["type"], e["code"]) for e in received] == [("error", "not_found")]
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)

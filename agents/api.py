@@ -3,6 +3,7 @@ authentication, errors and access rules as the chat API (chat/responses.py)."""
 
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
@@ -11,16 +12,25 @@ from agents.attach import attach_run
 from chat.actions import ActionError
 from chat.responses import api_view, json_response, read_json
 from chat.sse import sse_response
-from streaming import events
+from streaming import events, process
+from streaming.keys import run_owner_key
+from streaming.writer import RUN_OWNER_SECONDS
 
 
 @api_view({"GET", "POST"})
-def conversation_runs(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
+async def conversation_runs(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
     if request.method == "GET":
-        return json_response({"runs": actions.runs_of_conversation(user, pk)})
+        return json_response({"runs": await database_sync_to_async(actions.runs_of_conversation)(user, pk)})
     data = read_json(request)
-    run = actions.start_run(user, pk, data.get("goal"), data.get("model"))
-    return json_response({"run": actions.run_detail(run)}, status=201)
+    detail = await database_sync_to_async(_start)(user, pk, data.get("goal"), data.get("model"))
+    # Before the answer, so the client's attach finds it (start_run also sets it, after the commit,
+    # on a thread that a burst of starts keeps busy): an attach without it asks the database.
+    await process.event_log().redis.set(run_owner_key(detail["id"]), user.pk, ex=RUN_OWNER_SECONDS)
+    return json_response({"run": detail}, status=201)
+
+
+def _start(user: Any, pk: int, goal: object, model: object) -> dict[str, Any]:
+    return actions.run_detail(actions.start_run(user, pk, goal, model))
 
 
 @api_view({"GET"})

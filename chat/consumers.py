@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.consumer import get_handler_name
 
 from agents.attach import attach_run
 from chat.actions import ActionError
@@ -40,6 +41,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.notice_sends: set[asyncio.Task[None]] = set()
         await self.accept()
         await process.current().feeds.listen(user.pk, self._on_notice)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its database hop before every frame (`aclose_old_connections`):
+        that hop queues behind all the process's database work, so a burst of requests held every
+        socket's frames, attaches and stops included, for seconds (bench/agents.py). The consumer's
+        own database calls go through `database_sync_to_async`, which closes stale connections
+        around each call itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         # Leaving never stops a generation: only the readers of this socket go away.

@@ -138,3 +138,21 @@ async def test_oversized_frame_is_refused(alice):
     error = await communicator.receive_json_from(timeout=5)
     assert error["code"] == "message_too_long"
     await communicator.disconnect()
+
+
+async def test_frames_are_handled_without_channels_database_hop_per_frame(alice, monkeypatch):
+    """Channels closes old database connections on the shared database thread before each frame;
+    under load that hop delays every frame. The consumer must not make it."""
+    import channels.consumer
+
+    async def refuse() -> None:
+        raise AssertionError("a database hop before the frame")
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", refuse)
+    communicator = await connect(alice)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "send", "conversation": None, "content": "Hi /words 3"})
+    created = await receive_type(communicator, "message")
+    _, final = await receive_until_final(communicator, created["assistant_message"]["id"])
+    assert final["type"] == "done"
+    await communicator.disconnect()

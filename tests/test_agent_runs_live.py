@@ -3,6 +3,7 @@ WebSocket in order and exactly once, re-attaching at a cursor, and the run's led
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from decimal import Decimal
@@ -12,9 +13,11 @@ import pytest
 import websockets
 from django.contrib.auth.models import Permission
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, Plan
 from agents.models import AgentRun, AgentStep, Artifact
 from billing.models import UsageRecord
+from chat.models import ChatModel
+from tests.live import LiveProcess, free_port
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -262,3 +265,57 @@ def test_restarting_the_web_process_does_not_touch_a_run(live_factory, alice):
     assert_in_order_once(received)
     assert received[-1]["type"] == "run_finished" and received[-1]["status"] == "succeeded"
     assert received == sse_run_events(app.url, token, run["id"])
+
+
+def test_a_rejected_e_mail_is_never_sent_and_the_run_goes_on(live_app, token, alice):
+    alice.user_permissions.add(Permission.objects.get(codename="use_email_tool"))
+    run = start(live_app.url, token, goal="Report on parley and mail it to pat@example.com")
+    before = sse_run_events(live_app.url, token, run["id"], until="approval_requested")
+    assert before[-1]["tool"] == "send_email" and before[-1]["arguments"]["to"] == "pat@example.com"
+    assert AgentRun.objects.get(pk=run["id"]).status == "awaiting_approval"
+    approval = AgentStep.objects.get(run_id=run["id"], kind="approval")
+    decided = api(live_app.url, token, "POST", f"/api/runs/{run['id']}/approvals/{approval.pk}",
+                  json={"decision": "reject", "note": "not today"})
+    assert decided.status_code == 200 and decided.json()["step"]["status"] == "rejected"
+    after = sse_run_events(live_app.url, token, run["id"], after=before[-1]["cursor"])
+    decided_events = [e for e in after if e["type"] == "approval_decided"]
+    assert [(e["decision"], e["note"], e["step"]) for e in decided_events] == [("reject", "not today", approval.index)]
+    assert after[-1]["type"] == "run_finished" and after[-1]["status"] == "succeeded"
+    approval.refresh_from_db()
+    assert approval.decided_by == alice and approval.decided_at is not None
+    assert not AgentStep.objects.filter(run_id=run["id"], kind="tool", tool="send_email").exists()
+
+
+def test_a_tool_the_user_may_not_use_is_refused_and_shown(live_factory, alice, tmp_path):
+    port = free_port()
+    fake = LiveProcess("fake-openai", [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port), "--tokens", "5"],
+                       {"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}, tmp_path / "fake.log", port=port).start()
+    fake.wait_for_port()
+    try:
+        base_url = f"http://127.0.0.1:{port}/v1"
+        name = "fake#scenario=tool_call&tool_name=send_email&tool_arguments=%7B%7D"
+        ChatModel.objects.create(name=name, label="Fake", provider="openai", base_url=base_url)
+        app = live_factory(PARLEY_CELERY_QUEUE=f"refuse-{uuid.uuid4().hex[:8]}", OPENAI_BASE_URL=base_url, OPENAI_API_KEY="sk-test")
+        app.start_daphne()
+        app.start_worker()
+        token = ApiToken.issue(alice, "refuse")[1]
+        conversation = api(app.url, token, "POST", "/api/conversations/", json={"model": name}).json()["id"]
+        run = start(app.url, token, goal="Mail someone", conversation=conversation)
+        received = sse_run_events(app.url, token, run["id"])
+    finally:
+        fake.stop()
+    call = next(e for e in received if e["type"] == "tool_call")
+    result = next(e for e in received if e["type"] == "tool_result")
+    assert call["tool"] == "send_email" and result["ok"] is False and "may not use the send_email tool" in result["error"]
+    assert received[-1]["status"] == "succeeded"
+    step = AgentStep.objects.get(run_id=run["id"], kind="tool")
+    assert step.status == "refused" and step.idempotency_key is None
+
+
+def test_per_run_limits_end_a_run_in_the_worker(live_app, token):
+    Plan.objects.filter(name="Free").update(run_max_steps=3)
+    run = start(live_app.url, token, goal="Compute 4 * 4")
+    received = sse_run_events(live_app.url, token, run["id"])
+    assert received[-1]["status"] == "failed" and received[-1]["error_code"] == "run_limit"
+    assert received[-1]["error_text"] == "The run reached its limit of 3 steps."
+    assert AgentRun.objects.get(pk=run["id"]).steps.count() == 3

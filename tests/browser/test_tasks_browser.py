@@ -223,3 +223,14 @@ def test_stored_runs_take_their_place_among_messages_and_explain_their_endings(p
 
     lost = page.locator(f"{CARD}[data-status=interrupted]")
     assert "stopped before it finished" in lost.locator(".task-error").inner_text()
+
+
+def test_stop_and_run_as_task_stay_on_the_composers_row_while_a_reply_streams(page, user):
+    page.set_viewport_size({"width": 1200, "height": 900})
+    page.fill("#composer-input", "A long one /words 400 /slow 20")
+    page.click("#send-button")
+    page.wait_for_selector("#stop-button:not([hidden])")
+    tops = page.evaluate(
+        "['#stop-button', '#task-button'].map((s) => Math.round(document.querySelector(s).getBoundingClientRect().top))"
+    )
+    assert tops[0] == tops[1], tops

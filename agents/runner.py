@@ -67,12 +67,15 @@ class Stop(Exception):
         self.status, self.code, self.text = status, code, text
 
 
-def execute(run_id: int, task_id: str = "") -> None:
-    """Take the run up if no other worker has it, and work on it until it ends or waits."""
+def execute(run_id: int, task_id: str = "") -> bool:
+    """Take the run up if no other worker has it, and work on it until it ends or waits. False when
+    another worker's lease is on a run still running: that worker may be at work, or lost (its
+    child killed, and this is its task delivered again); the caller asks again once the lease could
+    have lapsed, so a lost worker's run goes on even where no reaper runs."""
     lease = Lease(run_id)
     if not lease.acquire():
-        logger.info("Run %s is being executed by another worker", run_id)
-        return
+        logger.info("Run %s is held by another worker's lease", run_id)
+        return not AgentRun.objects.filter(pk=run_id, status=AgentRun.Status.RUNNING).exists()
     try:
         run = AgentRun.objects.select_related("owner", "conversation").filter(pk=run_id).first()
         if run is None or run.status not in (AgentRun.Status.QUEUED, AgentRun.Status.RUNNING):
@@ -80,6 +83,7 @@ def execute(run_id: int, task_id: str = "") -> None:
         Runner(run, lease, task_id).work()
     finally:
         lease.release()
+    return True
 
 
 @dataclass(slots=True)

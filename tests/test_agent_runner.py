@@ -283,9 +283,13 @@ def test_two_deliveries_at_once_execute_a_run_once(alice):
     assert held.acquire()
     try:
         assert work(run).status == "queued"  # the second delivery left it to the first
+        AgentRun.objects.filter(pk=run.pk).update(status="running")
+        assert runner.execute(run.pk) is False  # running under a lease: ask again once it could lapse
     finally:
         held.release()
-    assert work(run).status == "succeeded"
+    assert runner.execute(run.pk) is True
+    run.refresh_from_db()
+    assert run.status == "succeeded"
 
 
 def test_starting_is_checked(alice, bob, settings):

@@ -3,6 +3,9 @@ WebSocket in order and exactly once, re-attaching at a cursor, and the run's led
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -319,3 +322,26 @@ def test_per_run_limits_end_a_run_in_the_worker(live_app, token):
     assert received[-1]["status"] == "failed" and received[-1]["error_code"] == "run_limit"
     assert received[-1]["error_text"] == "The run reached its limit of 3 steps."
     assert AgentRun.objects.get(pk=run["id"]).steps.count() == 3
+
+
+def test_a_killed_pool_process_s_run_is_delivered_again_and_goes_on_without_the_reaper(live_factory, alice):
+    """SIGKILL of the process running the task (the worker's pool child): Celery delivers the task
+    again (reject_on_worker_lost), and it waits out the dead process's lease; no reaper runs here."""
+    app = live_factory(PARLEY_CELERY_QUEUE=f"child-{uuid.uuid4().hex[:8]}", PARLEY_RUN_LEASE_SECONDS="2",
+                       PARLEY_REAP_SECONDS="3600")
+    app.start_daphne()
+    worker = app.start_worker()
+    token = ApiToken.issue(alice, "child")[1]
+    run = start(app.url, token, goal="Compute 6 * 6 about parley /slow 150")
+    before = sse_run_events(app.url, token, run["id"], until="step_delta")
+    children = subprocess.run(["pgrep", "-P", str(worker.process.pid)], capture_output=True, text=True).stdout.split()
+    assert children
+    for pid in children:
+        os.kill(int(pid), signal.SIGKILL)
+    after = sse_run_events(app.url, token, run["id"], after=before[-1]["cursor"])
+    received = before + after
+    assert_in_order_once(received)
+    assert received[-1]["type"] == "run_finished" and received[-1]["status"] == "succeeded", received[-1]
+    stored = AgentRun.objects.get(pk=run["id"])
+    assert stored.attempts == 0  # taken up by the delivery again, not by the reaper
+    assert [(s.kind, s.result) for s in stored.steps.filter(status="failed")] == [("model", {"code": "interrupted"})]

@@ -162,11 +162,12 @@ class Runner:
                 logger.warning("Run %s: lease lost, leaving it to the worker that has it", self.run.pk)
                 return
             self._finish(stop.status, code=stop.code, text=stop.text)
-        except Exception as error:  # the worker survives whatever one run does
+        except Exception:  # the worker survives whatever one run does
             if self.lease.lost.is_set():
                 return  # the worker that resumed the run wrote this step too: it goes on there
             logger.exception("Run %s failed", self.run.pk)
-            self._finish(AgentRun.Status.FAILED, code="server_error", text=f"The run stopped on an unexpected error: {error}")
+            self._finish(AgentRun.Status.FAILED, code="server_error",
+                         text="The run stopped on an unexpected error; the details are in the worker's log.")
 
     def _mark_running(self) -> bool:
         now = timezone.now()

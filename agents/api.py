@@ -25,7 +25,7 @@ async def conversation_runs(request: HttpRequest, user: Any, pk: int) -> HttpRes
     detail = await database_sync_to_async(_start)(user, pk, data.get("goal"), data.get("model"))
     # Before the answer, so the client's attach finds it (start_run also sets it, after the commit,
     # on a thread that a burst of starts keeps busy): an attach without it asks the database.
-    await process.event_log().redis.set(run_owner_key(detail["id"]), user.pk, ex=RUN_OWNER_SECONDS)
+    await process.event_log().redis.set(run_owner_key(detail["id"]), user.pk, ex=RUN_OWNER_SECONDS, nx=True)
     return json_response({"run": detail}, status=201)
 
 

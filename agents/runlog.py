@@ -33,7 +33,7 @@ class RunLog:
         for event_type, fields in new_events:
             self.seq += 1
             built.append(events.run_event(event_type, self.run_id, self.seq, **fields))
-        return self.writer.append_run(self.run_id, built)
+        return self.writer.append_run(self.run_id, built, self.owner_id)
 
     def notify(self, run: AgentRun) -> None:
         """Tell every open tab of the owner (a card to show, an approval to give, a run that ended)."""

@@ -30,14 +30,16 @@ class SyncWriter:
         """Append events to a reply's log in one round trip (see `_append`)."""
         return self._append(events_key(message_id), new_events)
 
-    def append_run(self, run_id: int, new_events: Iterable[Mapping[str, Any]]) -> list[Entry]:
+    def append_run(self, run_id: int, new_events: Iterable[Mapping[str, Any]], owner_id: int | None = None) -> list[Entry]:
         """Append events to an agent run's log, as a Celery worker does at each step. With the
-        final one, the run's owner key expires before its log does: a door that finds the owner
-        finds the log too."""
-        return self._append(run_events_key(run_id), new_events, also_expiring=run_owner_key(run_id))
+        final one, the run's owner key is written to go a minute before the log: a door that finds
+        the owner finds the log too."""
+        owner = (run_owner_key(run_id), owner_id) if owner_id is not None else None
+        return self._append(run_events_key(run_id), new_events, owner)
 
     def set_run_owner(self, run_id: int, owner_id: int) -> None:
-        self.client.set(run_owner_key(run_id), owner_id, ex=RUN_OWNER_SECONDS)
+        """When the run starts; never over the key its end wrote (a run may end before this lands)."""
+        self.client.set(run_owner_key(run_id), owner_id, ex=RUN_OWNER_SECONDS, nx=True)
 
     def last_run_seq(self, run_id: int) -> int:
         """The event count of a run's log so far (0 when it is empty or gone)."""
@@ -47,7 +49,9 @@ class SyncWriter:
     def read_run(self, run_id: int) -> list[Entry]:
         return [Entry.from_redis(entry_id, fields) for entry_id, fields in self.client.xrange(run_events_key(run_id))]
 
-    def _append(self, key: str, new_events: Iterable[Mapping[str, Any]], also_expiring: str = "") -> list[Entry]:
+    def _append(
+        self, key: str, new_events: Iterable[Mapping[str, Any]], owner: tuple[str, int] | None = None
+    ) -> list[Entry]:
         """A log that got its final event expires like any finished log; an id at or below the
         log's last one (a step written again by a redelivered task) is refused by Redis and skipped."""
         entries = [Entry.of(event) for event in new_events]
@@ -56,8 +60,8 @@ class SyncWriter:
             pipe.xadd(key, entry.redis_fields, id=entry.cursor)
         if any(entry.is_final for entry in entries):
             pipe.expire(key, settings.PARLEY_STREAM_TTL)
-            if also_expiring:
-                pipe.expire(also_expiring, max(1, settings.PARLEY_STREAM_TTL - OWNER_EXPIRES_EARLIER))
+            if owner is not None:
+                pipe.set(owner[0], owner[1], ex=max(1, settings.PARLEY_STREAM_TTL - OWNER_EXPIRES_EARLIER))
         pipe.execute(raise_on_error=False)
         return entries
 

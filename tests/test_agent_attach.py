@@ -84,3 +84,14 @@ async def test_another_users_run_cannot_be_attached(alice, bob):
 
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
+
+
+async def test_a_start_that_lands_after_the_run_ended_keeps_the_short_owner_key(alice):
+    """The owner key written at a run's end goes before its log; the start's own write, if it comes
+    later, must not make it outlive the log (an attach would then wait for a log that is gone)."""
+    from streaming.writer import SyncWriter
+
+    run = await finished_run(alice)
+    short = redis_client().ttl(run_owner_key(run.pk))
+    await database_sync_to_async(SyncWriter().set_run_owner)(run.pk, alice.pk)
+    assert 0 < redis_client().ttl(run_owner_key(run.pk)) <= short < redis_client().ttl(run_events_key(run.pk))

@@ -9,10 +9,9 @@ from django.http import HttpRequest, HttpResponse
 
 from agents import actions
 from agents.attach import attach_run
-from chat.actions import ActionError
 from chat.responses import api_view, json_response, read_json
-from chat.sse import sse_response
-from streaming import events, process
+from chat.sse import requested_cursor, sse_response
+from streaming import process
 from streaming.keys import run_owner_key
 from streaming.writer import RUN_OWNER_SECONDS
 
@@ -40,9 +39,7 @@ def run_detail(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
 
 @api_view({"GET"})
 async def run_events(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
-    after = request.headers.get("Last-Event-ID") or request.GET.get("after", "0-0")
-    if events.parse_cursor(after) is None:
-        raise ActionError("invalid_input", 'after / Last-Event-ID must be a cursor such as "12-0".')
+    after = requested_cursor(request, "0-0", example="12-0")
     return await sse_response(attach_run(user, pk, after, idle=settings.PARLEY_SSE_KEEPALIVE_SECONDS))
 
 

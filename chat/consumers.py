@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -14,6 +14,7 @@ from agents.attach import attach_run
 from chat.actions import ActionError
 from chat.replies import attach, follow_sent, send_message, stop_message
 from streaming import events, process
+from streaming.entries import Entry
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +172,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             del self.attachments[message_id]
 
     async def _forward(self, message_id: int, after: object, ref: object, sent: events.MessageEvent | None) -> None:
+        batches = follow_sent(sent) if sent is not None else attach(self.user, message_id, after)
+        broke = events.request_error("provider_unavailable", "The reply stream broke; re-attach to continue.", ref=ref)
+        await self._pump(batches, ref, broke, f"reply {message_id}")
+
+    async def _forward_run(self, run_id: int, after: object, ref: object) -> None:
+        broke = events.request_error("server_error", "The run's stream broke; attach again to continue.", ref=ref)
+        await self._pump(attach_run(self.user, run_id, after), ref, broke, f"run {run_id}")
+
+    async def _pump(self, batches: AsyncIterator[list[Entry]], ref: object, broke: dict[str, Any], what: str) -> None:
+        """Send a log's entries as they come; a refusal or a broken stream is answered on the socket."""
         try:
-            batches = follow_sent(sent) if sent is not None else attach(self.user, message_id, after)
             async for batch in batches:
                 for entry in batch:
                     await self.base_send({"type": "websocket.send", "text": entry.payload.decode()})
@@ -181,23 +191,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("Forwarding reply %s failed", message_id)
-            await self.send_event(
-                events.request_error("provider_unavailable", "The reply stream broke; re-attach to continue.", ref=ref)
-            )
-
-    async def _forward_run(self, run_id: int, after: object, ref: object) -> None:
-        try:
-            async for batch in attach_run(self.user, run_id, after):
-                for entry in batch:
-                    await self.base_send({"type": "websocket.send", "text": entry.payload.decode()})
-        except ActionError as error:
-            await self.send_event(error.event(ref))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("Forwarding run %s failed", run_id)
-            await self.send_event(events.request_error("server_error", "The run's stream broke; attach again to continue.", ref=ref))
+            logger.exception("Forwarding %s failed", what)
+            await self.send_event(broke)
 
     async def send_event(self, event: dict[str, Any]) -> None:
         await self.base_send({"type": "websocket.send", "text": orjson.dumps(event).decode()})

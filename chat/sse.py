@@ -17,10 +17,16 @@ from streaming.entries import Entry
 
 @api_view({"GET"})
 async def message_events(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
-    after = request.headers.get("Last-Event-ID") or request.GET.get("after", "")
-    if events.parse_cursor(after) is None:
-        raise ActionError("invalid_input", 'after / Last-Event-ID must be a cursor such as "120-0".')
+    after = requested_cursor(request, "", example="120-0")
     return await sse_response(attach(user, pk, after, idle=settings.PARLEY_SSE_KEEPALIVE_SECONDS))
+
+
+def requested_cursor(request: HttpRequest, default: str, example: str) -> str:
+    """Where a follower resumes: `Last-Event-ID` (an EventSource reconnecting), else `?after=`."""
+    after = request.headers.get("Last-Event-ID") or request.GET.get("after", default)
+    if events.parse_cursor(after) is None:
+        raise ActionError("invalid_input", f'after / Last-Event-ID must be a cursor such as "{example}".')
+    return after
 
 
 async def sse_response(stream: AsyncIterator[list[Entry]]) -> HttpResponse:

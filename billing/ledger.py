@@ -38,6 +38,24 @@ class Call:
     reserved_output: int | None = None  # the most output its reservation covers (None: not known)
 
 
+def billed_tokens(
+    call: Call, outcome: str, prompt_tokens: int | None, completion_tokens: int | None, text: str
+) -> tuple[int, int, bool]:
+    """The prompt and completion tokens a call is billed for, and whether they are estimates.
+
+    The reply's row shows the same numbers (chat/generation.py), so the page and the API never say
+    "unknown" where the ledger holds an estimate."""
+    estimated = prompt_tokens is None or completion_tokens is None
+    if outcome == Message.Status.FAILED and estimated and not text:
+        return prompt_tokens or 0, completion_tokens or 0, False
+    prompt = prompt_tokens if prompt_tokens is not None else call.prompt_estimate
+    completion = completion_tokens if completion_tokens is not None else estimate_tokens(text)
+    if completion_tokens is None and call.reserved_output is not None:
+        # An estimate reads high beyond ASCII, and the stream was cut at about the reservation.
+        completion = min(completion, call.reserved_output)
+    return prompt, completion, estimated
+
+
 def record(
     call: Call, outcome: str, prompt_tokens: int | None, completion_tokens: int | None, text: str,
     duration_ms: int | None, error_code: str = "",
@@ -48,15 +66,7 @@ def record(
     usage) costs nothing: its row keeps the error for support and metrics. Output the provider
     reports beyond the reservation is billed, as it was charged, and recorded as an overspend.
     """
-    estimated = prompt_tokens is None or completion_tokens is None
-    if outcome == Message.Status.FAILED and estimated and not text:
-        prompt, completion, estimated = prompt_tokens or 0, completion_tokens or 0, False
-    else:
-        prompt = prompt_tokens if prompt_tokens is not None else call.prompt_estimate
-        completion = completion_tokens if completion_tokens is not None else estimate_tokens(text)
-        if completion_tokens is None and call.reserved_output is not None:
-            # An estimate reads high beyond ASCII, and the stream was cut at about the reservation.
-            completion = min(completion, call.reserved_output)
+    prompt, completion, estimated = billed_tokens(call, outcome, prompt_tokens, completion_tokens, text)
     over = max(0, completion - call.reserved_output) if call.reserved_output is not None else 0
     entry = UsageRecord(
         user_id=call.user_id, conversation_id=call.conversation_id, message_id=call.message_id, kind=call.kind,

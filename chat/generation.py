@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from concurrent.futures import Future
+from decimal import Decimal
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
@@ -20,9 +21,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing import calls, quotas
-from billing.ledger import Call
+from billing.ledger import Call, billed_tokens
 from chat.enqueue import enqueue
-from chat.models import Message
+from chat.models import Message, usage_of
 from parley import deferred, statements
 from providers import get_provider
 from providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
@@ -173,7 +174,8 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
     ttft_ms = outcome.ms_since_start(outcome.first_token_at)
     duration_ms = outcome.ms_since_start(time.monotonic())
     error = outcome.error if outcome.status == Message.Status.FAILED else None
-    settled = await _save_final(plan, text, outcome.status, usage, finish, error, ttft_ms, duration_ms)
+    billed = Billed.of(plan.usage, outcome.status, usage, text)
+    settled = await _save_final(plan, text, outcome.status, usage, billed, finish, error, ttft_ms, duration_ms)
     if settled is not None:
         # A client that reads the meter on the final event must find this reply settled. The
         # settle runs on the deferred threads (parley/deferred.py): only this reply waits for it.
@@ -184,13 +186,31 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
         plan.message_id,
         offset,
         outcome.status,
-        usage.prompt_tokens,
-        usage.completion_tokens,
+        billed.prompt_tokens,
+        billed.completion_tokens,
         finish.reason if finish else None,
         finish.model_version if finish else None,
         ttft_ms,
         duration_ms,
+        billed.estimated,
+        usage_of(billed.prompt_tokens, billed.completion_tokens, billed.estimated, billed.cost)["cost_usd"],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Billed:
+    """A reply's tokens and cost as its ledger row will have them, known before the final write so
+    that the reply's row and its `done` event carry them too."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+    cost: Decimal
+
+    @classmethod
+    def of(cls, call: Call, status: str, usage: Usage, text: str) -> "Billed":
+        prompt, completion, estimated = billed_tokens(call, status, usage.prompt_tokens, usage.completion_tokens, text)
+        return cls(prompt, completion, estimated, call.pricing.cost(prompt, completion))
 
 
 @database_sync_to_async
@@ -199,6 +219,7 @@ def _save_final(
     text: str,
     status: str,
     usage: Usage,
+    billed: Billed,
     finish: Finish | None,
     error: StreamError | None,
     ttft_ms: int | None,
@@ -212,8 +233,10 @@ def _save_final(
         "error_code": str(error.code) if error else "",
         "error_text": error.plain_words if error else "",
         "model_version": (finish.model_version if finish else "")[:100],
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
+        "prompt_tokens": billed.prompt_tokens,
+        "completion_tokens": billed.completion_tokens,
+        "tokens_estimated": billed.estimated,
+        "cost_usd": billed.cost,
         "ttft_ms": ttft_ms,
         "duration_ms": duration_ms,
         "last_cursor": events.cursor_for(len(text), 1),

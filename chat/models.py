@@ -117,8 +117,11 @@ class Message(models.Model):
     provider = models.CharField(max_length=20, blank=True)
     model = models.CharField(max_length=100, blank=True)
     model_version = models.CharField(max_length=100, blank=True, help_text="The model name the provider reported.")
+    # As billed in the ledger: the provider's counts, or estimates where it gave none.
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    tokens_estimated = models.BooleanField(default=False, help_text="The provider reported no counts: the tokens are estimates.")
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True, help_text="As billed in the ledger.")
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     generator = models.CharField(max_length=64, blank=True, help_text="The web process that runs this generation.")
@@ -158,12 +161,22 @@ class Message(models.Model):
             "provider": self.provider or None,
             "model": self.model or None,
             "model_version": self.model_version or None,
-            "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens},
+            "usage": usage_of(self.prompt_tokens, self.completion_tokens, self.tokens_estimated, self.cost_usd),
             "ttft_ms": self.ttft_ms,
             "duration_ms": self.duration_ms,
             "cursor": self.last_cursor or None,
             "created": self.created.isoformat(),
         }
+
+
+def usage_of(prompt_tokens: int | None, completion_tokens: int | None, estimated: bool, cost: Decimal | None) -> dict[str, Any]:
+    """A reply's tokens and cost as the API and the events show them (cost in USD, as text: exact)."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "estimated": estimated,
+        "cost_usd": None if cost is None else str(cost.normalize() if cost else Decimal(0)),
+    }
 
 
 class Upload(models.Model):

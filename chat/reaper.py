@@ -63,7 +63,13 @@ def _charge_orphan(message_id: int, text: str, status: str) -> None:
         pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=message.conversation_id, message_id=message_id,
         reserved_output=reservation.tokens - prompt_estimate,
     )
-    calls.settle(call, reservation, status, None, None, text, None)
+    settled = calls.settle(call, reservation, status, None, None, text, None)
+    if settled is not None:  # the reply shows what its ledger row holds
+        entry = settled.entry
+        Message.objects.filter(pk=message_id).update(
+            prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens,
+            tokens_estimated=entry.estimated, cost_usd=entry.cost_usd,
+        )
 
 
 def end_orphan(client: redis.Redis, message_id: int, checkpoint: str, status: str = Message.Status.INTERRUPTED) -> bool:

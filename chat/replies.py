@@ -19,7 +19,7 @@ from billing import calls
 from billing.models import UsageRecord
 from chat import generation, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, usage_of
 from parley import statements
 from parley.redis_clients import sync_client
 from providers import configured_providers
@@ -224,5 +224,6 @@ def final_event_of(message: Message) -> dict[str, Any]:
         events.done(
             message.pk, offset, message.status, message.prompt_tokens, message.completion_tokens,
             None, message.model_version or None, message.ttft_ms, message.duration_ms,
+            message.tokens_estimated, usage_of(None, None, False, message.cost_usd)["cost_usd"],
         )
     )

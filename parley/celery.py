@@ -22,3 +22,12 @@ class QuietReaper(logging.Filter):
 
 for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
     logging.getLogger(name).addFilter(QuietReaper())
+
+if os.environ.get("PARLEY_LOCAL_RUN"):
+    # `bin/parley run` on a laptop or in a container often runs as root; the worker accepts only
+    # JSON, so Celery's warning (meant for pickle) is noise that pushes the banner out of view.
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
+    warnings.filterwarnings("ignore", category=SecurityWarning)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 10.0
+WORKER_READY_WAIT = 30.0  # seconds the banner waits for the worker before showing anyway
 
 _print_lock = threading.Lock()
 _COLOURS = {"redis": "31", "setup": "33", "web": "36", "worker": "35", "parley": "32"}
@@ -81,10 +82,12 @@ def accepting(host: str, port: int) -> bool:
 class Child:
     """A supervised process in its own session, its output forwarded line by line with a prefix."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], ready_text: str = "") -> None:
         from parley.embedded_redis import child_preexec
 
         self.name = name
+        self.ready_text = ready_text
+        self.ready = threading.Event()  # set once a line containing ready_text is seen
         self.process = subprocess.Popen(
             args,
             cwd=BASE_DIR,
@@ -101,7 +104,10 @@ class Child:
     def _forward(self) -> None:
         assert self.process.stdout is not None
         for raw in iter(self.process.stdout.readline, b""):
-            say(self.name, raw.decode(errors="replace").rstrip("\r\n"))
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            say(self.name, line)
+            if self.ready_text and self.ready_text in line:
+                self.ready.set()
 
     def poll(self) -> int | None:
         return self.process.poll()
@@ -229,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         var = Path(info["var"])
         var.mkdir(parents=True, exist_ok=True)
 
-        env = dict(os.environ, PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="parley.settings")
+        # PARLEY_LOCAL_RUN: the worker leaves out its warning about running as root (parley/celery.py).
+        env = dict(os.environ, PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="parley.settings", PARLEY_LOCAL_RUN="1")
         python = sys.executable
-        for step in (["migrate", "--noinput"], ["collectstatic", "--noinput", "--verbosity", "0"]):
+        say("setup", "Migrating the database and collecting static files ...")
+        for step in (["migrate", "--noinput", "--verbosity", "0"], ["collectstatic", "--noinput", "--verbosity", "0"]):
             code = run_step("setup", [python, "manage.py", *step], env, stopping)
             if code is None:
                 return 0
@@ -242,17 +250,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
         children.append(Child("web", [python, "-m", "parley.serve", "-b", host, "-p", str(port), "parley.asgi:application"], env))
-        children.append(
-            Child(
-                "worker",
-                [
-                    python, "-m", "celery", "-A", "parley", "worker", "-B",
-                    "-l", "info", "--concurrency", "2", "--without-gossip", "--without-mingle",
-                    "-s", str(var / "celerybeat-schedule"),
-                ],
-                env,
-            )
+        # --quiet: no Celery banner; the one banner below says what runs where.
+        worker = Child(
+            "worker",
+            [
+                python, "-m", "celery", "-A", "parley", "--quiet", "worker", "-B",
+                "-l", "info", "--concurrency", "2", "--without-gossip", "--without-mingle",
+                "-s", str(var / "celerybeat-schedule"),
+            ],
+            env,
+            ready_text=" ready.",
         )  # fmt: skip
+        children.append(worker)
+        started = time.monotonic()
 
         display_host = f"[{host}]" if ":" in host else host
         url = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else display_host}:{port}/"
@@ -271,7 +281,12 @@ def main(argv: list[str] | None = None) -> int:
                 reason.append("redis stopped")
                 exit_code = 1
                 stopping.set()
-            if not announced and not stopping.is_set() and accepting(host if host not in {"0.0.0.0", "::"} else "127.0.0.1", port):
+            # The banner comes last, once the worker is ready too, so that it is what stays in view.
+            worker_settled = worker.ready.is_set() or time.monotonic() - started > WORKER_READY_WAIT
+            if (
+                not announced and not stopping.is_set() and worker_settled
+                and accepting(host if host not in {"0.0.0.0", "::"} else "127.0.0.1", port)
+            ):
                 announced = True
                 banner = [
                     "",

@@ -25,7 +25,7 @@ class DoneEvent(TypedDict):
     message: int
     cursor: str
     status: str
-    usage: dict[str, int | None]
+    usage: dict[str, int | bool | str | None]
     finish_reason: str | None
     model_version: str | None
     ttft_ms: int | None
@@ -247,13 +247,20 @@ def done(
     model_version: str | None = None,
     ttft_ms: int | None = None,
     duration_ms: int | None = None,
+    estimated: bool = False,
+    cost_usd: str | None = None,
 ) -> DoneEvent:
+    """A reply's end. `usage` holds the tokens and cost as billed: estimated where the provider
+    gave no counts (`estimated`), the cost in USD as exact decimal text."""
     return {
         "type": "done",
         "message": message_id,
         "cursor": cursor_for(offset, 1),
         "status": status,
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+        "usage": {
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "estimated": estimated, "cost_usd": cost_usd,
+        },
         "finish_reason": finish_reason,
         "model_version": model_version,
         "ttft_ms": ttft_ms,

@@ -1,7 +1,7 @@
 """Canaries for the framework internals Parley's hot path relies on.
 
 Django, channels, daphne, Twisted and the provider SDKs are pinned to exact versions in
-pyproject.toml and requirements.lock. An upgrade that changes one of the private pieces below
+pyproject.toml and the lock files (requirements.lock, requirements-test.lock). An upgrade that changes one of the private pieces below
 fails here first, naming the Parley module to revisit, instead of breaking a stream at run time.
 """
 
@@ -18,7 +18,7 @@ PINNED = {"django": "6.1.3", "channels": "4.3.2", "daphne": "4.2.3", "twisted": 
 def test_the_pinned_versions_are_the_ones_installed(package):
     assert version(package) == PINNED[package], (
         f"{package} {version(package)} is installed, but Parley is pinned to {PINNED[package]}: run `bin/parley setup`, "
-        "or, upgrading on purpose, check the canaries below and update pyproject.toml, requirements.lock and PINNED."
+        "or, upgrading on purpose, check the canaries below and update pyproject.toml, both lock files and PINNED."
     )
 
 

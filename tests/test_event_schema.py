@@ -22,7 +22,7 @@ MESSAGE = {
     "model_version": STR_OR_NONE, "usage": dict, "ttft_ms": INT_OR_NONE, "duration_ms": INT_OR_NONE,
     "cursor": STR_OR_NONE, "created": str,
 }
-USAGE = {"prompt_tokens": INT_OR_NONE, "completion_tokens": INT_OR_NONE}
+USAGE = {"prompt_tokens": INT_OR_NONE, "completion_tokens": INT_OR_NONE, "estimated": bool, "cost_usd": STR_OR_NONE}
 LIMIT = {"name": str, "label": str, "unit": str, "allowed": (int, float), "remaining": (int, float),
          "resets_at": STR_OR_NONE, "resets_in": INT_OR_NONE}
 

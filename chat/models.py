@@ -57,6 +57,9 @@ class ChatModel(models.Model):
         }
 
 
+NO_TITLE = "New chat"  # what a conversation is called before its first message, everywhere
+
+
 class Conversation(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True)
@@ -76,7 +79,7 @@ class Conversation(models.Model):
 
     @property
     def display_title(self) -> str:
-        return self.title or "New conversation"
+        return self.title or NO_TITLE
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -20,6 +20,7 @@ from billing.models import UsageRecord
 from chat import generation, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.models import Conversation, Message, usage_of
+from chat.titles import fallback_title
 from parley import statements
 from parley.redis_clients import sync_client
 from providers import configured_providers
@@ -126,7 +127,11 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             )
             statements.insert(reply)
             conversation.updated = now
-            statements.update(Conversation, conversation.pk, {"updated": now, "model": conversation.model_id})
+            changes = {"updated": now, "model": conversation.model_id}
+            first_words = not earlier and conversation.title_is_auto and not conversation.title
+            if first_words:  # named at once by its question; its model may find a better title later
+                conversation.title = changes["title"] = fallback_title(text, model.is_demo)
+            statements.update(Conversation, conversation.pk, changes)
     except BaseException:
         if admitted is not None:  # nothing was stored: the request and its reservation are given back
             calls.release(admitted)
@@ -140,7 +145,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             model=model.name, messages=admitted.fitted.messages, system=conversation.system_prompt,
             max_output_tokens=admitted.max_output, base_url=model.base_url,
         ),
-        wants_title=not earlier and conversation.title_is_auto and not conversation.title,
+        wants_title=first_words and not model.is_demo,
         usage=admitted.call,
         reservation=admitted.reservation,
     )

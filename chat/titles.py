@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ from accounts.plans import limits_for
 from billing import calls
 from billing.models import UsageRecord
 from chat.actions import ActionError
-from chat.models import Conversation, Message
+from chat.models import NO_TITLE, Conversation, Message
 from parley.redis_clients import sync_client
 from providers import new_provider
 from providers.base import ChatRequest, CollectedReply, collect
@@ -32,37 +33,53 @@ PROMPT = (
 )
 
 
-def fallback_title(question: str) -> str:
-    words = question.split()
+# Markdown a title has no use for: emphasis, code, headings, quotes, list marks, links and images.
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MARKS = re.compile(r"(\*\*|__|\*|~~|`+|^\s*(?:#{1,6}|>|[-+*]|\d+[.)])\s+)", re.MULTILINE)
+
+
+def plain_title(text: str) -> str:
+    """A title as plain words: the text without its Markdown, on one line."""
+    return " ".join(_MARKS.sub(" ", _LINK.sub(r"\1", text)).split())
+
+
+def fallback_title(question: str, demo: bool = False) -> str:
+    """The question's first words: the title a conversation has from its first send until its
+    model's title arrives, and for good when there is none (a failed or stopped reply, the demo)."""
+    plain = plain_title(without_controls(question)) if demo else ""
+    words = (plain or plain_title(question)).split()
     title = " ".join(words[:TITLE_WORDS])
-    return title + ("…" if len(words) > TITLE_WORDS else "") or "New conversation"
+    return (title + ("…" if len(words) > TITLE_WORDS else ""))[:200] or NO_TITLE
 
 
 def clean_model_title(raw: str) -> str:
-    title = " ".join(raw.strip().strip("\"'“”#*").split())
-    return title.rstrip(".")[:80]
+    return plain_title(raw).strip("\"'“”. ")[:80]
 
 
 def generate_title(conversation_id: int) -> str | None:
-    """Idempotent: does nothing once a title exists or the user has named the conversation."""
-    conversation = Conversation.objects.select_related("model").filter(pk=conversation_id, title_is_auto=True, title="").first()
+    """Idempotent: does nothing once the conversation has more than the question's words for a
+    title, or the user has named it."""
+    conversation = Conversation.objects.select_related("model").filter(pk=conversation_id, title_is_auto=True).first()
     if conversation is None:
         return None
-    exchange = list(conversation.messages.order_by("id").values_list("role", "content")[:2])
-    question = next((content for role, content in exchange if role == Message.Role.USER), "")
-    answer = next((content for role, content in exchange if role == Message.Role.ASSISTANT), "")
+    exchange = list(conversation.messages.order_by("id").values_list("role", "content", "status")[:2])
+    question = next((content for role, content, _ in exchange if role == Message.Role.USER), "")
+    answer, status = next(((content, status) for role, content, status in exchange if role == Message.Role.ASSISTANT), ("", ""))
+    provisional = fallback_title(question, conversation.model.is_demo)
+    if conversation.title not in ("", provisional):
+        return None
     title, charge = "", None
-    if conversation.model.is_demo:
-        title = fallback_title(without_controls(question))
+    if conversation.model.is_demo or status != Message.Status.COMPLETE:
+        title = provisional
     elif _first_ask(conversation_id):
         title, charge = _ask_model(conversation, question, answer)
     # else a redelivered task whose first run asked the model: it is never asked, or charged, twice.
-    title = title or fallback_title(question)
+    title = title or provisional
     with transaction.atomic():
         if charge is not None:
             charge()  # the answer's ledger row lands with the title, or neither does
-        updated = Conversation.objects.filter(pk=conversation_id, title_is_auto=True, title="").update(title=title)
-    if not updated:
+        updated = Conversation.objects.filter(pk=conversation_id, title_is_auto=True, title=conversation.title).update(title=title)
+    if not updated or title == conversation.title:
         return None
     conversation.title = title
     publish_sync(conversation.owner_id, events.conversation_changed(conversation.as_dict()))

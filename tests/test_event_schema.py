@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from accounts.models import Plan
+from chat.models import Conversation
 from chat.titles import generate_title
 from tests.helpers import connect, receive_type
 
@@ -114,7 +115,9 @@ async def test_stopping_and_conversation_events_have_their_shapes(alice):
     seen: list[dict[str, Any]] = []
     while not any(event["type"] == "done" for event in seen):
         seen.append(await tab.receive_json_from(timeout=10))
-    # A Celery worker of the test session may title it first; its notice may even come before `done`.
+    # Named at its first send; emptied here as a conversation from before that was, so that its
+    # title task names it and announces it.
+    await Conversation.objects.filter(pk=created["conversation"]["id"]).aupdate(title="")
     await asyncio.to_thread(generate_title, created["conversation"]["id"])
     while not any(event["type"] == "conversation" for event in seen):
         seen.append(await tab.receive_json_from(timeout=10))

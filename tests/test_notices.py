@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from chat.models import Conversation
 from chat.titles import generate_title
 from tests.helpers import connect, receive_until_final
 
@@ -33,6 +34,21 @@ async def test_other_tabs_of_the_same_user_hear_of_a_send_and_can_follow_it(alic
         await communicator.disconnect()
 
 
+async def test_a_first_send_names_the_conversation_at_once(alice):
+    tab = await connect(alice)
+    await tab.connect()
+    await tab.send_json_to({"type": "send", "conversation": None, "content": "Plan a **trip** to Lisbon /words 3"})
+    created = await tab.receive_json_from(timeout=5)
+    assert created["conversation"]["title"] == "Plan a trip to Lisbon"  # plain words, no demo controls
+    seen: list[dict] = []
+    while not any(event["type"] == "done" for event in seen):
+        seen.append(await tab.receive_json_from(timeout=10))
+    # The demo model has nothing better to offer: no title task changes it, and nothing is announced.
+    assert await asyncio.to_thread(generate_title, created["conversation"]["id"]) is None
+    assert await tab.receive_nothing(timeout=0.3)
+    await tab.disconnect()
+
+
 async def test_a_new_title_reaches_the_open_tabs(alice):
     tab = await connect(alice)
     await tab.connect()
@@ -41,8 +57,8 @@ async def test_a_new_title_reaches_the_open_tabs(alice):
     seen: list[dict] = []
     while not any(event["type"] == "done" for event in seen):
         seen.append(await tab.receive_json_from(timeout=10))
-    # A Celery worker of the session may set the title first (its notice can even beat the `done`);
-    # either way exactly one title is set and the tab hears of it.
+    # A conversation from before first sends named it: its title task names it, once.
+    await Conversation.objects.filter(pk=created["conversation"]["id"]).aupdate(title="")
     await asyncio.to_thread(generate_title, created["conversation"]["id"])
     while not any(event["type"] == "conversation" for event in seen):
         seen.append(await tab.receive_json_from(timeout=5))

@@ -57,6 +57,7 @@ const state = {
   nextRef: 1,
   startingTask: false, // a "Run as task" request is under way
   awaitingTitle: false, // the open conversation's automatic title is still to come
+  provisionalTitle: "", // the title its first send gave it, which its model's title replaces
   lock: null, // sending is paused by a plan limit: {until: ms since epoch (null: until told otherwise), countdownLabel}
   lockTimer: null,
 };
@@ -202,7 +203,7 @@ function finish(reply, event) {
   scheduleUsageLoad(); // the reply has been charged: the meter moves
 }
 
-const PLACEHOLDER_TITLES = new Set(["New chat", "New conversation"]);
+const PLACEHOLDER_TITLES = new Set(["New chat"]);
 const hasPlaceholderTitle = () => PLACEHOLDER_TITLES.has(ui.title.textContent.trim());
 
 function onDone(event) {
@@ -273,8 +274,11 @@ function onMessage(event) {
     ui.input.value = "";
     onInput();
   }
-  if (!state.conversation) adoptConversation(event.conversation);
   state.awaitingTitle = hasPlaceholderTitle();
+  if (!state.conversation) adoptConversation(event.conversation);
+  else if (state.awaitingTitle && event.conversation.id === state.conversation) setTitle(event.conversation.title);
+  // The first send names the conversation by its question's words until its model's title comes.
+  if (state.awaitingTitle) state.provisionalTitle = event.conversation.title;
   appendMessage(event.user_message);
   const reply = appendMessage(event.assistant_message);
   if (reply) reply.cursor = ""; // the server attached this socket to the reply from its start
@@ -313,8 +317,7 @@ function adoptConversation(conversation) {
     // The model is fixed once the conversation exists: show it the way the conversation page does.
     const badge = document.createElement("span");
     badge.className = "model-badge";
-    badge.textContent = ui.picker.selectedOptions[0]?.textContent.replace(/ · demo$/, "") ?? "";
-    if (ui.demoTag && !ui.demoTag.hidden) badge.append(" ", Object.assign(document.createElement("span"), { className: "tag", textContent: "demo" }));
+    badge.textContent = ui.picker.selectedOptions[0]?.textContent ?? "";
     ui.picker.replaceWith(badge);
     ui.demoTag?.remove();
     ui.picker = null;
@@ -862,8 +865,11 @@ document.body.addEventListener("parley:conversation-renamed", (event) => {
 // After a refresh, pick up an automatic title for the open conversation.
 document.body.addEventListener("htmx:afterSettle", () => {
   const link = state.conversation && document.querySelector(`#conversation-${state.conversation} .conversation-link`);
-  // Only a placeholder is replaced: a sidebar rendered a moment earlier must not undo a newer title.
-  if (link && hasPlaceholderTitle() && link.textContent.trim() !== ui.title.textContent) setTitle(link.textContent.trim());
+  // Only a placeholder or the question's words are replaced: a sidebar rendered a moment earlier
+  // must not undo a newer title.
+  const current = ui.title.textContent.trim();
+  const replaceable = hasPlaceholderTitle() || (state.provisionalTitle && current === state.provisionalTitle);
+  if (link && replaceable && link.textContent.trim() !== current) setTitle(link.textContent.trim());
 });
 
 function setSidebar(open) {

@@ -54,6 +54,10 @@ class SignupForm(UserCreationForm):
         elif not invitation_required:
             self.fields["invite"].required = False
 
+    def validate_password_for_user(self, user: User, password_field_name: str = "password1") -> None:  # type: ignore[override]
+        """What is wrong with the password is said under the password, not under its confirmation."""
+        super().validate_password_for_user(user, password_field_name=password_field_name)
+
     def clean_invite(self) -> str:
         code = self.cleaned_data["invite"]
         if not code:

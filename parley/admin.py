@@ -12,6 +12,9 @@ class ParleyAdminSite(admin.AdminSite):
     (The throttle itself is in the authentication backend, so it holds here as everywhere.)"""
 
     login_form = AdminSignInForm
+    site_header = "Parley admin"
+    site_title = "Parley admin"
+    index_title = "Plans, people, models and usage"
 
     def login(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
         return refused_status(request, super().login(request, extra_context))

@@ -1,10 +1,20 @@
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.templatetags.static import static
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from billing.admin import usage_view
 
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico wherever a page names no icon (JSON, downloads)."""
+    return HttpResponsePermanentRedirect(static("img/favicon.ico"))
+
+
 urlpatterns = [
+    path("favicon.ico", favicon),
     # Before the admin's own URLs, whose catch-all would otherwise answer it with a 404.
     path("admin/usage/", admin.site.admin_view(usage_view), name="admin_usage"),
     # The ledger and cost alerts moved to the billing app: old bookmarks still arrive.

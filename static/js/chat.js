@@ -457,9 +457,14 @@ function updateComposer() {
   ui.task.disabled = ui.send.disabled;
   ui.form.classList.toggle("locked", Boolean(state.lock));
   ui.send.textContent = state.pending ? "Sending…" : "Send";
-  ui.task.textContent = state.startingTask ? "Starting…" : "Run as task";
+  ui.task.textContent = state.startingTask ? "Starting…" : narrowScreen.matches ? "Task" : "Run as task";
   ui.form.classList.toggle("busy", streaming || Boolean(state.pending));
 }
+
+// On a phone the task button says "Task" (its accessible name stays "Run as task"), so that the
+// composer's buttons fit on one row.
+const narrowScreen = window.matchMedia("(max-width: 800px)");
+narrowScreen.addEventListener("change", () => updateComposer());
 
 function showComposerError(text) {
   ui.error.textContent = text;
@@ -857,6 +862,23 @@ ui.uploads.addEventListener("click", async (event) => {
 function refreshSidebar() {
   document.body.dispatchEvent(new CustomEvent("parley:conversations-changed"));
 }
+
+// The list is redrawn when conversations change (here or in another tab), but never under a
+// rename form someone is typing in: the redraw waits until the form is saved or cancelled.
+let sidebarStale = false;
+const renaming = () => Boolean(document.querySelector("#conversation-list .rename-form"));
+document.body.addEventListener("htmx:beforeRequest", (event) => {
+  if (event.detail.elt?.id === "conversation-list" && renaming()) {
+    event.preventDefault();
+    sidebarStale = true;
+  }
+});
+document.body.addEventListener("htmx:afterSettle", () => {
+  if (sidebarStale && !renaming()) {
+    sidebarStale = false;
+    refreshSidebar();
+  }
+});
 
 document.body.addEventListener("parley:conversation-renamed", (event) => {
   if (event.detail?.id === state.conversation) setTitle(event.detail.title);

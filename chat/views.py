@@ -16,10 +16,10 @@ from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
 from billing import admission
-from chat import actions, paging, uploads
+from chat import actions, paging, search, uploads
 from chat.models import ChatModel, Conversation, Message
 
-SIDEBAR_LIMIT = 200  # older conversations stay reachable through the title filter
+SIDEBAR_LIMIT = 200  # older conversations stay reachable through the search box
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,12 @@ def _current_id(request: PageRequest) -> int | None:
 
 
 def _sidebar_context(request: PageRequest, current_id: int | None) -> dict[str, Any]:
-    q = request.GET.get("q", "").strip()
-    return {
-        "conversations": actions.user_conversations(request.user, q)[:SIDEBAR_LIMIT],
-        "q": q,
-        "current_id": current_id,
-    }
+    q = search.clean_query(request.GET.get("q", ""))
+    conversations = list(actions.user_conversations(request.user, q)[:SIDEBAR_LIMIT])
+    if q:
+        for item in conversations:
+            item.hit = search.hit(item, q)  # type: ignore[attr-defined]  # what the sidebar shows of the match
+    return {"conversations": conversations, "q": q, "current_id": current_id}
 
 
 def _message_payload(message: Message) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from django_htmx.middleware import HtmxDetails
 from accounts.models import User
 from billing import admission
 from chat import actions, paging, search, uploads
-from chat.models import ChatModel, Conversation, Message
+from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message
 
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the search box
 
@@ -75,6 +75,7 @@ def _message_payload(message: Message) -> dict[str, Any]:
 
 def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpResponse:
     models = list(ChatModel.objects.offered())
+    presets = actions.offered_presets()
     try:
         default_model: ChatModel | None = actions.default_model()
     except actions.ActionError:
@@ -92,6 +93,9 @@ def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpR
         "uploads": [upload.as_dict() for upload in uploads.uploads_for(request.user, conversation.pk)] if conversation else [],
         "upload_max_bytes": settings.PARLEY_UPLOAD_MAX_BYTES,
         "usage": _usage(request.user.pk),
+        "presets": presets,
+        "presets_data": [preset.as_dict() for preset in presets],
+        "system_prompt_max": SYSTEM_PROMPT_MAX,
     }
     return render(request, "chat/page.html", context)
 

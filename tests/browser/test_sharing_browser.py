@@ -52,6 +52,8 @@ def test_a_visitor_reads_the_snapshot_with_its_markup_inert_until_it_is_revoked(
     assert visitor.inner_text("h1") == EVIL_TITLE
     assert user.username not in visitor.content()
     assert visitor.locator("main").count() == 1 and visitor.get_attribute("html", "lang") == "en"
+    visitor.screenshot(path="/tmp/parley-shared.png")
+    page.screenshot(path="/tmp/parley-share-dialog.png")
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.click(".share-revoke")

@@ -74,6 +74,10 @@ ui.promptForm.addEventListener("submit", async (event) => {
   const presetId = ui.promptPreset?.value || "";
   // The text as shown (perhaps a preset's, edited), and the preset it started from.
   const body = { system_prompt: text, preset: presetId ? Number(presetId) : null };
+  if (!page.conversation() && !text.trim() && !presetId) {
+    ui.promptDialog.close(); // nothing to keep: no conversation is made for an empty prompt
+    return;
+  }
   ui.promptSave.disabled = true;
   try {
     const id = page.conversation();

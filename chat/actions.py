@@ -11,7 +11,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from accounts.models import User
-from chat.models import ChatModel, Conversation, Message
+from chat import search
+from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message, PromptPreset
 from parley import deferred, statements
 from providers import configured_providers
 from streaming import events
@@ -54,9 +55,12 @@ def resolve_model(name: str | None) -> ChatModel:
 
 
 def user_conversations(user: User, query: str = "", archived: bool = False) -> QuerySet[Conversation]:
+    """The user's conversations; with a query, those whose title or message text holds it, each
+    with the first matching message's text as `matched_text` (chat/search.py)."""
     conversations = Conversation.objects.filter(owner=user, archived=archived).select_related("model")
+    query = search.clean_query(query)
     if query:
-        conversations = conversations.filter(title__icontains=query.strip()[:100])
+        conversations = search.matching(conversations, query)
     return conversations
 
 
@@ -92,15 +96,43 @@ def get_message_for(user: User, message_id: object) -> Message:
     return message
 
 
-def create_conversation(user: User, model_name: str | None = None, title: str = "", system_prompt: str = "") -> Conversation:
+def create_conversation(
+    user: User, model_name: str | None = None, title: str = "", system_prompt: str = "", preset: object = None
+) -> Conversation:
     title = clean_title(title) if title else ""
+    chosen = resolve_preset(preset)
     return Conversation.objects.create(
         owner=user,
         model=resolve_model(model_name),
         title=title,
         title_is_auto=not title,
-        system_prompt=system_prompt[:20_000],
+        system_prompt=clean_system_prompt(system_prompt) if system_prompt or not chosen else chosen.text,
+        preset=chosen,
     )
+
+
+def clean_system_prompt(text: object) -> str:
+    if not isinstance(text, str) or len(text) > SYSTEM_PROMPT_MAX:
+        raise ActionError("invalid_input", f"system_prompt must be text of at most {SYSTEM_PROMPT_MAX:,} characters.")
+    return text.strip()
+
+
+def offered_presets() -> list[PromptPreset]:
+    return list(PromptPreset.objects.filter(enabled=True))
+
+
+def resolve_preset(value: object) -> PromptPreset | None:
+    """An enabled preset by id; None (or absent) for none."""
+    if value is None:
+        return None
+    try:
+        pk = parse_pk(value)
+    except ActionError:
+        raise ActionError("invalid_input", "preset must be the id of a preset, or null.") from None
+    preset = PromptPreset.objects.filter(pk=pk, enabled=True).first()
+    if preset is None:
+        raise ActionError("invalid_input", "That preset is not offered.")
+    return preset
 
 
 def clean_title(title: object) -> str:
@@ -120,7 +152,7 @@ def rename_conversation(conversation: Conversation, title: object) -> Conversati
 
 
 def update_conversation(conversation: Conversation, changes: dict[str, object]) -> Conversation:
-    unknown = set(changes) - {"title", "archived", "system_prompt", "model"}
+    unknown = set(changes) - {"title", "archived", "system_prompt", "preset", "model"}
     if unknown:
         raise ActionError("invalid_input", f"Unknown fields: {', '.join(sorted(unknown))}.")
     fields = []
@@ -133,11 +165,8 @@ def update_conversation(conversation: Conversation, changes: dict[str, object]) 
             raise ActionError("invalid_input", "archived must be true or false.")
         conversation.archived = changes["archived"]
         fields.append("archived")
-    if "system_prompt" in changes:
-        if not isinstance(changes["system_prompt"], str) or len(changes["system_prompt"]) > 20_000:
-            raise ActionError("invalid_input", "system_prompt must be text of at most 20,000 characters.")
-        conversation.system_prompt = changes["system_prompt"]
-        fields.append("system_prompt")
+    if "system_prompt" in changes or "preset" in changes:
+        fields += _change_system_prompt(conversation, changes)
     if "model" in changes:
         if not isinstance(changes["model"], str):
             raise ActionError("invalid_input", "model must be a model name.")
@@ -146,6 +175,18 @@ def update_conversation(conversation: Conversation, changes: dict[str, object]) 
     if fields:
         conversation.save(update_fields=fields)
     return conversation
+
+
+def _change_system_prompt(conversation: Conversation, changes: dict[str, object]) -> list[str]:
+    """A preset alone brings its text; a text alone was written by hand, so it comes from no preset.
+    Both: the text as sent (perhaps a preset's, edited), noting the preset it started from."""
+    preset = resolve_preset(changes.get("preset"))
+    if "system_prompt" in changes:
+        conversation.system_prompt = clean_system_prompt(changes["system_prompt"])
+    elif preset is not None:
+        conversation.system_prompt = preset.text
+    conversation.preset = preset
+    return ["system_prompt", "preset"]
 
 
 def delete_conversation(conversation: Conversation) -> None:

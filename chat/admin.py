@@ -1,8 +1,8 @@
-"""The model catalogue, conversations and messages in Django admin."""
+"""The model catalogue, system prompt presets, conversations and messages in Django admin."""
 
 from django.contrib import admin
 
-from chat.models import ChatModel, Conversation, Message
+from chat.models import ChatModel, Conversation, Message, PromptPreset
 
 
 @admin.register(ChatModel)
@@ -24,6 +24,16 @@ class ChatModelAdmin(admin.ModelAdmin):
     search_fields = ["name", "label"]
 
 
+@admin.register(PromptPreset)
+class PromptPresetAdmin(admin.ModelAdmin):
+    """System prompts users may pick for a conversation; only enabled ones are offered, in `sort` order."""
+
+    list_display = ["name", "enabled", "sort"]
+    list_editable = ["enabled", "sort"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "text"]
+
+
 class MessageInline(admin.TabularInline):
     model = Message
     fields = ["role", "status", "content", "error_code", "model", "created"]
@@ -42,7 +52,7 @@ class ConversationAdmin(admin.ModelAdmin):
     list_filter = ["archived", "model"]
     search_fields = ["title", "owner__username"]
     list_select_related = ["owner", "model"]
-    readonly_fields = ["owner", "title", "title_is_auto", "model", "system_prompt", "created", "updated", "archived"]
+    readonly_fields = ["owner", "title", "title_is_auto", "model", "system_prompt", "preset", "created", "updated", "archived"]
     inlines = [MessageInline]
 
     def has_add_permission(self, request: object) -> bool:

@@ -1,4 +1,4 @@
-"""The JSON HTTP API: conversations, sending, stopping, uploads, models and the usage meter. Its
+"""The JSON HTTP API: conversations, sending, stopping, uploads, models, prompt presets and the usage meter. Its
 errors and helpers are in chat/responses.py; the SSE door is chat/sse.py."""
 
 import asyncio
@@ -14,9 +14,9 @@ from django.urls import reverse
 from django.utils.http import content_disposition_header, urlencode
 
 from billing import admission
-from chat import actions, paging, uploads
+from chat import actions, paging, search, uploads
 from chat.actions import ActionError
-from chat.models import Upload
+from chat.models import Conversation, Upload
 from chat.replies import send_message, stop_message
 from chat.responses import api_view, json_error, json_response, read_json
 
@@ -31,10 +31,11 @@ def conversations(request: HttpRequest, user: Any) -> HttpResponse:
             if name in data and not isinstance(data[name], str):
                 raise ActionError("invalid_input", f"{name} must be text.")
         conversation = actions.create_conversation(
-            user, model_name=data.get("model") or None, title=data.get("title", ""), system_prompt=data.get("system_prompt", "")
+            user, model_name=data.get("model") or None, title=data.get("title", ""), system_prompt=data.get("system_prompt", ""),
+            preset=data.get("preset"),
         )
         return json_response(conversation.as_dict(), status=201)
-    query = request.GET.get("q", "")
+    query = search.clean_query(request.GET.get("q", ""))
     archived = request.GET.get("archived") in {"1", "true"}
     paginator = Paginator(actions.user_conversations(user, query, archived), PAGE_SIZE)
     try:
@@ -43,13 +44,21 @@ def conversations(request: HttpRequest, user: Any) -> HttpResponse:
         raise ActionError("not_found", "No such page.") from None
     return json_response(
         {
-            "results": [conversation.as_dict() for conversation in page.object_list],
+            "results": [_listed(conversation, query) for conversation in page.object_list],
             "page": page.number,
             "pages": paginator.num_pages,
             "count": paginator.count,
             "next": page.next_page_number() if page.has_next() else None,
         }
     )
+
+
+def _listed(conversation: Conversation, query: str) -> dict[str, Any]:
+    """A search result also says how it matched: highlighted title, and a snippet of a matching message."""
+    data = conversation.as_dict()
+    if query:
+        data["match"] = search.hit(conversation, query).as_dict(query)
+    return data
 
 
 @api_view({"GET", "PATCH", "DELETE"})
@@ -165,6 +174,12 @@ def usage(request: HttpRequest, user: Any) -> HttpResponse:
         return json_response(admission.usage_for(user.pk))
     except redis.RedisError:
         return json_error("busy", "Usage cannot be read right now.", retry_after=5)
+
+
+@api_view({"GET"})
+def prompt_presets(request: HttpRequest, user: Any) -> HttpResponse:
+    """The system prompts admins offer, in their order."""
+    return json_response({"results": [preset.as_dict() for preset in actions.offered_presets()]})
 
 
 @api_view({"GET"})

@@ -11,5 +11,6 @@ urlpatterns = [
     path("messages/<int:pk>/stop", api.message_stop, name="api-message-stop"),
     path("messages/<int:pk>/events", sse.message_events, name="api-message-events"),
     path("models/", api.models, name="api-models"),
+    path("prompt-presets/", api.prompt_presets, name="api-prompt-presets"),
     path("usage/", api.usage, name="api-usage"),
 ]

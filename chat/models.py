@@ -8,6 +8,8 @@ from django.utils import timezone
 
 import providers
 
+SYSTEM_PROMPT_MAX = 20_000  # characters
+
 
 class ModelQuerySet(models.QuerySet["ChatModel"]):
     def offered(self) -> "ModelQuerySet":
@@ -57,6 +59,25 @@ class ChatModel(models.Model):
         }
 
 
+class PromptPreset(models.Model):
+    """A system prompt admins offer; a conversation copies its text, so editing a preset later
+    changes no conversation."""
+
+    name = models.CharField(max_length=100)
+    text = models.TextField(max_length=SYSTEM_PROMPT_MAX)
+    enabled = models.BooleanField(default=True)
+    sort = models.PositiveIntegerField(default=100)
+
+    class Meta:
+        ordering = ["sort", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.pk, "name": self.name, "text": self.text}
+
+
 NO_TITLE = "New chat"  # what a conversation is called before its first message, everywhere
 
 
@@ -66,6 +87,10 @@ class Conversation(models.Model):
     title_is_auto = models.BooleanField(default=True)
     model = models.ForeignKey(ChatModel, on_delete=models.PROTECT, related_name="+")
     system_prompt = models.TextField(blank=True)
+    preset = models.ForeignKey(
+        PromptPreset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The preset the system prompt was taken from, if any.",
+    )
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now, db_index=True)
     archived = models.BooleanField(default=False)
@@ -87,6 +112,7 @@ class Conversation(models.Model):
             "title": self.display_title,
             "model": self.model.name,
             "system_prompt": self.system_prompt,
+            "preset": self.preset_id,
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),
             "archived": self.archived,

@@ -16,10 +16,10 @@ from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
 from billing import admission
-from chat import actions, paging, uploads
-from chat.models import ChatModel, Conversation, Message
+from chat import actions, paging, search, uploads
+from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message
 
-SIDEBAR_LIMIT = 200  # older conversations stay reachable through the title filter
+SIDEBAR_LIMIT = 200  # older conversations stay reachable through the search box
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +51,12 @@ def _current_id(request: PageRequest) -> int | None:
 
 
 def _sidebar_context(request: PageRequest, current_id: int | None) -> dict[str, Any]:
-    q = request.GET.get("q", "").strip()
-    return {
-        "conversations": actions.user_conversations(request.user, q)[:SIDEBAR_LIMIT],
-        "q": q,
-        "current_id": current_id,
-    }
+    q = search.clean_query(request.GET.get("q", ""))
+    conversations = list(actions.user_conversations(request.user, q)[:SIDEBAR_LIMIT])
+    if q:
+        for item in conversations:
+            item.hit = search.hit(item, q)  # type: ignore[attr-defined]  # what the sidebar shows of the match
+    return {"conversations": conversations, "q": q, "current_id": current_id}
 
 
 def _message_payload(message: Message) -> dict[str, Any]:
@@ -75,6 +75,7 @@ def _message_payload(message: Message) -> dict[str, Any]:
 
 def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpResponse:
     models = list(ChatModel.objects.offered())
+    presets = actions.offered_presets()
     try:
         default_model: ChatModel | None = actions.default_model()
     except actions.ActionError:
@@ -92,6 +93,9 @@ def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpR
         "uploads": [upload.as_dict() for upload in uploads.uploads_for(request.user, conversation.pk)] if conversation else [],
         "upload_max_bytes": settings.PARLEY_UPLOAD_MAX_BYTES,
         "usage": _usage(request.user.pk),
+        "presets": presets,
+        "presets_data": [preset.as_dict() for preset in presets],
+        "system_prompt_max": SYSTEM_PROMPT_MAX,
     }
     return render(request, "chat/page.html", context)
 

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "chat",
     "billing",
     "agents",
+    "sharing",
     "parley.checks.ChecksConfig",  # lets Django's security checks see the middleware below
 ]
 
@@ -248,6 +249,10 @@ PARLEY_UPLOADS_PER_CONVERSATION = env_int("PARLEY_UPLOADS_PER_CONVERSATION", 20,
 PARLEY_UPLOAD_MAX_TEXT_CHARS = env_int("PARLEY_UPLOAD_MAX_TEXT_CHARS", 1_000_000, minimum=1)
 # Plans and overrides are read on every model call: a process may apply an admin's edit this much later.
 PARLEY_LIMITS_CACHE_SECONDS = env_float("PARLEY_LIMITS_CACHE_SECONDS", 5.0, minimum=0)
+
+# Share links (sharing/): a user's links not yet revoked, and links made in any one hour.
+PARLEY_SHARES_MAX_ACTIVE = env_int("PARLEY_SHARES_MAX_ACTIVE", 100, minimum=1)
+PARLEY_SHARES_PER_HOUR = env_int("PARLEY_SHARES_PER_HOUR", 30, minimum=1)
 
 # Sign-in and sign-up throttles (accounts/throttle.py explains the scopes and why).
 PARLEY_SIGNIN_FAILURES = env_int("PARLEY_SIGNIN_FAILURES", 5, minimum=1)  # one account from one address

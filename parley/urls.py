@@ -25,7 +25,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("chat.api_urls")),
     path("api/", include("agents.api_urls")),
+    path("api/", include("sharing.api_urls")),
     path("accounts/", include("accounts.urls")),
+    path("", include("sharing.urls")),
     path("", include("chat.urls")),
 ]
 

@@ -325,6 +325,7 @@ REQUEST_ERRORS: dict[str, tuple[int, str]] = {
     "suspended": (403, "Your account is suspended: new replies are paused. Ask an administrator."),
     "run_finished": (409, "That agent run has already finished."),
     "not_awaiting_approval": (409, "That step is not waiting for a decision."),
+    "too_many_shares": (429, "You have made as many share links as you may for now. Revoke one, or try again later."),
     "too_many_runs": (429, "Too many of your agent runs are under way. Wait for one to finish or cancel one."),
 }
 

@@ -108,10 +108,10 @@ def test_sidebar_lists_only_own_conversations_and_filters(client, user, other, d
     assert "Trip plans" in html and "Tax questions" in html and "mallory" not in html
 
     filtered = client.get(reverse("chat:sidebar"), {"q": "trip"}, **HTMX).content.decode()
-    assert "Trip plans" in filtered and "Tax questions" not in filtered
+    assert "<mark>Trip</mark> plans" in filtered and "Tax questions" not in filtered
 
     none = client.get(reverse("chat:sidebar"), {"q": "zzz"}, **HTMX).content.decode()
-    assert "No conversation titles match" in none
+    assert "No conversation of yours mentions" in none
 
 
 def test_sidebar_highlights_the_open_conversation(client, user, demo_model):

@@ -5,6 +5,7 @@
 // Agent runs ("Run as task", `/task <goal>`) are drawn and followed the same way by tasks.js.
 
 import { renderMarkdown } from "./markdown.js";
+import * as conversationTools from "./conversation.js";
 import * as tasks from "./tasks.js";
 import { copyText, flashButton, requestJson } from "./ui.js";
 
@@ -324,6 +325,7 @@ function adoptConversation(conversation) {
   }
   ui.attach.disabled = false; // files belong to a conversation: now there is one
   ui.attach.title = ui.attach.dataset.title;
+  conversationTools.showConversation(conversation.id);
 }
 
 const conversationUrl = (id) => chat.dataset.conversationUrl.replace(/0\/$/, `${id}/`);
@@ -918,6 +920,15 @@ function start() {
     nearBottom,
     scrollToBottom,
   });
+  conversationTools.setUp({
+    conversation: () => state.conversation,
+    model: () => ui.picker?.value || undefined,
+    adopt: (conversation) => {
+      adoptConversation(conversation);
+      refreshSidebar();
+    },
+  });
+  conversationTools.showConversation(state.conversation);
   const messages = JSON.parse($("chat-messages").textContent);
   for (const message of messages) appendMessage(message);
   tasks.showConversation(state.conversation);

@@ -88,6 +88,7 @@ class Reply {
     this.length = codePoints(this.text);
     this.cursor = "";
     this.painting = false;
+    this.watched = ACTIVE.has(message.status); // this tab follows it as it is written: its end is announced
   }
 
   get active() {
@@ -175,6 +176,7 @@ const retryHint = (seconds) => {
 
 function showFailure(reply, text, retryAfter) {
   setFoot(reply, (text || "The reply failed.") + retryHint(retryAfter), "msg-error");
+  if (reply.element.isConnected && !reply.active) announce(reply.foot.textContent);
 }
 
 // ---------------------------------------------------------------- the event stream
@@ -194,11 +196,32 @@ function onDelta(event) {
   schedulePaint(reply);
 }
 
+// Screen readers hear a reply once, when it ends, from a live region of its own: the messages
+// themselves are not live, or every token painted would be read out.
+let announceTimer = null;
+function announce(text) {
+  const region = $("announcer");
+  region.textContent = "";
+  clearTimeout(announceTimer);
+  // Emptied first and filled a moment later, so that the same words twice are still read.
+  announceTimer = setTimeout(() => { region.textContent = text; }, 100);
+}
+
+const ANNOUNCED_ENDINGS = { stopped: "Reply stopped.", interrupted: "The reply was interrupted." };
+
+function announceEnd(reply, status) {
+  if (!reply.watched) return; // only replies this tab saw being written, not stored ones drawn on load
+  reply.watched = false;
+  if (status === "complete") announce(`Reply: ${reply.body.innerText.trim().slice(0, 2000)}`);
+  else if (ANNOUNCED_ENDINGS[status]) announce(ANNOUNCED_ENDINGS[status]);
+}
+
 function finish(reply, event) {
   reply.status = event.status;
   reply.cursor = event.cursor ?? reply.cursor;
   state.stopping.delete(reply.id);
   paint(reply);
+  announceEnd(reply, event.status); // after the paint: the text in full
   updateComposer();
   refreshSidebar(); // an automatic title may have been given
   scheduleUsageLoad(); // the reply has been charged: the meter moves
@@ -283,6 +306,7 @@ function onMessage(event) {
   appendMessage(event.user_message);
   const reply = appendMessage(event.assistant_message);
   if (reply) reply.cursor = ""; // the server attached this socket to the reply from its start
+  announce("Writing a reply…");
   scrollToBottom();
   updateComposer();
   refreshSidebar();
@@ -739,8 +763,6 @@ document.body.addEventListener("htmx:afterSwap", (event) => {
   const messages = data ? JSON.parse(data.textContent) : [];
   data?.remove();
   const first = ui.list.querySelector(".msg");
-  // The list is a live region: a page of old messages is not news to read out.
-  ui.messages.setAttribute("aria-live", "off");
   for (const message of messages) {
     const reply = addMessage(message, (element) => ui.list.insertBefore(element, first));
     if (reply?.active) attach(reply);
@@ -748,7 +770,6 @@ document.body.addEventListener("htmx:afterSwap", (event) => {
   tasks.reposition();
   if (earlierFromBottom !== null) ui.messages.scrollTop = ui.messages.scrollHeight - earlierFromBottom;
   earlierFromBottom = null;
-  requestAnimationFrame(() => ui.messages.setAttribute("aria-live", "polite"));
   // htmx keeps focus on the next button; at the start of the conversation, move it to the oldest message.
   const oldest = ui.list.querySelector(".msg");
   if (!$("load-earlier") && messages.length && (!document.activeElement || document.activeElement === document.body)) {
@@ -903,8 +924,21 @@ function setSidebar(open) {
 }
 ui.sidebarToggle.addEventListener("click", () => setSidebar(!ui.shell.classList.contains("sidebar-open")));
 ui.scrim.addEventListener("click", () => setSidebar(false));
+// Keyboard: Escape closes the sidebar, else stops the reply being written (not while a form or
+// dialog has the key: it cancels those); Ctrl+Shift+O (⌘⇧O) starts a new chat, as elsewhere.
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape") setSidebar(false);
+  if (event.defaultPrevented || event.isComposing) return;
+  if (event.key === "Escape") {
+    if (ui.shell.classList.contains("sidebar-open")) return setSidebar(false);
+    if (event.target.closest?.("dialog, form:not(#composer)")) return;
+    if (!ui.stop.hidden && !ui.stop.disabled) {
+      event.preventDefault();
+      stop();
+    }
+  } else if ((event.ctrlKey || event.metaKey) && event.shiftKey && event.key.toLowerCase() === "o") {
+    event.preventDefault();
+    window.location.assign($("new-chat").href);
+  }
 });
 
 // ---------------------------------------------------------------- start

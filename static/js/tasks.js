@@ -95,7 +95,7 @@ class Task {
   build() {
     const card = element("article", "task-card");
     card.dataset.run = this.id;
-    card.setAttribute("aria-live", "off"); // inside the messages' live region: only the parts below speak
+    card.setAttribute("aria-live", "off"); // not live as a whole: only the parts below speak
     const head = element("header", "task-head");
     const icon = element("span", "task-icon");
     icon.innerHTML = TASK_ICON; // a constant, no data

@@ -63,6 +63,13 @@ def branch_messages(conversation: Conversation) -> list[Message]:
     return path_to(leaf)
 
 
+def newest_of_branch(conversation: Conversation, count: int) -> list[Message]:
+    """The `count` newest messages of the branch shown, oldest first, reading only those."""
+    if not is_branched(conversation):
+        return list(reversed(Message.objects.filter(conversation=conversation).order_by("-id")[:count]))
+    return path_to(Message(pk=conversation.current_leaf_id, conversation_id=conversation.pk), count)
+
+
 def shown_leaf_id(conversation: Conversation) -> int | None:
     """The last message of the branch shown: a send is appended to it."""
     if conversation.current_leaf_id is not None:

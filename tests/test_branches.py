@@ -292,8 +292,10 @@ def test_branch_messages_is_the_path_shown(alice):
     one = Message.objects.create(conversation=conversation, parent=root, role="assistant", content="a1")
     two = Message.objects.create(conversation=conversation, parent=root, role="assistant", content="a2")
     assert [m.pk for m in branches.branch_messages(conversation)] == [root.pk, one.pk, two.pk]  # never branched: id order
+    assert [m.pk for m in branches.newest_of_branch(conversation, 2)] == [one.pk, two.pk]
     branches.set_leaf(conversation, one.pk)
     assert [m.pk for m in branches.branch_messages(conversation)] == [root.pk, one.pk]
+    assert [m.pk for m in branches.newest_of_branch(conversation, 1)] == [one.pk]  # what an agent run is told of
     branches.show(conversation, two)
     assert [m.pk for m in branches.branch_messages(conversation)] == [root.pk, two.pk]
     assert branches.siblings_of(conversation, [root, two]) == {root.pk: [root.pk], two.pk: [one.pk, two.pk]}

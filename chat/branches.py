@@ -70,13 +70,6 @@ def newest_of_branch(conversation: Conversation, count: int) -> list[Message]:
     return path_to(Message(pk=conversation.current_leaf_id, conversation_id=conversation.pk), count)
 
 
-def shown_leaf_id(conversation: Conversation) -> int | None:
-    """The last message of the branch shown: a send is appended to it."""
-    if conversation.current_leaf_id is not None:
-        return conversation.current_leaf_id
-    return Message.objects.filter(conversation=conversation).order_by("-id").values_list("id", flat=True).first()
-
-
 def page_before(conversation: Conversation, before: int | None, limit: int) -> tuple[list[Message], bool]:
     """The `limit` newest messages of the branch shown that come before message `before` (oldest
     first), and whether older ones exist. `before` is usually the oldest message of the page
@@ -106,19 +99,22 @@ def siblings_of(conversation: Conversation, messages: Iterable[Message]) -> dict
     if not is_branched(conversation) or not messages:
         return {message.pk: [message.pk] for message in messages}
     parents = {message.parent_id for message in messages}
-    query = Message.objects.filter(conversation=conversation)
-    with_parent = query.filter(parent_id__in=[parent for parent in parents if parent is not None])
-    if None in parents:  # the first message and its edits
-        with_parent = with_parent | query.filter(parent__isnull=True)
+    # By parent alone, on its index: a parent's children are in its conversation.
+    rows = list(Message.objects.filter(parent_id__in=parents - {None}).order_by("id").values_list("parent_id", "id"))
+    if None in parents:  # the first message and its edits (on the oldest page only)
+        rows += [(None, pk) for pk in sibling_ids(conversation.pk, None)]
     by_parent: dict[int | None, list[int]] = {}
-    for parent_id, pk in with_parent.order_by("id").values_list("parent_id", "id"):
+    for parent_id, pk in rows:
         by_parent.setdefault(parent_id, []).append(pk)
     return {message.pk: by_parent.get(message.parent_id, [message.pk]) for message in messages}
 
 
 def sibling_ids(conversation_id: int, parent_id: int | None) -> list[int]:
-    query = Message.objects.filter(conversation_id=conversation_id)
-    query = query.filter(parent__isnull=True) if parent_id is None else query.filter(parent_id=parent_id)
+    """The ids of the children of `parent_id` (of the first messages, for None), oldest first."""
+    if parent_id is None:
+        query = Message.objects.filter(conversation_id=conversation_id, parent__isnull=True)
+    else:
+        query = Message.objects.filter(parent_id=parent_id)  # on the parent's index
     return list(query.order_by("id").values_list("id", flat=True))
 
 

@@ -42,7 +42,7 @@ class ConversationAdmin(admin.ModelAdmin):
     list_filter = ["archived", "model"]
     search_fields = ["title", "owner__username"]
     list_select_related = ["owner", "model"]
-    readonly_fields = ["owner", "title", "title_is_auto", "model", "system_prompt", "created", "updated", "archived"]
+    readonly_fields = ["owner", "title", "title_is_auto", "model", "system_prompt", "created", "updated", "archived", "current_leaf"]
     inlines = [MessageInline]
 
     def has_add_permission(self, request: object) -> bool:

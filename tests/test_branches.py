@@ -299,3 +299,15 @@ def test_branch_messages_is_the_path_shown(alice):
     branches.show(conversation, two)
     assert [m.pk for m in branches.branch_messages(conversation)] == [root.pk, two.pk]
     assert branches.siblings_of(conversation, [root, two]) == {root.pk: [root.pk], two.pk: [one.pk, two.pk]}
+
+
+@pytest.mark.django_db
+def test_a_branched_conversation_can_be_deleted(alice):
+    from chat.actions import delete_conversation
+
+    conversation = Conversation.objects.create(owner=alice, model=ChatModel.objects.get(name="parley-demo"))
+    root = Message.objects.create(conversation=conversation, role="user", content="q")
+    reply = Message.objects.create(conversation=conversation, parent=root, role="assistant", content="a")
+    branches.set_leaf(conversation, reply.pk)
+    delete_conversation(conversation)
+    assert not Conversation.objects.exists() and not Message.objects.exists()

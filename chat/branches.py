@@ -136,7 +136,7 @@ def leaf_under(message: Message) -> int:
     """The leaf to show when the user picks `message`: down its newest child, then that one's, to the end."""
     sql = f"""
 WITH RECURSIVE down(id) AS (
-    SELECT %s
+    SELECT id FROM {TABLE} WHERE id = %s
     UNION ALL
     SELECT (SELECT MAX(c.id) FROM {TABLE} c WHERE c.parent_id = down.id) FROM down WHERE down.id IS NOT NULL
 )

@@ -34,6 +34,10 @@ def test_edit_regenerate_switch_and_reload_keep_the_branch(page):
     send(page, "second /words 3")
     wait_until_finished(page, 2)
 
+    other = page.context.new_page()  # another tab on the same conversation
+    other.goto(page.url)
+    other.wait_for_selector("#messages-inner > .msg-assistant[data-status=complete] >> nth=1")
+
     second = page.locator("#messages-inner > .msg-user").nth(1)
     second.get_by_role("button", name="Edit message").click()
     editor = second.get_by_role("textbox", name="Edit message")
@@ -49,6 +53,11 @@ def test_edit_regenerate_switch_and_reload_keep_the_branch(page):
     assert shown(page) == ["first /words 2", "word1 word2", "second again /words 4", "word1 word2 word3 word4"]
     edited = page.locator("#messages-inner > .msg-user").nth(1)
     assert edited.locator(".branch-position").inner_text() == "2 / 2"
+    # The other tab follows the new branch as it follows a send.
+    other.wait_for_function("() => [...document.querySelectorAll('#messages-inner > .msg-user')].at(-1)?.innerText.includes('second again')")
+    wait_until_finished(other, 2)
+    assert shown(other) == shown(page)
+    other.close()
 
     # Regenerate the last reply: a second version of it.
     page.locator("#messages-inner > .msg-assistant").last.get_by_role("button", name="Regenerate reply").click()

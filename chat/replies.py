@@ -140,21 +140,34 @@ def _place(user: User, turn: Turn) -> _Place:
     """Where the turn goes, checked: the user's own conversation or message, of the right role, and
     no reply under way in the conversation."""
     if turn.edits is None and turn.regenerates is None:
-        if turn.conversation_id is None:
-            conversation = create_conversation(user, turn.model_name)
-            return _Place(conversation, [], None, created=True)
-        conversation = _locked_conversation(user, turn.conversation_id)
-        if turn.model_name and turn.model_name != conversation.model.name:
-            conversation.model = resolve_model(turn.model_name)
-        if branches.is_branched(conversation):
-            if Message.objects.filter(conversation=conversation, status__in=Message.ACTIVE).exists():
-                raise ActionError("conversation_busy")
-            earlier = branches.path_rows(conversation.pk, conversation.current_leaf_id)
-        else:
-            earlier = statements.values_by(Message, ("id", "role", "content", "status"), "conversation", conversation.pk)
-            if any(status in Message.ACTIVE for _, _, _, status in earlier):
-                raise ActionError("conversation_busy")
-        return _Place(conversation, earlier, earlier[-1][0] if earlier else None)
+        return _place_send(user, turn)
+    return _place_version(user, turn)
+
+
+def _place_send(user: User, turn: Turn) -> _Place:
+    """A send goes at the end of the branch shown."""
+    if turn.conversation_id is None:
+        return _Place(create_conversation(user, turn.model_name), [], None, created=True)
+    conversation = _locked_conversation(user, turn.conversation_id)
+    if turn.model_name and turn.model_name != conversation.model.name:
+        conversation.model = resolve_model(turn.model_name)
+    if branches.is_branched(conversation):
+        _check_idle(conversation)
+        earlier = branches.path_rows(conversation.pk, conversation.current_leaf_id)
+    else:  # one branch: every message, in id order, the busy check included
+        earlier = statements.values_by(Message, ("id", "role", "content", "status"), "conversation", conversation.pk)
+        if any(status in Message.ACTIVE for _, _, _, status in earlier):
+            raise ActionError("conversation_busy")
+    return _Place(conversation, earlier, earlier[-1][0] if earlier else None)
+
+
+def _check_idle(conversation: Conversation) -> None:
+    if Message.objects.filter(conversation=conversation, status__in=Message.ACTIVE).exists():
+        raise ActionError("conversation_busy")
+
+
+def _place_version(user: User, turn: Turn) -> _Place:
+    """An edit goes beside the user message it edits; a regenerate beside its reply."""
     editing = turn.edits is not None
     message = get_message_for(user, turn.edits if editing else turn.regenerates)
     if editing and message.role != Message.Role.USER:
@@ -162,8 +175,7 @@ def _place(user: User, turn: Turn) -> _Place:
     if not editing and message.role != Message.Role.ASSISTANT:
         raise ActionError("invalid_input", "Only replies can be regenerated; edit a message of yours instead.")
     conversation = _locked_conversation(user, message.conversation_id)
-    if Message.objects.filter(conversation=conversation, status__in=Message.ACTIVE).exists():
-        raise ActionError("conversation_busy")
+    _check_idle(conversation)
     branches.make_branched(conversation)
     parent_id = Message.objects.filter(pk=message.pk).values_list("parent_id", flat=True).get()  # maybe just given
     earlier = branches.path_rows(conversation.pk, parent_id)

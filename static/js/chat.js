@@ -89,6 +89,7 @@ class Reply {
     this.length = codePoints(this.text);
     this.cursor = "";
     this.painting = false;
+    this.controlsFor = null; // the status its Regenerate or Retry was drawn for
   }
 
   get active() {
@@ -152,7 +153,11 @@ function paint(reply) {
   reply.element.classList.toggle("streaming", reply.active);
   const label = FINAL_LABELS[reply.status];
   if (label) setFoot(reply, label, `status-${reply.status}`);
-  branches.drawControls(reply.element, { role: "assistant", status: reply.status, active: reply.active });
+  if (reply.controlsFor !== reply.status) {
+    // Only when the status changes: paint runs every frame while text streams in.
+    branches.drawControls(reply.element, { role: "assistant", status: reply.status, active: reply.active });
+    reply.controlsFor = reply.status;
+  }
   if (stick) scrollToBottom();
 }
 

@@ -39,6 +39,7 @@ from agents.schema import InvalidArguments
 from agents.tools import Tool, ToolContext, ToolRefused
 from billing import calls, ledger, quotas
 from billing.models import UsageRecord
+from chat import branches
 from chat.actions import ActionError
 from chat.models import ChatModel
 from parley.redis_clients import sync_client
@@ -371,8 +372,8 @@ class Runner:
     def _system_prompt(self) -> str:
         conversation = self.run.conversation
         parts = [conversation.system_prompt, INSTRUCTIONS]
-        recent = list(conversation.messages.order_by("-id").values_list("role", "content")[:6])
-        context = "\n\n".join(f"{role}: {content}" for role, content in reversed(recent))[-CONTEXT_CHARS:]
+        recent = branches.newest_of_branch(conversation, 6)  # of the branch the page shows
+        context = "\n\n".join(f"{message.role}: {message.content}" for message in recent)[-CONTEXT_CHARS:]
         if context:
             parts.append(f"The conversation the task was started from ends with:\n\n{context}")
         return "\n\n".join(part for part in parts if part)

@@ -4,8 +4,9 @@
 
 1. A fresh SQLite database in a temp dir (migrations; one user with an API token and a sign-in
    cookie; one conversation of --messages messages, alternating user questions of about 190
-   characters and markdown replies of about 550; a short conversation and 200 finished replies
-   for the probes).
+   characters and markdown replies of about 550, each the parent of the next, with an edit near
+   the end on a branch not shown, so the long branch is read along its parents (chat/branches.py);
+   a short conversation and 200 finished replies for the probes).
 2. One daphne (`python -m parley.serve`, uvloop) serving it; Redis from REDIS_URL, or an embedded
    one when unset (keys under a unique prefix, removed at the end).
 3. **Open**: GET the long conversation's API detail and its chat page, one at a time, --tries
@@ -138,6 +139,7 @@ def build_database(count: int) -> dict[str, Any]:
     model = ChatModel.objects.get(name="parley-demo")
     long = Conversation.objects.create(owner=user, model=model, title="A long one")
     Message.objects.bulk_create((_message(long, index) for index in range(count)), batch_size=1000)
+    _branch(long)
     short = Conversation.objects.create(owner=user, model=model, title="A short one")
     Message.objects.create(conversation=short, role="user", content="Hello?")
     Message.objects.create(conversation=short, role="assistant", content="Hello! " * 20, status="complete")
@@ -153,6 +155,24 @@ def build_database(count: int) -> dict[str, Any]:
         "token": token, "cookies": {settings.SESSION_COOKIE_NAME: client.cookies[settings.SESSION_COOKIE_NAME].value}, "long": long.pk,
         "short": short.pk, "replies": [reply.pk for reply in replies], "an_early_id": ids[-1], "messages": count,
     }
+
+
+def _branch(conversation: Any) -> None:
+    """Makes the long conversation a tree that shows its long branch: each message's parent is the
+    one before it, and a question near its end has an edit on a branch of its own. On a Parley
+    without branches its messages stay in id order."""
+    try:
+        from chat import branches
+    except ImportError:
+        return
+    from chat.models import Message
+
+    branches.make_branched(conversation)
+    newest = list(conversation.messages.order_by("-id")[:12])
+    question = next(message for message in newest[2:] if message.role == "user")
+    edit = Message.objects.create(conversation=conversation, parent_id=question.parent_id, role="user", content="An edited question")
+    Message.objects.create(conversation=conversation, parent=edit, role="assistant", content="Another answer", status="complete")
+    branches.set_leaf(conversation, newest[0].pk)
 
 
 def _message(conversation: Any, index: int) -> Any:

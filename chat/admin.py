@@ -52,7 +52,9 @@ class ConversationAdmin(admin.ModelAdmin):
     list_filter = ["archived", "model"]
     search_fields = ["title", "owner__username"]
     list_select_related = ["owner", "model"]
-    readonly_fields = ["owner", "title", "title_is_auto", "model", "system_prompt", "preset", "created", "updated", "archived"]
+    readonly_fields = [
+        "owner", "title", "title_is_auto", "model", "system_prompt", "preset", "created", "updated", "archived", "current_leaf",
+    ]
     inlines = [MessageInline]
 
     def has_add_permission(self, request: object) -> bool:

@@ -1,5 +1,6 @@
-"""The JSON HTTP API: conversations, sending, stopping, uploads, models, prompt presets and the usage meter. Its
-errors and helpers are in chat/responses.py; the SSE door is chat/sse.py."""
+"""The JSON HTTP API: conversations, sending, editing and regenerating (branches), stopping,
+uploads, models, prompt presets and the usage meter. Its errors and helpers are in
+chat/responses.py; the SSE door is chat/sse.py."""
 
 import asyncio
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import redis
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.core.paginator import InvalidPage, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
@@ -14,10 +16,10 @@ from django.urls import reverse
 from django.utils.http import content_disposition_header, urlencode
 
 from billing import admission
-from chat import actions, paging, search, uploads
+from chat import actions, branches, paging, search, uploads
 from chat.actions import ActionError
 from chat.models import Conversation, Upload
-from chat.replies import send_message, stop_message
+from chat.replies import edit_message, regenerate_message, send_message, stop_message
 from chat.responses import api_view, json_error, json_response, read_json
 
 PAGE_SIZE = 20
@@ -72,12 +74,19 @@ def conversation_detail(request: HttpRequest, user: Any, pk: int) -> HttpRespons
     before, limit = paging.parse_query(request.GET)  # before any change: a refused request changes nothing
     if request.method == "PATCH":
         actions.update_conversation(conversation, read_json(request))
+    return json_response(_detail(conversation, before, limit))
+
+
+def _detail(conversation: Conversation, before: int | None = None, limit: int = paging.PAGE_SIZE) -> dict[str, Any]:
+    """The conversation with a page of the branch it shows; each message with its siblings' ids."""
     page = paging.message_page(conversation, before, limit)
+    siblings = branches.siblings_of(conversation, page.messages)
     data = conversation.as_dict()
-    data["messages"] = [message.as_dict() for message in page.messages]
+    data["current_leaf"] = conversation.current_leaf_id
+    data["messages"] = [message.as_dict(siblings[message.pk]) for message in page.messages]
     data["has_more"] = page.has_more
     data["older"] = _older_url(conversation.pk, page, limit) if page.has_more else None
-    return json_response(data)
+    return data
 
 
 def _older_url(pk: int, page: paging.MessagePage, limit: int) -> str:
@@ -91,6 +100,39 @@ async def conversation_messages(request: HttpRequest, user: Any, pk: int) -> Htt
     data = read_json(request)
     event = await send_message(user, pk, data.get("content"), data.get("model"))
     return json_response(event, status=201)
+
+
+@api_view({"POST"})
+async def message_edit(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
+    """A new version of a user message (`{"content": "..."}`) and its reply: answered like a send."""
+    data = read_json(request)
+    _only(data, {"content"})
+    return json_response(await edit_message(user, pk, data.get("content")), status=201)
+
+
+@api_view({"POST"})
+async def message_regenerate(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
+    """A new version of a finished reply (a retry of a failed one too): answered like a send."""
+    _only(read_json(request), set())
+    return json_response(await regenerate_message(user, pk), status=201)
+
+
+@api_view({"POST"})
+def message_show(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
+    """Show the branch through this message (one of a message's siblings, usually): stored, so a
+    reload and other tabs show it too. Answers the conversation's detail on that branch."""
+    _only(read_json(request), set())
+    message = actions.get_message_for(user, pk)
+    conversation = actions.get_conversation_for(user, message.conversation_id)
+    with transaction.atomic():
+        branches.show(conversation, message)
+    return json_response(_detail(conversation))
+
+
+def _only(data: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(data) - allowed
+    if unknown:
+        raise ActionError("invalid_input", f"Unknown fields: {', '.join(sorted(unknown))}.")
 
 
 @api_view({"POST"})

@@ -12,7 +12,7 @@ from channels.consumer import get_handler_name
 
 from agents.attach import attach_run
 from chat.actions import ActionError
-from chat.replies import attach, follow_sent, send_message, stop_message
+from chat.replies import attach, edit_message, follow_sent, regenerate_message, send_message, stop_message
 from streaming import events, process
 from streaming.entries import Entry
 
@@ -92,7 +92,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         ref = frame.get("ref")
         handler = self.handlers.get(frame.get("type", ""))
         if handler is None:
-            await self.send_event(events.request_error("invalid_frame", "Unknown frame type; use send, attach, stop, detach, attach_run or detach_run.", ref=ref))
+            await self.send_event(events.request_error("invalid_frame", "Unknown frame type; use send, edit, regenerate, attach, stop, detach, attach_run or detach_run.", ref=ref))
             return
         try:
             await handler(self, frame)
@@ -107,6 +107,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         event = await send_message(
             self.user, frame.get("conversation"), frame.get("content"), frame.get("model"), origin=self.socket_id
         )
+        await self._follow_sent(frame, event)
+
+    async def on_edit(self, frame: dict[str, Any]) -> None:
+        await self._follow_sent(frame, await edit_message(self.user, frame.get("message"), frame.get("content"), origin=self.socket_id))
+
+    async def on_regenerate(self, frame: dict[str, Any]) -> None:
+        await self._follow_sent(frame, await regenerate_message(self.user, frame.get("message"), origin=self.socket_id))
+
+    async def _follow_sent(self, frame: dict[str, Any], event: events.MessageEvent) -> None:
+        """Answer a send, an edit or a regenerate with its `message` event, then follow its reply."""
         if frame.get("ref") is not None:
             event["ref"] = frame["ref"]
         await self.send_event(event)
@@ -152,6 +162,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     handlers: dict[str, Callable[["ChatConsumer", dict[str, Any]], Awaitable[None]]] = {
         "send": on_send,
+        "edit": on_edit,
+        "regenerate": on_regenerate,
         "attach": on_attach,
         "stop": on_stop,
         "detach": on_detach,
@@ -206,7 +218,7 @@ def _malformed(frame: dict[str, Any]) -> str:
     """What makes a frame unreadable, before any field is used: a type that is not a name, a list or
     an object where a value belongs, a `ref` that cannot be echoed back. Empty when it reads."""
     if not isinstance(frame.get("type"), str):
-        return "type must be one of send, attach, stop, detach, attach_run or detach_run."
+        return "type must be one of send, edit, regenerate, attach, stop, detach, attach_run or detach_run."
     for name in SCALAR_FIELDS:
         if isinstance(frame.get(name), list | dict):
             return f"{name} must be a single value, not a list or an object."

@@ -94,6 +94,11 @@ class Conversation(models.Model):
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now, db_index=True)
     archived = models.BooleanField(default=False)
+    # The last message of the branch shown (chat/branches.py). Empty while the conversation has one
+    # branch: its messages in id order are that branch, as they were before messages could branch.
+    current_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+    )
 
     class Meta:
         ordering = ["-updated", "-id"]
@@ -177,11 +182,14 @@ class Message(models.Model):
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, siblings: list[int] | None = None) -> dict[str, Any]:
+        """`siblings`: the ids of the versions of this message (edits, regenerated replies), oldest
+        first and itself among them; chat/branches.py computes them for a page in one query."""
         return {
             "id": self.pk,
             "conversation": self.conversation_id,
             "parent": self.parent_id,
+            "siblings": siblings if siblings is not None else [self.pk],
             "role": self.role,
             "content": self.content,
             "status": self.status,

@@ -1,4 +1,5 @@
 """A conversation's messages a page at a time: the newest page first, older pages by message id.
+A branched conversation is paged along the branch shown (chat/branches.py), by the same ids.
 
 Pages are cut by id (keyset), never by OFFSET: on the (conversation, id) index each page is one
 short range read, so the last page of a 10,000-message conversation costs what the first does.
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 from django.http import QueryDict
 
+from chat import branches
 from chat.actions import MAX_PK, ActionError
 from chat.models import Conversation, Message
 
@@ -26,8 +28,10 @@ class MessagePage:
 
 
 def message_page(conversation: Conversation, before: int | None = None, limit: int = PAGE_SIZE) -> MessagePage:
-    """The `limit` newest messages of the conversation older than message `before` (any id: it is
-    only a bound), in one query."""
+    """The `limit` newest messages of the branch shown older than message `before` (any id: it is
+    only a bound), in one query; along a branch, the ancestors of `before` (chat/branches.py)."""
+    if branches.is_branched(conversation):
+        return MessagePage(*branches.page_before(conversation, before, limit))
     messages = Message.objects.filter(conversation=conversation).order_by("-id")
     if before is not None:
         messages = messages.filter(id__lt=before)

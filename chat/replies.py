@@ -17,7 +17,7 @@ from accounts.models import User
 from accounts.plans import limits_for
 from billing import calls
 from billing.models import UsageRecord
-from chat import generation, reaper
+from chat import branches, generation, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.models import Conversation, Message, usage_of
 from chat.titles import fallback_title
@@ -50,6 +50,19 @@ def clean_content(content: object) -> str:
     return content
 
 
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What one model call stores before it runs: a send (a new user message at the end of the
+    branch shown), an edit (a new version of a user message: its sibling) or a regenerate (a new
+    version of a reply, after the same user message). Each stores a queued reply and shows its branch."""
+
+    conversation_id: object = None  # a send's conversation; None starts one
+    text: str | None = None  # the new user message; None for a regenerate
+    model_name: str | None = None
+    edits: object = None  # the id of the user message an edit is a version of
+    regenerates: object = None  # the id of the reply a regenerate is a version of
+
+
 async def send_message(
     user: User, conversation_id: object, content: object, model_name: object = None, origin: str = ""
 ) -> events.MessageEvent:
@@ -60,12 +73,28 @@ async def send_message(
     text = clean_content(content)
     if model_name is not None and not isinstance(model_name, str):
         raise ActionError("invalid_input", "model must be a model name.")
+    return await _start(user, Turn(conversation_id=conversation_id, text=text, model_name=model_name or None), origin)
+
+
+async def edit_message(user: User, message_id: object, content: object, origin: str = "") -> events.MessageEvent:
+    """A new version of one of the user's messages, with a reply to it: a branch, shown from now on."""
+    text = clean_content(content)
+    return await _start(user, Turn(text=text, edits=message_id), origin)
+
+
+async def regenerate_message(user: User, message_id: object, origin: str = "") -> events.MessageEvent:
+    """A new reply in place of a finished one (a retry of a failed, stopped or interrupted one
+    too): a branch, shown from now on, and a new call, billed as such."""
+    return await _start(user, Turn(regenerates=message_id), origin)
+
+
+async def _start(user: User, turn: Turn, origin: str) -> events.MessageEvent:
     here = process.current()
     # Taken before the await so that concurrent sends cannot overshoot the bound.
     if not here.slots.take(settings.PARLEY_MAX_GENERATIONS):
         raise ActionError("busy", retry_after=BUSY_RETRY_AFTER)
     try:
-        turn = await _store_turn(user, conversation_id, text, model_name or None, here.event_log.generator_id)
+        stored = await _store_turn(user, turn, here.event_log.generator_id)
     except OperationalError as error:
         here.slots.give_back()
         if "locked" not in str(error):
@@ -75,50 +104,122 @@ async def send_message(
     except BaseException:
         here.slots.give_back()
         raise
-    generation.start(here, turn.plan)
-    await here.feeds.publish(user.pk, {**turn.event, "origin": origin})
-    return turn.event
+    generation.start(here, stored.plan)
+    await here.feeds.publish(user.pk, {**stored.event, "origin": origin})
+    return stored.event
+
+
+@dataclass(slots=True)
+class _Place:
+    """Where a turn goes: its conversation (locked), the history before it, and the parent of the
+    new user message (or, for a regenerate, the user message the new reply answers)."""
+
+    conversation: Conversation
+    earlier: list[tuple[Any, ...]]  # (id, role, content, status) of the path before the turn
+    parent_id: int | None
+    answered: Message | None = None  # a regenerate's user message
+    created: bool = False  # a new conversation (its owner row was not read with it)
+    edited: bool = False
+
+    @property
+    def shows_branch(self) -> bool:
+        """Whether the conversation shows a branch of its tree (and so stores the new leaf)."""
+        return self.answered is not None or self.edited or self.conversation.current_leaf_id is not None
+
+
+def _locked_conversation(user: User, conversation_id: object) -> Conversation:
+    # The owner's row comes along, fresh: suspension and plan, without another query.
+    found = statements.select_one(
+        Conversation, {"id": parse_pk(conversation_id), "owner": user.pk}, related=("model", "owner"), lock=True
+    )
+    if found is None:
+        raise ActionError("not_found")
+    return cast(Conversation, found)
+
+
+def _place(user: User, turn: Turn) -> _Place:
+    """Where the turn goes, checked: the user's own conversation or message, of the right role, and
+    no reply under way in the conversation."""
+    if turn.edits is None and turn.regenerates is None:
+        return _place_send(user, turn)
+    return _place_version(user, turn)
+
+
+def _place_send(user: User, turn: Turn) -> _Place:
+    """A send goes at the end of the branch shown."""
+    if turn.conversation_id is None:
+        return _Place(create_conversation(user, turn.model_name), [], None, created=True)
+    conversation = _locked_conversation(user, turn.conversation_id)
+    if turn.model_name and turn.model_name != conversation.model.name:
+        conversation.model = resolve_model(turn.model_name)
+    if branches.is_branched(conversation):
+        _check_idle(conversation)
+        earlier = branches.path_rows(conversation.pk, conversation.current_leaf_id)
+    else:  # one branch: every message, in id order, the busy check included
+        earlier = statements.values_by(Message, ("id", "role", "content", "status"), "conversation", conversation.pk)
+        if any(status in Message.ACTIVE for _, _, _, status in earlier):
+            raise ActionError("conversation_busy")
+    return _Place(conversation, earlier, earlier[-1][0] if earlier else None)
+
+
+def _check_idle(conversation: Conversation) -> None:
+    if Message.objects.filter(conversation=conversation, status__in=Message.ACTIVE).exists():
+        raise ActionError("conversation_busy")
+
+
+def _place_version(user: User, turn: Turn) -> _Place:
+    """An edit goes beside the user message it edits; a regenerate beside its reply."""
+    editing = turn.edits is not None
+    message = get_message_for(user, turn.edits if editing else turn.regenerates)
+    if editing and message.role != Message.Role.USER:
+        raise ActionError("invalid_input", "Only your own messages can be edited; regenerate a reply instead.")
+    if not editing and message.role != Message.Role.ASSISTANT:
+        raise ActionError("invalid_input", "Only replies can be regenerated; edit a message of yours instead.")
+    conversation = _locked_conversation(user, message.conversation_id)
+    _check_idle(conversation)
+    branches.make_branched(conversation)
+    parent_id = Message.objects.filter(pk=message.pk).values_list("parent_id", flat=True).get()  # maybe just given
+    earlier = branches.path_rows(conversation.pk, parent_id)
+    if editing:
+        return _Place(conversation, earlier, parent_id, edited=True)
+    answered = statements.select_one(Message, {"id": parent_id}) if parent_id is not None else None
+    if not isinstance(answered, Message) or answered.role != Message.Role.USER:
+        raise ActionError("invalid_input", "This reply answers no message of yours, so it cannot be regenerated.")
+    return _Place(conversation, earlier, parent_id, answered)
 
 
 @database_sync_to_async
-def _store_turn(user: User, conversation_id: object, text: str, model_name: str | None, generator_id: str) -> StoredTurn:
+def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
+    """The one place a turn is stored, whatever made it: checks, `calls.admit`, the messages, and
+    the branch shown, in one transaction; then the plan of the reply."""
     admitted: calls.Admitted | None = None
     try:
         with transaction.atomic():
-            if conversation_id is None:
-                conversation = create_conversation(user, model_name)
-                earlier = []
-            else:
-                # The owner's row comes along, fresh: suspension and plan, without another query.
-                found = statements.select_one(
-                    Conversation, {"id": parse_pk(conversation_id), "owner": user.pk}, related=("model", "owner"), lock=True
-                )
-                if found is None:
-                    raise ActionError("not_found")
-                conversation = cast(Conversation, found)
-                if model_name and model_name != conversation.model.name:
-                    conversation.model = resolve_model(model_name)
-                earlier = statements.values_by(Message, ("id", "role", "content", "status"), "conversation", conversation.pk)
+            place = _place(user, turn)
+            conversation = place.conversation
             chosen = conversation.model
             if not chosen.enabled or chosen.provider not in configured_providers():
                 raise ActionError("unknown_model", f"The model {chosen.name!r} is no longer offered. Pick another one.")
-            if any(status in Message.ACTIVE for _, _, _, status in earlier):
-                raise ActionError("conversation_busy")
-            suspended, limits = limits_for(user.pk, conversation.owner if conversation_id is not None else None)
+            suspended, limits = limits_for(user.pk, None if place.created else conversation.owner)
             if suspended:
                 raise ActionError("suspended")
-            turns = [(role, content) for _, role, content, _ in earlier] + [(Message.Role.USER, text)]
+            turns = [(role, content) for _, role, content, _ in place.earlier]
+            if turn.text is not None:
+                turns.append((Message.Role.USER, turn.text))
             admitted = calls.admit(
                 user.pk, limits, chosen, conversation.system_prompt, turns, kind=UsageRecord.Kind.REPLY,
                 conversation_id=conversation.pk,
             )
             model = admitted.model
             now = timezone.now()
-            user_message = Message(
-                conversation=conversation, parent_id=earlier[-1][0] if earlier else None,
-                role=Message.Role.USER, content=text, status=Message.Status.COMPLETE, created=now,
-            )
-            statements.insert(user_message)
+            if place.answered is None:
+                user_message = Message(
+                    conversation=conversation, parent_id=place.parent_id,
+                    role=Message.Role.USER, content=turn.text, status=Message.Status.COMPLETE, created=now,
+                )
+                statements.insert(user_message)
+            else:
+                user_message = place.answered
             reply = Message(
                 conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT,
                 status=Message.Status.QUEUED, provider=model.provider, model=model.name,
@@ -127,11 +228,18 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             )
             statements.insert(reply)
             conversation.updated = now
-            changes = {"updated": now, "model": conversation.model_id}
-            first_words = not earlier and conversation.title_is_auto and not conversation.title
+            changes: dict[str, Any] = {"updated": now, "model": conversation.model_id}
+            if place.shows_branch:
+                changes["current_leaf"] = reply.pk  # the new branch is the one shown
+            first_words = (
+                not place.earlier and turn.edits is None and turn.text is not None
+                and conversation.title_is_auto and not conversation.title
+            )
             if first_words:  # named at once by its question; its model may find a better title later
-                conversation.title = changes["title"] = fallback_title(text, model.is_demo)
+                conversation.title = changes["title"] = fallback_title(turn.text, model.is_demo)
             statements.update(Conversation, conversation.pk, changes)
+            user_dict = user_message.as_dict(branches.sibling_ids(conversation.pk, user_message.parent_id) if place.shows_branch else None)
+            reply_dict = reply.as_dict(branches.sibling_ids(conversation.pk, user_message.pk) if place.answered else None)
     except BaseException:
         if admitted is not None:  # nothing was stored: the request and its reservation are given back
             calls.release(admitted)
@@ -149,7 +257,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
         usage=admitted.call,
         reservation=admitted.reservation,
     )
-    event = events.message_started(conversation.as_dict(), user_message.as_dict(), reply.as_dict())
+    event = events.message_started(conversation.as_dict(), user_dict, reply_dict)
     return StoredTurn(event, plan)
 
 

@@ -16,7 +16,7 @@ from django_htmx.middleware import HtmxDetails
 
 from accounts.models import User
 from billing import admission
-from chat import actions, paging, search, uploads
+from chat import actions, branches, paging, search, uploads
 from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message
 
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the search box
@@ -59,10 +59,17 @@ def _sidebar_context(request: PageRequest, current_id: int | None) -> dict[str, 
     return {"conversations": conversations, "q": q, "current_id": current_id}
 
 
-def _message_payload(message: Message) -> dict[str, Any]:
+def _payloads(conversation: Conversation, messages: list[Message]) -> list[dict[str, Any]]:
+    siblings = branches.siblings_of(conversation, messages)
+    return [_message_payload(message, siblings[message.pk]) for message in messages]
+
+
+def _message_payload(message: Message, siblings: list[int]) -> dict[str, Any]:
     """What chat.js needs to draw a message; the content is raw text, rendered in the browser."""
     return {
         "id": message.pk,
+        "parent": message.parent_id,
+        "siblings": siblings,  # its versions, for "‹ 2 / 3 ›"
         "role": message.role,
         "status": message.status,
         "content": message.content,
@@ -85,7 +92,7 @@ def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpR
     context = {
         **_sidebar_context(request, conversation.pk if conversation else None),
         "conversation": conversation,
-        "chat_messages": [_message_payload(m) for m in page.messages],
+        "chat_messages": _payloads(conversation, page.messages) if conversation else [],
         "earlier_url": _earlier_url(conversation.pk, page) if conversation else None,
         "models": models,
         "default_model": default_model,
@@ -143,7 +150,7 @@ def earlier(request: PageRequest, pk: int) -> HttpResponse:
     page = paging.message_page(conversation, before, limit)
     context = {
         "earlier_url": _earlier_url(conversation.pk, page),
-        "earlier_messages": [_message_payload(m) for m in page.messages],
+        "earlier_messages": _payloads(conversation, page.messages),
     }
     return render(request, "chat/page.html#earlier", context)
 

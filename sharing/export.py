@@ -9,7 +9,7 @@ from django.utils.text import slugify
 
 from chat.actions import ActionError
 from chat.models import Conversation, Message
-from sharing.snapshot import _branch_messages
+from chat.branches import branch_messages
 
 FORMATS = ("md", "json")
 ROLE_HEADINGS = {Message.Role.USER: "You", Message.Role.ASSISTANT: "Assistant"}
@@ -38,7 +38,7 @@ def as_markdown(conversation: Conversation) -> str:
     lines = [f"# {conversation.display_title}", "", f"- Model: {conversation.model.label}", f"- Exported: {timezone.now().isoformat()}"]
     if conversation.system_prompt:
         lines += ["", "## System prompt", "", conversation.system_prompt]
-    for message in _branch_messages(conversation):
+    for message in branch_messages(conversation):
         heading = ROLE_HEADINGS.get(message.role, message.role)
         if message.role == Message.Role.ASSISTANT and message.model:
             heading += f" ({message.model})"

@@ -3,18 +3,10 @@
 from typing import Any
 
 from accounts.models import User
+from chat.branches import branch_messages
 from chat.models import Conversation, Message
 
 SNAPSHOT_VERSION = 1
-
-
-def _branch_messages(conversation: Conversation) -> list[Message]:
-    """The path of messages the page shows, oldest first.
-
-    Every message in id order until conversations have branches; then this becomes
-    `chat.branches.branch_messages(conversation)`, the one place shares and the Markdown export
-    ask which messages are shown."""
-    return list(conversation.messages.order_by("id"))
 
 
 def message_record(message: Message) -> dict[str, Any]:
@@ -30,7 +22,7 @@ def message_record(message: Message) -> dict[str, Any]:
 def take_snapshot(conversation: Conversation) -> dict[str, Any]:
     """The messages shown, as they are now. A reply still being written is left out (its text is
     not final); the page says so through `left_out`."""
-    shown = _branch_messages(conversation)
+    shown = branch_messages(conversation)
     finished = [message for message in shown if not message.is_active]
     return {
         "version": SNAPSHOT_VERSION,

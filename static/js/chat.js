@@ -3,7 +3,10 @@
 // Every assistant reply that is still being written is "attached" with the last cursor seen, so a
 // reload, a second tab or a reconnect after a network blip continues exactly where it left off.
 // Agent runs ("Run as task", `/task <goal>`) are drawn and followed the same way by tasks.js.
+// The page shows one branch of the conversation's message tree; edits and regenerations make new
+// branches, and "‹ 2 / 3 ›" (branches.js) switches between them.
 
+import * as branches from "./branches.js";
 import { renderMarkdown } from "./markdown.js";
 import * as conversationTools from "./conversation.js";
 import * as tasks from "./tasks.js";
@@ -89,6 +92,7 @@ class Reply {
     this.cursor = "";
     this.painting = false;
     this.watched = ACTIVE.has(message.status); // this tab follows it as it is written: its end is announced
+    this.controlsFor = null; // the status its Regenerate or Retry was drawn for
   }
 
   get active() {
@@ -100,6 +104,8 @@ function messageElement(message) {
   const element = document.createElement("article");
   element.className = `msg msg-${message.role}`;
   element.dataset.id = message.id;
+  element.dataset.parent = message.parent ?? "";
+  branches.setSiblings(element, message.siblings);
   element.dataset.created = Date.parse(message.created); // task cards are placed among messages by time
   const notice = document.createElement("p");
   notice.className = "msg-notice";
@@ -109,7 +115,9 @@ function messageElement(message) {
   body.className = message.role === "user" ? "msg-body plain" : "msg-body markdown";
   const foot = document.createElement("div");
   foot.className = "msg-foot";
-  element.append(notice, body, foot);
+  const actions = document.createElement("div");
+  actions.className = "msg-actions";
+  element.append(notice, body, foot, actions);
   return element;
 }
 
@@ -122,6 +130,7 @@ function addMessage(message, place) {
   place(element);
   if (message.role === "user") {
     element.querySelector(".msg-body").textContent = message.content; // never HTML
+    branches.drawControls(element, { role: "user" });
     return null;
   }
   const reply = new Reply(message, element);
@@ -147,6 +156,11 @@ function paint(reply) {
   reply.element.classList.toggle("streaming", reply.active);
   const label = FINAL_LABELS[reply.status];
   if (label) setFoot(reply, label, `status-${reply.status}`);
+  if (reply.controlsFor !== reply.status) {
+    // Only when the status changes: paint runs every frame while text streams in.
+    branches.drawControls(reply.element, { role: "assistant", status: reply.status, active: reply.active });
+    reply.controlsFor = reply.status;
+  }
   if (stick) scrollToBottom();
 }
 
@@ -294,33 +308,166 @@ function onMessage(event) {
     return;
   }
   if (state.pending && event.ref === state.pending.ref) {
+    const { frame } = state.pending;
     state.pending = null;
-    ui.input.value = "";
-    onInput();
+    if (frame.type === "send") {
+      ui.input.value = "";
+      onInput();
+    }
   }
   state.awaitingTitle = hasPlaceholderTitle();
   if (!state.conversation) adoptConversation(event.conversation);
   else if (state.awaitingTitle && event.conversation.id === state.conversation) setTitle(event.conversation.title);
   // The first send names the conversation by its question's words until its model's title comes.
   if (state.awaitingTitle) state.provisionalTitle = event.conversation.title;
-  appendMessage(event.user_message);
-  const reply = appendMessage(event.assistant_message);
+  const reply = placeTurn(event);
   if (reply) reply.cursor = ""; // the server attached this socket to the reply from its start
+  else reloadThread();
   announce("Writing a reply…");
   scrollToBottom();
   updateComposer();
   refreshSidebar();
 }
 
+const shownMessage = (id) => ui.list.querySelector(`:scope > .msg[data-id="${Number(id)}"]`);
+
+/**
+ * Draws a send, an edit or a regenerate where it belongs in the branch shown: after the message it
+ * follows, in place of whatever came after that (an older branch). Null when the page does not
+ * show that message (another branch, or an older page): the caller then redraws the thread.
+ */
+function placeTurn(event) {
+  const user = event.user_message;
+  const drawn = shownMessage(user.id); // a regenerate: a new reply to a message shown
+  const anchor = drawn || (user.parent == null ? null : shownMessage(user.parent));
+  if (!anchor && user.parent != null) return null;
+  clearAfter(anchor);
+  if (drawn) {
+    branches.setSiblings(drawn, user.siblings);
+    branches.drawControls(drawn, { role: "user" });
+  } else {
+    appendMessage(user);
+  }
+  const reply = appendMessage(event.assistant_message);
+  tasks.reposition();
+  return reply;
+}
+
+/** Removes the messages after `anchor` (all of them when null): the branch they were on is no longer shown. */
+function clearAfter(anchor) {
+  const all = [...ui.list.querySelectorAll(":scope > .msg")];
+  for (const element of all.slice(anchor ? all.indexOf(anchor) + 1 : 0)) {
+    state.replies.delete(Number(element.dataset.id));
+    element.remove();
+  }
+  if (!anchor) setEarlier(null);
+}
+
+/** Points "Load earlier messages" at the page before the oldest message shown, or hides it. */
+function setEarlier(url) {
+  const earlier = $("earlier");
+  if (!earlier) return;
+  earlier.replaceChildren();
+  earlier.hidden = !url;
+  if (!url) return;
+  const button = Object.assign(document.createElement("button"), {
+    type: "button", className: "button small", id: "load-earlier", textContent: "Load earlier messages",
+  });
+  button.setAttribute("hx-get", url);
+  button.setAttribute("hx-target", "#earlier");
+  button.setAttribute("hx-swap", "outerHTML settle:0ms");
+  button.setAttribute("hx-sync", "this:drop");
+  earlier.append(button);
+  window.htmx?.process(earlier);
+}
+
+/** Draws the branch a conversation's detail (GET /api/conversations/<id>/) carries, and follows its replies. */
+function renderThread(detail) {
+  clearAfter(null);
+  for (const message of detail.messages) appendMessage(message);
+  const oldest = detail.messages[0];
+  setEarlier(detail.has_more && oldest ? `${conversationUrl(detail.id)}earlier/?before=${oldest.id}` : null);
+  ui.welcome.hidden = detail.messages.length > 0;
+  tasks.reposition();
+  for (const reply of state.replies.values()) {
+    if (reply.active) {
+      reply.cursor = "";
+      attach(reply);
+    }
+  }
+  updateComposer();
+}
+
+/** The branch shown changed in a way this page cannot draw from the event alone: read it again. */
+async function reloadThread() {
+  if (!state.conversation) return;
+  const loaded = await requestJson(`/api/conversations/${state.conversation}/`);
+  if (!loaded.ok) return;
+  renderThread(loaded.data);
+  scrollToBottom();
+}
+
+/** "‹" or "›": show the branch through that version; stored, so a reload shows it too. */
+async function showVersion(id, focusClass) {
+  if (state.pending) return;
+  const shown = await requestJson(`/api/messages/${id}/show`, { method: "POST" });
+  if (!shown.ok) {
+    showComposerError(shown.error.text + retryHint(shown.error.retry_after));
+    return;
+  }
+  renderThread(shown.data);
+  const element = shownMessage(id);
+  if (element) {
+    element.scrollIntoView({ block: "nearest" });
+    const same = element.querySelector(`.${focusClass}:not(:disabled)`) || element.querySelector(".branch-nav button:not(:disabled)");
+    same?.focus({ preventScroll: true });
+  }
+}
+
+function startEdit(element) {
+  branches.openEditor(element, {
+    onSave: (content) => saveEdit(element, content),
+    onClose: () => ui.input.focus(),
+  });
+}
+
+/** Save & send: a new version of the message, answered like a send; the editor stays open if it is refused. */
+function saveEdit(element, content) {
+  if (!content.trim()) {
+    showComposerError("The message is empty. Write something, or press Escape to keep it as it was.");
+    return;
+  }
+  const length = codePoints(content);
+  if (length > state.maxChars) {
+    showComposerError(`The message is ${length.toLocaleString()} characters long; the limit is ${state.maxChars.toLocaleString()}.`);
+    return;
+  }
+  sendTurn({ type: "edit", message: Number(element.dataset.id), content });
+}
+
+ui.list.addEventListener("click", (event) => {
+  const button = event.target.closest(".msg-action");
+  if (!button || button.disabled) return;
+  const element = button.closest(".msg");
+  if (button.dataset.target) {
+    showVersion(Number(button.dataset.target), button.classList.contains("branch-prev") ? "branch-prev" : "branch-next");
+  } else if (button.classList.contains("msg-edit")) {
+    startEdit(element);
+  } else {
+    sendTurn({ type: "regenerate", message: Number(element.dataset.id) }); // Regenerate and Retry alike
+  }
+});
+
 /** Another tab (or an API client) sent a message: follow its reply if it belongs to this page. */
 function onNoticeOfSend(event) {
   refreshSidebar();
   if (event.conversation.id !== state.conversation || state.replies.has(event.assistant_message.id)) return;
-  appendMessage(event.user_message);
-  const reply = appendMessage(event.assistant_message);
+  const reply = placeTurn(event);
   if (reply) {
     reply.cursor = "";
     attach(reply);
+  } else {
+    reloadThread();
   }
   scrollToBottom();
   updateComposer();
@@ -526,6 +673,13 @@ function submit() {
     );
     return;
   }
+  const frame = { type: "send", conversation: state.conversation, content };
+  if (!state.conversation && ui.picker?.value) frame.model = ui.picker.value;
+  sendTurn(frame);
+}
+
+/** A send, an edit or a regenerate: one at a time, and not while a reply is being written. */
+function sendTurn(frame) {
   if (streamingReplies().length) {
     showComposerError("A reply is still being written. Wait for it to finish or press Stop.");
     return;
@@ -535,9 +689,8 @@ function submit() {
     ui.banner.animate?.([{ opacity: 0.4 }, { opacity: 1 }], 400); // Enter while paused: point at why
     return;
   }
-  const ref = `send:${state.nextRef++}`;
-  const frame = { type: "send", conversation: state.conversation, content, ref };
-  if (!state.conversation && ui.picker?.value) frame.model = ui.picker.value;
+  const ref = `${frame.type}:${state.nextRef++}`;
+  Object.assign(frame, { ref });
   showComposerError("");
   state.pending = { ref, frame, sent: socket.send(frame) };
   if (!state.pending.sent) socket.nudge(); // sent as soon as the connection is back
@@ -599,6 +752,13 @@ ui.input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     submit();
+  } else if (event.key === "ArrowUp" && !ui.input.value && !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey) {
+    // As in other chat apps: up in an empty composer edits the last message sent.
+    const last = [...ui.list.querySelectorAll(":scope > .msg-user")].pop();
+    if (last) {
+      event.preventDefault();
+      startEdit(last);
+    }
   }
 });
 ui.input.addEventListener("input", onInput);

@@ -17,7 +17,7 @@ from django_htmx.middleware import HtmxDetails
 from accounts.models import User
 from billing import admission
 from chat import actions, branches, paging, search, uploads
-from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message
+from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message, usage_of
 
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the search box
 
@@ -66,7 +66,7 @@ def _payloads(conversation: Conversation, messages: list[Message]) -> list[dict[
 
 def _message_payload(message: Message, siblings: list[int]) -> dict[str, Any]:
     """What chat.js needs to draw a message; the content is raw text, rendered in the browser."""
-    return {
+    payload = {
         "id": message.pk,
         "parent": message.parent_id,
         "siblings": siblings,  # its versions, for "‹ 2 / 3 ›"
@@ -78,6 +78,16 @@ def _message_payload(message: Message, siblings: list[int]) -> dict[str, Any]:
         # Task cards take their place among the messages by time (static/js/tasks.js).
         "created": message.created.isoformat(),
     }
+    if message.role == Message.Role.ASSISTANT:  # what its Details show (static/js/details.js)
+        payload |= {
+            "provider": message.provider or None,
+            "model": message.model or None,
+            "model_version": message.model_version or None,
+            "usage": usage_of(message.prompt_tokens, message.completion_tokens, message.tokens_estimated, message.cost_usd),
+            "ttft_ms": message.ttft_ms,
+            "duration_ms": message.duration_ms,
+        }
+    return payload
 
 
 def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpResponse:

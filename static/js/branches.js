@@ -1,6 +1,7 @@
 // A message's versions and what can be done with it: "‹ 2 / 3 ›" between the versions of a
 // message (its edits) or of a reply (its regenerations), Edit on the user's messages (an inline
-// editor), Regenerate on finished replies and Retry on failed, stopped or interrupted ones.
+// editor), Regenerate on finished replies and Retry on failed, stopped or interrupted ones, and
+// Copy (the reply's Markdown) and Details (details.js) on every finished reply.
 // chat.js owns what they do (frames on the socket, the branch shown); this draws them.
 
 const RETRYABLE = new Set(["failed", "stopped", "interrupted"]);
@@ -53,6 +54,12 @@ export function drawControls(element, { role, status, active }) {
     items.push(control("Retry", "msg-retry", "Retry this reply"));
   } else if (!active) {
     items.push(control("Regenerate", "msg-regenerate", "Regenerate reply"));
+  }
+  if (role !== "user" && !active) {
+    items.push(control("Copy", "msg-copy", "Copy reply as Markdown"));
+    const details = control("Details", "msg-details-toggle", "Show reply details");
+    details.setAttribute("aria-expanded", "false");
+    items.push(details);
   }
   bar.replaceChildren(...items);
   bar.hidden = !items.length;

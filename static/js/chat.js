@@ -7,6 +7,7 @@
 // branches, and "‹ 2 / 3 ›" (branches.js) switches between them.
 
 import * as branches from "./branches.js";
+import * as details from "./details.js";
 import { renderMarkdown } from "./markdown.js";
 import * as conversationTools from "./conversation.js";
 import * as tasks from "./tasks.js";
@@ -93,6 +94,7 @@ class Reply {
     this.painting = false;
     this.watched = ACTIVE.has(message.status); // this tab follows it as it is written: its end is announced
     this.controlsFor = null; // the status its Regenerate or Retry was drawn for
+    this.info = details.infoOf(message); // what its Details show; its `done` event completes it
   }
 
   get active() {
@@ -231,6 +233,7 @@ function announceEnd(reply, status) {
 }
 
 function finish(reply, event) {
+  if (event.type === "done") reply.info = details.withEnd(reply.info, event);
   reply.status = event.status;
   reply.cursor = event.cursor ?? reply.cursor;
   state.stopping.delete(reply.id);
@@ -453,6 +456,12 @@ ui.list.addEventListener("click", (event) => {
     showVersion(Number(button.dataset.target), button.classList.contains("branch-prev") ? "branch-prev" : "branch-next");
   } else if (button.classList.contains("msg-edit")) {
     startEdit(element);
+  } else if (button.classList.contains("msg-copy")) {
+    const reply = state.replies.get(Number(element.dataset.id));
+    if (reply) copyText(reply.text).then((copied) => flashButton(button, copied));
+  } else if (button.classList.contains("msg-details-toggle")) {
+    const reply = state.replies.get(Number(element.dataset.id));
+    if (reply) details.toggle(element, reply.info, button);
   } else {
     sendTurn({ type: "regenerate", message: Number(element.dataset.id) }); // Regenerate and Retry alike
   }

@@ -1,0 +1,80 @@
+// A reply's details, under its Details button: the model that answered and the version its
+// provider reported, tokens (marked when estimated), time to first token, duration and cost.
+// Every value is set as text, never as HTML.
+
+const number = (value) => Number(value).toLocaleString();
+const seconds = (ms) => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`);
+
+function cost(usage) {
+  if (usage.price_unknown) return "price unknown (not billed)";
+  if (usage.cost_usd == null) return null;
+  const value = Number(usage.cost_usd);
+  if (value === 0) return "$0";
+  // Model calls often cost a fraction of a cent: enough digits to see it.
+  return `$${value < 0.01 ? value.toPrecision(2) : value.toFixed(4)}`;
+}
+
+/** What a reply's dict (from the page or the API) or its `done` event says of it. */
+export function infoOf(message) {
+  return {
+    provider: message.provider ?? null,
+    model: message.model ?? null,
+    modelVersion: message.model_version ?? null,
+    usage: message.usage ?? {},
+    ttft: message.ttft_ms ?? null,
+    duration: message.duration_ms ?? null,
+    notice: message.notice ?? null,
+  };
+}
+
+/** A `done` event's figures over what was known when the reply started. */
+export function withEnd(info, event) {
+  return {
+    ...info,
+    modelVersion: event.model_version ?? info.modelVersion,
+    usage: event.usage ?? info.usage,
+    ttft: event.ttft_ms ?? info.ttft,
+    duration: event.duration_ms ?? info.duration,
+  };
+}
+
+export function rows(info) {
+  const { usage } = info;
+  const estimated = usage.estimated ? " (estimated)" : "";
+  const tokens = usage.prompt_tokens == null ? null
+    : `${number(usage.prompt_tokens)} in, ${number(usage.completion_tokens ?? 0)} out${estimated}`;
+  const answeredBy = [info.model, info.provider && `(${info.provider})`].filter(Boolean).join(" ");
+  return [
+    ["Model", answeredBy || null],
+    ["Version reported", info.modelVersion && info.modelVersion !== info.model ? info.modelVersion : null],
+    ["Tokens", tokens],
+    ["First token after", info.ttft == null ? null : seconds(info.ttft)],
+    ["Duration", info.duration == null ? null : seconds(info.duration)],
+    ["Cost", cost(usage)],
+    ["Note", info.notice],
+  ].filter(([, value]) => value != null && value !== "");
+}
+
+/** Shows or hides the details of the reply drawn in `element`; returns whether they are shown. */
+export function toggle(element, info, button) {
+  const open = element.querySelector(".msg-details");
+  if (open) {
+    open.remove();
+    button.setAttribute("aria-expanded", "false");
+    return false;
+  }
+  const list = document.createElement("dl");
+  list.className = "msg-details";
+  list.id = `details-${element.dataset.id}`;
+  for (const [label, value] of rows(info)) {
+    const term = document.createElement("dt");
+    term.textContent = label;
+    const description = document.createElement("dd");
+    description.textContent = value;
+    list.append(term, description);
+  }
+  element.querySelector(".msg-actions").after(list);
+  button.setAttribute("aria-expanded", "true");
+  button.setAttribute("aria-controls", list.id);
+  return true;
+}

@@ -8,6 +8,7 @@ urlpatterns = [
     path("conversations/<int:pk>/messages", api.conversation_messages, name="api-conversation-messages"),
     path("conversations/<int:pk>/uploads", api.conversation_uploads, name="api-conversation-uploads"),
     path("uploads/<int:pk>", api.upload_detail, name="api-upload"),
+    path("uploads/<int:pk>/image", api.upload_image, name="api-upload-image"),
     path("messages/<int:pk>/stop", api.message_stop, name="api-message-stop"),
     path("messages/<int:pk>/events", sse.message_events, name="api-message-events"),
     path("models/", api.models, name="api-models"),

@@ -13,6 +13,9 @@ CATALOGUE = [
     ("claude-haiku-4-5", "Claude Haiku 4.5", "anthropic", 200_000, 4096, "1.00", "5.00", False, 21),
 ]
 
+# The models above that read images (ChatModel.supports_vision); the demo acknowledges them.
+VISION_MODELS = ("parley-demo", "gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini", "claude-sonnet-4-5", "claude-haiku-4-5")
+
 
 def seed(chat_model_class: Any) -> None:
     for name, label, provider, window, max_out, price_in, price_out, default, order in CATALOGUE:

@@ -6,10 +6,11 @@ short range read, so the last page of a 10,000-message conversation costs what t
 
 from dataclasses import dataclass
 
+from django.db.models import Prefetch
 from django.http import QueryDict
 
 from chat.actions import MAX_PK, ActionError
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, Upload
 
 PAGE_SIZE = 50  # what a conversation opens with, in the API and on the chat page
 PAGE_SIZE_MAX = 200
@@ -28,7 +29,9 @@ class MessagePage:
 def message_page(conversation: Conversation, before: int | None = None, limit: int = PAGE_SIZE) -> MessagePage:
     """The `limit` newest messages of the conversation older than message `before` (any id: it is
     only a bound), in one query."""
-    messages = Message.objects.filter(conversation=conversation).order_by("-id")
+    # Their files come in one more query, without their bytes or text (a page without files: none).
+    files = Prefetch("attachments", queryset=Upload.objects.defer("data", "text"))
+    messages = Message.objects.filter(conversation=conversation).order_by("-id").prefetch_related(files)
     if before is not None:
         messages = messages.filter(id__lt=before)
     newest_first = list(messages[: limit + 1])  # one more than the page: whether older ones exist

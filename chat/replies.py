@@ -17,7 +17,7 @@ from accounts.models import User
 from accounts.plans import limits_for
 from billing import calls
 from billing.models import UsageRecord
-from chat import generation, reaper
+from chat import attachments, generation, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.models import Conversation, Message
 from parley import statements
@@ -50,13 +50,16 @@ def clean_content(content: object) -> str:
 
 
 async def send_message(
-    user: User, conversation_id: object, content: object, model_name: object = None, origin: str = ""
+    user: User, conversation_id: object, content: object, model_name: object = None, origin: str = "",
+    attachment_ids: object = None,
 ) -> events.MessageEvent:
     """Store the user's message and a queued reply, start generating it, and return the `message` event.
 
     The user's other tabs are told too (all but `origin`, the socket that sent it), so they can follow.
+    `attachment_ids`: files of the conversation the message carries (chat/attachments.py).
     """
     text = clean_content(content)
+    file_ids = attachments.parse_ids(attachment_ids)
     if model_name is not None and not isinstance(model_name, str):
         raise ActionError("invalid_input", "model must be a model name.")
     here = process.current()
@@ -64,7 +67,7 @@ async def send_message(
     if not here.slots.take(settings.PARLEY_MAX_GENERATIONS):
         raise ActionError("busy", retry_after=BUSY_RETRY_AFTER)
     try:
-        turn = await _store_turn(user, conversation_id, text, model_name or None, here.event_log.generator_id)
+        turn = await _store_turn(user, conversation_id, text, model_name or None, here.event_log.generator_id, file_ids)
     except OperationalError as error:
         here.slots.give_back()
         if "locked" not in str(error):
@@ -80,7 +83,9 @@ async def send_message(
 
 
 @database_sync_to_async
-def _store_turn(user: User, conversation_id: object, text: str, model_name: str | None, generator_id: str) -> StoredTurn:
+def _store_turn(
+    user: User, conversation_id: object, text: str, model_name: str | None, generator_id: str, file_ids: tuple[int, ...] = ()
+) -> StoredTurn:
     admitted: calls.Admitted | None = None
     try:
         with transaction.atomic():
@@ -106,18 +111,21 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             suspended, limits = limits_for(user.pk, conversation.owner if conversation_id is not None else None)
             if suspended:
                 raise ActionError("suspended")
-            turns = [(role, content) for _, role, content, _ in earlier] + [(Message.Role.USER, text)]
+            files = attachments.resolve(conversation.pk if conversation_id is not None else None, file_ids)
+            turns = attachments.turns(conversation.pk, earlier, text, files)
             admitted = calls.admit(
                 user.pk, limits, chosen, conversation.system_prompt, turns, kind=UsageRecord.Kind.REPLY,
                 conversation_id=conversation.pk,
             )
             model = admitted.model
+            attachments.check_model(model, files)
             now = timezone.now()
             user_message = Message(
                 conversation=conversation, parent_id=earlier[-1][0] if earlier else None,
                 role=Message.Role.USER, content=text, status=Message.Status.COMPLETE, created=now,
             )
             statements.insert(user_message)
+            attachments.link(user_message, files)
             reply = Message(
                 conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT,
                 status=Message.Status.QUEUED, provider=model.provider, model=model.name,

@@ -7,6 +7,7 @@ from django.test import Client
 
 from accounts.models import ApiToken
 from chat.models import ChatModel, Conversation, Upload
+from providers.base import TextFile
 from tests.files import pdf_with_pages
 from tests.test_api import assert_error
 
@@ -30,7 +31,11 @@ def test_a_file_is_attached_listed_downloaded_and_deleted(alice_client, conversa
     upload = response.json()["upload"]
     assert upload["name"] == "Q3 report.pdf" and upload["content_type"] == "application/pdf"
     assert upload["conversation"] == conversation.pk and upload["chars"] == len("Revenue grew") and upload["size"] > 100
-    assert set(upload) == {"id", "conversation", "name", "content_type", "size", "chars", "text_truncated", "created"}
+    assert set(upload) == {
+        "id", "conversation", "name", "content_type", "kind", "size", "chars", "text_truncated", "width", "height", "tokens",
+        "created",
+    }
+    assert upload["kind"] == "text" and upload["tokens"] == TextFile("Q3 report.pdf", "Revenue grew").tokens
 
     listed = alice_client.get(f"/api/conversations/{conversation.pk}/uploads")
     assert listed.status_code == 200 and listed.json() == {"uploads": [upload]}

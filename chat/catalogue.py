@@ -18,7 +18,10 @@ VISION_MODELS = ("parley-demo", "gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini", "claud
 
 
 def seed(chat_model_class: Any) -> None:
+    # Migration 0002 seeds through its historical model, from before the vision flag (0014 sets it there).
+    has_vision = any(field.name == "supports_vision" for field in chat_model_class._meta.get_fields())
     for name, label, provider, window, max_out, price_in, price_out, default, order in CATALOGUE:
+        vision = {"supports_vision": name in VISION_MODELS} if has_vision else {}
         chat_model_class.objects.get_or_create(
             name=name,
             defaults={
@@ -30,5 +33,6 @@ def seed(chat_model_class: Any) -> None:
                 "output_price_per_million": Decimal(price_out),
                 "is_default": default,
                 "sort_order": order,
+                **vision,
             },
         )

@@ -164,6 +164,8 @@ def read_upload_text(
         raise ActionError("invalid_input", f"offset must be 0 or more, and max_chars 1 to {READ_MAX_CHARS:,}.")
     files = Upload.objects.filter(conversation_id=_conversation_pk(conversation_id), conversation__owner=user)
     upload = _find(files.only("name", "content_type", "chars"), name_or_id)
+    if upload.is_image:
+        raise ActionError("invalid_input", f"{upload.name} is an image: it has no text to read.")
     if offset > upload.chars:
         raise ActionError("invalid_input", f"offset {offset} is past the end of {upload.name} ({upload.chars} characters).")
     # Only the window leaves the database: a file's text may be a million characters.

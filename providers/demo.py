@@ -9,6 +9,9 @@ provider whose output they control. Control words in the last user message:
 
 A call that offers tools follows a fixed plan instead (providers/demo_plan.py).
 
+The canned reply names each file the last user message carries ("I read a file: notes.txt (120
+characters)", "I see an image: red.png, 40×30"), as a model that read them would.
+
 The user's words are quoted back verbatim, markup included: making them inert is the renderer's
 job, and this reply is how the tests prove it does.
 """

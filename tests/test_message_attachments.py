@@ -3,12 +3,14 @@ them, checked against the conversation, and shown on the message afterwards."""
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from accounts.plans import limits_for
 from billing import admission
 from billing.quotas import Reservation
-from chat import replies, uploads
+from chat import attachments, replies, uploads
 from chat.actions import ActionError
 from chat.models import ChatModel, Conversation, Message
 from providers.base import TextFile
@@ -152,3 +154,14 @@ async def test_the_socket_send_frame_takes_files(alice):
     refused = await communicator.receive_json_from(timeout=10)
     assert (refused["type"], refused["code"], refused["ref"]) == ("error", "invalid_input", 7)
     await communicator.disconnect()
+
+
+def test_a_stored_message_lists_its_files_without_another_query(alice):
+    conversation = conversation_of(alice)
+    upload = uploads.store_upload(alice, conversation.pk, "notes.txt", b"notes")
+    message = Message.objects.create(conversation=conversation, role="user", content="x")
+    attachments.link(message, [upload])
+    with CaptureQueriesContext(connection) as queries:
+        listed = message.as_dict()["attachments"]
+    assert [chip["id"] for chip in listed] == [upload.pk] and not queries.captured_queries
+    assert list(Message.objects.get(pk=message.pk).attachments.all()) == [upload]

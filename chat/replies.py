@@ -112,13 +112,14 @@ def _store_turn(
             if suspended:
                 raise ActionError("suspended")
             files = attachments.resolve(conversation.pk if conversation_id is not None else None, file_ids)
+            attachments.check_model(chosen, files)  # before admission: a refused send counts no request
             turns = attachments.turns(conversation.pk, earlier, text, files)
             admitted = calls.admit(
                 user.pk, limits, chosen, conversation.system_prompt, turns, kind=UsageRecord.Kind.REPLY,
                 conversation_id=conversation.pk,
             )
             model = admitted.model
-            attachments.check_model(model, files)
+            attachments.check_model(model, files)  # the plan's fallback model may not read images
             now = timezone.now()
             user_message = Message(
                 conversation=conversation, parent_id=earlier[-1][0] if earlier else None,

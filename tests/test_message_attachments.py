@@ -1,14 +1,18 @@
 """Files on a message: sent with it, counted in its prompt, refused by models that cannot read
 them, checked against the conversation, and shown on the message afterwards."""
 
+from decimal import Decimal
+
 import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from accounts.models import Plan
 from accounts.plans import limits_for
 from billing import admission
+from billing.models import UsageRecord
 from billing.quotas import Reservation
 from chat import attachments, replies, uploads
 from chat.actions import ActionError
@@ -81,10 +85,28 @@ async def test_a_model_that_cannot_read_images_refuses_them_and_stores_nothing(a
     assert not await Message.objects.filter(conversation=conversation).aexists()
     _, limits = await database_sync_to_async(limits_for)(alice.pk)
     used = {a.name: a.used for a in await database_sync_to_async(admission.allowances)(alice.pk, limits)}
-    assert used["tokens_per_day"] == 0 and used["cost_per_month"] == 0  # the reservation was given back
+    assert used["tokens_per_day"] == 0 and used["cost_per_month"] == 0  # nothing was reserved
+    assert used["requests_per_day"] == 0  # refused before admission: no request counted
     # The same message without the image goes through: nothing was left half done.
     event = await replies.send_message(alice, conversation.pk, "What is this? /words 1")
     assert await reply_text(alice, event) == "word1"
+
+
+async def test_a_fallback_model_that_cannot_read_images_refuses_them_and_gives_the_reservation_back(alice):
+    await ChatModel.objects.acreate(
+        name="priced-seer", label="Priced seer", provider="demo", supports_vision=True,
+        input_price_per_million=Decimal("10"), output_price_per_million=Decimal("10"),
+    )
+    blind = await ChatModel.objects.acreate(name="blind-demo", label="Blind demo", provider="demo", supports_vision=False)
+    await Plan.objects.filter(name="Free").aupdate(cost_per_month=Decimal("1.00"), fallback_model=blind, fallback_at_percent=80)
+    await UsageRecord.objects.acreate(user=alice, kind="reply", provider="demo", model="priced-seer", cost_usd=Decimal("0.85"), outcome="complete")
+    conversation, [image] = await with_files(alice, ("red.png", png(4, 3)), model="priced-seer")
+    refused = await refusal("model_cannot_see_images", alice, conversation.pk, "What is this?", attachment_ids=[image])
+    assert refused.detail.startswith("Blind demo can't read images")
+    assert not await Message.objects.filter(conversation=conversation).aexists()
+    _, limits = await database_sync_to_async(limits_for)(alice.pk)
+    used = {a.name: a.used for a in await database_sync_to_async(admission.allowances)(alice.pk, limits)}
+    assert used["tokens_per_day"] == 0 and used["cost_per_month"] == pytest.approx(0.85)  # the reservation was given back
 
 
 async def test_files_a_send_may_not_name_are_refused_alike(alice, bob):

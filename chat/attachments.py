@@ -42,15 +42,13 @@ def parse_ids(value: object) -> tuple[int, ...]:
     return ids
 
 
-def resolve(conversation_id: int | None, ids: Sequence[int]) -> list[Upload]:
+def resolve(conversation_id: int, ids: Sequence[int]) -> list[Upload]:
     """The files of the (owner-checked) conversation with these ids, in the order asked, with their
     bytes and text. An id that is not a file of this conversation (another's, another user's, or
     none) is refused alike: nothing tells them apart."""
     if not ids:
         return []
-    found = {} if conversation_id is None else {
-        upload.pk: upload for upload in Upload.objects.filter(conversation_id=conversation_id, pk__in=ids)
-    }
+    found = {upload.pk: upload for upload in Upload.objects.filter(conversation_id=conversation_id, pk__in=ids)}
     missing = [str(pk) for pk in ids if pk not in found]
     if missing:
         raise ActionError(

@@ -111,7 +111,7 @@ def _store_turn(
             suspended, limits = limits_for(user.pk, conversation.owner if conversation_id is not None else None)
             if suspended:
                 raise ActionError("suspended")
-            files = attachments.resolve(conversation.pk if conversation_id is not None else None, file_ids)
+            files = attachments.resolve(conversation.pk, file_ids)
             attachments.check_model(chosen, files)  # before admission: a refused send counts no request
             turns = attachments.turns(conversation.pk, earlier, text, files)
             admitted = calls.admit(

@@ -506,6 +506,10 @@ function submit() {
     ui.banner.animate?.([{ opacity: 0.4 }, { opacity: 1 }], 400); // Enter while paused: point at why
     return;
   }
+  if (ui.attach.getAttribute("aria-busy") === "true") {
+    showComposerError("Files are still being attached; send once they show above the message.");
+    return;
+  }
   const ref = `send:${state.nextRef++}`;
   const frame = { type: "send", conversation: state.conversation, content, ref };
   if (chipIds().length) frame.attachments = chipIds();

@@ -1,7 +1,6 @@
 """Migration 0014 on an existing installation: files uploaded before it get their token count, and
 the catalogue's models that read images are marked so."""
 
-import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -11,8 +10,8 @@ from providers.base import TextFile
 BEFORE = [("chat", "0010_uploads")]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_earlier_files_get_their_tokens_and_the_vision_models_are_marked():
+def test_earlier_files_get_their_tokens_and_the_vision_models_are_marked(transactional_db):
+    # `transactional_db` by name: the catalogue fixture puts back the models an earlier test's flush removed.
     executor = MigrationExecutor(connection)
     executor.migrate(BEFORE)
     old = executor.loader.project_state(BEFORE).apps

@@ -25,7 +25,7 @@ from billing import admission, ledger
 from billing.models import UsageRecord
 from billing.quotas import Reservation
 from chat.actions import ActionError
-from chat.history import DoesNotFit, FittedHistory, fit_history
+from chat.history import DoesNotFit, FittedHistory, Turn, fit_history
 from chat.models import ChatModel
 from parley import deferred
 
@@ -49,7 +49,7 @@ class Admitted:
 
 
 def admit(
-    user_id: int, limits: EffectiveLimits, model: ChatModel, system: str, turns: list[tuple[str, str]], *,
+    user_id: int, limits: EffectiveLimits, model: ChatModel, system: str, turns: list[Turn], *,
     kind: str, max_output: int | None = None, background: bool = False, conversation_id: int | None = None,
 ) -> Admitted:
     """Admit a call or raise ActionError. A `background` call (a title) keeps the chosen model and
@@ -121,12 +121,16 @@ class _Shape:
 
     @classmethod
     def of(
-        cls, model: ChatModel, system: str, turns: list[tuple[str, str]], plan_max_output: int | None, cap: int | None
+        cls, model: ChatModel, system: str, turns: list[Turn], plan_max_output: int | None, cap: int | None
     ) -> "_Shape":
         max_output = min(model.max_output_tokens, settings.PARLEY_MAX_OUTPUT_TOKENS, plan_max_output or 10**9, cap or 10**9)
         try:
             fitted = fit_history(turns, system, model.context_window, max_output)
-        except DoesNotFit:
-            raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
+        except DoesNotFit as too_long:
+            raise ActionError(
+                "context_too_long",
+                f"This message is too long for the model's context window: it needs about {too_long.needs:,} tokens "
+                f"(attached files included), and {model.label} has room for {too_long.room:,}.",
+            ) from None
         pricing = ledger.Pricing(model.input_price_per_million, model.output_price_per_million)
         return cls(fitted, max_output, fitted.prompt_estimate, pricing)

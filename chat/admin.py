@@ -15,11 +15,12 @@ class ChatModelAdmin(admin.ModelAdmin):
         "provider",
         "enabled",
         "is_default",
+        "supports_vision",
         "sort_order",
         "input_price_per_million",
         "output_price_per_million",
     ]
-    list_editable = ["enabled", "is_default", "sort_order", "input_price_per_million", "output_price_per_million"]
+    list_editable = ["enabled", "is_default", "supports_vision", "sort_order", "input_price_per_million", "output_price_per_million"]
     list_filter = ["provider", "enabled"]
     search_fields = ["name", "label"]
 

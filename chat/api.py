@@ -98,7 +98,7 @@ def _older_url(pk: int, page: paging.MessagePage, limit: int) -> str:
 @api_view({"POST"})
 async def conversation_messages(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
     data = read_json(request)
-    event = await send_message(user, pk, data.get("content"), data.get("model"))
+    event = await send_message(user, pk, data.get("content"), data.get("model"), attachment_ids=data.get("attachments"))
     return json_response(event, status=201)
 
 
@@ -205,6 +205,26 @@ def _download(upload: Upload) -> HttpResponse:
             "Content-Disposition": content_disposition_header(as_attachment=True, filename=upload.name),
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "private, no-cache",
+        },
+    )
+
+
+@api_view({"GET"})
+def upload_image(request: HttpRequest, user: Any, pk: int) -> HttpResponse:
+    """An image file shown in the page (a thumbnail on its message): its own image type, checked at
+    upload from its header, kept with nosniff, and a sandbox policy so that even a file a browser
+    took for a document could run nothing in the site's origin. Anything but an image is a 404."""
+    upload = uploads.get_upload_for(user, pk)
+    if not upload.is_image:
+        raise ActionError("not_found")
+    return HttpResponse(
+        bytes(upload.data),
+        content_type=upload.content_type,
+        headers={
+            "Content-Disposition": content_disposition_header(as_attachment=False, filename=upload.name),
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, max-age=3600",
         },
     )
 

@@ -11,6 +11,7 @@ urlpatterns = [
     path("messages/<int:pk>/edit", api.message_edit, name="api-message-edit"),
     path("messages/<int:pk>/regenerate", api.message_regenerate, name="api-message-regenerate"),
     path("messages/<int:pk>/show", api.message_show, name="api-message-show"),
+    path("uploads/<int:pk>/image", api.upload_image, name="api-upload-image"),
     path("messages/<int:pk>/stop", api.message_stop, name="api-message-stop"),
     path("messages/<int:pk>/events", sse.message_events, name="api-message-events"),
     path("models/", api.models, name="api-models"),

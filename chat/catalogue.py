@@ -13,9 +13,15 @@ CATALOGUE = [
     ("claude-haiku-4-5", "Claude Haiku 4.5", "anthropic", 200_000, 4096, "1.00", "5.00", False, 21),
 ]
 
+# The models above that read images (ChatModel.supports_vision); the demo acknowledges them.
+VISION_MODELS = ("parley-demo", "gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini", "claude-sonnet-4-5", "claude-haiku-4-5")
+
 
 def seed(chat_model_class: Any) -> None:
+    # Migration 0002 seeds through its historical model, from before the vision flag (0014 sets it there).
+    has_vision = any(field.name == "supports_vision" for field in chat_model_class._meta.get_fields())
     for name, label, provider, window, max_out, price_in, price_out, default, order in CATALOGUE:
+        vision = {"supports_vision": name in VISION_MODELS} if has_vision else {}
         chat_model_class.objects.get_or_create(
             name=name,
             defaults={
@@ -27,5 +33,6 @@ def seed(chat_model_class: Any) -> None:
                 "output_price_per_million": Decimal(price_out),
                 "is_default": default,
                 "sort_order": order,
+                **vision,
             },
         )

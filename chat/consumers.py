@@ -105,7 +105,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_send(self, frame: dict[str, Any]) -> None:
         event = await send_message(
-            self.user, frame.get("conversation"), frame.get("content"), frame.get("model"), origin=self.socket_id
+            self.user, frame.get("conversation"), frame.get("content"), frame.get("model"), origin=self.socket_id,
+            attachment_ids=frame.get("attachments"),
         )
         await self._follow_sent(frame, event)
 

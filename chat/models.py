@@ -35,6 +35,9 @@ class ChatModel(models.Model):
     )
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)
+    supports_vision = models.BooleanField(
+        default=False, help_text="The model reads images: messages to it may carry PNG, JPEG, GIF and WebP files."
+    )
     sort_order = models.PositiveIntegerField(default=100)
 
     objects = ModelQuerySet.as_manager()
@@ -56,6 +59,7 @@ class ChatModel(models.Model):
             "provider": self.provider,
             "context_window": self.context_window,
             "demo": self.is_demo,
+            "vision": self.supports_vision,
         }
 
 
@@ -164,6 +168,9 @@ class Message(models.Model):
         help_text="The budget reserved for this reply, so that a reply whose process died can still be charged and settled.",
     )
     last_cursor = models.CharField(max_length=32, blank=True)
+    # A user message's files (chat/attachments.py). A file may be attached to several messages; deleting
+    # it takes it off them, and their later turns are sent without it.
+    attachments = models.ManyToManyField("Upload", blank=True, related_name="messages")
     created = models.DateTimeField(default=timezone.now)
     finished = models.DateTimeField(null=True, blank=True)
 
@@ -202,8 +209,15 @@ class Message(models.Model):
             "ttft_ms": self.ttft_ms,
             "duration_ms": self.duration_ms,
             "cursor": self.last_cursor or None,
+            "attachments": self.attachment_dicts(),
             "created": self.created.isoformat(),
         }
+
+    def attachment_dicts(self) -> list[dict[str, Any]]:
+        """A user message's files; lists of messages prefetch them (chat/paging.py), replies have none."""
+        if self.role != self.Role.USER:
+            return []
+        return [upload.as_dict() for upload in self.attachments.all()]
 
 
 def usage_of(prompt_tokens: int | None, completion_tokens: int | None, estimated: bool, cost: Decimal | None) -> dict[str, Any]:
@@ -227,7 +241,15 @@ class Upload(models.Model):
     MARKDOWN = "text/markdown"
     CSV = "text/csv"
     PDF = "application/pdf"
-    CONTENT_TYPES = [(TEXT, "Text"), (MARKDOWN, "Markdown"), (CSV, "CSV"), (PDF, "PDF")]
+    PNG = "image/png"
+    JPEG = "image/jpeg"
+    GIF = "image/gif"
+    WEBP = "image/webp"
+    CONTENT_TYPES = [
+        (TEXT, "Text"), (MARKDOWN, "Markdown"), (CSV, "CSV"), (PDF, "PDF"),
+        (PNG, "PNG image"), (JPEG, "JPEG image"), (GIF, "GIF image"), (WEBP, "WebP image"),
+    ]
+    IMAGES = (PNG, JPEG, GIF, WEBP)
 
     # The unique (conversation, name) index serves lookups by conversation alone too.
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="uploads", db_index=False)
@@ -239,6 +261,11 @@ class Upload(models.Model):
     text = models.TextField(blank=True)
     chars = models.PositiveIntegerField(help_text="Characters of the extracted text.")
     text_truncated = models.BooleanField(default=False, help_text="The text was cut at PARLEY_UPLOAD_MAX_TEXT_CHARS.")
+    width = models.PositiveIntegerField(null=True, blank=True, help_text="Pixels, for an image.")
+    height = models.PositiveIntegerField(null=True, blank=True, help_text="Pixels, for an image.")
+    tokens = models.PositiveIntegerField(
+        default=0, help_text="What the file adds to a prompt it is attached to (providers.base.estimate_tokens)."
+    )
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -248,6 +275,10 @@ class Upload(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def is_image(self) -> bool:
+        return self.content_type in self.IMAGES
+
     def as_dict(self) -> dict[str, Any]:
         """Never the bytes or the text: a list reads neither column."""
         return {
@@ -255,8 +286,12 @@ class Upload(models.Model):
             "conversation": self.conversation_id,
             "name": self.name,
             "content_type": self.content_type,
+            "kind": "image" if self.is_image else "text",
             "size": self.size,
             "chars": self.chars,
             "text_truncated": self.text_truncated,
+            "width": self.width,
+            "height": self.height,
+            "tokens": self.tokens,
             "created": self.created.isoformat(),
         }

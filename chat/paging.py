@@ -7,11 +7,12 @@ short range read, so the last page of a 10,000-message conversation costs what t
 
 from dataclasses import dataclass
 
+from django.db.models import Prefetch, prefetch_related_objects
 from django.http import QueryDict
 
 from chat import branches
 from chat.actions import MAX_PK, ActionError
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, Upload
 
 PAGE_SIZE = 50  # what a conversation opens with, in the API and on the chat page
 PAGE_SIZE_MAX = 200
@@ -30,9 +31,13 @@ class MessagePage:
 def message_page(conversation: Conversation, before: int | None = None, limit: int = PAGE_SIZE) -> MessagePage:
     """The `limit` newest messages of the branch shown older than message `before` (any id: it is
     only a bound), in one query; along a branch, the ancestors of `before` (chat/branches.py)."""
+    # Their files come in one more query, without their bytes or text (a page without files: none).
+    files = Prefetch("attachments", queryset=Upload.objects.defer("data", "text"))
     if branches.is_branched(conversation):
-        return MessagePage(*branches.page_before(conversation, before, limit))
-    messages = Message.objects.filter(conversation=conversation).order_by("-id")
+        page = MessagePage(*branches.page_before(conversation, before, limit))
+        prefetch_related_objects(page.messages, files)
+        return page
+    messages = Message.objects.filter(conversation=conversation).order_by("-id").prefetch_related(files)
     if before is not None:
         messages = messages.filter(id__lt=before)
     newest_first = list(messages[: limit + 1])  # one more than the page: whether older ones exist

@@ -5,7 +5,7 @@ rest (admission, cursors, event log) in memory, so a send costs a few millisecon
 """
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from channels.db import database_sync_to_async
@@ -17,9 +17,9 @@ from accounts.models import User
 from accounts.plans import limits_for
 from billing import calls
 from billing.models import UsageRecord
-from chat import branches, generation, reaper
+from chat import attachments, branches, generation, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
-from chat.models import Conversation, Message, usage_of
+from chat.models import Conversation, Message, Upload, usage_of
 from chat.titles import fallback_title
 from parley import statements
 from parley.redis_clients import sync_client
@@ -61,19 +61,24 @@ class Turn:
     model_name: str | None = None
     edits: object = None  # the id of the user message an edit is a version of
     regenerates: object = None  # the id of the reply a regenerate is a version of
+    file_ids: tuple[int, ...] = ()  # files of the conversation a send carries (chat/attachments.py)
 
 
 async def send_message(
-    user: User, conversation_id: object, content: object, model_name: object = None, origin: str = ""
+    user: User, conversation_id: object, content: object, model_name: object = None, origin: str = "",
+    attachment_ids: object = None,
 ) -> events.MessageEvent:
     """Store the user's message and a queued reply, start generating it, and return the `message` event.
 
     The user's other tabs are told too (all but `origin`, the socket that sent it), so they can follow.
+    `attachment_ids`: files of the conversation the message carries (chat/attachments.py).
     """
     text = clean_content(content)
+    file_ids = attachments.parse_ids(attachment_ids)
     if model_name is not None and not isinstance(model_name, str):
         raise ActionError("invalid_input", "model must be a model name.")
-    return await _start(user, Turn(conversation_id=conversation_id, text=text, model_name=model_name or None), origin)
+    turn = Turn(conversation_id=conversation_id, text=text, model_name=model_name or None, file_ids=file_ids)
+    return await _start(user, turn, origin)
 
 
 async def edit_message(user: User, message_id: object, content: object, origin: str = "") -> events.MessageEvent:
@@ -120,6 +125,7 @@ class _Place:
     answered: Message | None = None  # a regenerate's user message
     created: bool = False  # a new conversation (its owner row was not read with it)
     edited: bool = False
+    carried: list[Upload] = field(default_factory=list)  # the files of the message this is a version of
 
     @property
     def shows_branch(self) -> bool:
@@ -181,11 +187,11 @@ def _place_version(user: User, turn: Turn) -> _Place:
     parent_id = Message.objects.filter(pk=message.pk).values_list("parent_id", flat=True).get()  # maybe just given
     earlier = branches.path_rows(conversation.pk, parent_id)
     if editing:
-        return _Place(conversation, earlier, parent_id, edited=True)
+        return _Place(conversation, earlier, parent_id, edited=True, carried=list(message.attachments.all()))
     answered = statements.select_one(Message, {"id": parent_id}) if parent_id is not None else None
     if not isinstance(answered, Message) or answered.role != Message.Role.USER:
         raise ActionError("invalid_input", "This reply answers no message of yours, so it cannot be regenerated.")
-    return _Place(conversation, earlier, parent_id, answered)
+    return _Place(conversation, earlier, parent_id, answered, carried=list(answered.attachments.all()))
 
 
 @database_sync_to_async
@@ -203,14 +209,21 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
             suspended, limits = limits_for(user.pk, None if place.created else conversation.owner)
             if suspended:
                 raise ActionError("suspended")
-            turns = [(role, content) for _, role, content, _ in place.earlier]
-            if turn.text is not None:
-                turns.append((Message.Role.USER, turn.text))
+            if place.answered is None:  # a send's files, or an edit's: the edited message's and any named
+                files = place.carried + [
+                    upload for upload in attachments.resolve(conversation.pk, turn.file_ids) if upload not in place.carried
+                ]
+                earlier, text = place.earlier, turn.text
+            else:  # a regenerate asks again with the answered message as it was sent, its files included
+                files, earlier, text = place.carried, place.earlier[:-1], place.answered.content
+            attachments.check_model(chosen, files)  # before admission: a refused send counts no request
+            turns = attachments.turns(conversation.pk, earlier, text, files)
             admitted = calls.admit(
                 user.pk, limits, chosen, conversation.system_prompt, turns, kind=UsageRecord.Kind.REPLY,
                 conversation_id=conversation.pk,
             )
             model = admitted.model
+            attachments.check_model(model, files)  # the plan's fallback model may not read images
             now = timezone.now()
             if place.answered is None:
                 user_message = Message(
@@ -218,6 +231,7 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
                     role=Message.Role.USER, content=turn.text, status=Message.Status.COMPLETE, created=now,
                 )
                 statements.insert(user_message)
+                attachments.link(user_message, files)
             else:
                 user_message = place.answered
             reply = Message(

@@ -1,8 +1,9 @@
 """Files a user attaches to a conversation: checked, their text extracted once, kept with it.
 
-Text, Markdown, CSV and PDF only. The name's extension says which, and the bytes must agree: a
-PDF starts with `%PDF-`, a text file is UTF-8 (a byte-order mark allowed) without NUL bytes. The
-text is extracted at upload, so its readers (the agents' `read_file` tool, and any other) read
+Text, Markdown, CSV, PDF and images (PNG, JPEG, GIF, WebP). The name's extension says which, and
+the bytes must agree: a PDF starts with `%PDF-`, a text file is UTF-8 (a byte-order mark allowed)
+without NUL bytes, an image's header names its format (chat/images.py), which is the type it is
+kept with, and its size in pixels. The text is extracted at upload, so its readers (the agents' `read_file` tool, and any other) read
 stored text and never parse a file. Every lookup goes through the conversation's owner, never
 through an id alone.
 
@@ -11,6 +12,7 @@ Reading a file is CPU work without the database (`inspect_file`) and storing it 
 does all three for code that may block.
 """
 
+import dataclasses
 import io
 import logging
 import re
@@ -24,12 +26,17 @@ from django.db.models import QuerySet
 from django.db.models.functions import Substr
 
 from accounts.models import User
+from chat import images
 from chat.actions import ActionError, get_conversation_for, parse_pk
 from chat.models import Conversation, Upload
+from providers.base import TextFile, image_tokens
 
 logger = logging.getLogger(__name__)
 
-TYPES = {"txt": Upload.TEXT, "md": Upload.MARKDOWN, "markdown": Upload.MARKDOWN, "csv": Upload.CSV, "pdf": Upload.PDF}
+TYPES = {
+    "txt": Upload.TEXT, "md": Upload.MARKDOWN, "markdown": Upload.MARKDOWN, "csv": Upload.CSV, "pdf": Upload.PDF,
+    "png": Upload.PNG, "jpg": Upload.JPEG, "jpeg": Upload.JPEG, "gif": Upload.GIF, "webp": Upload.WEBP,
+}
 NAME_MAX = 200
 READ_MAX_CHARS = 20_000
 # Characters Windows refuses in a file name: a downloaded file keeps its name on every system.
@@ -45,6 +52,15 @@ class FileContents:
     data: bytes
     text: str
     text_truncated: bool
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        """What the file adds to a prompt it is attached to: its delimited text, or the image."""
+        if self.width is not None and self.height is not None:
+            return image_tokens(self.width, self.height)
+        return TextFile(self.name, self.text).tokens
 
 
 def store_upload(user: User, conversation_id: object, name: object, data: bytes) -> Upload:
@@ -64,6 +80,8 @@ def inspect_file(name: object, data: bytes) -> FileContents:
     """The file's safe name, its type and its text; no database. Raises ActionError."""
     clean = clean_name(name)
     content_type = type_for(clean)
+    if content_type in Upload.IMAGES:
+        return _image(clean, data)
     if len(data) > settings.PARLEY_UPLOAD_MAX_BYTES:
         raise too_large()
     if not data:
@@ -71,6 +89,15 @@ def inspect_file(name: object, data: bytes) -> FileContents:
     limit = settings.PARLEY_UPLOAD_MAX_TEXT_CHARS
     text = _pdf_text(data, limit) if content_type == Upload.PDF else _plain_text(data)
     return FileContents(clean, content_type, data, text[:limit], len(text) > limit)
+
+
+def _image(name: str, data: bytes) -> FileContents:
+    if len(data) > min(settings.PARLEY_IMAGE_MAX_BYTES, settings.PARLEY_UPLOAD_MAX_BYTES):
+        raise too_large(image=True)
+    if not data:
+        raise ActionError("invalid_input", "The file is empty.")
+    header = images.read_header(data)
+    return FileContents(name, header.media_type, data, "", False, header.width, header.height)
 
 
 def save_upload(user: User, conversation_id: object, contents: FileContents) -> Upload:
@@ -83,22 +110,32 @@ def save_upload(user: User, conversation_id: object, contents: FileContents) -> 
         taken = set(conversation.uploads.values_list("name", flat=True))
         if len(taken) >= settings.PARLEY_UPLOADS_PER_CONVERSATION:
             raise _too_many()
+        # The tokens are counted for the name it is stored under: a text file's name is part of its prompt.
+        contents = dataclasses.replace(contents, name=_free_name(contents.name, taken))
         return Upload.objects.create(
             conversation=conversation,
             owner=user,
-            name=_free_name(contents.name, taken),
+            name=contents.name,
             content_type=contents.content_type,
             size=len(contents.data),
             data=contents.data,
             text=contents.text,
             chars=len(contents.text),
             text_truncated=contents.text_truncated,
+            width=contents.width,
+            height=contents.height,
+            tokens=contents.tokens,
         )
 
 
 def uploads_for(user: User, conversation_id: object) -> QuerySet[Upload]:
     """The files of the user's conversation, oldest first, without their bytes or text."""
     return get_conversation_for(user, conversation_id).uploads.defer("data", "text")
+
+
+def unsent_for(user: User, conversation_id: object) -> QuerySet[Upload]:
+    """The files of the user's conversation that no message carries yet: the next message's."""
+    return uploads_for(user, conversation_id).filter(messages__isnull=True)
 
 
 def get_upload_for(user: User, upload_id: object) -> Upload:
@@ -127,6 +164,8 @@ def read_upload_text(
         raise ActionError("invalid_input", f"offset must be 0 or more, and max_chars 1 to {READ_MAX_CHARS:,}.")
     files = Upload.objects.filter(conversation_id=_conversation_pk(conversation_id), conversation__owner=user)
     upload = _find(files.only("name", "content_type", "chars"), name_or_id)
+    if upload.is_image:
+        raise ActionError("invalid_input", f"{upload.name} is an image: it has no text to read.")
     if offset > upload.chars:
         raise ActionError("invalid_input", f"offset {offset} is past the end of {upload.name} ({upload.chars} characters).")
     # Only the window leaves the database: a file's text may be a million characters.
@@ -186,7 +225,8 @@ def type_for(name: str) -> str:
     content_type = TYPES.get(extension.lower()) if dot and stem else None
     if content_type is None:
         raise ActionError(
-            "unsupported_file_type", "Only text (.txt), Markdown (.md), CSV (.csv) and PDF (.pdf) files can be attached."
+            "unsupported_file_type",
+            "Only text (.txt), Markdown (.md), CSV (.csv), PDF (.pdf) and image (.png, .jpg, .gif, .webp) files can be attached.",
         )
     return content_type
 
@@ -210,8 +250,11 @@ def _free_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def too_large() -> ActionError:
+def too_large(image: bool = False) -> ActionError:
     limit = settings.PARLEY_UPLOAD_MAX_BYTES
+    if image and settings.PARLEY_IMAGE_MAX_BYTES < limit:
+        limit = settings.PARLEY_IMAGE_MAX_BYTES
+        return ActionError("file_too_large", f"The image is larger than {_size_text(limit)}, the most an image may have.")
     return ActionError("file_too_large", f"The file is larger than {_size_text(limit)}, the most a file may have.")
 
 

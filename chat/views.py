@@ -75,6 +75,7 @@ def _message_payload(message: Message, siblings: list[int]) -> dict[str, Any]:
         "content": message.content,
         "error": {"code": message.error_code, "text": message.error_text} if message.error_code else None,
         "notice": message.notice or None,
+        "attachments": message.attachment_dicts(),
         # Task cards take their place among the messages by time (static/js/tasks.js).
         "created": message.created.isoformat(),
     }
@@ -107,8 +108,11 @@ def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpR
         "models": models,
         "default_model": default_model,
         "max_chars": settings.PARLEY_MESSAGE_MAX_CHARS,
-        "uploads": [upload.as_dict() for upload in uploads.uploads_for(request.user, conversation.pk)] if conversation else [],
+        # The composer's chips: files not sent with a message yet.
+        "uploads": [upload.as_dict() for upload in uploads.unsent_for(request.user, conversation.pk)] if conversation else [],
         "upload_max_bytes": settings.PARLEY_UPLOAD_MAX_BYTES,
+        "image_max_bytes": min(settings.PARLEY_IMAGE_MAX_BYTES, settings.PARLEY_UPLOAD_MAX_BYTES),
+        "attachments_max": settings.PARLEY_ATTACHMENTS_PER_MESSAGE,
         "usage": _usage(request.user.pk),
         "presets": presets,
         "presets_data": [preset.as_dict() for preset in presets],

@@ -245,6 +245,10 @@ PARLEY_RUN_GOAL_MAX_CHARS = env_int("PARLEY_RUN_GOAL_MAX_CHARS", 4000, minimum=1
 # Files attached to a conversation (chat/uploads.py). The bytes are kept in one database row each.
 PARLEY_UPLOAD_MAX_BYTES = env_int("PARLEY_UPLOAD_MAX_BYTES", 5 * 1024 * 1024, minimum=1, maximum=100 * 1024 * 1024)
 PARLEY_UPLOADS_PER_CONVERSATION = env_int("PARLEY_UPLOADS_PER_CONVERSATION", 20, minimum=0)
+# Anthropic refuses an image over 5 MB of base64: 3.75 MiB of bytes. Images are also held to PARLEY_UPLOAD_MAX_BYTES.
+PARLEY_IMAGE_MAX_BYTES = env_int("PARLEY_IMAGE_MAX_BYTES", 3840 * 1024, minimum=1, maximum=100 * 1024 * 1024)
+# The most files one message may carry.
+PARLEY_ATTACHMENTS_PER_MESSAGE = env_int("PARLEY_ATTACHMENTS_PER_MESSAGE", 10, minimum=0, maximum=100)
 # A file's text beyond this is not kept (a 5 MiB text file would otherwise be 5 million characters).
 PARLEY_UPLOAD_MAX_TEXT_CHARS = env_int("PARLEY_UPLOAD_MAX_TEXT_CHARS", 1_000_000, minimum=1)
 # Plans and overrides are read on every model call: a process may apply an admin's edit this much later.

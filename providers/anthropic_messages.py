@@ -24,6 +24,8 @@ from providers.base import (
     Timeouts,
     ToolCall,
     Usage,
+    images_of,
+    user_text,
 )
 from providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay, tls_context
 
@@ -100,7 +102,7 @@ class AnthropicProvider(Provider):
 def request_params(request: ChatRequest) -> dict[str, Any]:
     params: dict[str, Any] = {
         "model": request.model,
-        "messages": request.messages,
+        "messages": [plain_turn(message) for message in request.messages],
         "max_tokens": request.max_output_tokens,
         "stream": True,
     }
@@ -135,8 +137,25 @@ def tool_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 out.append({"role": "user", "content": [result]})
         else:
-            out.append(message)
+            out.append(plain_turn(message))
     return out
+
+
+def plain_turn(message: dict[str, Any]) -> dict[str, Any]:
+    """A turn as the API takes it: its files' text inside its own, and its images as `image`
+    blocks before the text (the API reads a question best after the images it asks about)."""
+    if not message.get("attachments"):
+        return message
+    text = user_text(message)
+    images = images_of(message)
+    if not images:
+        return {"role": message["role"], "content": text}
+    blocks: list[dict[str, Any]] = [
+        {"type": "image", "source": {"type": "base64", "media_type": image.media_type, "data": image.base64()}}
+        for image in images
+    ]
+    blocks.append({"type": "text", "text": text})
+    return {"role": message["role"], "content": blocks}
 
 
 def _input_of(arguments: str) -> dict[str, Any]:

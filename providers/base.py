@@ -6,6 +6,7 @@ one of the shared error codes, as the last event of the stream.
 """
 
 import asyncio
+import base64
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
@@ -48,6 +49,76 @@ PLAIN_WORDS: dict[ErrorCode, str] = {
 
 
 @dataclass(frozen=True, slots=True)
+class TextFile:
+    """A text file attached to a user turn: sent inside the turn's text, delimited by its name."""
+
+    name: str
+    text: str
+
+    @property
+    def block(self) -> str:
+        return file_block(self.name, self.text)
+
+    @property
+    def tokens(self) -> int:
+        # One more for the blank line that parts it from the next file or the message (`user_text`):
+        # the sum of the parts' estimates is then never below the estimate of the whole text.
+        return estimate_tokens(self.block) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image attached to a user turn, for models that can see; each adapter sends it in its
+    API's shape. `data` is the file's bytes, `media_type` one of IMAGE_TYPES."""
+
+    name: str
+    media_type: str
+    data: bytes = field(repr=False)
+    width: int
+    height: int
+
+    @property
+    def tokens(self) -> int:
+        return image_tokens(self.width, self.height)
+
+    def base64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+
+Attachment = TextFile | Image
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+# What the providers make of an image: Anthropic counts about width × height / 750 tokens after
+# scaling it to at most ~1.15 megapixels (~1,600 tokens); OpenAI's tiles land in the same range.
+# One estimate for both, so the prompt's reservation never depends on the adapter.
+IMAGE_PIXELS_PER_TOKEN = 750
+IMAGE_MAX_TOKENS = 1600
+IMAGE_MIN_TOKENS = 85
+
+
+def image_tokens(width: int, height: int) -> int:
+    return max(IMAGE_MIN_TOKENS, min(IMAGE_MAX_TOKENS, -(-width * height // IMAGE_PIXELS_PER_TOKEN)))
+
+
+def file_block(name: str, text: str) -> str:
+    """A text file as the model reads it: the name on the opening tag (quotes taken out, so that
+    the name cannot close it), the text, the closing tag on a line of its own."""
+    safe = name.replace('"', "'")
+    return f'<file name="{safe}">\n{text}\n</file>'
+
+
+def user_text(message: dict[str, Any]) -> str:
+    """A user turn's text with its attached text files before it (a question reads best after
+    the document it asks about)."""
+    files = [item.block for item in message.get("attachments", ()) if isinstance(item, TextFile)]
+    content = message.get("content") or ""
+    return "\n\n".join([*files, content]) if files else content
+
+
+def images_of(message: dict[str, Any]) -> list[Image]:
+    return [item for item in message.get("attachments", ()) if isinstance(item, Image)]
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """What a model is asked, in Parley's own terms; each adapter translates it to its API's.
 
@@ -55,6 +126,8 @@ class ChatRequest:
     also hold the turns of earlier tool calls: `{"role": "assistant", "content": str, "tool_calls":
     [{"id", "name", "arguments"}]}` and `{"role": "tool", "tool_call_id": str, "content": str}`.
     `tools` are `{"name", "description", "parameters"}` with parameters as a JSON Schema object.
+    A user turn may carry `"attachments"`: a tuple of `TextFile` and `Image`; adapters send the
+    files through `user_text` and the images in their API's shape.
     """
 
     model: str

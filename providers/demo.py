@@ -9,6 +9,9 @@ provider whose output they control. Control words in the last user message:
 
 A call that offers tools follows a fixed plan instead (providers/demo_plan.py).
 
+The canned reply names each file the last user message carries ("I read a file: notes.txt (120
+characters)", "I see an image: red.png, 40×30"), as a model that read them would.
+
 The user's words are quoted back verbatim, markup included: making them inert is the renderer's
 job, and this reply is how the tests prove it does.
 """
@@ -31,8 +34,11 @@ from providers.base import (
     StreamEvent,
     TextDelta,
     Timeouts,
+    Image,
+    TextFile,
     Usage,
     estimate_tokens,
+    user_text,
 )
 
 MODEL_VERSION = "parley-demo-1"
@@ -116,8 +122,27 @@ def last_user_text(request: ChatRequest) -> str:
 
 
 def prompt_tokens(request: ChatRequest) -> int:
-    text = request.system + "".join(message.get("content", "") for message in request.messages)
-    return estimate_tokens(text)
+    text = request.system + "".join(user_text(message) for message in request.messages)
+    images = sum(item.tokens for message in request.messages for item in message.get("attachments", ()) if isinstance(item, Image))
+    return estimate_tokens(text) + images
+
+
+def last_user_attachments(request: ChatRequest) -> tuple[TextFile | Image, ...]:
+    for message in reversed(request.messages):
+        if message.get("role") == "user":
+            return tuple(message.get("attachments", ()))
+    return ()
+
+
+def acknowledged(attachments: tuple[TextFile | Image, ...]) -> list[str]:
+    """What the demo says of the files on the message: it names each, as a model that read them would."""
+    lines = []
+    for item in attachments:
+        if isinstance(item, Image):
+            lines.append(f"- I see an image: {item.name}, {item.width}×{item.height}.")
+        else:
+            lines.append(f"- I read a file: {item.name} ({len(item.text):,} characters).")
+    return [*lines, ""] if lines else []
 
 
 def requested_failure(said: str) -> StreamError | None:
@@ -153,6 +178,7 @@ def compose_reply(request: ChatRequest, said: str) -> str:
     return "\n".join([
         f"> You said: {quoted}",
         "",
+        *acknowledged(last_user_attachments(request)),
         "## Parley's offline demo model",
         "",
         "This reply comes from the **offline demo model** built into Parley: it needs no network and no API key, "

@@ -26,6 +26,8 @@ from providers.base import (
     Timeouts,
     ToolCall,
     Usage,
+    images_of,
+    user_text,
 )
 from providers.sse_wire import ClientCache, StreamReader, error_from_payload, error_from_status, malformed, relay, tls_context
 
@@ -134,8 +136,21 @@ def request_params(request: ChatRequest, base_url: str) -> dict[str, Any]:
         messages.extend(map(_tool_turn, request.messages))
         params["tools"] = [{"type": "function", "function": spec} for spec in request.tools]
     else:
-        messages.extend(request.messages)
+        messages.extend(map(_plain_turn, request.messages))
     return params
+
+
+def _plain_turn(message: dict[str, Any]) -> dict[str, Any]:
+    """A turn as the API takes it: its files' text inside its own, and its images as content parts."""
+    if not message.get("attachments"):
+        return message
+    text = user_text(message)
+    images = images_of(message)
+    if not images:
+        return {"role": message["role"], "content": text}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    parts += [{"type": "image_url", "image_url": {"url": f"data:{image.media_type};base64,{image.base64()}"}} for image in images]
+    return {"role": message["role"], "content": parts}
 
 
 def _tool_turn(message: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +162,7 @@ def _tool_turn(message: dict[str, Any]) -> dict[str, Any]:
         return {"role": "assistant", "content": message.get("content") or None, "tool_calls": calls}
     if message.get("role") == "tool":
         return {"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]}
-    return message
+    return _plain_turn(message)
 
 
 def max_tokens_param(base_url: str) -> str:

@@ -1,6 +1,9 @@
-"""Small real PDFs for the upload tests, written by hand (pypdf's writer cannot draw text)."""
+"""Small real PDFs and images for the upload tests, written by hand (pypdf's writer cannot draw
+text, and no imaging library is installed)."""
 
 import io
+import struct
+import zlib
 
 from pypdf import PdfReader, PdfWriter
 
@@ -38,3 +41,38 @@ def encrypted(pdf: bytes, user_password: str) -> bytes:
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int] = (200, 60, 40)) -> bytes:
+    """A valid PNG of one colour, that a browser draws."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    """The start of a JPEG as cameras write it: an APP1 segment, a quantisation table, then the frame header."""
+    app1 = b"\xff\xe1" + struct.pack(">H", 18) + b"Exif\x00\x00" + bytes(10)
+    dqt = b"\xff\xdb" + struct.pack(">H", 67) + bytes(65)
+    sof2 = b"\xff\xc2" + struct.pack(">HBHHB", 17, 8, height, width, 3) + bytes(9)
+    return b"\xff\xd8" + app1 + dqt + sof2 + b"\xff\xd9"
+
+
+def gif_header(width: int, height: int) -> bytes:
+    return b"GIF89a" + struct.pack("<HH", width, height) + b"\x00\x00\x00;"
+
+
+def webp_header(width: int, height: int, kind: str = "VP8X") -> bytes:
+    """A WebP's RIFF header with its first chunk: extended (VP8X), lossless (VP8L) or lossy (VP8 )."""
+    if kind == "VP8X":
+        body = b"VP8X" + struct.pack("<I", 10) + bytes(4) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    elif kind == "VP8L":
+        bits = (width - 1) | ((height - 1) << 14)
+        body = b"VP8L" + struct.pack("<I", 5) + b"\x2f" + bits.to_bytes(4, "little")
+    else:
+        body = b"VP8 " + struct.pack("<I", 10) + b"\x00\x00\x00\x9d\x01\x2a" + struct.pack("<HH", width, height)
+    return b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body

@@ -93,3 +93,13 @@ def test_daphne_and_twisted_still_build_what_parley_transport_adjusts():
     assert http.HTTPChannel.MAX_LENGTH == 16384, hint
     for name in ("lineLengthExceeded", "dataReceived", "callLater", "connectionLost"):
         assert hasattr(http.HTTPChannel, name), f"{hint}: HTTPChannel.{name}"
+
+
+def test_files_kept_on_a_new_message_read_as_prefetched():
+    from django.db.models.fields.related_descriptors import create_forward_many_to_many_manager
+
+    hint = "chat/attachments.py `link` fills the prefetch cache of a message it has just stored"
+    assert "_prefetched_objects_cache[self.prefetch_cache_name]" in source(create_forward_many_to_many_manager), hint
+    from django.db.models.query import QuerySet
+
+    assert "_prefetch_done" in source(QuerySet._prefetch_related_objects) and "_result_cache" in source(QuerySet._fetch_all), hint

@@ -21,7 +21,7 @@ MESSAGE = {
     "id": int, "conversation": int, "parent": INT_OR_NONE, "siblings": list, "role": str, "content": str, "status": str,
     "error": (dict, type(None)), "notice": STR_OR_NONE, "provider": STR_OR_NONE, "model": STR_OR_NONE,
     "model_version": STR_OR_NONE, "usage": dict, "ttft_ms": INT_OR_NONE, "duration_ms": INT_OR_NONE,
-    "cursor": STR_OR_NONE, "created": str,
+    "cursor": STR_OR_NONE, "attachments": list, "created": str,
 }
 USAGE = {"prompt_tokens": INT_OR_NONE, "completion_tokens": INT_OR_NONE, "estimated": bool, "cost_usd": STR_OR_NONE}
 LIMIT = {"name": str, "label": str, "unit": str, "allowed": (int, float), "remaining": (int, float),

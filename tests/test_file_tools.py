@@ -8,7 +8,7 @@ from agents.schema import InvalidArguments
 from agents.tools import ToolContext
 from chat import uploads
 from chat.models import ChatModel, Conversation
-from tests.files import pdf_with_pages
+from tests.files import pdf_with_pages, png
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +86,10 @@ def test_a_file_cut_at_the_text_cap_says_so_in_the_list(alice, conversation, set
     assert run(alice, conversation.pk, "list_files", {})["files"][-1] == {
         "name": "big.md", "content_type": "text/markdown", "size": 101, "chars": 100, "text_truncated": True,
     }
+
+
+def test_read_file_says_an_image_has_no_text(alice, conversation):
+    uploads.store_upload(alice, conversation.pk, "chart.png", png(30, 20))
+    with pytest.raises(InvalidArguments) as caught:
+        run(alice, conversation.pk, "read_file", {"name": "chart.png"})
+    assert str(caught.value) == "chart.png is an image: it has no text to read."

@@ -2,7 +2,8 @@
 
 import pytest
 
-from chat.history import DoesNotFit, fit_history
+from chat.history import DoesNotFit, fit_history, message_tokens
+from providers.base import TextFile
 from chat.models import ChatModel, Conversation, Message
 from chat.replies import send_message
 
@@ -81,3 +82,16 @@ async def test_a_message_too_long_for_the_window_is_refused_before_anything_is_s
         await send_message(alice, None, "x" * 5000)
     assert refused.value.code == "context_too_long"
     assert await Message.objects.acount() == 0
+
+
+def test_a_turns_files_count_toward_the_window_and_go_with_it():
+    notes = TextFile("notes.txt", "n" * 400)
+    turns = [("user", "old question"), ("assistant", "old answer"), ("user", "about the file", (notes,))]
+    kept = fit_history(turns, "", 8000, 100)
+    assert kept.messages[-1] == {"role": "user", "content": "about the file", "attachments": (notes,)}
+    assert kept.prompt_estimate == sum(message_tokens(c) for _, c, *_ in turns[:2]) + message_tokens("about the file", (notes,))
+    tight = fit_history(turns, "", message_tokens("about the file", (notes,)) + 100, 100)
+    assert tight.dropped == 2 and len(tight.messages) == 1
+    with pytest.raises(DoesNotFit) as too_long:
+        fit_history(turns, "", 200, 100)
+    assert (too_long.value.needs, too_long.value.room) == (message_tokens("about the file", (notes,)), 100)

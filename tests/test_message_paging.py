@@ -113,8 +113,10 @@ def test_a_page_costs_the_same_queries_however_long_the_conversation(alice_clien
         with CaptureQueriesContext(connection) as queries:
             detail(alice_client, conversation, query)
         counts.append(len(queries))
-        pages = [q["sql"] for q in queries.captured_queries if "chat_message" in q["sql"]]
+        pages = [q["sql"] for q in queries.captured_queries if 'FROM "chat_message" ' in q["sql"]]
         assert len(pages) == 1 and "LIMIT 51" in pages[0] and "OFFSET" not in pages[0]
+        files = [q["sql"] for q in queries.captured_queries if '"chat_message_attachments"' in q["sql"]]
+        assert len(files) == 1  # the page's files, in one query
     assert counts[0] == counts[1] == counts[2], counts
 
 

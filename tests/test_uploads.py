@@ -40,7 +40,7 @@ def test_text_is_utf8_with_or_without_a_byte_order_mark(alice, conversation):
 
 @pytest.mark.parametrize(
     ("name", "data", "why"),
-    [("photo.png", b"\x89PNG\r\n", "Only text"), ("notes", b"hello", "Only text"), (".txt", b"hello", "Only text"),
+    [("photo.png", b"\x89PNG\r\n", "not a PNG"), ("virus.exe", b"MZ", "Only text"), ("notes", b"hello", "Only text"), (".txt", b"hello", "Only text"),
      ("notes.txt", "Grüße".encode("latin-1"), "not UTF-8"), ("notes.txt", b"text\x00more", "NUL"),
      ("paper.pdf", b"just text", "not a PDF"), ("fake.csv", pdf_with_pages("Hello")[:64] + b"\xff\xfe", "not UTF-8")],
 )

@@ -1,12 +1,15 @@
 """The uploads API: attach (multipart, CSRF-checked for cookie sessions), list, download and
 delete a conversation's files; another user's are not found; refusals in the one error shape."""
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from accounts.models import ApiToken
 from chat.models import ChatModel, Conversation, Upload
+from providers.base import TextFile
 from tests.files import pdf_with_pages
 from tests.test_api import assert_error
 
@@ -30,7 +33,11 @@ def test_a_file_is_attached_listed_downloaded_and_deleted(alice_client, conversa
     upload = response.json()["upload"]
     assert upload["name"] == "Q3 report.pdf" and upload["content_type"] == "application/pdf"
     assert upload["conversation"] == conversation.pk and upload["chars"] == len("Revenue grew") and upload["size"] > 100
-    assert set(upload) == {"id", "conversation", "name", "content_type", "size", "chars", "text_truncated", "created"}
+    assert set(upload) == {
+        "id", "conversation", "name", "content_type", "kind", "size", "chars", "text_truncated", "width", "height", "tokens",
+        "created",
+    }
+    assert upload["kind"] == "text" and upload["tokens"] == TextFile("Q3 report.pdf", "Revenue grew").tokens
 
     listed = alice_client.get(f"/api/conversations/{conversation.pk}/uploads")
     assert listed.status_code == 200 and listed.json() == {"uploads": [upload]}
@@ -109,9 +116,10 @@ def test_a_bearer_token_attaches_without_csrf(alice, conversation):
     assert attach(client, conversation.pk, "data.csv", b"a,b\n1,2\n").status_code == 201
 
 
-def test_the_chat_page_lists_the_conversations_files_as_data(alice_client, conversation):
+def test_the_chat_page_lists_the_conversations_unsent_files_as_data(alice_client, conversation):
     attach(alice_client, conversation.pk, "Tom & Jerry.txt", b"x")
     page = alice_client.get(f"/c/{conversation.pk}/").content.decode()
     assert '"name": "Tom \\u0026 Jerry.txt"' in page and "Tom & Jerry" not in page
     home = alice_client.get("/").content.decode()
-    assert 'title="Send a first message to attach files" disabled' in home
+    paperclip = re.search(r'<button[^>]*id="attach-button"[^>]*>', home).group(0)
+    assert "disabled" not in paperclip  # a new chat attaches too: the page makes its conversation first

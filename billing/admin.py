@@ -22,10 +22,12 @@ class UsageRecordAdmin(ViewOnlyAdmin):
     """The ledger: read-only, written by every model call."""
 
     list_display = [
-        "created", "user", "kind", "model", "prompt_tokens", "completion_tokens", "estimated", "cost_usd", "outcome",
-        "error_code", "over_reservation_tokens",
+        "created", "user", "kind", "model", "endpoint", "prompt_tokens", "completion_tokens", "estimated", "cost_usd",
+        "price_unknown", "outcome", "error_code", "over_reservation_tokens",
     ]
-    list_filter = ["kind", "outcome", "error_code", "estimated", "overspend_alerted", "provider", "model"]
+    list_filter = [
+        "kind", "outcome", "error_code", "estimated", "price_unknown", "overspend_alerted", "provider", "endpoint", "model",
+    ]
     search_fields = ["user__username", "model"]
     list_select_related = ["user"]
     date_hierarchy = "created"

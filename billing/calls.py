@@ -73,6 +73,7 @@ def admit(
     call = ledger.Call(
         user_id=user_id, kind=kind, provider=model.provider, model=model.name, pricing=shape.pricing,
         prompt_estimate=shape.prompt_estimate, conversation_id=conversation_id, reserved_output=shape.max_output,
+        endpoint=model.endpoint,
     )
     return Admitted(model, notice, shape.fitted, shape.max_output, reservation, call)
 
@@ -128,5 +129,5 @@ class _Shape:
             fitted = fit_history(turns, system, model.context_window, max_output)
         except DoesNotFit:
             raise ActionError("context_too_long", "This message is too long for the model's context window.") from None
-        pricing = ledger.Pricing(model.input_price_per_million, model.output_price_per_million)
+        pricing = ledger.Pricing.of(model.input_price_per_million, model.output_price_per_million)
         return cls(fitted, max_output, fitted.prompt_estimate, pricing)

@@ -57,11 +57,11 @@ def _charge_orphan(message_id: int, text: str, status: str) -> None:
         return  # replies from before budgets were reserved carry no claim
     reservation, prompt_estimate = parsed
     model = ChatModel.objects.filter(provider=message.provider, name=message.model).first()
-    pricing = ledger.Pricing(model.input_price_per_million, model.output_price_per_million) if model else ledger.Pricing()
+    pricing = ledger.Pricing.of(model.input_price_per_million, model.output_price_per_million) if model else ledger.Pricing(known=False)
     call = ledger.Call(
         user_id=reservation.user_id, kind=UsageRecord.Kind.REPLY, provider=message.provider, model=message.model,
         pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=message.conversation_id, message_id=message_id,
-        reserved_output=reservation.tokens - prompt_estimate,
+        reserved_output=reservation.tokens - prompt_estimate, endpoint=model.endpoint if model else "",
     )
     calls.settle(call, reservation, status, None, None, text, None)
 

@@ -22,7 +22,6 @@ from chat.actions import ActionError, create_conversation, get_message_for, pars
 from chat.models import Conversation, Message
 from parley import statements
 from parley.redis_clients import sync_client
-from providers import configured_providers
 from providers.base import ChatRequest
 from streaming import events, process
 from streaming.entries import Entry, merged
@@ -99,7 +98,7 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
                     conversation.model = resolve_model(model_name)
                 earlier = statements.values_by(Message, ("id", "role", "content", "status"), "conversation", conversation.pk)
             chosen = conversation.model
-            if not chosen.enabled or chosen.provider not in configured_providers():
+            if not chosen.is_offered:
                 raise ActionError("unknown_model", f"The model {chosen.name!r} is no longer offered. Pick another one.")
             if any(status in Message.ACTIVE for _, _, _, status in earlier):
                 raise ActionError("conversation_busy")
@@ -132,13 +131,14 @@ def _store_turn(user: User, conversation_id: object, text: str, model_name: str 
             calls.release(admitted)
         raise
     admitted = admitted.for_message(conversation.pk, reply.pk)
+    base_url, api_key = model.route()
     plan = generation.ReplyPlan(
         message_id=reply.pk,
         conversation_id=conversation.pk,
         provider=model.provider,
         request=ChatRequest(
-            model=model.name, messages=admitted.fitted.messages, system=conversation.system_prompt,
-            max_output_tokens=admitted.max_output, base_url=model.base_url,
+            model=model.model_id, messages=admitted.fitted.messages, system=conversation.system_prompt,
+            max_output_tokens=admitted.max_output, base_url=base_url, api_key=api_key,
         ),
         wants_title=not earlier and conversation.title_is_auto and not conversation.title,
         usage=admitted.call,

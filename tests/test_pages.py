@@ -50,7 +50,8 @@ def test_home_offers_models_and_labels_the_demo(client, user):
     response = client.get(reverse("chat:home"))
     assert response.status_code == 200
     html = response.content.decode()
-    assert 'value="parley-demo"' in html and "· demo" in html and "offline demo" in html
+    assert 'value="parley-demo"' in html and "offline demo" in html
+    assert html.count("Parley demo (offline)") == 1 and "· demo" not in html  # the label says it once
     assert f'data-max-chars="{settings.PARLEY_MESSAGE_MAX_CHARS}"' in html
     assert 'data-conversation=""' in html
     assert 'data-conversation-url="/c/0/"' in html

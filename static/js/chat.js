@@ -313,8 +313,7 @@ function adoptConversation(conversation) {
     // The model is fixed once the conversation exists: show it the way the conversation page does.
     const badge = document.createElement("span");
     badge.className = "model-badge";
-    badge.textContent = ui.picker.selectedOptions[0]?.textContent.replace(/ · demo$/, "") ?? "";
-    if (ui.demoTag && !ui.demoTag.hidden) badge.append(" ", Object.assign(document.createElement("span"), { className: "tag", textContent: "demo" }));
+    badge.textContent = ui.picker.selectedOptions[0]?.textContent ?? "";
     ui.picker.replaceWith(badge);
     ui.demoTag?.remove();
     ui.picker = null;

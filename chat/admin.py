@@ -69,6 +69,10 @@ class ChatModelAdmin(admin.ModelAdmin):
             obj.prices_from_list = False  # an admin's price: no refresh replaces it
         super().save_model(request, obj, form, change)
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_refresh": self.has_change_permission(request)}
+        return super().changelist_view(request, extra_context)
+
     def get_urls(self) -> list[URLPattern]:
         refresh = self.admin_site.admin_view(require_POST(self.refresh_view))
         return [path("refresh/", refresh, name="chat_chatmodel_refresh"), *super().get_urls()]
@@ -92,19 +96,13 @@ class ProviderEndpointAdmin(ViewOnlyAdmin):
     def configured(self, obj: ProviderEndpoint) -> bool:
         return obj.name in endpoint_names()
 
-    @admin.action(description="Refresh models now")
+    @admin.action(description="Refresh models now", permissions=["refresh"])
     def refresh_now(self, request: HttpRequest, queryset: QuerySet[ProviderEndpoint]) -> None:
         _report(request, discovery.refresh([endpoint.name for endpoint in queryset]))
 
-    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return request.user.has_perm("chat.view_chatmodel") or super().has_view_permission(request, obj)
-
-    def get_actions(self, request: HttpRequest) -> dict[str, object]:
-        # A view-only admin has no actions by default; refreshing is for those who may edit models.
-        actions = super().get_actions(request)
-        if not request.user.has_perm("chat.change_chatmodel"):
-            actions.pop("refresh_now", None)
-        return actions
+    def has_refresh_permission(self, request: HttpRequest) -> bool:
+        # The rows are view-only; refreshing changes the model catalogue, so it is for those who may.
+        return request.user.has_perm("chat.change_chatmodel")
 
 
 class MessageInline(admin.TabularInline):

@@ -37,7 +37,8 @@ class Outcome:
     def __str__(self) -> str:
         if not self.ok:
             return f"{self.endpoint}: {self.error}"
-        return f"{self.endpoint}: {self.listed} models listed ({self.added} new, {self.gone} no longer listed)"
+        models = "model" if self.listed == 1 else "models"
+        return f"{self.endpoint}: {self.listed} {models} listed ({self.added} new, {self.gone} no longer listed)"
 
 
 def refresh(names: list[str] | None = None) -> list[Outcome]:

@@ -264,10 +264,14 @@ def cli(server_class: type[FakeServer], description: str) -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="tokens a second (0: unpaced)")
     parser.add_argument("--scenario", default="ok", help="the default scenario kind")
     parser.add_argument("--api-key", default=None, help="answer 401 to any other key")
+    parser.add_argument("--models", default="", help="comma-separated ids that GET /v1/models lists")
     args = parser.parse_args()
 
     async def serve() -> None:
-        server = server_class(Scenario(args.scenario, tokens=args.tokens, rate=args.rate), api_key=args.api_key)
+        server = server_class(
+            Scenario(args.scenario, tokens=args.tokens, rate=args.rate), api_key=args.api_key,
+            models=[name for name in args.models.split(",") if name],
+        )
         await server.start(args.port)
         # The first line tells a parent process where to connect (useful with --port 0).
         print(f"listening on {server.base_url}", flush=True)

@@ -9,8 +9,9 @@ read keeps its models as they were and says why; the next scheduled refresh trie
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chat.catalogue import KNOWN, known_for
@@ -38,7 +39,8 @@ class Outcome:
         if not self.ok:
             return f"{self.endpoint}: {self.error}"
         models = "model" if self.listed == 1 else "models"
-        return f"{self.endpoint}: {self.listed} {models} listed ({self.added} new, {self.gone} no longer listed)"
+        said = f"{self.endpoint}: {self.listed} {models} listed ({self.added} new, {self.gone} no longer listed)"
+        return f"{said}; {self.error}" if self.error else said
 
 
 def refresh(names: list[str] | None = None) -> list[Outcome]:
@@ -54,18 +56,27 @@ def refresh_endpoint(endpoint: Endpoint) -> Outcome:
         logger.warning("The model list of endpoint %s (%s) could not be read: %s", endpoint.name, endpoint.base_url, failed)
         _record(endpoint, ok=False, error=str(failed), now=now)
         return Outcome(endpoint.name, ok=False, error=str(failed))
+    try:
+        return _store(endpoint, listed, now)
+    except IntegrityError:
+        # Another refresh (a worker's start, an admin's click) added the same new model first:
+        # a second pass finds its row.
+        return _store(endpoint, listed, now)
+
+
+def _store(endpoint: Endpoint, listed: list[Listed], now: datetime) -> Outcome:
     with transaction.atomic():
         outcome = _apply(endpoint, listed, now)
         _record(endpoint, ok=True, error=outcome.error, now=now, listed=outcome.listed)
     return outcome
 
 
-def _apply(endpoint: Endpoint, listed: list[Listed], now: object) -> Outcome:
+def _apply(endpoint: Endpoint, listed: list[Listed], now: datetime) -> Outcome:
     known_rows = {row.model_id: row for row in ChatModel.objects.select_for_update().filter(endpoint=endpoint.name)}
     seen: set[int] = set()
     added = 0
     skipped = []
-    for item in listed:
+    for item in {item.id: item for item in listed}.values():  # a list naming a model twice: once
         row = known_rows.get(item.id)
         if row is None:
             row = _new_row(endpoint, item)
@@ -120,7 +131,7 @@ def _price(row: ChatModel, endpoint: Endpoint, remote_id: str) -> None:
             row.label = remote_id  # another server's model of that id is not the official one
 
 
-def _record(endpoint: Endpoint, *, ok: bool, error: str, now: object, listed: int | None = None) -> None:
+def _record(endpoint: Endpoint, *, ok: bool, error: str, now: datetime, listed: int | None = None) -> None:
     fields: dict[str, object] = {"kind": endpoint.kind, "base_url": endpoint.base_url, "ok": ok, "error": error, "checked_at": now}
     if ok:
         fields.update(last_ok_at=now, models_listed=listed or 0)

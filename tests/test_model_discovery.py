@@ -149,3 +149,22 @@ async def test_the_refresh_task_reads_every_endpoint(no_endpoints):
         no_endpoints.PARLEY_OPENAI_ENDPOINTS = [("one", fake.base_url, ""), ("two", f"http://127.0.0.1:{free_port()}/v1", "")]
         assert await sync_to_async(refresh_models)() == 1
         assert fake.listings == 1 and "one/m1" in await offered_names()
+
+
+def test_a_list_naming_a_model_twice_or_a_taken_or_overlong_name_is_read_safely(no_endpoints):
+    from django.utils import timezone
+
+    from providers.endpoints import Endpoint
+    from providers.listing import Listed
+
+    ChatModel.objects.create(name="hand-made", label="Mine", provider="openai", base_url="http://127.0.0.1:9/v1")
+    ChatModel.objects.create(name="adopted", label="Adopted", provider="openai")  # added by hand for the default endpoint
+    endpoint = Endpoint("openai", "openai", "http://127.0.0.1:8080/v1")
+    listed = [Listed("dup", "dup"), Listed("dup", "dup"), Listed("hand-made", "hand-made"), Listed("x" * 101, "long"),
+              Listed("adopted", "adopted")]
+    outcome = discovery._apply(endpoint, listed, timezone.now())
+    assert (outcome.ok, outcome.listed, outcome.added) == (True, 2, 2)
+    assert "hand-made" in str(outcome) and "left out" in str(outcome)
+    mine = ChatModel.objects.get(name="hand-made")
+    assert (mine.endpoint, mine.base_url) == ("", "http://127.0.0.1:9/v1")  # an admin's own row is left alone
+    assert ChatModel.objects.get(name="adopted").endpoint == "openai" and ChatModel.objects.filter(name="dup").count() == 1

@@ -247,3 +247,14 @@ def test_chat_page_offers_to_run_a_task(client, user):
     html = client.get(reverse("chat:home")).content.decode()
     assert 'id="task-button"' in html and ">Run as task</button>" in html
     assert 'id="run-notices"' in html  # where tasks of other conversations ask for an approval
+
+
+def test_the_picker_says_which_models_have_no_price(client, user, settings):
+    settings.PARLEY_OPENAI_ENDPOINTS = [("local", "http://127.0.0.1:8080/v1", "")]
+    ChatModel.objects.create(name="local/llama", label="llama · local", provider="openai", endpoint="local")
+    ChatModel.objects.create(name="local/gone", label="gone · local", provider="openai", endpoint="local", available=False)
+    client.force_login(user)
+    html = client.get(reverse("chat:home")).content.decode()
+    assert "llama · local · price unknown</option>" in html and "gone · local" not in html
+    assert "Parley demo (offline)</option>" in html  # the demo's price is known: 0
+    assert '<option value="local/llama" selected data-price-unknown' in html  # and it is the default

@@ -8,6 +8,7 @@ read keeps its models as they were and says why; the next scheduled refresh trie
 """
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -45,23 +46,34 @@ class Outcome:
 
 def refresh(names: list[str] | None = None) -> list[Outcome]:
     """Read the model lists of the configured endpoints (of `names`, when given)."""
-    return [refresh_endpoint(endpoint) for endpoint in configured_endpoints() if names is None or endpoint.name in names]
-
-
-def refresh_endpoint(endpoint: Endpoint) -> Outcome:
+    endpoints = [endpoint for endpoint in configured_endpoints() if names is None or endpoint.name in names]
+    if not endpoints:
+        return []
     now = timezone.now()
+    # All lists at once: an endpoint that is down costs its timeout once, not once per endpoint after it.
+    with ThreadPoolExecutor(max_workers=min(len(endpoints), 8), thread_name_prefix="model-lists") as pool:
+        readings = list(pool.map(_read, endpoints))
+    return [_take(endpoint, reading, now) for endpoint, reading in zip(endpoints, readings, strict=True)]
+
+
+def _read(endpoint: Endpoint) -> list[Listed] | ListingFailed:
     try:
-        listed = list_models(endpoint)
+        return list_models(endpoint)
     except ListingFailed as failed:
-        logger.warning("The model list of endpoint %s (%s) could not be read: %s", endpoint.name, endpoint.base_url, failed)
-        _record(endpoint, ok=False, error=str(failed), now=now)
-        return Outcome(endpoint.name, ok=False, error=str(failed))
+        return failed
+
+
+def _take(endpoint: Endpoint, reading: list[Listed] | ListingFailed, now: datetime) -> Outcome:
+    if isinstance(reading, ListingFailed):
+        logger.warning("The model list of endpoint %s (%s) could not be read: %s", endpoint.name, endpoint.base_url, reading)
+        _record(endpoint, ok=False, error=str(reading), now=now)
+        return Outcome(endpoint.name, ok=False, error=str(reading))
     try:
-        return _store(endpoint, listed, now)
+        return _store(endpoint, reading, now)
     except IntegrityError:
         # Another refresh (a worker's start, an admin's click) added the same new model first:
         # a second pass finds its row.
-        return _store(endpoint, listed, now)
+        return _store(endpoint, reading, now)
 
 
 def _store(endpoint: Endpoint, listed: list[Listed], now: datetime) -> Outcome:

@@ -17,7 +17,7 @@ MAX_MODELS = 500
 # What OpenAI-compatible lists hold besides chat models (embeddings, speech, images, moderation):
 # a chat picker must not offer them.
 NOT_CHAT = re.compile(
-    r"embed|whisper|tts|dall-e|moderation|transcribe|realtime|audio|image|sora|davinci|babbage|rerank",
+    r"embed|whisper|tts|dall-e|moderation|transcribe|realtime|audio|image|sora|davinci|babbage|rerank|computer-use",
     re.IGNORECASE,
 )
 

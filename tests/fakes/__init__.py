@@ -260,7 +260,7 @@ def cli(server_class: type[FakeServer], description: str) -> None:
     """`python -m tests.fakes.<module> --port N --tokens 200 --rate 50 [--scenario KIND]`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--tokens", type=int, default=Scenario.tokens)
+    parser.add_argument("--tokens", type=int, default=Scenario().tokens)
     parser.add_argument("--rate", type=float, default=0.0, help="tokens a second (0: unpaced)")
     parser.add_argument("--scenario", default="ok", help="the default scenario kind")
     parser.add_argument("--api-key", default=None, help="answer 401 to any other key")

@@ -21,14 +21,15 @@ class Known:
     max_output_tokens: int
     input_per_million: Decimal
     output_per_million: Decimal
+    sort_order: int  # ahead of the rest of an official list (100), so that the first is a sensible default
 
 
 KNOWN = {
-    "gpt-4.1-mini": Known("GPT-4.1 mini", 1_047_576, 4096, Decimal("0.40"), Decimal("1.60")),
-    "gpt-4.1": Known("GPT-4.1", 1_047_576, 4096, Decimal("2.00"), Decimal("8.00")),
-    "gpt-4o-mini": Known("GPT-4o mini", 128_000, 4096, Decimal("0.15"), Decimal("0.60")),
-    "claude-sonnet-4-5": Known("Claude Sonnet 4.5", 200_000, 4096, Decimal("3.00"), Decimal("15.00")),
-    "claude-haiku-4-5": Known("Claude Haiku 4.5", 200_000, 4096, Decimal("1.00"), Decimal("5.00")),
+    "gpt-4.1-mini": Known("GPT-4.1 mini", 1_047_576, 4096, Decimal("0.40"), Decimal("1.60"), 10),
+    "gpt-4.1": Known("GPT-4.1", 1_047_576, 4096, Decimal("2.00"), Decimal("8.00"), 11),
+    "gpt-4o-mini": Known("GPT-4o mini", 128_000, 4096, Decimal("0.15"), Decimal("0.60"), 12),
+    "claude-sonnet-4-5": Known("Claude Sonnet 4.5", 200_000, 4096, Decimal("3.00"), Decimal("15.00"), 20),
+    "claude-haiku-4-5": Known("Claude Haiku 4.5", 200_000, 4096, Decimal("1.00"), Decimal("5.00"), 21),
 }
 
 

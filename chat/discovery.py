@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -125,6 +126,8 @@ def _new_row(endpoint: Endpoint, item: Listed) -> ChatModel | None:
         label=(known.label if known else item.label if endpoint.builtin else f"{item.label} · {endpoint.name}")[:100],
         context_window=known.context_window if known else item.context_window or 8192,
         max_output_tokens=known.max_output_tokens if known else item.max_output_tokens or 2048,
+        sort_order=known.sort_order if known else 100,
+        enabled=settings.PARLEY_NEW_MODELS_ENABLED,
     )
 
 

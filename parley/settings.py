@@ -229,6 +229,8 @@ PARLEY_ANTHROPIC_ENDPOINTS = env_endpoints(
     "PARLEY_ANTHROPIC_ENDPOINTS", frozenset(name for name, _, _ in PARLEY_OPENAI_ENDPOINTS)
 )
 PARLEY_MODELS_LIST_TIMEOUT = env_float("PARLEY_MODELS_LIST_TIMEOUT", 10.0, minimum=0.5)
+# Off: a newly listed model waits for an admin to enable it (the official APIs list dozens).
+PARLEY_NEW_MODELS_ENABLED = env_bool("PARLEY_NEW_MODELS_ENABLED", True)
 PARLEY_DEMO_MODEL = env_bool("PARLEY_DEMO_MODEL", True)
 PARLEY_DEMO_TOKENS_PER_SECOND = env_float("PARLEY_DEMO_TOKENS_PER_SECOND", 40.0, minimum=0.0)
 

@@ -96,7 +96,9 @@ def test_list_prices_apply_only_to_the_official_apis(db):
     discovery._apply(official, [Listed("gpt-4o-mini", "gpt-4o-mini"), Listed("gpt-5-nano", "gpt-5-nano")], now)
     mini = ChatModel.objects.get(name="gpt-4o-mini")
     assert (mini.input_price_per_million, mini.output_price_per_million, mini.label) == (Decimal("0.15"), Decimal("0.60"), "GPT-4o mini")
-    assert not ChatModel.objects.get(name="gpt-5-nano").price_known  # a name not on the list: unknown
+    nano = ChatModel.objects.get(name="gpt-5-nano")
+    assert not nano.price_known  # a name not on the list: unknown
+    assert mini.sort_order < nano.sort_order  # the models Parley knows come first, and so make the default
 
     # The same variable pointed at another server: the list's prices (and name) go.
     local = Endpoint("openai", "openai", "http://127.0.0.1:8080/v1", "")

@@ -168,3 +168,18 @@ def test_a_list_naming_a_model_twice_or_a_taken_or_overlong_name_is_read_safely(
     mine = ChatModel.objects.get(name="hand-made")
     assert (mine.endpoint, mine.base_url) == ("", "http://127.0.0.1:9/v1")  # an admin's own row is left alone
     assert ChatModel.objects.get(name="adopted").endpoint == "openai" and ChatModel.objects.filter(name="dup").count() == 1
+
+
+def test_new_models_can_wait_for_an_admin_to_enable_them(no_endpoints):
+    from django.utils import timezone
+
+    from providers.endpoints import Endpoint
+    from providers.listing import Listed
+
+    no_endpoints.OPENAI_BASE_URL = "http://127.0.0.1:8080/v1"
+    endpoint = Endpoint("openai", "openai", "http://127.0.0.1:8080/v1")
+    discovery._apply(endpoint, [Listed("first", "first")], timezone.now())
+    no_endpoints.PARLEY_NEW_MODELS_ENABLED = False
+    discovery._apply(endpoint, [Listed("first", "first"), Listed("second", "second")], timezone.now())
+    assert set(ChatModel.objects.offered().values_list("name", flat=True)) == {"parley-demo", "first"}
+    assert not ChatModel.objects.get(name="second").enabled and ChatModel.objects.get(name="second").available

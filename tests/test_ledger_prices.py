@@ -119,3 +119,31 @@ def test_list_prices_apply_only_to_the_official_apis(db):
     lookalike = Endpoint("claude-proxy", "openai", "https://api.openai.com/v1", "")
     discovery._apply(lookalike, [Listed("claude-haiku-4-5", "claude-haiku-4-5")], now)
     assert not ChatModel.objects.get(name="claude-proxy/claude-haiku-4-5").price_known
+
+
+@pytest.mark.django_db
+def test_a_reply_whose_process_died_on_a_model_without_a_price_is_charged_zero_and_flagged(
+    alice, redis_client, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from accounts.plans import limits_for
+    from billing import admission, ledger
+    from chat.models import Conversation, Message
+    from chat.reaper import reap_interrupted
+
+    unpriced = ChatModel.objects.create(name="unpriced-demo", label="Unpriced", provider="demo")
+    _, limits = limits_for(alice.pk)
+    reservation = admission.reserve(alice.pk, limits, ledger.Pricing.of(None, None), 40, 1024)
+    conversation = Conversation.objects.create(owner=alice, model=unpriced)
+    reply = Message.objects.create(
+        conversation=conversation, role="assistant", status="streaming", content="Twelve chars", provider="demo",
+        model="unpriced-demo", generator="dead-generator", quota_claim=reservation.claim(40),
+        created=timezone.now() - timedelta(seconds=settings.PARLEY_HEARTBEAT_TTL + 30),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reap_interrupted(redis_client) == [reply.pk]
+    entry = UsageRecord.objects.get(message=reply)
+    assert (entry.outcome, entry.completion_tokens, entry.cost_usd, entry.price_unknown) == ("interrupted", 3, 0, True)

@@ -70,14 +70,16 @@ def _take(endpoint: Endpoint, reading: list[Listed] | ListingFailed, now: dateti
         _record(endpoint, ok=False, error=str(reading), now=now)
         return Outcome(endpoint.name, ok=False, error=str(reading))
     try:
-        return _store(endpoint, reading, now)
+        return store(endpoint, reading, now)
     except IntegrityError:
         # Another refresh (a worker's start, an admin's click) added the same new model first:
         # a second pass finds its row.
-        return _store(endpoint, reading, now)
+        return store(endpoint, reading, now)
 
 
-def _store(endpoint: Endpoint, listed: list[Listed], now: datetime) -> Outcome:
+def store(endpoint: Endpoint, listed: list[Listed], now: datetime | None = None) -> Outcome:
+    """Bring the catalogue in line with one endpoint's list as read, in one transaction."""
+    now = now or timezone.now()
     with transaction.atomic():
         outcome = _apply(endpoint, listed, now)
         _record(endpoint, ok=True, error=outcome.error, now=now, listed=outcome.listed)

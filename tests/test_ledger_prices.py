@@ -93,7 +93,7 @@ async def test_each_priced_model_bills_at_exactly_its_own_price(alice, local_ser
 def test_list_prices_apply_only_to_the_official_apis(db):
     now = timezone.now()
     official = Endpoint("openai", "openai", "https://api.openai.com/v1", "sk")
-    discovery._apply(official, [Listed("gpt-4o-mini", "gpt-4o-mini"), Listed("gpt-5-nano", "gpt-5-nano")], now)
+    discovery.store(official, [Listed("gpt-4o-mini", "gpt-4o-mini"), Listed("gpt-5-nano", "gpt-5-nano")], now)
     mini = ChatModel.objects.get(name="gpt-4o-mini")
     assert (mini.input_price_per_million, mini.output_price_per_million, mini.label) == (Decimal("0.15"), Decimal("0.60"), "GPT-4o mini")
     nano = ChatModel.objects.get(name="gpt-5-nano")
@@ -102,22 +102,22 @@ def test_list_prices_apply_only_to_the_official_apis(db):
 
     # The same variable pointed at another server: the list's prices (and name) go.
     local = Endpoint("openai", "openai", "http://127.0.0.1:8080/v1", "")
-    discovery._apply(local, [Listed("gpt-4o-mini", "gpt-4o-mini")], now)
+    discovery.store(local, [Listed("gpt-4o-mini", "gpt-4o-mini")], now)
     mini.refresh_from_db()
     assert not mini.price_known and mini.label == "gpt-4o-mini"
 
     # Back on the official API the list's price returns; a price an admin set is never replaced.
-    discovery._apply(official, [Listed("gpt-4o-mini", "gpt-4o-mini")], now)
+    discovery.store(official, [Listed("gpt-4o-mini", "gpt-4o-mini")], now)
     mini.refresh_from_db()
     assert mini.input_price_per_million == Decimal("0.15") and mini.prices_from_list
     ChatModel.objects.filter(pk=mini.pk).update(input_price_per_million=Decimal("0.20"), prices_from_list=False)
-    discovery._apply(local, [Listed("gpt-4o-mini", "gpt-4o-mini")], now)
+    discovery.store(local, [Listed("gpt-4o-mini", "gpt-4o-mini")], now)
     mini.refresh_from_db()
     assert mini.input_price_per_million == Decimal("0.20") and mini.price_known
 
     # An Anthropic-style server on an OpenAI endpoint's name list gets no Claude price either.
     lookalike = Endpoint("claude-proxy", "openai", "https://api.openai.com/v1", "")
-    discovery._apply(lookalike, [Listed("claude-haiku-4-5", "claude-haiku-4-5")], now)
+    discovery.store(lookalike, [Listed("claude-haiku-4-5", "claude-haiku-4-5")], now)
     assert not ChatModel.objects.get(name="claude-proxy/claude-haiku-4-5").price_known
 
 

@@ -152,7 +152,6 @@ async def test_the_refresh_task_reads_every_endpoint(no_endpoints):
 
 
 def test_a_list_naming_a_model_twice_or_a_taken_or_overlong_name_is_read_safely(no_endpoints):
-    from django.utils import timezone
 
     from providers.endpoints import Endpoint
     from providers.listing import Listed
@@ -162,7 +161,7 @@ def test_a_list_naming_a_model_twice_or_a_taken_or_overlong_name_is_read_safely(
     endpoint = Endpoint("openai", "openai", "http://127.0.0.1:8080/v1")
     listed = [Listed("dup", "dup"), Listed("dup", "dup"), Listed("hand-made", "hand-made"), Listed("x" * 101, "long"),
               Listed("adopted", "adopted")]
-    outcome = discovery._apply(endpoint, listed, timezone.now())
+    outcome = discovery.store(endpoint, listed)
     assert (outcome.ok, outcome.listed, outcome.added) == (True, 2, 2)
     assert "hand-made" in str(outcome) and "left out" in str(outcome)
     mine = ChatModel.objects.get(name="hand-made")
@@ -171,15 +170,14 @@ def test_a_list_naming_a_model_twice_or_a_taken_or_overlong_name_is_read_safely(
 
 
 def test_new_models_can_wait_for_an_admin_to_enable_them(no_endpoints):
-    from django.utils import timezone
 
     from providers.endpoints import Endpoint
     from providers.listing import Listed
 
     no_endpoints.OPENAI_BASE_URL = "http://127.0.0.1:8080/v1"
     endpoint = Endpoint("openai", "openai", "http://127.0.0.1:8080/v1")
-    discovery._apply(endpoint, [Listed("first", "first")], timezone.now())
+    discovery.store(endpoint, [Listed("first", "first")])
     no_endpoints.PARLEY_NEW_MODELS_ENABLED = False
-    discovery._apply(endpoint, [Listed("first", "first"), Listed("second", "second")], timezone.now())
+    discovery.store(endpoint, [Listed("first", "first"), Listed("second", "second")])
     assert set(ChatModel.objects.offered().values_list("name", flat=True)) == {"parley-demo", "first"}
     assert not ChatModel.objects.get(name="second").enabled and ChatModel.objects.get(name="second").available

@@ -25,7 +25,6 @@ from chat.enqueue import enqueue
 from parley import deferred
 from parley.celery import app
 from parley.redis_clients import sync_client
-from providers import configured_providers
 from streaming.keys import run_cancel_key
 from streaming.writer import SyncWriter
 
@@ -48,7 +47,7 @@ def start_run(user: User, conversation_id: object, goal: object, model_name: obj
     with transaction.atomic():
         conversation = get_conversation_for(user, conversation_id)
         model = resolve_model(model_name) if model_name else conversation.model
-        if not model.enabled or model.provider not in configured_providers():
+        if not model.is_offered:
             raise ActionError("unknown_model", f"The model {model.name!r} is not offered. Pick another one.")
         suspended, limits = limits_for(user.pk)
         if suspended:

@@ -43,7 +43,7 @@ from chat import branches
 from chat.actions import ActionError
 from chat.models import ChatModel
 from parley.redis_clients import sync_client
-from providers import configured_providers, new_provider
+from providers import new_provider
 from providers.base import ChatRequest, Provider, StreamError, TextDelta, ToolCall, Usage
 from streaming.keys import run_cancel_key
 
@@ -272,7 +272,7 @@ class Runner:
         """Ask the model what to do next; None when the provider failed (the step says why)."""
         run = self.run
         model = ChatModel.objects.filter(name=run.model, enabled=True).first()
-        if model is None or model.provider not in configured_providers():
+        if model is None or not model.is_offered:
             raise Stop(AgentRun.Status.FAILED, "unknown_model", f"The model {run.model!r} is no longer offered.")
         suspended, limits = limits_for(run.owner_id)
         if suspended:
@@ -291,9 +291,10 @@ class Runner:
             steps, kind=AgentStep.Kind.MODEL, title="Thinking" if steps else "Planning",
             quota_claim=admitted.reservation.claim(admitted.call.prompt_estimate),
         )
+        base_url, api_key = model.route()
         request = ChatRequest(
-            model=model.name, messages=messages, system=system, max_output_tokens=admitted.max_output,
-            base_url=model.base_url, tools=tuple(tool.as_spec() for tool in tools),
+            model=model.model_id, messages=messages, system=system, max_output_tokens=admitted.max_output,
+            base_url=base_url, api_key=api_key, tools=tuple(tool.as_spec() for tool in tools),
         )
         started = time.monotonic()
         reply = asyncio.run(self._stream(step, model.provider, request, self._deadline(steps)))
@@ -498,11 +499,11 @@ class Runner:
             return None
         reservation, prompt_estimate = parsed
         model = ChatModel.objects.filter(name=self.run.model).first()
-        pricing = ledger.Pricing(model.input_price_per_million, model.output_price_per_million) if model else ledger.Pricing()
+        pricing = ledger.Pricing.of(model.input_price_per_million, model.output_price_per_million) if model else ledger.Pricing(known=False)
         call = ledger.Call(
             user_id=self.run.owner_id, kind=UsageRecord.Kind.AGENT, provider=model.provider if model else "",
             model=self.run.model, pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=self.run.conversation_id,
-            reserved_output=reservation.tokens - prompt_estimate,
+            reserved_output=reservation.tokens - prompt_estimate, endpoint=model.endpoint if model else "",
         )
         text = "".join(entry.text for entry in self.log.writer.read_run(self.run.pk)
                        if entry.kind == "step_delta" and orjson.loads(entry.payload).get("step") == step.index)

@@ -187,10 +187,8 @@ def fell_back(user_id: int, refused: ActionError) -> None:
 
 def _fallback_model(limits: EffectiveLimits) -> ChatModel | None:
     """The plan's fallback model, if it can be called: one nobody can call would only turn a reply into an error."""
-    from providers import configured_providers
-
     fallback = ChatModel.objects.filter(pk=limits.fallback_model_id, enabled=True).first()
-    return fallback if fallback is not None and fallback.provider in configured_providers() else None
+    return fallback if fallback is not None and fallback.is_offered else None
 
 
 def _renewal() -> str:

@@ -73,6 +73,7 @@ def admit(
     call = ledger.Call(
         user_id=user_id, kind=kind, provider=model.provider, model=model.name, pricing=shape.pricing,
         prompt_estimate=shape.prompt_estimate, conversation_id=conversation_id, reserved_output=shape.max_output,
+        endpoint=model.endpoint,
     )
     return Admitted(model, notice, shape.fitted, shape.max_output, reservation, call)
 
@@ -132,5 +133,5 @@ class _Shape:
                 f"This message is too long for the model's context window: it needs about {too_long.needs:,} tokens "
                 f"(attached files included), and {model.label} has room for {too_long.room:,}.",
             ) from None
-        pricing = ledger.Pricing(model.input_price_per_million, model.output_price_per_million)
+        pricing = ledger.Pricing.of(model.input_price_per_million, model.output_price_per_million)
         return cls(fitted, max_output, fitted.prompt_estimate, pricing)

@@ -1,4 +1,7 @@
-"""The usage ledger: one row per model call, priced from the model catalogue at the time of the call."""
+"""The usage ledger: one row per model call, priced from the model catalogue at the time of the call.
+
+A model whose price is unknown (no admin has set it, and it is not an official API's model of a
+known name) is billed at 0 and its rows are flagged `price_unknown`: never another model's price."""
 
 from dataclasses import dataclass
 from decimal import Decimal
@@ -14,10 +17,18 @@ MILLION = Decimal(1_000_000)
 
 @dataclass(frozen=True, slots=True)
 class Pricing:
-    """USD per million tokens, copied from the catalogue when the call starts."""
+    """USD per million tokens, copied from the catalogue when the call starts; `known` False bills 0."""
 
     input_per_million: Decimal = Decimal(0)
     output_per_million: Decimal = Decimal(0)
+    known: bool = True
+
+    @classmethod
+    def of(cls, input_per_million: Decimal | None, output_per_million: Decimal | None) -> "Pricing":
+        """A catalogue row's prices; an empty one makes the price unknown."""
+        if input_per_million is None or output_per_million is None:
+            return cls(known=False)
+        return cls(input_per_million, output_per_million)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
         return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / MILLION
@@ -36,6 +47,7 @@ class Call:
     conversation_id: int | None = None
     message_id: int | None = None
     reserved_output: int | None = None  # the most output its reservation covers (None: not known)
+    endpoint: str = ""  # the provider endpoint that served it (chat.models.ChatModel.endpoint)
 
 
 def billed_tokens(
@@ -72,7 +84,8 @@ def record(
         user_id=call.user_id, conversation_id=call.conversation_id, message_id=call.message_id, kind=call.kind,
         provider=call.provider, model=call.model, prompt_tokens=prompt, completion_tokens=completion,
         estimated=estimated, cost_usd=call.pricing.cost(prompt, completion), duration_ms=duration_ms, outcome=outcome,
-        error_code=error_code[:40], over_reservation_tokens=over,
+        error_code=error_code[:40], over_reservation_tokens=over, endpoint=call.endpoint,
+        price_unknown=not call.pricing.known,
     )
     statements.insert(entry)  # on every reply's final write: precompiled, like the rest of that path
     if over:

@@ -26,6 +26,10 @@ class UsageRecord(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     provider = models.CharField(max_length=20)
     model = models.CharField(max_length=100)
+    endpoint = models.CharField(max_length=30, blank=True, help_text="The provider endpoint that served the call.")
+    price_unknown = models.BooleanField(
+        default=False, help_text="The model had no price when the call was made: billed at 0 until an admin sets one."
+    )
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     estimated = models.BooleanField(default=False, help_text="The provider reported no usage (a stopped or failed call): counted from the text.")

@@ -14,7 +14,6 @@ from accounts.models import User
 from chat import search
 from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message, PromptPreset
 from parley import deferred, statements
-from providers import configured_providers
 from streaming import events
 from streaming.writer import SyncWriter
 
@@ -38,8 +37,15 @@ class ActionError(Exception):
 
 
 def default_model() -> ChatModel:
+    """A real model whenever one is offered: the one an admin made the default, else the first
+    discovered one (by sort order, label, id), else any other real one; the demo model only when
+    no real model is offered."""
     offered = ChatModel.objects.offered()
-    model = offered.filter(is_default=True).first() or offered.first()
+    real = offered.exclude(provider="demo")
+    model = (
+        real.filter(is_default=True).first() or real.exclude(endpoint="").first() or real.first()
+        or offered.filter(is_default=True).first() or offered.first()
+    )
     if model is None:
         raise ActionError("unknown_model", "No model is configured. Set an API key or enable the demo model.")
     return model
@@ -49,7 +55,7 @@ def resolve_model(name: str | None) -> ChatModel:
     if not name:
         return default_model()
     model = statements.select_one(ChatModel, {"name": name})  # a send may switch models: the hot path
-    if not isinstance(model, ChatModel) or not model.enabled or model.provider not in configured_providers():
+    if not isinstance(model, ChatModel) or not model.is_offered:
         raise ActionError("unknown_model", f"The model {name!r} is not offered.")
     return model
 

@@ -1,28 +1,101 @@
-"""The model catalogue, system prompt presets, conversations and messages in Django admin."""
+"""The model catalogue (with "Refresh models now"), the endpoints' status, system prompt presets,
+conversations and messages in Django admin."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import Q, QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.http import require_POST
 
-from chat.models import ChatModel, Conversation, Message, PromptPreset
+from chat import discovery
+from chat.models import ChatModel, Conversation, Message, PromptPreset, ProviderEndpoint
+from parley.admin import ViewOnlyAdmin
+from providers.endpoints import endpoint_names
+
+
+class PriceKnownFilter(admin.SimpleListFilter):
+    title = "price"
+    parameter_name = "price"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("known", "Known"), ("unknown", "Unknown")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ChatModel]) -> QuerySet[ChatModel]:
+        unknown = Q(input_price_per_million__isnull=True) | Q(output_price_per_million__isnull=True)
+        if self.value() == "unknown":
+            return queryset.filter(unknown)
+        if self.value() == "known":
+            return queryset.exclude(unknown)
+        return queryset
+
+
+def _report(request: HttpRequest, outcomes: list[discovery.Outcome]) -> None:
+    if not outcomes:
+        messages.warning(request, "No provider endpoint is configured: set OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY or PARLEY_OPENAI_ENDPOINTS.")
+    for outcome in outcomes:
+        messages.add_message(request, messages.SUCCESS if outcome.ok and not outcome.error else messages.WARNING, str(outcome))
 
 
 @admin.register(ChatModel)
 class ChatModelAdmin(admin.ModelAdmin):
-    """The model catalogue: admins switch models on/off and keep prices current from the list."""
+    """The model catalogue: what the endpoints list, kept current by "Refresh models now" and the
+    schedule; admins switch models on or off, pick the default and set prices (empty: unknown)."""
 
+    change_list_template = "admin/chat/chatmodel/change_list.html"
+    # What fits a 1280-px screen beside the filters; the order and when it was last listed are on its page.
     list_display = [
-        "label",
-        "name",
-        "provider",
-        "enabled",
-        "is_default",
-        "supports_vision",
-        "sort_order",
-        "input_price_per_million",
-        "output_price_per_million",
+        "label", "name", "endpoint", "available", "enabled", "is_default", "supports_vision",
+        "input_price_per_million", "output_price_per_million", "price_is_known",
     ]
-    list_editable = ["enabled", "is_default", "supports_vision", "sort_order", "input_price_per_million", "output_price_per_million"]
-    list_filter = ["provider", "enabled"]
-    search_fields = ["name", "label"]
+    list_editable = ["enabled", "is_default", "supports_vision", "input_price_per_million", "output_price_per_million"]
+    list_filter = ["provider", "endpoint", "available", "enabled", PriceKnownFilter]
+    search_fields = ["name", "label", "remote_name"]
+    readonly_fields = ["available", "last_seen"]
+
+    @admin.display(boolean=True, description="price known")
+    def price_is_known(self, obj: ChatModel) -> bool:
+        return obj.price_known
+
+    def save_model(self, request: HttpRequest, obj: ChatModel, form: ModelForm, change: bool) -> None:
+        if {"input_price_per_million", "output_price_per_million"} & set(form.changed_data):
+            obj.prices_from_list = False  # an admin's price: no refresh replaces it
+        super().save_model(request, obj, form, change)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_refresh": self.has_change_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self) -> list[URLPattern]:
+        refresh = self.admin_site.admin_view(require_POST(self.refresh_view))
+        return [path("refresh/", refresh, name="chat_chatmodel_refresh"), *super().get_urls()]
+
+    def refresh_view(self, request: HttpRequest) -> HttpResponse:
+        """Reads every endpoint's model list now, in this request's thread (the admin waits a few seconds)."""
+        if not self.has_change_permission(request):
+            return HttpResponse(status=403)
+        _report(request, discovery.refresh())
+        return HttpResponseRedirect(reverse("admin:chat_chatmodel_changelist"))
+
+
+@admin.register(ProviderEndpoint)
+class ProviderEndpointAdmin(ViewOnlyAdmin):
+    """How the last reading of each endpoint's model list went; the endpoints come from the settings."""
+
+    list_display = ["name", "kind", "base_url", "configured", "ok", "error", "checked_at", "last_ok_at", "models_listed"]
+    actions = ["refresh_now"]
+
+    @admin.display(boolean=True)
+    def configured(self, obj: ProviderEndpoint) -> bool:
+        return obj.name in endpoint_names()
+
+    @admin.action(description="Refresh models now", permissions=["refresh"])
+    def refresh_now(self, request: HttpRequest, queryset: QuerySet[ProviderEndpoint]) -> None:
+        _report(request, discovery.refresh([endpoint.name for endpoint in queryset]))
+
+    def has_refresh_permission(self, request: HttpRequest) -> bool:
+        # The rows are view-only; refreshing changes the model catalogue, so it is for those who may.
+        return request.user.has_perm("chat.change_chatmodel")
 
 
 @admin.register(PromptPreset)

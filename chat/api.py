@@ -246,7 +246,14 @@ def prompt_presets(request: HttpRequest, user: Any) -> HttpResponse:
 
 @api_view({"GET"})
 def models(request: HttpRequest, user: Any) -> HttpResponse:
+    from chat.actions import ActionError, default_model
     from chat.models import ChatModel
 
-    return json_response({"results": [model.as_dict() for model in ChatModel.objects.offered()]})
+    try:
+        default: str | None = default_model().name
+    except ActionError:
+        default = None
+    return json_response(
+        {"results": [model.as_dict() for model in ChatModel.objects.offered()], "default": default}
+    )
 

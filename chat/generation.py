@@ -205,12 +205,13 @@ class Billed:
     prompt_tokens: int
     completion_tokens: int
     estimated: bool
-    cost: Decimal
+    cost: Decimal | None  # None: the model's price is unknown (its ledger row bills 0, flagged)
 
     @classmethod
     def of(cls, call: Call, status: str, usage: Usage, text: str) -> "Billed":
         prompt, completion, estimated = billed_tokens(call, status, usage.prompt_tokens, usage.completion_tokens, text)
-        return cls(prompt, completion, estimated, call.pricing.cost(prompt, completion))
+        cost = call.pricing.cost(prompt, completion) if call.pricing.known else None
+        return cls(prompt, completion, estimated, cost)
 
 
 @database_sync_to_async

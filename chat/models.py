@@ -7,31 +7,55 @@ from django.db import models
 from django.utils import timezone
 
 import providers
+from providers.endpoints import endpoint_named, endpoint_names
 
 SYSTEM_PROMPT_MAX = 20_000  # characters
 
 
 class ModelQuerySet(models.QuerySet["ChatModel"]):
     def offered(self) -> "ModelQuerySet":
-        return self.filter(enabled=True, provider__in=providers.configured_providers()).order_by("sort_order", "label")
+        """What the picker offers: enabled models of configured providers that their endpoint
+        listed at its last refresh (models added by hand, with no endpoint, as their admin says)."""
+        return self.filter(
+            models.Q(endpoint="") | models.Q(endpoint__in=endpoint_names()),
+            enabled=True, available=True, provider__in=providers.configured_providers(),
+        ).order_by("sort_order", "label", "id")
 
 
 class ChatModel(models.Model):
-    """One entry of the model catalogue that admins curate."""
+    """One entry of the model catalogue: discovered from an endpoint's model list (chat/discovery.py),
+    or added by hand. A price left empty is unknown: its calls are billed at 0 and flagged."""
 
     PROVIDERS = providers.CHOICES
 
-    name = models.CharField(max_length=100, unique=True, help_text="The model id sent to the provider.")
+    name = models.CharField(
+        max_length=100, unique=True,
+        help_text="The model's name in Parley (and its API); a discovered model's id, prefixed by its endpoint's name unless built in.",
+    )
     label = models.CharField(max_length=100)
     provider = models.CharField(max_length=20, choices=PROVIDERS)
-    base_url = models.URLField(blank=True, help_text="Overrides OPENAI_BASE_URL for this model (vLLM, Ollama, llama.cpp).")
+    endpoint = models.CharField(
+        max_length=30, blank=True,
+        help_text="The endpoint that lists and serves it (README: openai, anthropic, or a name from PARLEY_OPENAI_ENDPOINTS /"
+        " PARLEY_ANTHROPIC_ENDPOINTS). Empty: added by hand, served at its base URL or its provider's default.",
+    )
+    remote_name = models.CharField(max_length=100, blank=True, help_text="The id its endpoint knows it by; empty: the name.")
+    base_url = models.URLField(blank=True, help_text="Overrides its endpoint's URL (or OPENAI_BASE_URL) for this model.")
+    available = models.BooleanField(default=True, help_text="Its endpoint listed it at the last refresh (models added by hand: always).")
+    last_seen = models.DateTimeField(null=True, blank=True, help_text="When its endpoint last listed it.")
     context_window = models.PositiveIntegerField(default=8192)
     max_output_tokens = models.PositiveIntegerField(default=2048)
     input_price_per_million = models.DecimalField(
-        max_digits=10, decimal_places=4, default=Decimal(0), validators=[MinValueValidator(Decimal(0))]
+        max_digits=10, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(Decimal(0))],
+        help_text="USD per million input tokens; empty: unknown (billed at 0, the ledger row flagged).",
     )
     output_price_per_million = models.DecimalField(
-        max_digits=10, decimal_places=4, default=Decimal(0), validators=[MinValueValidator(Decimal(0))]
+        max_digits=10, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(Decimal(0))],
+        help_text="USD per million output tokens; empty: unknown (billed at 0, the ledger row flagged).",
+    )
+    prices_from_list = models.BooleanField(
+        default=False, editable=False,
+        help_text="The prices came from Parley's list of the official APIs' prices; taken away if its endpoint stops being the official API.",
     )
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)
@@ -52,15 +76,61 @@ class ChatModel(models.Model):
     def is_demo(self) -> bool:
         return self.provider == "demo"
 
+    @property
+    def model_id(self) -> str:
+        """What the provider is asked for."""
+        return self.remote_name or self.name
+
+    @property
+    def price_known(self) -> bool:
+        return self.input_price_per_million is not None and self.output_price_per_million is not None
+
+    @property
+    def is_offered(self) -> bool:
+        """The row-by-row form of `offered()`, for a model already loaded."""
+        return (
+            self.enabled and self.available and self.provider in providers.configured_providers()
+            and (not self.endpoint or self.endpoint in endpoint_names())
+        )
+
+    def route(self) -> tuple[str, str | None]:
+        """Where its calls go and with which key: its endpoint's (None: the adapter's default key)."""
+        endpoint = endpoint_named(self.endpoint) if self.endpoint else None
+        if endpoint is None:
+            return self.base_url, None
+        return self.base_url or endpoint.base_url, endpoint.api_key
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "label": self.label,
             "provider": self.provider,
+            "endpoint": self.endpoint or None,
             "context_window": self.context_window,
             "demo": self.is_demo,
             "vision": self.supports_vision,
+            "price_known": self.price_known,
         }
+
+
+class ProviderEndpoint(models.Model):
+    """What the last reading of one endpoint's model list found (chat/discovery.py). The endpoints
+    themselves come from the settings; a row stays for one no longer configured, as a record."""
+
+    name = models.CharField(max_length=30, unique=True)
+    kind = models.CharField(max_length=20, choices=providers.CHOICES)
+    base_url = models.URLField()
+    ok = models.BooleanField(null=True, help_text="The last reading of its model list worked; unknown before the first.")
+    error = models.TextField(blank=True, help_text="Why the last reading failed.")
+    checked_at = models.DateTimeField(null=True, blank=True)
+    last_ok_at = models.DateTimeField(null=True, blank=True)
+    models_listed = models.PositiveIntegerField(default=0, help_text="Chat models it listed at its last good reading.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class PromptPreset(models.Model):

@@ -57,18 +57,18 @@ def _charge_orphan(message_id: int, text: str, status: str) -> None:
         return  # replies from before budgets were reserved carry no claim
     reservation, prompt_estimate = parsed
     model = ChatModel.objects.filter(provider=message.provider, name=message.model).first()
-    pricing = ledger.Pricing(model.input_price_per_million, model.output_price_per_million) if model else ledger.Pricing()
+    pricing = ledger.Pricing.of(model.input_price_per_million, model.output_price_per_million) if model else ledger.Pricing(known=False)
     call = ledger.Call(
         user_id=reservation.user_id, kind=UsageRecord.Kind.REPLY, provider=message.provider, model=message.model,
         pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=message.conversation_id, message_id=message_id,
-        reserved_output=reservation.tokens - prompt_estimate,
+        reserved_output=reservation.tokens - prompt_estimate, endpoint=model.endpoint if model else "",
     )
     settled = calls.settle(call, reservation, status, None, None, text, None)
     if settled is not None:  # the reply shows what its ledger row holds
         entry = settled.entry
         Message.objects.filter(pk=message_id).update(
             prompt_tokens=entry.prompt_tokens, completion_tokens=entry.completion_tokens,
-            tokens_estimated=entry.estimated, cost_usd=entry.cost_usd,
+            tokens_estimated=entry.estimated, cost_usd=None if entry.price_unknown else entry.cost_usd,
         )
 
 

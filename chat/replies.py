@@ -23,7 +23,6 @@ from chat.models import Conversation, Message, Upload, usage_of
 from chat.titles import fallback_title
 from parley import statements
 from parley.redis_clients import sync_client
-from providers import configured_providers
 from providers.base import ChatRequest
 from streaming import events, process
 from streaming.entries import Entry, merged
@@ -204,7 +203,7 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
             place = _place(user, turn)
             conversation = place.conversation
             chosen = conversation.model
-            if not chosen.enabled or chosen.provider not in configured_providers():
+            if not chosen.is_offered:
                 raise ActionError("unknown_model", f"The model {chosen.name!r} is no longer offered. Pick another one.")
             suspended, limits = limits_for(user.pk, None if place.created else conversation.owner)
             if suspended:
@@ -259,13 +258,14 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
             calls.release(admitted)
         raise
     admitted = admitted.for_message(conversation.pk, reply.pk)
+    base_url, api_key = model.route()
     plan = generation.ReplyPlan(
         message_id=reply.pk,
         conversation_id=conversation.pk,
         provider=model.provider,
         request=ChatRequest(
-            model=model.name, messages=admitted.fitted.messages, system=conversation.system_prompt,
-            max_output_tokens=admitted.max_output, base_url=model.base_url,
+            model=model.model_id, messages=admitted.fitted.messages, system=conversation.system_prompt,
+            max_output_tokens=admitted.max_output, base_url=base_url, api_key=api_key,
         ),
         wants_title=first_words and not model.is_demo,
         usage=admitted.call,

@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from billing import alerts
-from chat import reaper, titles
+from chat import discovery, reaper, titles
 
 
 @shared_task(ignore_result=True)
@@ -28,3 +28,9 @@ def alert_overspend(record_id: int) -> None:
     if not isinstance(record_id, int) or isinstance(record_id, bool) or record_id <= 0:
         raise ValueError(f"alert_overspend needs a usage record id, got {record_id!r}")
     alerts.send_overspend_alert(record_id)
+
+
+@shared_task(ignore_result=True)
+def refresh_models() -> int:
+    """Every endpoint's model list, on a schedule and at a worker's start; returns how many answered."""
+    return sum(outcome.ok for outcome in discovery.refresh())

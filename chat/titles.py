@@ -114,8 +114,10 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> tuple[
         return "", None
     model = admitted.model
     provider = new_provider(model.provider)
+    base_url, api_key = model.route()
     request = ChatRequest(
-        model=model.name, messages=admitted.fitted.messages, max_output_tokens=admitted.max_output, base_url=model.base_url,
+        model=model.model_id, messages=admitted.fitted.messages, max_output_tokens=admitted.max_output,
+        base_url=base_url, api_key=api_key,
     )
 
     async def ask() -> CollectedReply:

@@ -2,12 +2,19 @@ import logging
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "parley.settings")
 
 app = Celery("parley")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def _refresh_models_at_start(sender: object, **kwargs: object) -> None:
+    """A fresh `bin/parley run` lists the endpoints' models within seconds, not at beat's first tick."""
+    app.send_task("chat.tasks.refresh_models")
 
 
 class QuietReaper(logging.Filter):

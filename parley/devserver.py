@@ -159,13 +159,14 @@ def describe_settings() -> dict[str, str]:
         db = f"SQLite at {database['NAME']}"
     else:
         db = redact(settings.DATABASE_URL)
-    from providers import BY_NAME, configured_providers
+    from providers import BY_NAME
+    from providers.endpoints import configured_endpoints
 
-    labels = {name: entry.label for name, entry in BY_NAME.items()}
-    labels["demo"] = "demo model (offline, no keys)"
-    if settings.OPENAI_BASE_URL:
-        labels["openai"] += f" at {settings.OPENAI_BASE_URL}"
-    shown = ", ".join(labels[name] for name in configured_providers()) or "none (set OPENAI_API_KEY or ANTHROPIC_API_KEY)"
+    # Each endpoint's models are listed by the worker at its start, then every PARLEY_MODELS_REFRESH_SECONDS.
+    shown_list = [f"{endpoint.name} ({BY_NAME[endpoint.kind].label}) at {endpoint.base_url}" for endpoint in configured_endpoints()]
+    if settings.PARLEY_DEMO_MODEL:
+        shown_list.append("demo model (offline, no keys)")
+    shown = ", ".join(shown_list) or "none (set OPENAI_API_KEY or ANTHROPIC_API_KEY)"
     return {
         "db": db,
         "providers": shown,

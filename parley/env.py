@@ -1,6 +1,7 @@
 """Small typed readers for environment variables that fail loudly on bad values."""
 
 import os
+import re
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ImproperlyConfigured
@@ -77,3 +78,40 @@ def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
         allowed = ", ".join(f"{scheme}://" for scheme in schemes)
         raise ImproperlyConfigured(f"{name}={raw!r} must start with one of: {allowed}")
     return raw
+
+
+RESERVED_ENDPOINT_NAMES = frozenset({"openai", "anthropic", "demo"})
+_ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9-]{0,29}")
+_KEY_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_endpoints(name: str, taken: frozenset[str] = frozenset()) -> list[tuple[str, str, str]]:
+    """Extra provider endpoints as `name=URL` or `name=URL|KEYVAR`, comma-separated, where KEYVAR is
+    the environment variable that holds the endpoint's API key (kept out of the list itself).
+    Gives (name, URL, key) triples; names are unique, lower-case, and none of `taken` or the
+    built-in endpoints' names."""
+    raw = os.environ.get(name, "").strip()
+    found: list[tuple[str, str, str]] = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        label, sep, rest = item.partition("=")
+        label = label.strip()
+        url, _, key_variable = rest.strip().partition("|")
+        url, key_variable = url.strip(), key_variable.strip()
+        if not sep or not _ENDPOINT_NAME.fullmatch(label):
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} must be name=URL or name=URL|KEYVAR, with a lower-case name of letters, digits"
+                " and dashes (at most 30) that starts with a letter."
+            )
+        if label in RESERVED_ENDPOINT_NAMES or label in taken or any(label == seen for seen, _, _ in found):
+            raise ImproperlyConfigured(f"{name}: the endpoint name {label!r} is already taken.")
+        if not url.startswith(("http://", "https://")):
+            raise ImproperlyConfigured(f"{name}: the URL of {label!r} must start with http:// or https://, not {url!r}.")
+        key = ""
+        if key_variable:
+            if not _KEY_VARIABLE.fullmatch(key_variable):
+                raise ImproperlyConfigured(f"{name}: {key_variable!r} (the key of {label!r}) is not a variable name.")
+            key = os.environ.get(key_variable, "")
+            if not key:
+                raise ImproperlyConfigured(f"{name}: the key of {label!r} is read from {key_variable}, which is not set.")
+        found.append((label, url.rstrip("/"), key))
+    return found

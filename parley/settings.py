@@ -7,7 +7,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from parley.env import env_bool, env_decimal, env_float, env_int, env_list, env_str, env_url
+from parley.env import env_bool, env_decimal, env_endpoints, env_float, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PARLEY_VAR_DIR", str(BASE_DIR / "var")))
@@ -119,6 +119,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("PARLEY_TASK_VI
 PARLEY_HEARTBEAT_SECONDS = env_int("PARLEY_HEARTBEAT_SECONDS", 5, minimum=1)
 PARLEY_HEARTBEAT_TTL = env_int("PARLEY_HEARTBEAT_TTL", 15, minimum=2)
 PARLEY_REAP_SECONDS = env_float("PARLEY_REAP_SECONDS", PARLEY_HEARTBEAT_TTL / 3, minimum=0.5)
+# How often each provider endpoint's model list is read again (chat/discovery.py); also at a
+# worker's start, and on demand in admin.
+PARLEY_MODELS_REFRESH_SECONDS = env_float("PARLEY_MODELS_REFRESH_SECONDS", 600.0, minimum=10.0)
 CELERY_BEAT_SCHEDULE = {
     "reap-interrupted-generations": {
         "task": "chat.tasks.reap_interrupted",
@@ -130,6 +133,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agents.tasks.reap_runs",
         "schedule": PARLEY_REAP_SECONDS,
         "options": {"expires": PARLEY_REAP_SECONDS},
+    },
+    "refresh-models": {
+        "task": "chat.tasks.refresh_models",
+        "schedule": PARLEY_MODELS_REFRESH_SECONDS,
+        "options": {"expires": PARLEY_MODELS_REFRESH_SECONDS},
     },
 }
 
@@ -215,6 +223,15 @@ OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_url("OPENAI_BASE_URL", "", ("http", "https"))
 ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
 ANTHROPIC_BASE_URL = env_url("ANTHROPIC_BASE_URL", "", ("http", "https"))
+# More endpoints at once, each with its own key: `name=URL` or `name=URL|KEYVAR`, comma-separated
+# (docs in README.md, "Several providers at once"). OpenAI-compatible servers, and Anthropic-compatible ones.
+PARLEY_OPENAI_ENDPOINTS = env_endpoints("PARLEY_OPENAI_ENDPOINTS")
+PARLEY_ANTHROPIC_ENDPOINTS = env_endpoints(
+    "PARLEY_ANTHROPIC_ENDPOINTS", frozenset(name for name, _, _ in PARLEY_OPENAI_ENDPOINTS)
+)
+PARLEY_MODELS_LIST_TIMEOUT = env_float("PARLEY_MODELS_LIST_TIMEOUT", 10.0, minimum=0.5)
+# Off: a newly listed model waits for an admin to enable it (the official APIs list dozens).
+PARLEY_NEW_MODELS_ENABLED = env_bool("PARLEY_NEW_MODELS_ENABLED", True)
 PARLEY_DEMO_MODEL = env_bool("PARLEY_DEMO_MODEL", True)
 PARLEY_DEMO_TOKENS_PER_SECOND = env_float("PARLEY_DEMO_TOKENS_PER_SECOND", 40.0, minimum=0.0)
 

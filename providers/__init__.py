@@ -19,8 +19,8 @@ class Registered:
 
 
 REGISTRY = (
-    Registered("openai", "OpenAI-compatible", "providers.openai_chat.OpenAIProvider", ("OPENAI_API_KEY", "OPENAI_BASE_URL")),
-    Registered("anthropic", "Anthropic", "providers.anthropic_messages.AnthropicProvider", ("ANTHROPIC_API_KEY",)),
+    Registered("openai", "OpenAI-compatible", "providers.openai_chat.OpenAIProvider", ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PARLEY_OPENAI_ENDPOINTS")),
+    Registered("anthropic", "Anthropic", "providers.anthropic_messages.AnthropicProvider", ("ANTHROPIC_API_KEY", "PARLEY_ANTHROPIC_ENDPOINTS")),
     Registered("demo", "Offline demo", "providers.demo.DemoProvider", ("PARLEY_DEMO_MODEL",)),
 )
 BY_NAME = {entry.name: entry for entry in REGISTRY}

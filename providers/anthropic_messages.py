@@ -65,9 +65,9 @@ class AnthropicProvider(Provider):
         self.max_retries = settings.PROVIDER_MAX_RETRIES if max_retries is None else max_retries
         self._clients: ClientCache[anthropic.AsyncAnthropic] = ClientCache(self._new_client)
 
-    def _new_client(self, base_url: str) -> anthropic.AsyncAnthropic:
+    def _new_client(self, base_url: str, api_key: str) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
-            api_key=self.api_key or PLACEHOLDER_KEY,
+            api_key=api_key or PLACEHOLDER_KEY,
             base_url=base_url,
             max_retries=self.max_retries,
             # No socket read timeout: Provider.stream's first-token and idle limits govern silence,
@@ -83,7 +83,8 @@ class AnthropicProvider(Provider):
             await client.close()
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        create = self._clients.get(request.base_url or self.base_url).messages.with_streaming_response.create
+        api_key = self.api_key if request.api_key is None else request.api_key
+        create = self._clients.get(request.base_url or self.base_url, api_key).messages.with_streaming_response.create
         try:
             async with create(**request_params(request)) as response:
                 async with aclosing(relay(response.http_response.aiter_bytes(), EventReader())) as events:

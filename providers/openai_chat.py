@@ -59,10 +59,10 @@ class OpenAIProvider(Provider):
         self.max_retries = settings.PROVIDER_MAX_RETRIES if max_retries is None else max_retries
         self._clients: ClientCache[openai.AsyncOpenAI] = ClientCache(self._new_client)
 
-    def _new_client(self, base_url: str) -> openai.AsyncOpenAI:
+    def _new_client(self, base_url: str, api_key: str) -> openai.AsyncOpenAI:
         # The configured key goes to per-model base URLs too: those are set by an administrator.
         return openai.AsyncOpenAI(
-            api_key=self.api_key or PLACEHOLDER_KEY,
+            api_key=api_key or PLACEHOLDER_KEY,
             base_url=base_url,
             max_retries=self.max_retries,
             # No socket read timeout: Provider.stream's first-token and idle limits govern silence,
@@ -80,7 +80,7 @@ class OpenAIProvider(Provider):
 
     async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         base_url = request.base_url or self.base_url
-        client = self._clients.get(base_url)
+        client = self._clients.get(base_url, self.api_key if request.api_key is None else request.api_key)
         try:
             # `client.post` rather than `chat.completions.create`: the latter first walks the whole
             # body through the SDK's typed-dict transform, a cost that grows with the history (and

@@ -154,26 +154,26 @@ def tls_context() -> ssl.SSLContext:
 
 
 class ClientCache[C]:
-    """One SDK client per (event loop, base URL).
+    """One SDK client per (event loop, base URL, key).
 
     A client pools connections bound to the loop that opened them, so a process that runs a
     fresh loop per job (`asyncio.run` in a worker task, a test per loop) must not reuse a client
     across loops. Clients of closed loops are dropped when a new loop first asks.
     """
 
-    def __init__(self, factory: Callable[[str], C]) -> None:
+    def __init__(self, factory: Callable[[str, str], C]) -> None:
         self._factory = factory
-        self._by_loop: dict[asyncio.AbstractEventLoop, dict[str, C]] = {}
+        self._by_loop: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], C]] = {}
 
-    def get(self, base_url: str) -> C:
+    def get(self, base_url: str, api_key: str) -> C:
         loop = asyncio.get_running_loop()
         clients = self._by_loop.get(loop)
         if clients is None:
             self._by_loop = {known: c for known, c in self._by_loop.items() if not known.is_closed()}
             clients = self._by_loop[loop] = {}
-        client = clients.get(base_url)
+        client = clients.get((base_url, api_key))
         if client is None:
-            client = clients[base_url] = self._factory(base_url)
+            client = clients[base_url, api_key] = self._factory(base_url, api_key)
         return client
 
     def pop_current(self) -> list[C]:

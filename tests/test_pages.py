@@ -51,6 +51,7 @@ def test_home_offers_models_and_labels_the_demo(client, user):
     assert response.status_code == 200
     html = response.content.decode()
     assert 'value="parley-demo"' in html and "quotes you back" in html
+    assert html.count("Parley demo (offline)") == 1 and "· demo" not in html  # the label says it once
     # Labelled once: the model's own label says what it is.
     assert html.lower().count("demo") - html.lower().count("parley-demo") - html.count("data-demo") - html.count("demo-tag") == 1
     assert f'data-max-chars="{settings.PARLEY_MESSAGE_MAX_CHARS}"' in html
@@ -248,3 +249,14 @@ def test_chat_page_offers_to_run_a_task(client, user):
     html = client.get(reverse("chat:home")).content.decode()
     assert 'id="task-button"' in html and ">Run as task</button>" in html
     assert 'id="run-notices"' in html  # where tasks of other conversations ask for an approval
+
+
+def test_the_picker_says_which_models_have_no_price(client, user, settings):
+    settings.PARLEY_OPENAI_ENDPOINTS = [("local", "http://127.0.0.1:8080/v1", "")]
+    ChatModel.objects.create(name="local/llama", label="llama · local", provider="openai", endpoint="local")
+    ChatModel.objects.create(name="local/gone", label="gone · local", provider="openai", endpoint="local", available=False)
+    client.force_login(user)
+    html = client.get(reverse("chat:home")).content.decode()
+    assert "llama · local · price unknown</option>" in html and "gone · local" not in html
+    assert "Parley demo (offline)</option>" in html  # the demo's price is known: 0
+    assert '<option value="local/llama" selected data-price-unknown' in html  # and it is the default

@@ -143,7 +143,7 @@ def test_admins_edit_a_plan_and_the_price_table_and_calls_follow(alice, admin_cl
     from accounts.plans import forget_cached_limits, limits_for
 
     pro = Plan.objects.get(name="Pro")
-    mini = ChatModel.objects.get(name="gpt-4.1-mini")
+    mini = ChatModel.objects.create(name="gpt-4.1-mini", label="GPT-4.1 mini", provider="openai")
     form = {
         "name": "Pro", "requests_per_minute": "7", "requests_per_day": "", "concurrent_replies": "3",
         "tokens_per_day": "", "tokens_per_month": "", "cost_per_month": "12.50", "max_output_tokens": "1000",

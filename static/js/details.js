@@ -6,8 +6,8 @@ const number = (value) => Number(value).toLocaleString();
 const seconds = (ms) => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`);
 
 function cost(usage) {
-  if (usage.price_unknown) return "price unknown (not billed)";
-  if (usage.cost_usd == null) return null;
+  // No cost beside counted tokens: the model's price is unknown, and the call was billed at 0.
+  if (usage.cost_usd == null) return usage.prompt_tokens == null ? null : "unknown (price not set; billed $0)";
   const value = Number(usage.cost_usd);
   if (value === 0) return "$0";
   // Model calls often cost a fraction of a cent: enough digits to see it.

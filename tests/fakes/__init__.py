@@ -19,6 +19,9 @@ request that offers tools gets a streamed call of `tool_name` (else its first to
 as the APIs send them); once the request holds that tool's result, a normal reply.
 Error kinds apply to the first `times` requests only (default: all), so retries can be tested.
 
+`GET /v1/models` lists `server.models` (ids; set at construction or any time after) in the API's
+own shape, behind the same key check; `server.listings` counts those requests.
+
 Every request is recorded in `server.requests`; a client that goes away mid-reply sets
 `server.disconnected` (an asyncio.Event) and bumps `server.disconnects`.
 
@@ -111,11 +114,16 @@ class FakeServer:
     """The shared machinery: lifecycle, recording, scenario resolution, paced writing."""
 
     route: str = "/"
+    models_route: str = "/v1/models"
     error_kinds: frozenset[str] = frozenset()
 
-    def __init__(self, scenario: Scenario | None = None, *, api_key: str | None = None) -> None:
+    def __init__(
+        self, scenario: Scenario | None = None, *, api_key: str | None = None, models: list[str] | None = None
+    ) -> None:
         self.scenario = scenario or Scenario()
         self.api_key = api_key  # when set, any other key gets a 401
+        self.models = list(models or [])  # what the model list says
+        self.listings = 0
         self.requests: list[Recorded] = []
         self.disconnects = 0
         self.disconnected = asyncio.Event()
@@ -127,6 +135,7 @@ class FakeServer:
     async def start(self, port: int = 0) -> Self:
         app = web.Application()
         app.router.add_post(self.route, self._handle)
+        app.router.add_get(self.models_route, self._list_models)
         # handler_cancellation lets the fake notice a client hanging up even while it is silent;
         # a short shutdown keeps a stalled reply from holding up the end of a test.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
@@ -178,6 +187,15 @@ class FakeServer:
         except (ConnectionError, asyncio.CancelledError):
             self._note_disconnect()
             raise
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        self.listings += 1
+        if self.api_key is not None and not self._key_matches(request):
+            return self.error_response(401, Scenario("unauthorized"))
+        return web.json_response(self.model_list(request))
+
+    def model_list(self, request: web.Request) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _key_matches(self, request: web.Request) -> bool:
         raise NotImplementedError
@@ -242,14 +260,18 @@ def cli(server_class: type[FakeServer], description: str) -> None:
     """`python -m tests.fakes.<module> --port N --tokens 200 --rate 50 [--scenario KIND]`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--tokens", type=int, default=Scenario.tokens)
+    parser.add_argument("--tokens", type=int, default=Scenario().tokens)
     parser.add_argument("--rate", type=float, default=0.0, help="tokens a second (0: unpaced)")
     parser.add_argument("--scenario", default="ok", help="the default scenario kind")
     parser.add_argument("--api-key", default=None, help="answer 401 to any other key")
+    parser.add_argument("--models", default="", help="comma-separated ids that GET /v1/models lists")
     args = parser.parse_args()
 
     async def serve() -> None:
-        server = server_class(Scenario(args.scenario, tokens=args.tokens, rate=args.rate), api_key=args.api_key)
+        server = server_class(
+            Scenario(args.scenario, tokens=args.tokens, rate=args.rate), api_key=args.api_key,
+            models=[name for name in args.models.split(",") if name],
+        )
         await server.start(args.port)
         # The first line tells a parent process where to connect (useful with --port 0).
         print(f"listening on {server.base_url}", flush=True)

@@ -49,6 +49,21 @@ class AnthropicFake(FakeServer):
         headers = request.headers
         return headers.get("x-api-key") == self.api_key or headers.get("Authorization") == f"Bearer {self.api_key}"
 
+    def model_list(self, request: web.Request) -> dict[str, Any]:
+        """One page, as the API pages it: `limit` (default 20) after `after_id`."""
+        limit = int(request.query.get("limit", "20"))
+        after = request.query.get("after_id")
+        start = self.models.index(after) + 1 if after in self.models else 0
+        page = self.models[start : start + limit]
+        data = [
+            {"type": "model", "id": name, "display_name": name.replace("-", " ").title(), "created_at": "2025-01-01T00:00:00Z"}
+            for name in page
+        ]
+        return {
+            "data": data, "has_more": start + limit < len(self.models),
+            "first_id": page[0] if page else None, "last_id": page[-1] if page else None,
+        }
+
     def error_body(self, status: int, scenario: Scenario) -> dict[str, Any]:
         kind = ERROR_TYPES.get(status, "api_error")
         message = {

@@ -33,6 +33,12 @@ class OpenAIFake(FakeServer):
     def _key_matches(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {self.api_key}"
 
+    def model_list(self, request: web.Request) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 1_700_000_000, "owned_by": "fake"} for name in self.models],
+        }
+
     def error_body(self, status: int, scenario: Scenario) -> dict[str, Any]:
         if scenario.kind == "context_length":
             error = {"message": CONTEXT_MESSAGE, "type": "invalid_request_error", "param": "messages",

@@ -22,13 +22,17 @@ class UsageRecordAdmin(ViewOnlyAdmin):
     """The ledger: read-only, written by every model call."""
 
     # What fits a 1280-px screen beside the filters; the rest is on each row's page and in the filters.
-    list_display = ["created", "user", "kind", "model", "tokens", "cost_usd", "price_unknown", "outcome"]
+    list_display = ["created", "user", "kind", "model", "tokens", "cost", "outcome"]
     list_filter = [
         "kind", "outcome", "error_code", "estimated", "price_unknown", "overspend_alerted", "provider", "endpoint", "model",
     ]
     search_fields = ["user__username", "model"]
     list_select_related = ["user"]
     date_hierarchy = "created"
+
+    @admin.display(description="Cost (USD)", ordering="cost_usd")
+    def cost(self, entry: UsageRecord) -> str:
+        return "0 (price unknown)" if entry.price_unknown else str(entry.cost_usd)
 
     @admin.display(description="Tokens (prompt + completion)")
     def tokens(self, entry: UsageRecord) -> str:

@@ -44,9 +44,10 @@ class ChatModelAdmin(admin.ModelAdmin):
 
     change_list_template = "admin/chat/chatmodel/change_list.html"
     # What fits a 1280-px screen beside the filters; the order and when it was last listed are on its page.
+    # (The endpoint and availability are filters beside it.)
     list_display = [
-        "label", "name", "endpoint", "available", "enabled", "is_default", "supports_vision",
-        "input_price_per_million", "output_price_per_million", "price_is_known",
+        "label", "name", "enabled", "is_default", "supports_vision", "input_price_per_million", "output_price_per_million",
+        "price_is_known",
     ]
     list_editable = ["enabled", "is_default", "supports_vision", "input_price_per_million", "output_price_per_million"]
     list_filter = ["provider", "endpoint", "available", "enabled", PriceKnownFilter]

@@ -267,7 +267,7 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
             model=model.model_id, messages=admitted.fitted.messages, system=conversation.system_prompt,
             max_output_tokens=admitted.max_output, base_url=base_url, api_key=api_key,
         ),
-        wants_title=first_words and not model.is_demo,
+        wants_title=first_words,  # the demo's task keeps the question's words (chat/titles.py)
         usage=admitted.call,
         reservation=admitted.reservation,
     )

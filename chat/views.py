@@ -17,8 +17,9 @@ from django_htmx.middleware import HtmxDetails
 from accounts.models import User
 from billing import admission
 from chat import actions, branches, paging, search, uploads
-from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message, usage_of
+from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message
 
+REPLY_DETAILS = ("provider", "model", "model_version", "usage", "ttft_ms", "duration_ms")
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the search box
 
 logger = logging.getLogger(__name__)
@@ -79,15 +80,9 @@ def _message_payload(message: Message, siblings: list[int]) -> dict[str, Any]:
         # Task cards take their place among the messages by time (static/js/tasks.js).
         "created": message.created.isoformat(),
     }
-    if message.role == Message.Role.ASSISTANT:  # what its Details show (static/js/details.js)
-        payload |= {
-            "provider": message.provider or None,
-            "model": message.model or None,
-            "model_version": message.model_version or None,
-            "usage": usage_of(message.prompt_tokens, message.completion_tokens, message.tokens_estimated, message.cost_usd),
-            "ttft_ms": message.ttft_ms,
-            "duration_ms": message.duration_ms,
-        }
+    if message.role == Message.Role.ASSISTANT:  # what its Details show (static/js/details.js), as the API has it
+        full = message.as_dict()
+        payload |= {name: full[name] for name in REPLY_DETAILS}
     return payload
 
 

@@ -24,6 +24,8 @@ def test_earlier_files_get_their_tokens_and_the_vision_models_are_marked(transac
         text="hello there", chars=11,
     )
     old.get_model("chat", "ChatModel").objects.create(name="local-llama", label="Local", provider="openai")
+    for name in ("gpt-4.1", "claude-sonnet-4-5"):  # as the catalogue of that time seeded them
+        old.get_model("chat", "ChatModel").objects.get_or_create(name=name, defaults={"label": name, "provider": "openai"})
 
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())

@@ -8,7 +8,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 BEFORE = [("chat", "0010_uploads")]
-AFTER = [("chat", "0011_provider_endpoints")]
+AFTER = [("chat", "0015_provider_endpoints")]
 
 
 @pytest.mark.django_db(transaction=True)

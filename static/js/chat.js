@@ -8,6 +8,7 @@
 
 import * as branches from "./branches.js";
 import * as details from "./details.js";
+import * as files from "./files.js";
 import { renderMarkdown } from "./markdown.js";
 import * as conversationTools from "./conversation.js";
 import * as tasks from "./tasks.js";
@@ -135,7 +136,7 @@ function addMessage(message, place) {
   place(element);
   if (message.role === "user") {
     element.querySelector(".msg-body").textContent = message.content; // never HTML
-    if (message.attachments?.length) element.querySelector(".msg-body").after(messageFiles(message.attachments));
+    if (message.attachments?.length) element.querySelector(".msg-body").after(files.messageFiles(message.attachments));
     branches.drawControls(element, { role: "user" });
     return null;
   }
@@ -322,7 +323,7 @@ function onMessage(event) {
       onInput();
     }
   }
-  forgetSent(event.user_message);
+  files.forgetSent(event.user_message);
   state.awaitingTitle = hasPlaceholderTitle();
   if (!state.conversation) adoptConversation(event.conversation);
   else if (state.awaitingTitle && event.conversation.id === state.conversation) setTitle(event.conversation.title);
@@ -475,7 +476,7 @@ ui.list.addEventListener("click", (event) => {
 /** Another tab (or an API client) sent a message: follow its reply if it belongs to this page. */
 function onNoticeOfSend(event) {
   refreshSidebar();
-  if (event.conversation.id === state.conversation) forgetSent(event.user_message);
+  if (event.conversation.id === state.conversation) files.forgetSent(event.user_message);
   if (event.conversation.id !== state.conversation || state.replies.has(event.assistant_message.id)) return;
   const reply = placeTurn(event);
   if (reply) {
@@ -501,7 +502,7 @@ function adoptConversation(conversation) {
   history.replaceState(null, "", conversationUrl(conversation.id));
   setTitle(conversation.title);
   if (ui.picker) {
-    chat.dataset.vision = modelSees() ? "1" : ""; // read before the picker goes
+    chat.dataset.vision = files.modelSees() ? "1" : ""; // read before the picker goes
     // The model is fixed once the conversation exists: show it the way the conversation page does.
     const badge = document.createElement("span");
     badge.className = "model-badge";
@@ -709,7 +710,7 @@ function sendTurn(frame) {
   }
   const ref = `${frame.type}:${state.nextRef++}`;
   Object.assign(frame, { ref });
-  if (frame.type === "send" && chipIds().length) frame.attachments = chipIds();
+  if (frame.type === "send" && files.chipIds().length) frame.attachments = files.chipIds();
   showComposerError("");
   state.pending = { ref, frame, sent: socket.send(frame) };
   if (!state.pending.sent) socket.nudge(); // sent as soon as the connection is back
@@ -789,7 +790,7 @@ function syncDemoTag() {
 }
 ui.picker?.addEventListener("change", () => {
   syncDemoTag();
-  showTotal();
+  files.showTotal();
 });
 
 // Code blocks: copy button.
@@ -969,181 +970,6 @@ function onEarlierFailed(event) {
   if (button?.id === "load-earlier") button.textContent = "Could not load earlier messages. Try again";
 }
 
-// ---------------------------------------------------------------- attached files
-
-// Files go with the next message: each is uploaded to the conversation at once (the paperclip makes
-// the conversation first on a new chat, as "Run as task" does) and shown as a chip with what it adds
-// to the prompt; Send names them in its frame. A file stays in the conversation after it is sent, on
-// its message; a chip removed before sending deletes the file.
-
-// The same token htmx sends (base.html): the upload and delete requests ride on the session cookie.
-const CSRF_TOKEN = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || "";
-const IMAGE_TYPES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
-const IMAGE_NAME = /\.(png|jpe?g|gif|webp)$/i;
-
-function sizeText(bytes) {
-  if (bytes >= 1024 * 1024) return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
-  return bytes >= 1024 ? `${Math.round(bytes / 1024)} KB` : `${bytes} bytes`;
-}
-
-const tokensText = (tokens) => `≈ ${Number(tokens).toLocaleString("en")} token${tokens === 1 ? "" : "s"}`;
-
-function uploadItem(upload) {
-  const item = document.createElement("li");
-  item.className = `upload-item upload-${upload.kind}`;
-  item.dataset.id = upload.id;
-  item.dataset.tokens = upload.tokens;
-  item.dataset.kind = upload.kind;
-  const link = Object.assign(document.createElement("a"), { href: `/api/uploads/${upload.id}`, textContent: upload.name, title: upload.name });
-  const tokens = Object.assign(document.createElement("span"), { className: "upload-tokens", textContent: tokensText(upload.tokens) });
-  tokens.title = upload.kind === "image" ? `${upload.width}×${upload.height} pixels, ${sizeText(upload.size)}` : sizeText(upload.size);
-  const remove = Object.assign(document.createElement("button"), {
-    type: "button", className: "icon-button danger upload-remove", textContent: "×", title: "Remove",
-  });
-  remove.setAttribute("aria-label", `Remove ${upload.name}`);
-  item.append(link, tokens, remove);
-  return item;
-}
-
-const chips = () => [...ui.uploads.querySelectorAll(".upload-item")];
-const chipIds = () => chips().map((item) => Number(item.dataset.id));
-
-function showUploads(uploads) {
-  ui.uploads.append(...uploads.map(uploadItem));
-  showTotal();
-}
-
-/** The chips' count and tokens, and a warning when the model will refuse their images. */
-function showTotal() {
-  const items = chips();
-  ui.uploads.hidden = !items.length;
-  ui.uploadTotal.hidden = !items.length;
-  if (!items.length) return;
-  const tokens = items.reduce((sum, item) => sum + Number(item.dataset.tokens), 0);
-  let text = `${items.length} file${items.length > 1 ? "s" : ""} with your message: ${tokensText(tokens)}.`;
-  if (items.some((item) => item.dataset.kind === "image") && !modelSees()) {
-    text += " This model can't read images; pick a model that can, or remove the image.";
-  }
-  ui.uploadTotal.textContent = text;
-  ui.uploadTotal.classList.toggle("warn", text.includes("can't read"));
-}
-
-/** Whether the conversation's model (or the one picked for a new chat) reads images. */
-const modelSees = () => (ui.picker ? Boolean(ui.picker.selectedOptions[0]?.hasAttribute("data-vision")) : Boolean(chat.dataset.vision));
-
-/** The files a sent message took with it leave the composer (another tab may have sent them). */
-function forgetSent(message) {
-  const sent = new Set((message.attachments || []).map((upload) => upload.id));
-  for (const item of chips()) if (sent.has(Number(item.dataset.id))) item.remove();
-  showTotal();
-}
-
-/** The error's words from the API's one error shape, or a fallback. */
-async function errorText(response, fallback) {
-  try {
-    return (await response.json()).error?.text || fallback;
-  } catch {
-    return fallback;
-  }
-}
-
-const api = (url, options) =>
-  fetch(url, { credentials: "same-origin", ...options, headers: { Accept: "application/json", "X-CSRFToken": CSRF_TOKEN } });
-
-async function attachFile(file) {
-  const image = IMAGE_TYPES.has(file.type) || IMAGE_NAME.test(file.name);
-  const limit = image ? state.imageMaxBytes : state.uploadMaxBytes;
-  if (file.size > limit) {
-    showComposerError(`${file.name}: the ${image ? "image" : "file"} is larger than ${sizeText(limit)}, the most ${image ? "an image" : "a file"} may have.`);
-    return;
-  }
-  const body = new FormData();
-  body.append("file", file);
-  try {
-    const response = await api(`/api/conversations/${state.conversation}/uploads`, { method: "POST", body });
-    if (!response.ok) {
-      showComposerError(`${file.name}: ${await errorText(response, "the file could not be attached.")}`);
-      return;
-    }
-    showUploads([(await response.json()).upload]);
-  } catch {
-    showComposerError(`${file.name}: the file could not be sent. Check the connection and try again.`);
-  }
-}
-
-/** Files belong to a conversation: a new chat gets one first, with the picked model. */
-async function ensureConversation() {
-  if (state.conversation) return true;
-  const created = await requestJson("/api/conversations/", { method: "POST", body: { model: ui.picker?.value || undefined } });
-  if (!created.ok) {
-    showRefusal(created.error);
-    return false;
-  }
-  adoptConversation(created.data);
-  refreshSidebar();
-  return true;
-}
-
-ui.attach.addEventListener("click", () => ui.attachInput.click());
-ui.attachInput.addEventListener("change", async () => {
-  const files = [...ui.attachInput.files];
-  ui.attachInput.value = ""; // the same file may be chosen again
-  if (!files.length) return;
-  showComposerError("");
-  ui.attach.disabled = true;
-  ui.attach.setAttribute("aria-busy", "true");
-  try {
-    if (await ensureConversation()) {
-      const room = state.attachmentsMax - chips().length;
-      if (files.length > room) showComposerError(`A message may carry at most ${state.attachmentsMax} files.`);
-      for (const file of files.slice(0, Math.max(0, room))) await attachFile(file);
-    }
-  } finally {
-    ui.attach.disabled = false;
-    ui.attach.removeAttribute("aria-busy");
-  }
-});
-
-ui.uploads.addEventListener("click", async (event) => {
-  const button = event.target.closest(".upload-remove");
-  if (!button) return;
-  const item = button.closest(".upload-item");
-  button.disabled = true;
-  try {
-    const response = await api(`/api/uploads/${item.dataset.id}`, { method: "DELETE" });
-    // 404: already removed, from another tab.
-    if (response.ok || response.status === 404) {
-      item.remove();
-      showTotal();
-      return;
-    }
-    showComposerError(await errorText(response, "The file could not be removed."));
-  } catch {
-    showComposerError("The file could not be removed. Check the connection and try again.");
-  }
-  button.disabled = false;
-});
-
-/** A sent message's files, under its text: images as thumbnails, every file a download link. */
-function messageFiles(attachments) {
-  const list = document.createElement("ul");
-  list.className = "msg-files";
-  list.setAttribute("aria-label", "Attached files");
-  for (const upload of attachments) {
-    const item = document.createElement("li");
-    item.className = `msg-file msg-file-${upload.kind}`;
-    const link = Object.assign(document.createElement("a"), { href: `/api/uploads/${upload.id}`, title: `${upload.name} (${tokensText(upload.tokens)})` });
-    if (upload.kind === "image") {
-      // Served by its own endpoint as the image type it was checked to be, sandboxed (chat/api.py).
-      link.append(Object.assign(document.createElement("img"), { src: `/api/uploads/${upload.id}/image`, alt: upload.name, className: "msg-thumb", loading: "lazy" }));
-    }
-    link.append(Object.assign(document.createElement("span"), { className: "msg-file-name", textContent: upload.name }));
-    item.append(link);
-    list.append(item);
-  }
-  return list;
-}
-
 // ---------------------------------------------------------------- sidebar (htmx partials)
 
 function refreshSidebar() {
@@ -1232,7 +1058,21 @@ function start() {
   tasks.showConversation(state.conversation);
   syncDemoTag();
   renderUsage(JSON.parse($("chat-usage").textContent));
-  showUploads(JSON.parse($("chat-uploads").textContent));
+  files.setUp({
+    list: ui.uploads,
+    total: ui.uploadTotal,
+    button: ui.attach,
+    input: ui.attachInput,
+    chat,
+    limits: { imageMaxBytes: state.imageMaxBytes, uploadMaxBytes: state.uploadMaxBytes, attachmentsMax: state.attachmentsMax },
+    conversation: () => state.conversation,
+    picker: () => ui.picker,
+    showError: showComposerError,
+    showRefusal,
+    adoptConversation,
+    refreshSidebar,
+  });
+  files.showUploads(JSON.parse($("chat-uploads").textContent));
   onInput();
   scrollToBottom(); // after the meter and the composer have taken their height
   updateComposer();

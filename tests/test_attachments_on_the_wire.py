@@ -54,7 +54,7 @@ async def test_the_text_is_in_the_turn_and_the_image_in_the_apis_shape(alice, se
     api, fake, model = served
     conversation, notes, image = await conversation_with_files(alice, model)
     await sent(alice, conversation, "What is due?", [notes, image])
-    [turn] = fake.requests[-1].json["messages"]
+    [turn] = fake.last_reply.json["messages"]
     data = base64.b64encode(IMAGE).decode()
     text = f"{FILE_BLOCK}\n\nWhat is due?"
     if api == "openai":
@@ -75,7 +75,7 @@ async def test_later_turns_send_earlier_text_files_again_and_name_earlier_images
     conversation, notes, image = await conversation_with_files(alice, model)
     await sent(alice, conversation, "What is due?", [notes, image])
     await sent(alice, conversation, "And the budget?", [])
-    first, answer, second = fake.requests[-1].json["messages"]
+    first, answer, second = fake.last_reply.json["messages"]
     assert second == {"role": "user", "content": "And the budget?"}  # a turn without files stays plain text
     assert answer["role"] == "assistant"
     note = '<file name="red.png">\n(An image, 4×3 pixels, shown with this message; not sent again.)\n</file>'
@@ -86,4 +86,4 @@ async def test_a_turn_with_only_text_files_is_sent_as_plain_text(alice, served):
     api, fake, model = served
     conversation, notes, _ = await conversation_with_files(alice, model)
     await sent(alice, conversation, "What is due?", [notes])
-    assert fake.requests[-1].json["messages"] == [{"role": "user", "content": f"{FILE_BLOCK}\n\nWhat is due?"}]
+    assert fake.last_reply.json["messages"] == [{"role": "user", "content": f"{FILE_BLOCK}\n\nWhat is due?"}]

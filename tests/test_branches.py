@@ -54,7 +54,7 @@ async def openai_model(settings):
 
 def sent_turns(fake: OpenAIFake) -> list[tuple[str, str]]:
     """What the last request to the upstream carried, as (role, content) without the system prompt."""
-    return [(m["role"], m["content"]) for m in fake.requests[-1].json["messages"] if m["role"] != "system"]
+    return [(m["role"], m["content"]) for m in fake.last_reply.json["messages"] if m["role"] != "system"]
 
 
 async def test_an_edit_is_a_sibling_and_its_branch_is_shown(alice):

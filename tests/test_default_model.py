@@ -63,4 +63,4 @@ async def test_a_conversation_started_without_a_model_gets_the_real_default(serv
     event = await send_message(alice, None, "Hello")
     await reply_events(alice, event["assistant_message"]["id"])
     reply = await Message.objects.aget(pk=event["assistant_message"]["id"])
-    assert (reply.provider, reply.model) == ("openai", "alpha-model") and fake.requests[-1].json["model"] == "alpha-model"
+    assert (reply.provider, reply.model) == ("openai", "alpha-model") and fake.last_reply.json["model"] == "alpha-model"

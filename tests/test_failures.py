@@ -51,7 +51,7 @@ async def test_a_reply_from_an_openai_compatible_server_is_stored_with_its_usage
     stored = await Message.objects.aget(pk=event["assistant_message"]["id"])
     assert stored.content == text and stored.provider == "openai" and stored.model == "fake-gpt"
     assert stored.completion_tokens == 40 and stored.prompt_tokens and stored.model_version
-    sent = fake.requests[0].json  # the reply's request; the title's may follow it
+    sent = fake.last_reply.json
     assert sent["model"] == "fake-gpt" and sent["messages"][-1] == {"role": "user", "content": "Hi there"}
 
 

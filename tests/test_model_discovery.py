@@ -99,10 +99,10 @@ async def test_two_openai_compatible_endpoints_each_get_their_own_key(no_endpoin
             event = await send_message(alice, None, "Hello", name)
             seen = await reply_events(alice, event["assistant_message"]["id"])
             assert seen[-1]["type"] == "done" and "".join(e["text"] for e in seen if e["type"] == "delta") == expected_text(tokens)
-            sent = fake.requests[-1]
+            sent = fake.last_reply
             # The endpoint's own id, at its own URL, with its own key.
             assert sent.json["model"] == "same-model" and sent.headers["authorization"] == f"Bearer {key}"
-        assert len(local.requests) == 1 and len(vllm.requests) == 1
+        assert len(local.replies) == 1 and len(vllm.replies) == 1
 
         # A wrong key is an endpoint that cannot be read: it says so and keeps what it had.
         no_endpoints.PARLEY_OPENAI_ENDPOINTS = [("local", local.base_url, "key-b"), ("vllm", vllm.base_url, "key-b")]

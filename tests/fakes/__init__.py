@@ -168,6 +168,16 @@ class FakeServer:
     def last(self) -> Recorded:
         return self.requests[-1]
 
+    @property
+    def replies(self) -> list[Recorded]:
+        """The requests for replies: a conversation's first exchange also has its title asked
+        (chat/titles.py, by the test session's worker), which may reach the server after it."""
+        return [recorded for recorded in self.requests if not _asks_a_title(recorded)]
+
+    @property
+    def last_reply(self) -> Recorded:
+        return self.replies[-1]
+
     # Requests ----------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -254,6 +264,14 @@ class FakeServer:
         """Drop the connection mid-body, as a crashed upstream or a proxy reset would."""
         if request.transport is not None:
             request.transport.abort()
+
+
+def _asks_a_title(recorded: Recorded) -> bool:
+    from chat.titles import PROMPT
+
+    messages = (recorded.json or {}).get("messages") or []
+    content = messages[-1].get("content") if messages else None
+    return isinstance(content, str) and content.startswith(PROMPT.split("{")[0])
 
 
 def cli(server_class: type[FakeServer], description: str) -> None:

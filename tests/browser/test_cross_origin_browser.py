@@ -55,15 +55,26 @@ def other_port_site(live_app):
     server.server_close()
 
 
-def test_a_page_on_another_port_cannot_use_the_signed_in_users_socket_or_cookies(page, other_port_site, user):
-    page.goto("/")  # the user's own tab sets the CSRF cookie
+def attack(page, other_port_site: str) -> dict:
     elsewhere = page.context.new_page()
     elsewhere.goto(other_port_site)
     elsewhere.wait_for_function("window.result && (window.result.closed !== null || window.result.messages.length > 1) && window.result.posted", timeout=15_000)
     result = elsewhere.evaluate("window.result")
+    elsewhere.close()
+    return result
+
+
+def test_a_page_on_another_port_cannot_use_the_signed_in_users_socket_or_cookies(page, other_port_site, user):
+    page.goto("/")  # the user's own tab sets the CSRF cookie
+    result = attack(page, other_port_site)
+    if result["closed"] == 1006:
+        # 1006 is the browser's own code for a connection that ended without a close frame (seen
+        # once on a loaded machine): nothing got in, but the server's answer is what is tested.
+        assert result["messages"] == []
+        result = attack(page, other_port_site)
     assert result["token"], "the other port's page could read the CSRF cookie, so the attack is real"
     # The socket is accepted and closed at once with 4403, before anything is read or sent.
-    assert result["closed"] == 4403
+    assert result["closed"] == 4403, result
     assert result["messages"] == []
     assert not Message.objects.filter(content__startswith="stolen").exists()
     assert not Conversation.objects.filter(owner=user, title="planted").exists()

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "billing",
     "agents",
     "sharing",
+    "support",
     "parley.checks.ChecksConfig",  # lets Django's security checks see the middleware below
 ]
 

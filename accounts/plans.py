@@ -55,6 +55,24 @@ class EffectiveLimits:
     run_max_tokens: int | None = None
     run_max_cost: Decimal | None = None
 
+    def applied(self) -> dict[str, Any]:
+        """The plan's name and the reply limits that are set, as JSON: what a reply records as the
+        limits it was admitted under, for support to read later whatever the plan has become."""
+        applied: dict[str, Any] = {"plan": self.plan}
+        for name in REPLY_LIMITS:
+            value = getattr(self, name)
+            if value is not None:
+                applied[name] = str(value) if isinstance(value, Decimal) else value
+        if self.allowed_models is not None:
+            applied["allowed_models"] = len(self.allowed_models)
+        return applied
+
+
+REPLY_LIMITS = (
+    "requests_per_minute", "requests_per_day", "concurrent_replies", "tokens_per_day", "tokens_per_month",
+    "cost_per_month", "max_output_tokens", "fallback_at_percent",
+)
+
 
 def effective_limits(user: User) -> EffectiveLimits:
     """The ORM way, for admin pages and tests; model calls use limits_for."""

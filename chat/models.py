@@ -176,7 +176,8 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-updated", "-id"]
-        indexes = [models.Index(fields=["owner", "archived", "-updated"])]
+        # By creation date: the support console's list sorts by it, page after page (keyset).
+        indexes = [models.Index(fields=["owner", "archived", "-updated"]), models.Index(fields=["created"], name="chat_conversation_created")]
 
     def __str__(self) -> str:
         return self.display_title
@@ -230,6 +231,9 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     tokens_estimated = models.BooleanField(default=False, help_text="The provider reported no counts: the tokens are estimates.")
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True, help_text="As billed in the ledger.")
+    limits = models.JSONField(
+        default=dict, blank=True, help_text="The plan and the limits that applied when the reply was admitted (a reply's only).",
+    )
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     generator = models.CharField(max_length=64, blank=True, help_text="The web process that runs this generation.")

@@ -238,6 +238,7 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
                 status=Message.Status.QUEUED, provider=model.provider, model=model.name,
                 notice=" ".join(filter(None, (admitted.notice, admitted.fitted.notice))), generator=generator_id,
                 quota_claim=admitted.reservation.claim(admitted.call.prompt_estimate), created=now,
+                limits=limits.applied(),
             )
             statements.insert(reply)
             conversation.updated = now

@@ -27,6 +27,7 @@ urlpatterns = [
     path("api/", include("agents.api_urls")),
     path("api/", include("sharing.api_urls")),
     path("accounts/", include("accounts.urls")),
+    path("support/", include("support.urls")),
     path("", include("sharing.urls")),
     path("", include("chat.urls")),
 ]

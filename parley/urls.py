@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from billing.admin import usage_view
+from support.urls import api_urlpatterns as support_api_urls
 
 
 
@@ -26,6 +27,7 @@ urlpatterns = [
     path("api/", include("chat.api_urls")),
     path("api/", include("agents.api_urls")),
     path("api/", include("sharing.api_urls")),
+    path("api/support/", include((support_api_urls, "support_api"))),
     path("accounts/", include("accounts.urls")),
     path("support/", include("support.urls")),
     path("", include("sharing.urls")),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from support import views
+from support import console_api, views
 
 app_name = "support"
 
@@ -13,4 +13,10 @@ urlpatterns = [
     path("c/<int:pk>/flags", views.flag, name="flag"),
     path("c/<int:pk>/flags/<int:flag_id>/clear", views.clear_flag, name="clear_flag"),
     path("c/<int:pk>/notes", views.note, name="note"),
+]
+
+# Included under /api/support/ (parley/urls.py), where a 404 has the API's error shape.
+api_urlpatterns = [
+    path("conversations/", console_api.conversations, name="api_conversations"),
+    path("conversations/<int:pk>/", console_api.conversation, name="api_conversation"),
 ]

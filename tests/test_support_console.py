@@ -310,3 +310,24 @@ def test_agent_runs_show_their_steps_masked(support_client, conversation, alice)
 def test_admins_reach_the_console(admin_client_, conversation):
     assert admin_client_.get("/support/").status_code == 200
     assert admin_client_.get(f"/support/c/{conversation.pk}/").status_code == 200
+
+
+def test_the_json_api_goes_through_the_same_policy_masking_and_record(support_client, alice_client, conversation, support_user):
+    from accounts.models import ApiToken
+
+    listed = support_client.get("/api/support/conversations/")
+    assert listed.status_code == 200
+    row = listed.json()["conversations"][0]
+    assert row["id"] == conversation.pk and row["title"] == "Refund for [email]"
+    detail = support_client.get(f"/api/support/conversations/{conversation.pk}/").json()
+    assert SECRET_MAIL not in json.dumps(detail) and len(detail["messages"]) == 3
+    assert support_client.get("/api/support/conversations/", {"since": "soon"}).status_code == 400
+    # Anyone else: the API's own 404.
+    for client in (Client(), alice_client):
+        response = client.get(f"/api/support/conversations/{conversation.pk}/")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    # A script with the support user's token.
+    _, raw = ApiToken.issue(support_user, "console script")
+    scripted = Client().get("/api/support/conversations/", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert scripted.status_code == 200
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["list", "view", "list"]

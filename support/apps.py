@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class SupportConfig(AppConfig):
@@ -6,3 +7,9 @@ class SupportConfig(AppConfig):
     data masked, every look recorded."""
 
     name = "support"
+
+    def ready(self) -> None:
+        from support.roles import ensure_support_group
+
+        # After the permissions exist (django.contrib.auth makes them on the same signal, earlier).
+        post_migrate.connect(ensure_support_group, sender=self, dispatch_uid="support-group")

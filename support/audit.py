@@ -72,7 +72,9 @@ def record(
 
     Runs in its own atomic block, so inside a caller's transaction the row commits, or rolls back,
     with the caller's work; and until then every other append waits (PostgreSQL holds the lock to
-    the end of the outermost transaction), so keep such transactions short. `detail` holds plain
+    the end of the outermost transaction), so keep such transactions short and record last in
+    them: a transaction that appends and then waits for a row lock held by another one waiting to
+    append is a deadlock (PostgreSQL breaks it by failing one). `detail` holds plain
     JSON only (str, int, bool, None, lists, dicts with str keys): floats are refused, since the
     text PostgreSQL gives back for some of them is not the text that was hashed."""
     event = AuditEvent(

@@ -106,6 +106,20 @@ def test_a_row_deleted_from_the_middle_is_named_by_the_next(alice):
 
 
 @pytest.mark.django_db
+def test_the_walk_keeps_the_link_across_its_chunks(alice, monkeypatch):
+    monkeypatch.setattr(audit, "CHUNK", 2)  # the walk reads a few rows at a time; make "a few" two
+    for n in range(5):
+        audit.record(alice, "list", query=f"page {n}")
+    code, out = verify_audit()
+    assert code == 0 and out.startswith("audit record intact: 5 rows\n")
+
+    sql("DELETE FROM support_auditevent WHERE id = 3")  # the last row of the first chunk
+
+    broken = audit.verify()
+    assert broken is not None and (broken.row_id, broken.problem) == (4, audit.Problem.MISSING_BEFORE)
+
+
+@pytest.mark.django_db
 def test_a_deleted_first_row_is_named_by_the_next(alice):
     three(alice)
     sql("DELETE FROM support_auditevent WHERE id = 1")

@@ -94,8 +94,8 @@ def record(
         event.prev_hash = head.last_hash
         event.hash = digest(event)
         event.save()
-        # Not head.save(): that is the one write here that is an update, and it stays the only one.
-        AuditHead.objects.filter(pk=head.pk).update(last_id=event.id, last_hash=event.hash)
+        head.last_id, head.last_hash = event.id, event.hash
+        head.save(update_fields=["last_id", "last_hash"])
     return event
 
 

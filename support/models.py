@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -80,6 +82,27 @@ class Note(models.Model):
         return f"note by {self.author_name} on conversation {self.conversation_id}"
 
 
+class AppendOnlyError(Exception):
+    """Raised on any attempt to change or remove the audit record from the app."""
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    """Reads only: the record is appended to by `support.audit.record` and nothing else."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise AppendOnlyError("The audit record is append-only: its rows cannot be updated.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("The audit record is append-only: its rows cannot be deleted.")
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
+        raise AppendOnlyError("The audit record is append-only: its rows cannot be updated.")
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list["AuditEvent"]:
+        # Each row is chained to the one before under a lock; a batch would skip both.
+        raise AppendOnlyError("Audit rows are appended one at a time, by support.audit.record.")
+
+
 class AuditEvent(models.Model):
     """One look at transcripts (a view, search, reveal or export), chained to the one before by a
     hash: editing or deleting a row in the database breaks the chain (`manage.py verify_audit`).
@@ -106,8 +129,33 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
 
+    objects = AuditEventQuerySet.as_manager()
+
     class Meta:
         ordering = ["id"]
 
     def __str__(self) -> str:
         return f"{self.actor_name} {self.action} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyError("The audit record is append-only: a saved row cannot be changed.")
+        if not (self.pk and self.hash):
+            raise AppendOnlyError("Audit rows are appended by support.audit.record, which chains them.")
+        kwargs["force_insert"] = True  # never Django's "update, else insert" for a row with an id
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyError("The audit record is append-only: its rows cannot be deleted.")
+
+
+class AuditHead(models.Model):
+    """The audit record's last row as of its append, kept beside the record (one row, written in
+    the same transaction as each append): a deleted last row leaves no broken link behind it, but
+    it leaves the head naming a row that is gone."""
+
+    last_id = models.BigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"audit record head: row {self.last_id}"

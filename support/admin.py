@@ -1,0 +1,1 @@
+from support import admin_feedback  # noqa: F401

@@ -7,9 +7,29 @@
 import { requestJson } from "./ui.js";
 
 const THUMBS = [
-  ["up", "👍", "Good reply"],
-  ["down", "👎", "Bad reply"],
+  ["up", "Good reply"],
+  ["down", "Bad reply"],
 ];
+// One thumb, drawn as lines (no emoji font needed); the other is the same turned over.
+const THUMB_PATH = "M5 7v6.5H2.5V7zM5 7l2.6-5c1 0 1.7.8 1.5 1.8L8.6 6.5h4a1.4 1.4 0 0 1 1.4 1.6l-.8 4.4a1.6 1.6 0 0 1-1.6 1.5H5";
+const SVG = "http://www.w3.org/2000/svg";
+
+function thumbIcon(rating) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 16 16");
+  svg.setAttribute("width", "15");
+  svg.setAttribute("height", "15");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(SVG, "path");
+  path.setAttribute("d", THUMB_PATH);
+  path.setAttribute("fill", "none");
+  path.setAttribute("stroke", "currentColor");
+  path.setAttribute("stroke-width", "1.3");
+  path.setAttribute("stroke-linejoin", "round");
+  if (rating === "down") path.setAttribute("transform", "rotate(180 8 8)");
+  svg.append(path);
+  return svg;
+}
 
 /** Keeps a reply's rating (`{rating, comment}` or null, as the page and the API give it). */
 export function remember(element, feedback) {
@@ -34,8 +54,9 @@ export function drawButtons(element) {
   group.className = "msg-rating";
   group.setAttribute("role", "group");
   group.setAttribute("aria-label", "Rate this reply");
-  for (const [rating, symbol, label] of THUMBS) {
-    const thumb = button(`msg-rate msg-rate-${rating}`, symbol, label);
+  for (const [rating, label] of THUMBS) {
+    const thumb = button(`msg-rate msg-rate-${rating}`, "", label);
+    thumb.append(thumbIcon(rating));
     thumb.dataset.rating = rating;
     group.append(thumb);
   }

@@ -21,6 +21,7 @@ from chat.actions import ActionError
 from chat.models import Conversation, Upload
 from chat.replies import edit_message, regenerate_message, send_message, stop_message
 from chat.responses import api_view, json_error, json_response, read_json
+from support import feedback
 
 PAGE_SIZE = 20
 
@@ -78,12 +79,16 @@ def conversation_detail(request: HttpRequest, user: Any, pk: int) -> HttpRespons
 
 
 def _detail(conversation: Conversation, before: int | None = None, limit: int = paging.PAGE_SIZE) -> dict[str, Any]:
-    """The conversation with a page of the branch it shows; each message with its siblings' ids."""
+    """The conversation with a page of the branch it shows; each message with its siblings' ids and
+    the user's rating of it (replies only; null when none)."""
     page = paging.message_page(conversation, before, limit)
     siblings = branches.siblings_of(conversation, page.messages)
+    ratings = feedback.of_messages(page.messages)
     data = conversation.as_dict()
     data["current_leaf"] = conversation.current_leaf_id
-    data["messages"] = [message.as_dict(siblings[message.pk]) for message in page.messages]
+    data["messages"] = [
+        message.as_dict(siblings[message.pk]) | {"feedback": ratings.get(message.pk)} for message in page.messages
+    ]
     data["has_more"] = page.has_more
     data["older"] = _older_url(conversation.pk, page, limit) if page.has_more else None
     return data

@@ -18,6 +18,8 @@ from accounts.models import User
 from billing import admission
 from chat import actions, branches, paging, search, uploads
 from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message
+from support import feedback
+from support.models import COMMENT_MAX
 
 REPLY_DETAILS = ("provider", "model", "model_version", "usage", "ttft_ms", "duration_ms")
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the search box
@@ -62,10 +64,11 @@ def _sidebar_context(request: PageRequest, current_id: int | None) -> dict[str, 
 
 def _payloads(conversation: Conversation, messages: list[Message]) -> list[dict[str, Any]]:
     siblings = branches.siblings_of(conversation, messages)
-    return [_message_payload(message, siblings[message.pk]) for message in messages]
+    ratings = feedback.of_messages(messages)
+    return [_message_payload(message, siblings[message.pk], ratings.get(message.pk)) for message in messages]
 
 
-def _message_payload(message: Message, siblings: list[int]) -> dict[str, Any]:
+def _message_payload(message: Message, siblings: list[int], rating: dict[str, Any] | None = None) -> dict[str, Any]:
     """What chat.js needs to draw a message; the content is raw text, rendered in the browser."""
     payload = {
         "id": message.pk,
@@ -79,6 +82,7 @@ def _message_payload(message: Message, siblings: list[int]) -> dict[str, Any]:
         "attachments": message.attachment_dicts(),
         # Task cards take their place among the messages by time (static/js/tasks.js).
         "created": message.created.isoformat(),
+        "feedback": rating,  # the user's thumb and comment (static/js/feedback.js)
     }
     if message.role == Message.Role.ASSISTANT:  # what its Details show (static/js/details.js), as the API has it
         full = message.as_dict()
@@ -112,6 +116,7 @@ def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpR
         "presets": presets,
         "presets_data": [preset.as_dict() for preset in presets],
         "system_prompt_max": SYSTEM_PROMPT_MAX,
+        "feedback_comment_max": COMMENT_MAX,
     }
     return render(request, "chat/page.html", context)
 

@@ -29,3 +29,6 @@ class AuditEventAdmin(ViewOnlyAdmin):
         shown = ", ".join(str(pk) for pk in event.conversations[:10])
         more = len(event.conversations) - 10
         return f"{shown} and {more} more" if more > 0 else shown
+
+
+from support import admin_feedback  # noqa: F401

@@ -1,7 +1,8 @@
 // A message's versions and what can be done with it: "‹ 2 / 3 ›" between the versions of a
 // message (its edits) or of a reply (its regenerations), Edit on the user's messages (an inline
 // editor), Regenerate on finished replies and Retry on failed, stopped or interrupted ones, and
-// Copy (the reply's Markdown) and Details (details.js) on every finished reply.
+// Copy (the reply's Markdown) and Details (details.js) on every finished reply; feedback.js adds
+// its thumbs after them.
 // chat.js owns what they do (frames on the socket, the branch shown); this draws them.
 
 const RETRYABLE = new Set(["failed", "stopped", "interrupted"]);

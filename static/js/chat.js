@@ -8,6 +8,7 @@
 
 import * as branches from "./branches.js";
 import * as details from "./details.js";
+import * as feedback from "./feedback.js";
 import * as files from "./files.js";
 import { renderMarkdown } from "./markdown.js";
 import * as conversationTools from "./conversation.js";
@@ -140,6 +141,7 @@ function addMessage(message, place) {
     branches.drawControls(element, { role: "user" });
     return null;
   }
+  feedback.remember(element, message.feedback);
   const reply = new Reply(message, element);
   state.replies.set(reply.id, reply);
   paint(reply);
@@ -166,6 +168,7 @@ function paint(reply) {
   if (reply.controlsFor !== reply.status) {
     // Only when the status changes: paint runs every frame while text streams in.
     branches.drawControls(reply.element, { role: "assistant", status: reply.status, active: reply.active });
+    if (!reply.active) feedback.drawButtons(reply.element); // a reply can be rated once it has ended
     reply.controlsFor = reply.status;
   }
   if (stick) scrollToBottom();
@@ -468,6 +471,10 @@ ui.list.addEventListener("click", (event) => {
   } else if (button.classList.contains("msg-details-toggle")) {
     const reply = state.replies.get(Number(element.dataset.id));
     if (reply) details.toggle(element, reply.info, button);
+  } else if (button.classList.contains("msg-rate")) {
+    feedback.press(element, button, { onError: showComposerError });
+  } else if (button.classList.contains("msg-feedback-comment")) {
+    feedback.openForm(element);
   } else {
     sendTurn({ type: "regenerate", message: Number(element.dataset.id) }); // Regenerate and Retry alike
   }

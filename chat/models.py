@@ -254,6 +254,11 @@ class Message(models.Model):
             models.Index(fields=["status"], name="chat_message_active", condition=models.Q(status__in=["queued", "streaming"])),
             # A conversation's messages in id order: its history, and its pages newest first (chat/paging.py).
             models.Index(fields=["conversation", "id"], name="chat_message_conversation"),
+            # The few replies that went wrong, by conversation: the support console's marks and filter.
+            models.Index(
+                fields=["conversation"], name="chat_message_went_wrong",
+                condition=models.Q(status__in=["failed", "stopped", "interrupted"]),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -101,7 +101,7 @@ def _day_start(day: dt.date) -> dt.datetime:
 
 
 def conversations(filters: Filters) -> QuerySet[Conversation]:
-    """Every conversation the filters let through, with the row's flags annotated, unordered."""
+    """Every conversation the filters let through, unordered."""
     rows = Conversation.objects.all()
     if filters.user:
         rows = rows.filter(Q(owner__username__icontains=filters.user) | Q(owner__email__iexact=filters.user))
@@ -120,18 +120,29 @@ def conversations(filters: Filters) -> QuerySet[Conversation]:
         rows = rows.filter(Exists(messages.filter(status=filters.status)))
     if filters.error_code:
         rows = rows.filter(Exists(messages.filter(error_code=filters.error_code)))
-    open_flags = Flag.objects.filter(conversation=OuterRef("pk"), cleared_at__isnull=True)
-    negative = Feedback.objects.filter(conversation=OuterRef("pk"), rating=Feedback.Rating.DOWN)
-    runs = AgentRun.objects.filter(conversation=OuterRef("pk"))
     if filters.flagged:
-        rows = rows.filter(Exists(open_flags))
+        rows = rows.filter(Exists(Flag.objects.filter(conversation=OuterRef("pk"), cleared_at__isnull=True)))
     if filters.negative:
-        rows = rows.filter(Exists(negative))
+        rows = rows.filter(Exists(Feedback.objects.filter(conversation=OuterRef("pk"), rating=Feedback.Rating.DOWN)))
     if filters.has_runs:
-        rows = rows.filter(Exists(runs))
-    return rows.annotate(is_flagged=Exists(open_flags), has_negative=Exists(negative), has_problem=Exists(
-        Message.objects.filter(conversation=OuterRef("pk"), status__in=PROBLEM_STATUSES)
-    ))
+        rows = rows.filter(Exists(AgentRun.objects.filter(conversation=OuterRef("pk"))))
+    return rows
+
+
+def mark(rows: list[Conversation]) -> None:
+    """Each row's marks (flagged, negative feedback, a reply failed, stopped or interrupted), by
+    three small queries on the page's ids. As subqueries of the list, PostgreSQL would read every
+    problem message of the site for each page."""
+    ids = [row.pk for row in rows]
+    flagged = set(Flag.objects.filter(conversation_id__in=ids, cleared_at__isnull=True).values_list("conversation_id", flat=True))
+    negative = set(
+        Feedback.objects.filter(conversation_id__in=ids, rating=Feedback.Rating.DOWN).values_list("conversation_id", flat=True)
+    )
+    problem = set(
+        Message.objects.filter(conversation_id__in=ids, status__in=PROBLEM_STATUSES).values_list("conversation_id", flat=True)
+    )
+    for row in rows:
+        row.is_flagged, row.has_negative, row.has_problem = row.pk in flagged, row.pk in negative, row.pk in problem
 
 
 @dataclass(frozen=True)
@@ -182,5 +193,6 @@ def page(filters: Filters, after: Cursor | None = None, size: int = PAGE_SIZE) -
     found = list(rows.order_by(*order)[: size + 1])
     more = len(found) > size
     found = found[:size]
+    mark(found)
     following = Cursor(getattr(found[-1], column), found[-1].pk) if more else None
     return Page(found, following, filters, first=after is None)

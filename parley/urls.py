@@ -26,6 +26,7 @@ urlpatterns = [
     path("api/", include("chat.api_urls")),
     path("api/", include("agents.api_urls")),
     path("api/", include("sharing.api_urls")),
+    path("api/", include("accounts.api_urls")),
     path("accounts/", include("accounts.urls")),
     path("", include("sharing.urls")),
     path("", include("chat.urls")),

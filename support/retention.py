@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.apps import apps
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -36,7 +37,7 @@ class PurgeReport:
     rows: Counter[str] = field(default_factory=Counter)  # per model label, as QuerySet.delete() counts them
 
     def summary(self) -> str:
-        parts = [f"{count} {label.split('.')[-1].lower()}" for label, count in sorted(self.rows.items())
+        parts = [f"{count} {apps.get_model(label)._meta.verbose_name_plural}" for label, count in sorted(self.rows.items())
                  if label != Conversation._meta.label and count]
         batches = f"{self.batches} batch{'' if self.batches == 1 else 'es'}"
         return f"Retention: deleted {self.conversations} conversations ({', '.join(parts) or 'nothing else'}) in {batches}"

@@ -184,7 +184,7 @@ def test_the_purge_logs_one_line_only_when_it_deleted_something(alice, caplog):
         purge_expired(now=NOW)
     lines = [record.getMessage() for record in caplog.records if record.name == "support.retention"]
     assert len(lines) == 1
-    assert lines[0].startswith("Retention: deleted 2 conversations (") and "4 message" in lines[0]
+    assert lines[0].startswith("Retention: deleted 2 conversations (") and "4 messages" in lines[0]
 
 
 def test_the_scheduled_task_purges_by_name_and_a_second_run_finds_nothing(alice, settings):

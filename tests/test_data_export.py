@@ -202,3 +202,24 @@ async def test_the_export_reads_on_a_thread_of_its_own(alice, alices):
         connection_created.disconnect(record)
     assert response.status_code == 200 and orjson.loads(body)["account"]["username"] == "alice"
     assert any(name.startswith(THREAD_NAME) for name in opened), opened
+
+
+async def test_downloads_past_the_processs_few_at_once_are_asked_to_come_back(alice, many, monkeypatch):
+    from accounts import api
+
+    monkeypatch.setattr(api, "AT_ONCE", 1)
+    monkeypatch.setattr(export, "CHUNK_BYTES", 512)
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    first = await client.get(URL)
+    reading = aiter(first.streaming_content)
+    await anext(reading)  # under way, its client reading slowly
+
+    refused = await client.get(URL)
+    assert refused.status_code == 503 and refused["Retry-After"] == "30"
+    assert orjson.loads(refused.content)["error"]["code"] == "busy"
+
+    async for _ in reading:  # the first one ends
+        pass
+    response, body = await download(client)
+    assert response.status_code == 200 and orjson.loads(body)["account"]["username"] == "alice"

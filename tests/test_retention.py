@@ -220,3 +220,17 @@ def test_the_owners_delete_drops_the_event_logs_too(alice, alice_client, redis_c
 def test_a_batch_below_one_is_refused():
     with pytest.raises(ValueError):
         purge_expired(batch=0)
+
+
+def test_admins_set_the_periods_in_the_site_settings_and_on_plans(admin_client):
+    site_page = admin_client.get("/admin/accounts/sitesettings/", follow=True)  # the list goes to the one row
+    assert site_page.status_code == 200
+    assert 'name="retention_days"' in site_page.content.decode() and "Empty: kept forever." in site_page.content.decode()
+    pro = Plan.objects.get(name="Pro")
+    plan_page = admin_client.get(f"/admin/accounts/plan/{pro.pk}/change/")
+    assert 'name="retention_days"' in plan_page.content.decode() and "empty: the site settings" in plan_page.content.decode()
+    form = {"signup": "open", "run_max_steps": 30, "run_max_seconds": 600, "run_max_tokens": 200000, "run_max_cost": "1.00",
+            "approval_expiry_minutes": 1440, "retention_days": "90"}
+    saved = admin_client.post("/admin/accounts/sitesettings/1/change/", form)
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    assert SiteSettings.current().retention_days == 90

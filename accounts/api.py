@@ -38,11 +38,11 @@ async def in_own_thread(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     the client. Not on the shared database thread: every stream's hops would wait behind a long
     export. And async: Django serves a sync iterator under ASGI by reading it whole into memory."""
     global _under_way
-    # Counted from the first read: a response never sent (its client gone first) holds nothing.
-    _under_way += 1
     loop = asyncio.get_running_loop()
     thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME)
     ahead = loop.run_in_executor(thread, next, chunks, None)
+    # Counted from the first read: a response never sent (its client gone first) holds nothing.
+    _under_way += 1
     try:
         while (chunk := await ahead) is not None:
             ahead = loop.run_in_executor(thread, next, chunks, None)

@@ -39,8 +39,9 @@ class PurgeReport:
     def summary(self) -> str:
         parts = [f"{count} {apps.get_model(label)._meta.verbose_name_plural}" for label, count in sorted(self.rows.items())
                  if label != Conversation._meta.label and count]
+        conversations = f"{self.conversations} conversation{'' if self.conversations == 1 else 's'}"
         batches = f"{self.batches} batch{'' if self.batches == 1 else 'es'}"
-        return f"Retention: deleted {self.conversations} conversations ({', '.join(parts) or 'nothing else'}) in {batches}"
+        return f"Retention: deleted {conversations} ({', '.join(parts) or 'nothing else'}) in {batches}"
 
 
 def owner_periods() -> tuple[dict[int, int], int | None]:

@@ -28,7 +28,7 @@ LIMIT_FIELDSETS = (
 class PlanAdmin(admin.ModelAdmin):
     list_display = ["name", "is_default", "requests_per_minute", "requests_per_day", "concurrent_replies",
                     "tokens_per_day", "tokens_per_month", "cost_per_month", "max_output_tokens", "user_count"]
-    fieldsets = ((None, {"fields": ("name", "is_default")}), *LIMIT_FIELDSETS)
+    fieldsets = ((None, {"fields": ("name", "is_default")}), *LIMIT_FIELDSETS, ("Retention", {"fields": ("retention_days",)}))
     filter_horizontal = ["allowed_models"]
 
     @admin.display(description="users")
@@ -198,7 +198,8 @@ class CounterResetAdmin(ViewOnlyAdmin):
 class SiteSettingsAdmin(admin.ModelAdmin):
     """One row: the list goes straight to it. Changes apply from the next request."""
 
-    fields = ["signup", "run_max_steps", "run_max_seconds", "run_max_tokens", "run_max_cost", "approval_expiry_minutes"]
+    fields = ["signup", "run_max_steps", "run_max_seconds", "run_max_tokens", "run_max_cost", "approval_expiry_minutes",
+              "retention_days"]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
         site, _ = SiteSettings.objects.get_or_create(pk=1)

@@ -66,6 +66,11 @@ class Plan(Limits):
 
     name = models.CharField(max_length=60, unique=True)
     is_default = models.BooleanField(default=False, help_text="New sign-ups get this plan.")
+    retention_days = models.PositiveIntegerField(
+        "keep conversations for (days)", null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Conversations of this plan's users are deleted this many days after their last activity;"
+        " empty: the site settings' period.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -185,6 +190,12 @@ class SiteSettings(models.Model):
     approval_expiry_minutes = models.PositiveIntegerField(
         "approvals expire after (minutes)", default=1440, validators=[MinValueValidator(1)],
         help_text="A risky step not approved in this time counts as rejected, and its run goes on without it.",
+    )
+    # Read by the hourly purge (support/retention.py); a plan may set its own period.
+    retention_days = models.PositiveIntegerField(
+        "keep conversations for (days)", null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Conversations are deleted, with their messages, files, runs and logs, this many days after their"
+        " last activity, unless the owner's plan sets its own period. Empty: kept forever.",
     )
 
     class Meta:

@@ -5,6 +5,7 @@ Sending a message and writing its reply are not here: chat/replies.py stores a s
 chat/generation.py writes the reply.
 """
 
+from collections.abc import Collection
 from typing import Any
 
 from django.db import transaction
@@ -196,13 +197,41 @@ def _change_system_prompt(conversation: Conversation, changes: dict[str, object]
 
 
 def delete_conversation(conversation: Conversation) -> None:
-    """Deletes it, and stops its replies still being written: nobody is left to read them."""
-    active = list(conversation.messages.filter(status__in=Message.ACTIVE).values_list("pk", flat=True))
+    """The owner's Delete: the same deletion as the retention purge's (support/retention.py)."""
+    delete_conversations([conversation.pk])
+
+
+def delete_conversations(ids: Collection[int]) -> dict[str, int]:
+    """Deletes these conversations with everything that hangs on them, in one transaction (a
+    caller deleting many keeps each call's `ids` short): messages, files, agent runs with their
+    steps and artifacts, share links, feedback, and support's flags and notes go with them (their
+    foreign keys cascade; files and artifacts live in their rows, nothing on disk). The ledger keeps
+    its rows, their conversation and message emptied: money records stay.
+
+    Once it commits, replies still being written are told to stop (nobody is left to read them)
+    and the Redis event logs of the replies and runs are dropped. Should Redis fail then, the
+    finished logs still expire by themselves (PARLEY_STREAM_TTL). Returns the rows deleted per
+    model, as QuerySet.delete() counts them ({"chat.Conversation": 2, "chat.Message": 14, ...})."""
+    ids = list(ids)
+    if not ids:
+        return {}
     with transaction.atomic():
-        conversation.delete()
-        if active:
-            deferred.after_commit(lambda: request_stop_sync(active), "stop flags of a deleted conversation's replies")
+        replies = Message.objects.filter(conversation_id__in=ids, role=Message.Role.ASSISTANT).values_list("pk", "status")
+        logged, active = [], []
+        for pk, status in replies:
+            logged.append(pk)
+            if status in Message.ACTIVE:
+                active.append(pk)
+        # Through the reverse relation: chat does not import the agents app that builds on it.
+        runs = [pk for pk in Conversation.objects.filter(pk__in=ids).values_list("agent_runs", flat=True) if pk is not None]
+        deleted = Conversation.objects.filter(pk__in=ids).delete()[1]
+        if logged or runs:
+            deferred.after_commit(lambda: _forget_streams(active, logged, runs), "event logs of deleted conversations")
+    return deleted
 
 
-def request_stop_sync(message_ids: list[int]) -> None:
-    SyncWriter().request_stop(message_ids)
+def _forget_streams(active: list[int], message_ids: list[int], run_ids: list[int]) -> None:
+    writer = SyncWriter()
+    if active:
+        writer.request_stop(active)
+    writer.drop_logs(message_ids, run_ids)

@@ -123,6 +123,9 @@ PARLEY_REAP_SECONDS = env_float("PARLEY_REAP_SECONDS", PARLEY_HEARTBEAT_TTL / 3,
 # How often each provider endpoint's model list is read again (chat/discovery.py); also at a
 # worker's start, and on demand in admin.
 PARLEY_MODELS_REFRESH_SECONDS = env_float("PARLEY_MODELS_REFRESH_SECONDS", 600.0, minimum=10.0)
+# How often conversations past their retention period are deleted (support/retention.py); the
+# periods themselves are in admin (site settings, plans).
+PARLEY_RETENTION_PURGE_SECONDS = env_float("PARLEY_RETENTION_PURGE_SECONDS", 3600.0, minimum=60.0)
 CELERY_BEAT_SCHEDULE = {
     "reap-interrupted-generations": {
         "task": "chat.tasks.reap_interrupted",
@@ -139,6 +142,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "chat.tasks.refresh_models",
         "schedule": PARLEY_MODELS_REFRESH_SECONDS,
         "options": {"expires": PARLEY_MODELS_REFRESH_SECONDS},
+    },
+    "purge-expired-conversations": {
+        "task": "support.tasks.purge_expired",
+        "schedule": PARLEY_RETENTION_PURGE_SECONDS,
+        "options": {"expires": PARLEY_RETENTION_PURGE_SECONDS},
     },
 }
 

@@ -29,6 +29,7 @@ urlpatterns = [
     path("api/", include("sharing.api_urls")),
     path("api/support/", include((support_api_urls, "support_api"))),
     path("api/", include("support.api_urls")),
+    path("api/", include("accounts.api_urls")),
     path("accounts/", include("accounts.urls")),
     path("support/", include("support.urls")),
     path("", include("sharing.urls")),

@@ -12,7 +12,7 @@ from django.conf import settings
 
 from parley.redis_clients import sync_client
 from streaming.entries import Entry
-from streaming.keys import events_key, run_events_key, run_owner_key, stop_key
+from streaming.keys import events_key, run_cancel_key, run_events_key, run_owner_key, stop_key
 
 # How long a stop flag waits for the reply's process to read it.
 STOP_FLAG_SECONDS = 3600
@@ -20,6 +20,9 @@ STOP_FLAG_SECONDS = 3600
 # that, doors ask the database. It goes a minute before a finished run's log.
 RUN_OWNER_SECONDS = 7 * 86_400
 OWNER_EXPIRES_EARLIER = 60
+# Keys per UNLINK command when logs are dropped: a deletion of thousands of replies is one round
+# trip, and no single command holds Redis up for long.
+UNLINK_BATCH = 1000
 
 
 class SyncWriter:
@@ -72,4 +75,16 @@ class SyncWriter:
         pipe = self.client.pipeline(transaction=False)
         for message_id in message_ids:
             pipe.set(stop_key(message_id), "1", ex=STOP_FLAG_SECONDS)
+        pipe.execute()
+
+    def drop_logs(self, message_ids: Iterable[int], run_ids: Iterable[int] = ()) -> None:
+        """The event logs of replies and runs that are gone from the database (a run's owner and
+        cancel keys with its log), in one pipeline. UNLINK frees their memory off Redis's main thread."""
+        keys = [events_key(message_id) for message_id in message_ids]
+        keys += [key for run_id in run_ids for key in (run_events_key(run_id), run_owner_key(run_id), run_cancel_key(run_id))]
+        if not keys:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for start in range(0, len(keys), UNLINK_BATCH):
+            pipe.unlink(*keys[start : start + UNLINK_BATCH])
         pipe.execute()

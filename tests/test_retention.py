@@ -18,6 +18,7 @@ from sharing.models import SharedLink
 from streaming import events
 from streaming.keys import events_key, run_events_key, run_owner_key
 from streaming.writer import SyncWriter
+from support.audit import record as record_audit
 from support.models import AuditEvent, Feedback, Flag, Note
 from support.retention import purge_expired
 
@@ -148,9 +149,7 @@ def test_everything_of_an_expired_conversation_goes_but_the_ledger_and_the_audit
         user=alice, conversation=doomed, message=reply, kind="reply", provider="demo", model="parley-demo",
         cost_usd=Decimal("0.25"), outcome="complete",
     )
-    audit = AuditEvent.objects.create(
-        actor_name="sam", action="view", conversations=[doomed.pk], prev_hash="0" * 64, hash="a" * 64
-    )
+    audit = record_audit(bob, "view", conversations=[doomed.pk])
     kept = chat(bob, 1)  # bob's recent one, with its own log
     kept_reply = kept.messages.get(role="assistant")
     keys = [events_key(reply.pk), run_events_key(run.pk), run_owner_key(run.pk)]

@@ -181,7 +181,7 @@ def main() -> None:
         (f"negative feedback, page {last_number} (its last)", negative, last_negative),
     ]
     for label, filters, cursor in cases:
-        p50, p95 = timed(args.tries, lambda: list(listing.page(filters, cursor).rows))
+        p50, p95 = timed(args.tries, lambda f=filters, c=cursor: list(listing.page(f, c).rows))
         print(f"  list {label}: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
     rows, size, seconds, _ = export(plain, traced=False)
     *_, peak = export(plain, traced=True)

@@ -32,6 +32,12 @@ def staff_page(context, django_user_model):
     assert not errors, f"JavaScript errors: {errors}"
 
 
+def shoot(page, name: str) -> None:
+    """PARLEY_SCREENSHOTS=<folder> keeps a picture of each step, to look at."""
+    if os.environ.get("PARLEY_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["PARLEY_SCREENSHOTS"], f"{name}.png"), full_page=True)
+
+
 def chat(owner, title: str, question: str, answer: str) -> Conversation:
     conversation = Conversation.objects.create(owner=owner, title=title, title_is_auto=False, model=ChatModel.objects.get(name="parley-demo"))
     Message.objects.create(conversation=conversation, role="user", content=question)
@@ -47,6 +53,7 @@ def test_support_finds_reads_reveals_and_exports(staff_page, user, django_user_m
 
     page.goto("/support/")
     assert page.locator(".support-list tbody tr").count() == 2
+    shoot(page, "support-list")
     page.fill("input[name=user]", user.username)
     page.click(".support-filters button[type=submit]")
     page.wait_for_url("**user=walter**")
@@ -56,6 +63,7 @@ def test_support_finds_reads_reveals_and_exports(staff_page, user, django_user_m
     page.fill("input[name=q]", "invoice")
     page.click(".support-filters button[type=submit]")
     page.wait_for_selector(".hits li")
+    shoot(page, "support-search")
     assert page.locator(".hits li").count() == 2  # walter's question and olga's reply
     assert page.locator(".hits mark").first.inner_text().lower() == "invoice"
     assert SECRET not in page.content()
@@ -67,8 +75,7 @@ def test_support_finds_reads_reveals_and_exports(staff_page, user, django_user_m
     reply = page.locator(".transcript .msg-assistant .msg-body")
     assert reply.locator("strong").inner_text() == "bold words"  # drawn as Markdown
     assert page.evaluate("() => window.__pwned") is None
-    if os.environ.get("PARLEY_SCREENSHOTS"):
-        page.screenshot(path=os.path.join(os.environ["PARLEY_SCREENSHOTS"], "support-transcript.png"), full_page=True)
+    shoot(page, "support-transcript")
 
     page.click(".transcript .msg-user .reveal summary")
     page.fill(".transcript .msg-user .reveal input[name=reason]", "Customer asked to confirm the invoice address")

@@ -1,0 +1,235 @@
+"""Full-text search over every user's messages, for the support console: one interface over
+PostgreSQL full-text search and SQLite FTS5 (the index: chat/migrations/0016_message_fulltext.py).
+
+A query is words, all required, and "quoted phrases"; the last word of each is a prefix ("refu"
+finds "refund"). Nothing else in it has a meaning: operators, quotes and brackets are searched as
+text, and nothing the user typed reaches the index's own query syntax except words (letters and
+digits) that we quote ourselves.
+
+Search respects masking (support/masking.py): personal data in the query is dropped first, and
+each message the index finds is checked again against its masked text, so that a masked e-mail
+address is never found by searching for it or for a piece of it. Snippets come from the masked
+text, escaped, with the matches marked."""
+
+import functools
+import re
+import sys
+import unicodedata
+from dataclasses import dataclass, field
+
+from django.db import connection
+from django.db.models import QuerySet
+from django.utils.safestring import SafeString
+
+from chat.models import Message
+from chat.search import SNIPPET_CHARS, excerpt_at, marked
+from support.masking import mask, masked_query
+
+QUERY_MAX = 200  # characters of a query that are searched for
+TERMS_MAX = 10  # words and phrases; more make a query slow and find nothing more useful
+SCAN_MAX = 2000  # candidates checked against their masked text per request
+BATCH_MIN = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A word or a phrase: its words in order, the last one a prefix."""
+
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    message_id: int
+    conversation_id: int
+    snippet: SafeString  # masked, escaped, the matches in <mark>
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """Hits newest first. `next_before`: pass it as `before` for the next page; None when the search
+    has reached the oldest message. A page can be short (even empty) and still have a next one when
+    the request checked its quota of candidates. `dropped`: the kinds of personal data taken out of
+    the query (e.g. "email"), for the console to say so."""
+
+    hits: list[Hit] = field(default_factory=list)
+    next_before: int | None = None
+    dropped: list[str] = field(default_factory=list)
+
+
+# --- words ---------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _word() -> re.Pattern[str]:
+    """Letters and digits, with the combining marks inside words (Python's \\w leaves them out, and
+    PostgreSQL keeps e.g. Devanagari words whole)."""
+    ranges = []
+    for code in [*range(0x20000), *range(0xE0100, 0xE01F0)]:
+        if unicodedata.category(chr(code)).startswith("M"):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    marks = "".join(f"{chr(a)}-{chr(b)}" if a != b else chr(a) for a, b in ranges)
+    return re.compile(f"(?:[^\\W_]|[{re.escape(marks)}])+")
+
+
+@functools.lru_cache(maxsize=65536)
+def _fold(word: str) -> str:
+    """How words compare: without case or diacritics (as SQLite's index; PostgreSQL's keeps
+    diacritics, so it finds fewer, never more)."""
+    if word.isascii():
+        return word.lower()
+    decomposed = unicodedata.normalize("NFKD", word)
+    return "".join(c for c in decomposed if not unicodedata.category(c).startswith("M")).casefold()
+
+
+Words = list[tuple[str, int, int]]  # each word folded, with its span in the text
+
+
+def words_of(text: str) -> Words:
+    return [(_fold(m.group()), m.start(), m.end()) for m in _word().finditer(text)]
+
+
+_PIECE = re.compile(r'"([^"]*)"?|([^\s"]+)')  # a phrase (its closing quote optional) or a word
+
+
+def parse(query: str) -> list[Term]:
+    """The words and phrases of `query` (punctuation inside a word splits it into a phrase:
+    "e-mail" is the phrase "e mail", as the index saw it)."""
+    query = unicodedata.normalize("NFC", query)[:QUERY_MAX]
+    terms = []
+    for match in _PIECE.finditer(query):
+        words = tuple(m.group() for m in _word().finditer(match.group(1) or match.group(2) or ""))
+        if words and Term(words) not in terms:
+            terms.append(Term(words))
+    return terms[:TERMS_MAX]
+
+
+def occurrences(words: Words, term: Term) -> list[tuple[int, int]]:
+    """Where `term` occurs among `words`: its words in a row, the last one as a prefix."""
+    *whole, last = [_fold(word) for word in term.words]
+    size = len(whole) + 1
+    found = []
+    for i in range(len(words) - size + 1):
+        if words[i + size - 1][0].startswith(last) and all(words[i + k][0] == w for k, w in enumerate(whole)):
+            found.append((words[i][1], words[i + size - 1][2]))
+    return found
+
+
+def matches(text: str, terms: list[Term]) -> list[tuple[int, int]] | None:
+    """The spans of every term in `text`, in order, overlaps merged; None unless every term occurs."""
+    words = words_of(text)
+    found = []
+    for term in terms:
+        spans = occurrences(words, term)
+        if not spans:
+            return None
+        found += spans
+    return _merged(found)
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+# --- the index's query languages, built from words only ------------------------------------------
+
+
+def tsquery(terms: list[Term]) -> str:
+    """For PostgreSQL's to_tsquery('simple', ...): every word quoted, phrases with <->, prefixes :*."""
+
+    def quoted(word: str) -> str:
+        return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+    return " & ".join(" <-> ".join(quoted(w) for w in term.words) + ":*" for term in terms)
+
+
+def fts5_match(terms: list[Term]) -> str:
+    """For SQLite FTS5's MATCH: each term one quoted string, the last word a prefix (`"refund pol"*`);
+    inside quotes FTS5 reads no operators (NEAR, OR, NOT, ^, :, ...)."""
+    return " ".join('"' + " ".join(term.words).replace('"', '""') + '"*' for term in terms)
+
+
+# --- the search ----------------------------------------------------------------------------------
+
+
+def _scope_sql(scope: QuerySet[Message] | None) -> tuple[str, list[object]]:
+    """The caller's filters as a subquery of ids: one query with the search, whatever they are."""
+    if scope is None:
+        return "", []
+    if scope.model is not Message:
+        raise TypeError("scope must be a queryset of chat.Message")
+    sql, params = scope.order_by().values("pk").query.sql_with_params()
+    return f" AND m.id IN ({sql})", list(params)
+
+
+def _candidates(terms: list[Term], scope: QuerySet[Message] | None, before: int | None, count: int) -> list[tuple[int, int, str]]:
+    """(id, conversation id, text) of up to `count` messages the index matches, newest first, below `before`."""
+    scope_sql, scope_params = _scope_sql(scope)
+    below, below_params = (" AND m.id < %s", [before]) if before is not None else ("", [])
+    if connection.vendor == "postgresql":
+        sql = (
+            "SELECT m.id, m.conversation_id, m.content FROM chat_message m"
+            " WHERE m.search_vector @@ to_tsquery('simple', %s)" + below + scope_sql +
+            " ORDER BY m.id DESC LIMIT %s"
+        )
+        params = [tsquery(terms), *below_params, *scope_params, count]
+    elif connection.vendor == "sqlite":
+        # Ordered by the FTS table's rowid, which FTS5 walks in order: no sort of every match.
+        below = below.replace("m.id", "f.rowid")
+        sql = (
+            "SELECT m.id, m.conversation_id, m.content FROM chat_message_fts f"
+            " JOIN chat_message m ON m.id = f.rowid"
+            " WHERE chat_message_fts MATCH %s" + below + scope_sql +
+            " ORDER BY f.rowid DESC LIMIT %s"
+        )
+        params = [fts5_match(terms), *below_params, *scope_params, count]
+    else:
+        raise NotImplementedError(f"no full-text search on {connection.vendor}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def snippet(masked: str, terms: list[Term], found: list[tuple[int, int]]) -> SafeString:
+    """About SNIPPET_CHARS of the masked text around the first match, escaped, matches marked."""
+    piece = excerpt_at(masked, found[0][0] if found else 0, SNIPPET_CHARS)
+    words = words_of(piece)
+    return marked(piece, _merged([span for term in terms for span in occurrences(words, term)]))
+
+
+def search(query: str, *, scope: QuerySet[Message] | None = None, before: int | None = None, limit: int = 50) -> SearchPage:
+    """Messages whose masked text holds every word and phrase of `query`, newest first, at most
+    `limit`, below message id `before`; within `scope` (a Message queryset the caller filtered)
+    when given. An empty query, or one of punctuation only, finds nothing."""
+    kept, dropped = masked_query(query)
+    terms = parse(kept)
+    if not terms or limit < 1:
+        return SearchPage(dropped=dropped)
+    hits: list[Hit] = []
+    scanned, cursor = 0, before
+    while scanned < SCAN_MAX:
+        count = min(SCAN_MAX - scanned, max(BATCH_MIN, 2 * (limit - len(hits))))
+        rows = _candidates(terms, scope, cursor, count)
+        scanned += len(rows)
+        for index, (message_id, conversation_id, content) in enumerate(rows):
+            cursor = message_id
+            masked = unicodedata.normalize("NFC", mask(content))
+            found = matches(masked, terms)
+            if found is None:
+                continue  # it matched only inside masked personal data
+            hits.append(Hit(message_id, conversation_id, snippet(masked, terms, found)))
+            if len(hits) == limit:
+                more = index < len(rows) - 1 or len(rows) == count
+                return SearchPage(hits, message_id if more else None, dropped)
+        if len(rows) < count:
+            return SearchPage(hits, None, dropped)  # the oldest match was reached
+    return SearchPage(hits, cursor, dropped)

@@ -71,8 +71,8 @@ def _word() -> re.Pattern[str]:
                 ranges[-1][1] = code
             else:
                 ranges.append([code, code])
-    marks = "".join(f"{chr(a)}-{chr(b)}" if a != b else chr(a) for a, b in ranges)
-    return re.compile(f"(?:[^\\W_]|[{re.escape(marks)}])+")
+    marks = "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b != a else "") for a, b in ranges)
+    return re.compile(f"(?:[^\\W_]|[{marks}])+")
 
 
 @functools.lru_cache(maxsize=65536)

@@ -13,14 +13,16 @@ text, escaped, with the matches marked."""
 
 import functools
 import re
-import sys
 import unicodedata
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils.safestring import SafeString
 
+from agents.models import AgentRun, AgentStep
 from chat.models import Message
 from chat.search import SNIPPET_CHARS, excerpt_at, marked
 from support.masking import mask, masked_query
@@ -46,15 +48,25 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
-class SearchPage:
+class RunHit:
+    run_id: int
+    conversation_id: int
+    snippet: SafeString  # masked, escaped, the matches in <mark>
+
+
+@dataclass(frozen=True)  # no slots: with them, SearchPage[Hit](...) fails on Python 3.12
+class SearchPage[H: (Hit, RunHit)]:
     """Hits newest first. `next_before`: pass it as `before` for the next page; None when the search
     has reached the oldest message. A page can be short (even empty) and still have a next one when
     the request checked its quota of candidates. `dropped`: the kinds of personal data taken out of
     the query (e.g. "email"), for the console to say so."""
 
-    hits: list[Hit] = field(default_factory=list)
+    hits: list[H] = field(default_factory=list)
     next_before: int | None = None
     dropped: list[str] = field(default_factory=list)
+
+
+Rows = list[tuple[int, int, str]]  # candidates newest first: (id, conversation id, text)
 
 
 # --- words ---------------------------------------------------------------------------------------
@@ -171,7 +183,7 @@ def _scope_sql(scope: QuerySet[Message] | None) -> tuple[str, list[object]]:
     return f" AND m.id IN ({sql})", list(params)
 
 
-def _candidates(terms: list[Term], scope: QuerySet[Message] | None, before: int | None, count: int) -> list[tuple[int, int, str]]:
+def _candidates(terms: list[Term], scope: QuerySet[Message] | None, before: int | None, count: int) -> Rows:
     """(id, conversation id, text) of up to `count` messages the index matches, newest first, below `before`."""
     scope_sql, scope_params = _scope_sql(scope)
     below, below_params = (" AND m.id < %s", [before]) if before is not None else ("", [])
@@ -206,7 +218,7 @@ def snippet(masked: str, terms: list[Term], found: list[tuple[int, int]]) -> Saf
     return marked(piece, _merged([span for term in terms for span in occurrences(words, term)]))
 
 
-def search(query: str, *, scope: QuerySet[Message] | None = None, before: int | None = None, limit: int = 50) -> SearchPage:
+def search(query: str, *, scope: QuerySet[Message] | None = None, before: int | None = None, limit: int = 50) -> SearchPage[Hit]:
     """Messages whose masked text holds every word and phrase of `query`, newest first, at most
     `limit`, below message id `before`; within `scope` (a Message queryset the caller filtered)
     when given. An empty query, or one of punctuation only, finds nothing."""
@@ -214,22 +226,65 @@ def search(query: str, *, scope: QuerySet[Message] | None = None, before: int | 
     terms = parse(kept)
     if not terms or limit < 1:
         return SearchPage(dropped=dropped)
-    hits: list[Hit] = []
+    return _page(terms, lambda below, count: _candidates(terms, scope, below, count), Hit, before, limit, dropped)
+
+
+def search_runs(
+    query: str, *, scope: QuerySet[AgentRun] | None = None, before: int | None = None, limit: int = 50
+) -> SearchPage[RunHit]:
+    """Agent runs (their goal, their model steps' text, their result) that hold every word and
+    phrase of `query` once masked, newest first by run id, as `search` does for messages.
+
+    Runs write no messages, and they are few beside messages: they are searched by their text
+    without an index (a substring filter on each term's longest word, then the same word-by-word
+    check on the masked text)."""
+    kept, dropped = masked_query(query)
+    terms = parse(kept)
+    if not terms or limit < 1:
+        return SearchPage(dropped=dropped)
+    return _page(terms, lambda below, count: _run_candidates(terms, scope, below, count), RunHit, before, limit, dropped)
+
+
+def _run_candidates(terms: list[Term], scope: QuerySet[AgentRun] | None, before: int | None, count: int) -> Rows:
+    if scope is not None and scope.model is not AgentRun:
+        raise TypeError("scope must be a queryset of agents.AgentRun")
+    runs = AgentRun.objects.all() if scope is None else AgentRun.objects.filter(pk__in=scope.order_by().values("pk"))
+    model_steps = AgentStep.objects.filter(run=OuterRef("pk"), kind=AgentStep.Kind.MODEL)
+    for term in terms:
+        word = max(term.words, key=len)
+        runs = runs.filter(Q(goal__icontains=word) | Q(result__icontains=word) | Exists(model_steps.filter(text__icontains=word)))
+    if before is not None:
+        runs = runs.filter(pk__lt=before)
+    found = list(runs.order_by("-pk").values_list("pk", "conversation_id", "goal", "result")[:count])
+    steps = defaultdict(list)
+    texts = AgentStep.objects.filter(run__in=[row[0] for row in found], kind=AgentStep.Kind.MODEL).exclude(text="")
+    for run_id, text in texts.order_by("run_id", "index").values_list("run_id", "text"):
+        steps[run_id].append(text)
+    return [(pk, conversation_id, "\n\n".join([goal, *steps[pk], result])) for pk, conversation_id, goal, result in found]
+
+
+def _page[H: (Hit, RunHit)](
+    terms: list[Term], fetch: Callable[[int | None, int], Rows], make: Callable[[int, int, SafeString], H],
+    before: int | None, limit: int, dropped: list[str],
+) -> SearchPage[H]:
+    """Candidates from `fetch` in batches, each checked against its masked text, until `limit` hits,
+    the oldest candidate, or SCAN_MAX candidates."""
+    hits: list[H] = []
     scanned, cursor = 0, before
     while scanned < SCAN_MAX:
         count = min(SCAN_MAX - scanned, max(BATCH_MIN, 2 * (limit - len(hits))))
-        rows = _candidates(terms, scope, cursor, count)
+        rows = fetch(cursor, count)
         scanned += len(rows)
-        for index, (message_id, conversation_id, content) in enumerate(rows):
-            cursor = message_id
-            masked = unicodedata.normalize("NFC", mask(content))
+        for index, (pk, conversation_id, text) in enumerate(rows):
+            cursor = pk
+            masked = unicodedata.normalize("NFC", mask(text))
             found = matches(masked, terms)
             if found is None:
                 continue  # it matched only inside masked personal data
-            hits.append(Hit(message_id, conversation_id, snippet(masked, terms, found)))
+            hits.append(make(pk, conversation_id, snippet(masked, terms, found)))
             if len(hits) == limit:
                 more = index < len(rows) - 1 or len(rows) == count
-                return SearchPage(hits, message_id if more else None, dropped)
+                return SearchPage(hits, pk if more else None, dropped)
         if len(rows) < count:
             return SearchPage(hits, None, dropped)  # the oldest match was reached
     return SearchPage(hits, cursor, dropped)

@@ -1,12 +1,14 @@
 """Full-text search for the support console (support/fulltext.py) on the database under test:
 words, phrases and prefixes; the query's syntax inert; newest first by keyset; the caller's
-scope; masking; and the index in step with every write path, the streaming core's included.
+scope; masking; the index in step with every write path, the streaming core's included; and agent
+runs' text (runs write no messages).
 
 Run it on both: `python -m parley.testrunner tests/test_fulltext.py` and again with
 DATABASE_URL=postgres://... ."""
 
 import asyncio
 import json
+import time
 from datetime import timedelta
 
 import httpx
@@ -16,10 +18,11 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import ApiToken
+from agents.models import AgentRun, AgentStep
 from chat.actions import create_conversation
 from chat.models import Message
 from support import fulltext
-from support.fulltext import search
+from support.fulltext import search, search_runs
 
 pytestmark = pytest.mark.django_db
 
@@ -258,3 +261,56 @@ def test_a_sent_message_and_its_reply_over_http_are_found(live_app, alice):
                 break
     assert found("quokka") == [sent["user_message"]["id"]]
     assert found("word12", scope=Message.objects.filter(conversation_id=conversation)) == [reply_id]
+
+
+# --- agent runs: they write no messages; their goal, model steps and result are searched -----------
+
+
+def run_of(conversation, goal: str, steps: list[str], result: str = "") -> AgentRun:
+    run = AgentRun.objects.create(owner=conversation.owner, conversation=conversation, goal=goal, model="demo", result=result)
+    for index, text in enumerate(steps, 1):
+        AgentStep.objects.create(run=run, index=index, kind="model", title="Thinking", text=text)
+    AgentStep.objects.create(run=run, index=len(steps) + 1, kind="tool", title="Searching", tool="x", text="toolsecret")
+    return run
+
+
+def found_runs(query: str, **kwargs) -> list[int]:
+    return [hit.run_id for hit in search_runs(query, **kwargs).hits]
+
+
+def test_runs_are_found_by_goal_model_steps_and_result_masked(alice, bob, talk):
+    first = run_of(talk, "Summarize the walrus report", ["Looking at the Walrus numbers"], "Walruses are fine.")
+    second = run_of(create_conversation(bob), "Mail pat.jones@example.com the summary", ["Thinking about tusks"])
+    assert found_runs("walrus numbers") == [first.pk]
+    assert found_runs("tusk") == [second.pk]
+    assert found_runs("summ") == [second.pk, first.pk]
+    assert found_runs("toolsecret") == []  # a tool step's text is not the run's own words
+    assert found_runs("pat") == [] and found_runs("pat.jones@example.com") == []
+    assert found_runs("summ", scope=AgentRun.objects.filter(owner=alice)) == [first.pk]
+    page = search_runs('"walrus numbers"')
+    assert page.hits[0].conversation_id == talk.pk and "<mark>Walrus numbers</mark>" in str(page.hits[0].snippet)
+    assert found_runs("summ", limit=1, before=second.pk) == [first.pk]
+    for query in SYNTAX:
+        search_runs(query)  # never an error
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_a_real_agent_runs_text_is_found(live_app, alice):
+    token = ApiToken.issue(alice, "fulltext")[1]
+    headers = {"Authorization": f"Bearer {token}"}
+    conversation = httpx.post(f"{live_app.url}/api/conversations/", json={}, headers=headers).json()["id"]
+    goal = "Find what we said about zeppelins and compute 12 * 7"
+    started = httpx.post(f"{live_app.url}/api/conversations/{conversation}/runs", json={"goal": goal}, headers=headers)
+    assert started.status_code == 201, started.text
+    run_id = started.json()["run"]["id"]
+    deadline = time.monotonic() + 30
+    while AgentRun.objects.get(pk=run_id).is_active:
+        assert time.monotonic() < deadline, "the run did not finish"
+        time.sleep(0.2)
+    run = AgentRun.objects.get(pk=run_id)
+    assert run.status == "succeeded" and run.result.startswith("Done in 3 steps")
+    assert found_runs("zeppelins") == [run_id]
+    assert found_runs('"done in 3 steps"') == [run_id]  # the final answer, written by the worker
+    assert found_runs("84") == [run_id]  # the calculation it quoted
+    assert search("zeppelins").hits == []  # no message holds it

@@ -11,15 +11,18 @@ each message the index finds is checked again against its masked text, so that a
 address is never found by searching for it or for a piece of it. Snippets come from the masked
 text, escaped, with the matches marked."""
 
+import contextlib
 import functools
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils.safestring import SafeString
 
 from agents.models import AgentRun, AgentStep
@@ -132,6 +135,10 @@ def occurrences(words: Words, term: Term) -> list[tuple[int, int]]:
 
 def matches(text: str, terms: list[Term]) -> list[tuple[int, int]] | None:
     """The spans of every term in `text`, in order, overlaps merged; None unless every term occurs."""
+    if text.isascii():  # a quick no first: most candidates a search rejects matched inside masked data
+        lowered = text.lower()
+        if any(word.isascii() and word.lower() not in lowered for term in terms for word in term.words):
+            return None
     words = words_of(text)
     found = []
     for term in terms:
@@ -173,42 +180,93 @@ def fts5_match(terms: list[Term]) -> str:
 # --- the search ----------------------------------------------------------------------------------
 
 
-def _scope_sql(scope: QuerySet[Message] | None) -> tuple[str, list[object]]:
-    """The caller's filters as a subquery of ids: one query with the search, whatever they are."""
+def _scope_sql(scope: QuerySet[Message] | None, correlated: bool = False) -> tuple[str, list[object]]:
+    """The caller's filters as a subquery on `m`, the candidate: one query with the search,
+    whatever the filters are. `correlated`: probed per candidate (SQLite would otherwise build the
+    whole scope first, e.g. scan every message for a date); PostgreSQL plans `IN` as a semi-join
+    and chooses for itself."""
     if scope is None:
         return "", []
     if scope.model is not Message:
         raise TypeError("scope must be a queryset of chat.Message")
-    sql, params = scope.order_by().values("pk").query.sql_with_params()
+    scope = scope.order_by()
+    if correlated:
+        sql, params = scope.filter(pk=RawSQL("m.id", ())).values("pk").query.sql_with_params()
+        return f" AND EXISTS ({sql})", list(params)
+    sql, params = scope.values("pk").query.sql_with_params()
     return f" AND m.id IN ({sql})", list(params)
 
 
 def _candidates(terms: list[Term], scope: QuerySet[Message] | None, before: int | None, count: int) -> Rows:
-    """(id, conversation id, text) of up to `count` messages the index matches, newest first, below `before`."""
+    """Up to `count` messages the index matches, newest first, below `before`, within `scope`."""
+    if connection.vendor == "postgresql":
+        return _postgresql_candidates(terms, scope, before, count)
+    if connection.vendor == "sqlite":
+        return _sqlite_candidates(terms, scope, before, count)
+    raise NotImplementedError(f"no full-text search on {connection.vendor}")
+
+
+def _sqlite_candidates(terms: list[Term], scope: QuerySet[Message] | None, before: int | None, count: int) -> Rows:
+    # Ordered by the FTS table's rowid, which FTS5 walks in order: no sort of every match.
+    scope_sql, scope_params = _scope_sql(scope, correlated=True)
+    below, below_params = (" AND f.rowid < %s", [before]) if before is not None else ("", [])
+    sql = (
+        "SELECT m.id, m.conversation_id, m.content FROM chat_message_fts f JOIN chat_message m ON m.id = f.rowid"
+        " WHERE chat_message_fts MATCH %s" + below + scope_sql + " ORDER BY f.rowid DESC LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [fts5_match(terms), *below_params, *scope_params, count])
+        return cursor.fetchall()
+
+
+RECENT_ROWS = 5000  # PostgreSQL: how many of the newest messages tell a common query from a rare one
+COMMON_MATCHES = 10  # ... and how many of them must match for it to be common (0.2%: where the two plans cost the same)
+
+
+def _postgresql_candidates(terms: list[Term], scope: QuerySet[Message] | None, before: int | None, count: int) -> Rows:
+    """Newest first, the plan chosen by how often the query matches among the newest messages.
+
+    The planner cannot tell: its estimates for prefixes and phrases are guesses, and with ORDER BY
+    id and a LIMIT it walks the primary key backwards, testing every row, which is fast for a
+    common word and reads the whole table for a rare one (1.2 s on 1,000,000 messages); a GIN
+    bitmap scan is the reverse (0.1 ms for a rare word, and every matching row read and sorted
+    for a common one). So count the matches among the newest RECENT_ROWS first (a few ms), then
+    walk the key for a common query and take the index for a rare one."""
+    query = tsquery(terms)
     scope_sql, scope_params = _scope_sql(scope)
     below, below_params = (" AND m.id < %s", [before]) if before is not None else ("", [])
-    if connection.vendor == "postgresql":
-        sql = (
-            "SELECT m.id, m.conversation_id, m.content FROM chat_message m"
-            " WHERE m.search_vector @@ to_tsquery('simple', %s)" + below + scope_sql +
-            " ORDER BY m.id DESC LIMIT %s"
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT m.search_vector FROM chat_message m WHERE true" + below +
+            " ORDER BY m.id DESC LIMIT %s) recent WHERE recent.search_vector @@ to_tsquery('simple', %s)",
+            [*below_params, RECENT_ROWS, query],
         )
-        params = [tsquery(terms), *below_params, *scope_params, count]
-    elif connection.vendor == "sqlite":
-        # Ordered by the FTS table's rowid, which FTS5 walks in order: no sort of every match.
-        below = below.replace("m.id", "f.rowid")
-        sql = (
-            "SELECT m.id, m.conversation_id, m.content FROM chat_message_fts f"
-            " JOIN chat_message m ON m.id = f.rowid"
-            " WHERE chat_message_fts MATCH %s" + below + scope_sql +
-            " ORDER BY f.rowid DESC LIMIT %s"
-        )
-        params = [fts5_match(terms), *below_params, *scope_params, count]
-    else:
-        raise NotImplementedError(f"no full-text search on {connection.vendor}")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+        common = cursor.fetchone()[0] >= COMMON_MATCHES
+        order = "m.id DESC" if common else "m.id + 0 DESC"  # id + 0: no walk along the key
+        # Its estimate for a phrase can be so low that it would read the whole table in parallel
+        # and sort it (0.3 s), compiling the plan first (JIT): never a sequential scan.
+        plan = {"enable_seqscan": "off", "jit": "off"} | ({"enable_bitmapscan": "off"} if common else {})
+        with _planner(cursor, plan):
+            cursor.execute(
+                "SELECT m.id, m.conversation_id, m.content FROM chat_message m"
+                " WHERE m.search_vector @@ to_tsquery('simple', %s)" + below + scope_sql + f" ORDER BY {order} LIMIT %s",
+                [query, *below_params, *scope_params, count],
+            )
+            return cursor.fetchall()
+
+
+@contextlib.contextmanager
+def _planner(cursor: Any, settings: dict[str, str]) -> Iterator[None]:
+    """PostgreSQL's planner `settings` for the statements inside, then as they were: set for the
+    transaction only, and put back for the rest of it when the caller's transaction goes on."""
+    names = list(settings)
+    cursor.execute("SELECT " + ", ".join(["current_setting(%s)"] * len(names)), names)
+    before = dict(zip(names, cursor.fetchone(), strict=True))
+    cursor.execute("SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(names)), [x for n in names for x in (n, settings[n])])
+    try:
+        yield
+    finally:
+        cursor.execute("SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(names)), [x for n in names for x in (n, before[n])])
 
 
 def snippet(masked: str, terms: list[Term], found: list[tuple[int, int]]) -> SafeString:
@@ -270,9 +328,9 @@ def _page[H: (Hit, RunHit)](
     """Candidates from `fetch` in batches, each checked against its masked text, until `limit` hits,
     the oldest candidate, or SCAN_MAX candidates."""
     hits: list[H] = []
-    scanned, cursor = 0, before
+    scanned, cursor, count = 0, before, max(BATCH_MIN, 2 * limit)
     while scanned < SCAN_MAX:
-        count = min(SCAN_MAX - scanned, max(BATCH_MIN, 2 * (limit - len(hits))))
+        count = min(count, SCAN_MAX - scanned)
         rows = fetch(cursor, count)
         scanned += len(rows)
         for index, (pk, conversation_id, text) in enumerate(rows):
@@ -287,4 +345,5 @@ def _page[H: (Hit, RunHit)](
                 return SearchPage(hits, pk if more else None, dropped)
         if len(rows) < count:
             return SearchPage(hits, None, dropped)  # the oldest match was reached
+        count *= 2  # masking hid most of them: larger steps
     return SearchPage(hits, cursor, dropped)

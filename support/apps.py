@@ -6,3 +6,10 @@ class SupportConfig(AppConfig):
     data masked, every look recorded."""
 
     name = "support"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from support.fulltext_index import after_migrate
+
+        post_migrate.connect(after_migrate, sender=self, dispatch_uid="support.fulltext_index")

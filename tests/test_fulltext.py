@@ -7,6 +7,7 @@ Run it on both: `python -m parley.testrunner tests/test_fulltext.py` and again w
 DATABASE_URL=postgres://... ."""
 
 import asyncio
+import importlib
 import json
 import time
 from datetime import timedelta
@@ -22,7 +23,7 @@ from accounts.models import ApiToken
 from agents.models import AgentRun, AgentStep
 from chat.actions import create_conversation
 from chat.models import Message
-from support import fulltext
+from support import fulltext, fulltext_index
 from support.fulltext import search, search_runs
 
 pytestmark = pytest.mark.django_db
@@ -244,6 +245,25 @@ def test_the_index_is_kept_by_the_database():
         else:
             cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'chat_message'")
             assert "chat_message_search" in {row[0] for row in cursor.fetchall()}
+
+
+def test_sqlite_triggers_a_table_rebuild_dropped_come_back_after_migrate_with_what_they_missed(talk):
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL's generated column goes with the table")
+    from django.core.management.sql import emit_post_migrate_signal
+
+    migration = importlib.import_module("chat.migrations.0016_message_fulltext")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'chat_message'")
+        assert dict(cursor.fetchall()) == fulltext_index.TRIGGERS  # as the migration made them
+        assert set(fulltext_index.TRIGGERS.values()) <= set(migration.SQLITE_FORWARD)
+        cursor.execute("DROP TRIGGER chat_message_fts_insert")  # as rebuilding chat_message does
+    missed = say(talk, "written while nothing indexed it")
+    assert found("nothing indexed") == []
+    emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
+    assert found("nothing indexed") == [missed.pk]
+    assert found("indexed", scope=Message.objects.filter(pk=say(talk, "indexed again").pk)) == [missed.pk + 1]
+    assert fulltext_index.repair() == []  # nothing missing: nothing done
 
 
 # --- text the streaming core and agent runs wrote, through the real processes ------------------------

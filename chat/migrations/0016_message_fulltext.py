@@ -15,7 +15,7 @@ streaming core's single-statement updates (parley/statements.py), bulk inserts, 
   twice), kept by triggers, filled once from the existing rows.
 
 SQLite drops a table's triggers when a later migration rebuilds `chat_message` (how SQLite alters
-a column); tests/test_fulltext.py checks they are there after every migration."""
+a column); support/fulltext_index.py puts them back after every `migrate`, with the same SQL."""
 
 from django.db import migrations
 

@@ -86,6 +86,7 @@ SYNTAX = [
     "refund OR policy", "NEAR(refund policy)", "refund NOT policy", "refund AND", "^refund", "-refund", "+refund",
     "'", "''", "' OR 1=1 --", "'; DROP TABLE chat_message; --", "\\", "\\'", "%", "_", "refund <-> policy",
     "content:refund", "{content}: refund", "refund:A", "x" * 500, "\x00", "🙂", "  ", "", "...", "--",
+    "²", "½ ⅷ", "x²y", "\u0301", "a\u0301", "refund \u200b policy", "ﬁ", "İ", "ß",
 ]
 
 

@@ -38,7 +38,11 @@ def spans(text: str, query: str) -> list[tuple[int, int]]:
 def excerpt(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     """About `width` characters of `text` around the first match, on one line, with ellipses where cut."""
     found = spans(text, query)
-    start = found[0][0] if found else 0
+    return excerpt_at(text, found[0][0] if found else 0, width)
+
+
+def excerpt_at(text: str, start: int, width: int = SNIPPET_CHARS) -> str:
+    """About `width` characters of `text` around offset `start`, on one line, with ellipses where cut."""
     begin = max(0, start - width // 3)
     end = min(len(text), begin + width)
     begin = max(0, min(begin, end - width))
@@ -48,8 +52,13 @@ def excerpt(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
 
 def highlighted(text: str, query: str) -> SafeString:
     """`text` as HTML: every piece escaped, then the matches wrapped in <mark>."""
+    return marked(text, spans(text, query))
+
+
+def marked(text: str, found: list[tuple[int, int]]) -> SafeString:
+    """`text` as HTML: every piece escaped, then the spans `found` (in order, apart) wrapped in <mark>."""
     parts, last = [], 0
-    for start, end in spans(text, query):
+    for start, end in found:
         parts += [escape(text[last:start]), f"<mark>{escape(text[start:end])}</mark>"]
         last = end
     parts.append(escape(text[last:]))

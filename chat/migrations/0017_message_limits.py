@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0015_provider_endpoints'),
+        ('chat', '0016_message_fulltext'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

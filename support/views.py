@@ -11,6 +11,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import Plan
+from agents.models import AgentRun
 from chat.models import ChatModel, Conversation, Message
 from support import annotations, audit, exports, fulltext, listing
 from support.models import AuditEvent, Flag
@@ -18,6 +19,7 @@ from support.policy import Act, may, require, support_only
 from support.transcript import conversation_for, read, revealed_message
 
 QUERY_MAX = 200
+RUN_HITS = 20  # agent runs matching, shown above the messages on a search's first page
 
 
 def _private(response: HttpResponse) -> HttpResponse:
@@ -50,12 +52,19 @@ def console(request: HttpRequest) -> HttpResponse:
         after = request.GET.get("after", "")
         if query:
             before = _positive(request.GET.get("before", ""))
-            scope = Message.objects.filter(conversation__in=listing.conversations(filters).values("pk"))
-            found = fulltext.search(query, scope=scope, before=before)
-            context.update(filters=filters, hits=_hits_with_conversations(found.hits), search=found)
+            allowed = listing.conversations(filters).values("pk")
+            found = fulltext.search(query, scope=Message.objects.filter(conversation__in=allowed), before=before)
+            # Agent runs write no messages: their goals, steps and results are searched beside them.
+            runs = fulltext.search_runs(query, scope=AgentRun.objects.filter(conversation__in=allowed), limit=RUN_HITS) if before is None else None
+            run_hits = runs.hits if runs else []
+            context.update(
+                filters=filters, hits=_with_conversations(found.hits), search=found, run_hits=_with_conversations(run_hits),
+            )
             audit.record(
-                request.user, AuditEvent.Action.SEARCH, conversations=sorted({hit.conversation_id for hit in found.hits}),
-                query=_described(query, filters), detail={"hits": len(found.hits), "dropped": found.dropped},
+                request.user, AuditEvent.Action.SEARCH,
+                conversations=sorted({hit.conversation_id for hit in [*found.hits, *run_hits]}),
+                query=_described(query, filters),
+                detail={"hits": len(found.hits), "run_hits": len(run_hits), "dropped": found.dropped},
             )
         else:
             current = listing.page(filters, listing.Cursor.decode(after) if after else None)
@@ -86,7 +95,7 @@ def _described(query: str, filters: listing.Filters) -> str:
     return " ".join(parts)
 
 
-def _hits_with_conversations(hits: list[Any]) -> list[dict[str, Any]]:
+def _with_conversations(hits: list[Any]) -> list[dict[str, Any]]:
     ids = {hit.conversation_id for hit in hits}
     conversations = Conversation.objects.select_related("owner").in_bulk(ids)
     return [{"hit": hit, "conversation": conversations.get(hit.conversation_id)} for hit in hits]

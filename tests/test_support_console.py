@@ -331,3 +331,14 @@ def test_the_json_api_goes_through_the_same_policy_masking_and_record(support_cl
     scripted = Client().get("/api/support/conversations/", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert scripted.status_code == 200
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["list", "view", "list"]
+
+
+def test_search_finds_agent_runs_beside_messages(support_client, alice):
+    conversation = create_conversation(alice, title="Research")
+    run = AgentRun.objects.create(owner=alice, conversation=conversation, goal="Compare shipping carriers", model="parley-demo")
+    AgentStep.objects.create(run=run, index=1, kind="model", title="Thinking", text="The cheapest carrier is Zephyrline.")
+    page = support_client.get("/support/", {"q": "zephyrline"}).content.decode()
+    assert f"agent run {run.pk}" in page and f"#run-{run.pk}" in page
+    assert "<mark>Zephyrline</mark>" in page
+    event = AuditEvent.objects.get()
+    assert event.conversations == [conversation.pk] and event.detail["run_hits"] == 1

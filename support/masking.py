@@ -6,10 +6,11 @@
 
 What counts, and what deliberately does not:
 - e-mail addresses in the usual `local@domain.tld` syntax (letters of any script);
-- payment cards: 13 to 19 digits, bare or in groups split by single spaces or dashes, and only
-  when the Luhn check passes (an order number or a 16-digit id that fails it stays);
+- payment cards: 13 to 19 digits, bare or in groups split by single spaces or by single dashes,
+  and only when the Luhn check passes (an order number or a 16-digit id that fails it stays);
 - IBANs: country code, two check digits, up to 30 letters or digits, bare or in groups of four,
-  and only when the ISO 13616 mod-97 check passes. The digits of an IBAN-shaped string that
+  and only when the ISO 13616 mod-97 check passes (and, for the registry's countries, the length
+  is the country's). The digits of an IBAN-shaped string that
   fails it are not read as a card or a phone number either;
 - IPv4 and IPv6 addresses as `ipaddress` reads them (`999.1.1.1`, `1.2.3`, `12:30:45` stay; an
   IPv6 address needs a digit, so `::` and words like `dead::beef` stay);
@@ -127,7 +128,7 @@ _NUMBER_BRANCHES: tuple[tuple[str, str, str], ...] = (
     # 13 to 19 digits, bare or grouped.
     ("card", r"(?<=[0-9])(?<![.-].)", r"""
         (?=(?:[ -]?[0-9]){12})
-        (?:[0-9]{12,18}|[0-9]{1,5}(?:[ -][0-9]{2,6}){1,8})
+        (?:[0-9]{12,18}|[0-9]{1,5}(?P<card_sep>[ -])[0-9]{2,6}(?:(?P=card_sep)[0-9]{2,6}){0,7})
         (?!\w|[.-][0-9])"""),
     ("phone_national", r"(?<![.+-].)", r"""
         (?:
@@ -159,71 +160,102 @@ _NUMBERS = _numbers_pattern(_NUMBER_BRANCHES)
 _NUMBER_ALONE = tuple((branch[0], _numbers_pattern((branch,))) for branch in _NUMBER_BRANCHES)
 _NUMBER_INDEX = {name: i for i, (name, _) in enumerate(_NUMBER_ALONE)}
 
-# A number check gets the text and the candidate's start and end, and answers with a find
-# (kind, start, end), possibly shorter than the candidate, or None.
+# A number check gets the text and the candidate's start and end, and answers with its finds
+# (kind, start, end), each possibly shorter than the candidate; none if it is rejected.
 Find = tuple[str, int, int]
-NumberCheck = Callable[[str, int, int], Find | None]
+NumberCheck = Callable[[str, int, int], list[Find]]
+
+# IBAN lengths by country (the SWIFT IBAN registry): a known country's IBAN has exactly its length,
+# which also tells where one ends when a group follows it; any other country's is taken whole.
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
+    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
+    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
+    "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21,
+    "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28,
+    "NL": 18, "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22,
+    "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
+    "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}
 
 
-def _iban(text: str, start: int, end: int) -> Find | None:
+def _iban(text: str, start: int, end: int) -> list[Find]:
     candidate = text[start:end]
-    for n in _ends(candidate, " "):
+    length = IBAN_LENGTHS.get(candidate[:2].upper())
+    for n in _ends(candidate, " ") if length else [len(candidate)]:
         compact = candidate[:n].replace(" ", "").upper()
-        if len(compact) < 15:
+        if length is None or len(compact) == length:
+            if iban_valid(compact):
+                return [("iban", start, start + n)]
             break
-        if iban_valid(compact):
-            return "iban", start, start + n
-    return "void", start, end
+    return [("void", start, end)]
 
 
-def _card(text: str, start: int, end: int) -> Find | None:
+def _card(text: str, start: int, end: int) -> list[Find]:
+    """The card numbers among the candidate's groups (its pattern keeps one separator throughout).
+
+    A candidate may hold more than a card (`ref 12 4111 1111 1111 1111`): every run of groups with
+    13 to 19 digits is a window, and the longest Luhn-valid windows that do not overlap are cards."""
     candidate = text[start:end]
-    for n in _ends(candidate, " -"):
-        digits = _digits(candidate[:n])
-        if len(digits) < 13:
-            return None
-        if len(digits) <= 19 and luhn_valid(digits):
-            return "card", start, start + n
-    return None
+    sep = " " if " " in candidate else "-"
+    groups, offset = [], 0
+    for group in candidate.split(sep):
+        groups.append((offset, offset + len(group)))
+        offset += len(group) + 1
+    windows = []
+    for i in range(len(groups)):
+        digits = 0
+        for j in range(i, len(groups)):
+            digits += groups[j][1] - groups[j][0]
+            if digits > 19:
+                break
+            if digits >= 13:
+                windows.append((-digits, groups[i][0], groups[j][1]))
+    finds: list[Find] = []
+    for _, s, e in sorted(windows):
+        if all(e <= fs - start or s >= fe - start for _, fs, fe in finds) and luhn_valid(candidate[s:e].replace(sep, "")):
+            finds.append(("card", start + s, start + e))
+    return finds
 
 
-def _ipv4(text: str, start: int, end: int) -> Find | None:
+def _ipv4(text: str, start: int, end: int) -> list[Find]:
     try:
         ipaddress.IPv4Address(text[start:end])
     except ValueError:
-        return None
-    return "ip", start, end
+        return []
+    return [("ip", start, end)]
 
 
-def _phone_intl(text: str, start: int, end: int) -> Find | None:
+def _phone_intl(text: str, start: int, end: int) -> list[Find]:
     candidate = text[start:end]
     prefix = 2 if candidate.startswith("00") else 1
     # A bare run of digits that starts with 00 is as likely an id as a number dialled abroad.
     if prefix == 2 and not any(ch in " .-(" for ch in candidate):
-        return None
+        return []
     for n in _ends(candidate, " .-("):
         count = len(_digits(candidate[prefix:n]))
         if count < 8:
-            return None
+            break
         if count <= 15:
-            return "phone", start, start + n
-    return None
+            return [("phone", start, start + n)]
+    return []
 
 
 def _thousands(groups: list[str]) -> bool:
     return len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])
 
 
-def _phone_national(text: str, start: int, end: int) -> Find | None:
+def _phone_national(text: str, start: int, end: int) -> list[Find]:
     candidate = text[start:end]
     for n in _ends(candidate, " .-"):
         part = candidate[:n]
         count = len(_digits(part))
         if count < 10:
-            return None
+            break
         if count <= 11 and (part.startswith("(") or not _thousands(re.split(r"[ .-]", part))):
-            return "phone", start, start + n
-    return None
+            return [("phone", start, start + n)]
+    return []
 
 
 _NUMBER_CHECKS: dict[str, NumberCheck] = {
@@ -231,7 +263,7 @@ _NUMBER_CHECKS: dict[str, NumberCheck] = {
 }
 
 
-def _number_find(text: str, m: re.Match[str], name: str) -> Find | None:
+def _number_finds(text: str, m: re.Match[str], name: str) -> list[Find]:
     # An IBAN's match starts at its check digits: its country code is the two characters before.
     start = m.start() - 2 if name == "iban" else m.start()
     return _NUMBER_CHECKS[name](text, start, m.end())
@@ -243,16 +275,18 @@ def _numbers(text: str, finds: list[Find]) -> None:
     while (m := search(text, pos)) is not None:
         name = m.lastgroup
         assert name is not None
-        found = _number_find(text, m, name)
-        if found is None:
+        found = _number_finds(text, m, name)
+        if not found:
             for later, pattern in _NUMBER_ALONE[_NUMBER_INDEX[name] + 1:]:
                 other = pattern.match(text, m.start())
-                if other is not None and (found := _number_find(text, other, later)) is not None:
+                if other is not None and (found := _number_finds(text, other, later)):
                     break
-        if found is not None:
-            finds.append(found)
+        finds.extend(found)
         # Inside a phone number a card may start (it wins); inside anything else nothing that would.
-        pos = found[2] if found is not None and found[0] in ("card", "iban", "ip") else m.start() + 1
+        if found and found[-1][0] in ("card", "iban", "ip"):
+            pos = max(f[2] for f in found)
+        else:
+            pos = m.start() + 1
 
 
 # --- IPv6 ------------------------------------------------------------------------------------------
@@ -267,13 +301,17 @@ _V6_RUN = b"h" * 15
 
 def _ipv6(text: str, finds: list[Find]) -> None:
     starts: set[int] = set()
-    at = text.find("::")
+    at, end = text.find("::"), 0
     while at != -1:
+        # The run of hex digits, colons and dots around it, each looked at once.
         start = at
-        while start > 0 and text[start - 1] in _V6_CHARS:
+        while start > end and text[start - 1] in _V6_CHARS:
             start -= 1
         starts.add(start)
-        at = text.find("::", at + 2)
+        end = at + 2
+        while end < len(text) and text[end] in _V6_CHARS:
+            end += 1
+        at = text.find("::", end)
     if text.count(":") >= 7:
         runs = text.encode("ascii", "replace").translate(_V6_BYTES)
         at = runs.find(_V6_RUN)
@@ -295,7 +333,6 @@ def _ipv6(text: str, finds: list[Find]) -> None:
 # --- E-mail addresses ------------------------------------------------------------------------------
 
 _LOCAL_CHARS = frozenset("!#$%&'*+/=?^_`{|}~-.")
-_LOCAL = re.compile(r"[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*\Z")
 _LABEL = r"[^\W_](?:[\w-]*[^\W_])?"
 _DOMAIN = re.compile(rf"(?:{_LABEL}\.)+[^\W\d_](?:[\w-]*[^\W_])?")
 
@@ -306,10 +343,11 @@ def _emails(text: str, finds: list[Find]) -> None:
         start = at
         while start > 0 and (text[start - 1].isalnum() or text[start - 1] in _LOCAL_CHARS):
             start -= 1
-        local = _LOCAL.search(text, start, at) if start < at else None
-        domain = _DOMAIN.match(text, at + 1) if local is not None else None
-        if local is not None and domain is not None:
-            finds.append(("email", local.start(), domain.end()))
+        # Leading dots are the sentence's; dots anywhere else are taken as typed (`jo..e@`, `jo.@`).
+        local = text[start:at].lstrip(".")
+        domain = _DOMAIN.match(text, at + 1) if local else None
+        if domain is not None:
+            finds.append(("email", at - len(local), domain.end()))
             at = text.find("@", domain.end())
         else:
             at = text.find("@", at + 1)

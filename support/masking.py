@@ -15,7 +15,7 @@ What counts, and what deliberately does not:
 - IPv4 and IPv6 addresses as `ipaddress` reads them (`999.1.1.1`, `1.2.3`, `12:30:45` stay; an
   IPv6 address needs a digit, so `::` and words like `dead::beef` stay);
 - phone numbers: international ones (`+44 20 7946 0958`, `0044 20 7946 0958`: 8 to 15 digits
-  after the prefix; a bare `00…` run needs a separator), and national ones only in a phone-like
+  after the prefix; after `00`, a real country code set apart), and national ones only in a phone-like
   grouping (`(415) 555-2671`, `415-555-2671`, `020 7946 0958`: 10 or 11 digits in three or more
   groups with one separator, or after an area code in parentheses). Dates, times, versions,
   prices and thousands groupings (`1 234 567 890`) stay;
@@ -121,14 +121,15 @@ _NUMBER_BRANCHES: tuple[tuple[str, str, str], ...] = (
         )(?!\w)"""),
     ("phone_intl", r"(?<=[+0])(?<![+].)", r"""
         (?:(?<=\+)|(?<=0)0)[1-9]
-        (?:[0-9]|[ .-](?=[0-9(])|\([0-9]{1,5}\)(?=[ .-]?[0-9])){6,30}
+        (?:[0-9]|[ .-](?=[0-9]|\([0-9])|\([0-9]{1,5}\)(?=[ .-]?[0-9])){6,30}
         (?!\w)"""),
-    ("ipv4", r"(?<=[0-9])(?<![.].)", r"""
+    # Not after a `+`: `+1.123.145.201` is a phone number.
+    ("ipv4", r"(?<=[0-9])(?<![.+].)", r"""
         [0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?!\w|\.[0-9])"""),
-    # 13 to 19 digits, bare or grouped.
-    ("card", r"(?<=[0-9])(?<![.-].)", r"""
+    # 13 to 19 digits, bare or grouped (the last group may be one digit: `4222 2222 2222 2`).
+    ("card", r"(?<=[0-9])(?<![.+-].)", r"""
         (?=(?:[ -]?[0-9]){12})
-        (?:[0-9]{12,18}|[0-9]{1,5}(?P<card_sep>[ -])[0-9]{2,6}(?:(?P=card_sep)[0-9]{2,6}){0,7})
+        (?:[0-9]{12,18}|[0-9]{1,5}(?:(?P<card_sep>[ -])[0-9]{2,6}(?:(?P=card_sep)[0-9]{2,6}){0,7})(?:(?P=card_sep)[0-9])?)
         (?!\w|[.-][0-9])"""),
     ("phone_national", r"(?<![.+-].)", r"""
         (?:
@@ -193,30 +194,25 @@ def _iban(text: str, start: int, end: int) -> list[Find]:
 
 
 def _card(text: str, start: int, end: int) -> list[Find]:
-    """The card numbers among the candidate's groups (its pattern keeps one separator throughout).
+    """The card number in the candidate's groups (its pattern keeps one separator throughout).
 
-    A candidate may hold more than a card (`ref 12 4111 1111 1111 1111`): every run of groups with
-    13 to 19 digits is a window, and the longest Luhn-valid windows that do not overlap are cards."""
+    The candidate may hold a little more than the card: a short number before it (`ref 12 4111 1111
+    1111 1111`) or a security code or year after it. So the candidate is tried whole, without a first
+    group of up to three digits, and without a last group of up to four, longest first."""
     candidate = text[start:end]
     sep = " " if " " in candidate else "-"
-    groups, offset = [], 0
-    for group in candidate.split(sep):
-        groups.append((offset, offset + len(group)))
-        offset += len(group) + 1
-    windows = []
-    for i in range(len(groups)):
-        digits = 0
-        for j in range(i, len(groups)):
-            digits += groups[j][1] - groups[j][0]
-            if digits > 19:
-                break
-            if digits >= 13:
-                windows.append((-digits, groups[i][0], groups[j][1]))
-    finds: list[Find] = []
-    for _, s, e in sorted(windows):
-        if all(e <= fs - start or s >= fe - start for _, fs, fe in finds) and luhn_valid(candidate[s:e].replace(sep, "")):
-            finds.append(("card", start + s, start + e))
-    return finds
+    groups = candidate.split(sep)
+    firsts = [0, 1] if len(groups) > 2 and len(groups[0]) <= 3 else [0]
+    lasts = [len(groups), len(groups) - 1] if len(groups) > 2 and len(groups[-1]) <= 4 else [len(groups)]
+    windows = sorted(
+        ((-sum(map(len, groups[i:j])), i, j) for i in firsts for j in lasts),
+    )
+    for negative, i, j in windows:
+        digits = "".join(groups[i:j])
+        if 13 <= -negative <= 19 and luhn_valid(digits):
+            s = sum(len(g) + 1 for g in groups[:i])
+            return [("card", start + s, start + s + len(sep.join(groups[i:j])))]
+    return []
 
 
 def _ipv4(text: str, start: int, end: int) -> list[Find]:
@@ -227,11 +223,32 @@ def _ipv4(text: str, start: int, end: int) -> list[Find]:
     return [("ip", start, end)]
 
 
+# Country calling codes (ITU E.164) are prefix-free: one or two digits, or three that start with one
+# of these pairs.
+_CALLING_CODES = frozenset(
+    "1 7 20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 60 61 62 63 64 "
+    "65 66 81 82 84 86 90 91 92 93 94 95 98".split()
+)
+_CALLING_CODE_PAIRS = frozenset("21 22 23 24 25 26 28 29 35 37 38 42 50 59 67 68 69 80 85 87 88 96 97 99".split())
+_SEPARATOR = re.compile(r"[ .(-]")
+
+
+def calling_code(digits: str) -> bool:
+    return digits in _CALLING_CODES or (len(digits) == 3 and digits[:2] in _CALLING_CODE_PAIRS)
+
+
 def _phone_intl(text: str, start: int, end: int) -> list[Find]:
     candidate = text[start:end]
     prefix = 2 if candidate.startswith("00") else 1
-    # A bare run of digits that starts with 00 is as likely an id as a number dialled abroad.
-    if prefix == 2 and not any(ch in " .-(" for ch in candidate):
+    if prefix == 2:
+        # Written with 00, a number dialled abroad sets its country code apart (`0044 20 7946 0958`);
+        # a run of digits that starts with 00 (`0010 0000 0000 0009`) is as likely an id or a card.
+        first = _SEPARATOR.search(candidate)
+        if first is None or not calling_code(candidate[2:first.start()]):
+            return []
+        if _follows_a_group(text, start, first.group()):
+            return []
+    if _card_layout(candidate):
         return []
     for n in _ends(candidate, " .-("):
         count = len(_digits(candidate[prefix:n]))
@@ -246,8 +263,27 @@ def _thousands(groups: list[str]) -> bool:
     return len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])
 
 
+def _card_layout(candidate: str) -> bool:
+    """Four groups of four digits: a card's layout (one that failed its check), never a phone number."""
+    groups = _SEPARATOR.split(candidate)
+    return len(groups) == 4 and all(len(g) == 4 and g.isdigit() for g in groups)
+
+
+def _follows_a_group(text: str, start: int, sep: str) -> bool:
+    """Whether a group of digits and `sep` come before `start`: then the candidate is the last groups
+    of a longer number (`2000 0000 0000 07`), not a phone number of its own (`v2 415 555 2671` is)."""
+    if start < 2 or text[start - 1] != sep or not "0" <= text[start - 2] <= "9":
+        return False
+    i = start - 2
+    while i > 0 and "0" <= text[i - 1] <= "9":
+        i -= 1
+    return i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")
+
+
 def _phone_national(text: str, start: int, end: int) -> list[Find]:
     candidate = text[start:end]
+    if _follows_a_group(text, start, next((ch for ch in candidate if ch in " .-"), "")) or _card_layout(candidate):
+        return []
     for n in _ends(candidate, " .-"):
         part = candidate[:n]
         count = len(_digits(part))

@@ -10,15 +10,16 @@ What counts, and what deliberately does not:
   and only when the Luhn check passes (an order number or a 16-digit id that fails it stays);
 - IBANs: country code, two check digits, up to 30 letters or digits, bare or in groups of four,
   and only when the ISO 13616 mod-97 check passes (and, for the registry's countries, the length
-  is the country's). The digits of an IBAN-shaped string that
-  fails it are not read as a card or a phone number either;
+  is the country's). The digits of a string shaped exactly like a country's IBAN that fails the
+  check are not read as a card or a phone number either;
 - IPv4 and IPv6 addresses as `ipaddress` reads them (`999.1.1.1`, `1.2.3`, `12:30:45` stay; an
   IPv6 address needs a digit, so `::` and words like `dead::beef` stay);
 - phone numbers: international ones (`+44 20 7946 0958`, `0044 20 7946 0958`: 8 to 15 digits
-  after the prefix; after `00`, a real country code set apart), and national ones only in a phone-like
-  grouping (`(415) 555-2671`, `415-555-2671`, `020 7946 0958`: 10 or 11 digits in three or more
-  groups with one separator, or after an area code in parentheses). Dates, times, versions,
-  prices and thousands groupings (`1 234 567 890`) stay;
+  after the prefix; after `00`, a real country code set apart), and national ones only in a
+  phone-like grouping (`(415) 555-2671`, `415-555-2671`, `020 7946 0958`: 10 or 11 digits in three
+  or more groups with one separator, or after an area code in parentheses). Dates, times,
+  versions, prices, thousands groupings (`1 234 567 890`), the last groups of a longer number and
+  four groups of four digits (a card's layout) stay;
 - secrets: API keys by their prefix (OpenAI and Anthropic `sk-`, GitHub `ghp_`/`gho_`/
   `github_pat_`, Slack `xox?-`, AWS `AKIA`, Google `AIza`, Stripe `sk_live_`, Parley's own `prl_`
   tokens), JWTs, the token after `Bearer`, and long strings that look random: 32 or more
@@ -30,11 +31,12 @@ Where two finds overlap, the kind listed first in `_PRIORITY` wins (a Luhn-valid
 read as a phone number, an IPv4 address never as one either).
 
 Speed: the console masks every message it shows and exports mask whole conversations, so each
-kind is looked for where it can be, at C speed, before any Python runs: e-mail addresses around
-an `@` (`str.find`); secrets in runs of 20 or more key characters, found on a byte copy of the
-text (`bytes.translate`, then `bytes.find`); IPv6 addresses at a `::` or in a run of 15 hex digits, colons and dots; cards,
-IBANs, IPv4 addresses and phone numbers in one pass of one pattern that starts at a digit, a `+`
-or a `(`. Each candidate is then checked in Python (Luhn, mod 97, `ipaddress`, ...).
+kind is looked for only where it can be, found at C speed before any Python runs: e-mail
+addresses around an `@` (`str.find`); secrets in runs of 20 or more key characters, found on a
+byte copy of the text (`bytes.translate`, then `bytes.find`); IPv6 addresses at a `::` or in a
+run of 15 hex digits, colons and dots (the same way); cards, IBANs, IPv4 addresses and phone
+numbers in one pass of one pattern that starts at a digit, a `+` or a `(`. Each candidate is then
+checked in Python (Luhn, mod 97, `ipaddress`, ...). Any text takes linear time.
 """
 
 import bisect
@@ -70,8 +72,8 @@ def _digits(text: str) -> str:
 def _ends(candidate: str, separators: str) -> Iterator[int]:
     """The candidate's length, then the ends of its shorter prefixes that stop before a separator.
 
-    A greedy pattern may take a stray group after the value (`4111 1111 1111 1111 123`, a card and
-    its security code): the value is then the longest prefix that passes the check."""
+    A greedy pattern may take a stray group after the value (`BE68 5390 0754 7034 2024`, an IBAN and
+    a year): the value is then the longest prefix that passes the check."""
     yield len(candidate)
     last = len(candidate)
     for i in range(len(candidate) - 1, 0, -1):
@@ -146,14 +148,18 @@ _MANY_DIGITS = ("card", "phone_national")
 
 
 def _numbers_pattern(branches: tuple[tuple[str, str, str], ...]) -> re.Pattern[str]:
-    def alternatives(names: object) -> str:
-        return "|".join(f"{lb}(?P<{n}>{rest})" for n, lb, rest in branches if names(n))  # type: ignore[operator]
+    def alternatives(which: Callable[[str], bool]) -> str:
+        return "|".join(f"{lb}(?P<{n}>{rest})" for n, lb, rest in branches if which(n))
 
+    after_letters = alternatives(lambda n: n in _AFTER_LETTERS)
     many = alternatives(lambda n: n in _MANY_DIGITS)
     few = alternatives(lambda n: n not in _MANY_DIGITS and n not in _AFTER_LETTERS)
-    after_word = "|".join(filter(None, [few, many and rf"(?=(?:[ .()-]{{0,2}}[0-9]){{9}})(?:{many})"]))
-    top = "|".join(filter(None, [alternatives(lambda n: n in _AFTER_LETTERS), after_word and rf"(?<!\w.)(?:{after_word})"]))
-    return re.compile(f"[0-9+(](?:{top})", re.VERBOSE)
+    if many:
+        many = rf"(?=(?:[ .()-]{{0,2}}[0-9]){{9}})(?:{many})"
+    after_word = "|".join(filter(None, [few, many]))
+    if after_word:
+        after_word = rf"(?<!\w.)(?:{after_word})"
+    return re.compile("[0-9+(](?:" + "|".join(filter(None, [after_letters, after_word])) + ")", re.VERBOSE)
 
 
 _NUMBERS = _numbers_pattern(_NUMBER_BRANCHES)
@@ -184,13 +190,15 @@ IBAN_LENGTHS = {
 def _iban(text: str, start: int, end: int) -> list[Find]:
     candidate = text[start:end]
     length = IBAN_LENGTHS.get(candidate[:2].upper())
-    for n in _ends(candidate, " ") if length else [len(candidate)]:
+    if length is None:
+        compact = candidate.replace(" ", "").upper()
+        return [("iban", start, end)] if iban_valid(compact) else []
+    for n in _ends(candidate, " "):
         compact = candidate[:n].replace(" ", "").upper()
-        if length is None or len(compact) == length:
-            if iban_valid(compact):
-                return [("iban", start, start + n)]
-            break
-    return [("void", start, end)]
+        if len(compact) == length:
+            # Shaped exactly like the country's IBAN: if the check fails, its digits are no card.
+            return [("iban" if iban_valid(compact) else "void", start, start + n)]
+    return []
 
 
 def _card(text: str, start: int, end: int) -> list[Find]:
@@ -282,7 +290,10 @@ def _follows_a_group(text: str, start: int, sep: str) -> bool:
 
 def _phone_national(text: str, start: int, end: int) -> list[Find]:
     candidate = text[start:end]
-    if _follows_a_group(text, start, next((ch for ch in candidate if ch in " .-"), "")) or _card_layout(candidate):
+    if _card_layout(candidate):
+        return []
+    sep = _SEPARATOR.search(candidate)
+    if sep is not None and not candidate.startswith("(") and _follows_a_group(text, start, sep.group()):
         return []
     for n in _ends(candidate, " .-"):
         part = candidate[:n]
@@ -405,7 +416,7 @@ _SECRET = re.compile(r"""
     )(?![\w-])
   | (?<![\w+/-])(?P<random>[A-Za-z0-9+/_-]{32,}={0,2})(?![\w+/=-])
 """, re.VERBOSE)
-_BEARER = re.compile(r"(?i:bearer)[ \t]+\Z")
+_BEARER = re.compile(r"(?<!\w)(?i:bearer)[ \t]+\Z")
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]{20,}=*")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -475,7 +486,7 @@ def _secrets(text: str, finds: list[Find]) -> None:
 
 
 def find(text: str) -> list[Span]:
-    """The personal data in `text`: sorted, non-overlapping spans."""
+    """The personal data in `text`: sorted, non-overlapping spans, each of a kind in `KINDS`."""
     finds: list[Find] = []
     if "@" in text:
         _emails(text, finds)

@@ -329,11 +329,8 @@ def _numbers(text: str, finds: list[Find]) -> None:
                 if other is not None and (found := _number_finds(text, other, later)):
                     break
         finds.extend(found)
-        # Inside a phone number a card may start (it wins); inside anything else nothing that would.
-        if found and found[-1][0] in ("card", "iban", "ip"):
-            pos = max(f[2] for f in found)
-        else:
-            pos = m.start() + 1
+        # A rejected candidate may hold a shorter one further in (`12 4111 1111 1111 1111`).
+        pos = found[-1][2] if found else m.start() + 1
 
 
 # --- IPv6 ------------------------------------------------------------------------------------------

@@ -282,6 +282,19 @@ def test_a_bearer_token_is_masked_and_the_scheme_stays():
     stays("Bearer authentication is described in RFC 6750")
 
 
+def test_keys_in_urls_headers_and_assignments_are_masked():
+    assert mask("GET https://maps.example.com/v1?key=AIzaSyA1234567890abcdefghijklmnopqrstuv&q=1") == (
+        "GET https://maps.example.com/v1?key=[secret]&q=1")
+    assert mask('curl -H "Authorization: Bearer sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"') == (
+        'curl -H "Authorization: Bearer [secret]"')
+    assert mask("export OPENAI_API_KEY=sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z") == "export OPENAI_API_KEY=[secret]"
+
+
+def test_offsets_hold_in_text_beyond_ascii():
+    text = "🙂 naïve “quote” — 你好 sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z, 4111 1111 1111 1111 and ::1 🙂"
+    assert mask(text) == "🙂 naïve “quote” — 你好 [secret], [card] and [ip] 🙂"
+
+
 @given(st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper()))
 def test_uuids_are_identifiers_and_stay(uuid):
     stays(f"conversation {uuid} was exported")

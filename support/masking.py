@@ -6,8 +6,9 @@
 
 What counts, and what deliberately does not:
 - e-mail addresses in the usual `local@domain.tld` syntax (letters of any script);
-- payment cards: 13 to 19 digits, bare or in groups split by single spaces or by single dashes,
-  and only when the Luhn check passes (an order number or a 16-digit id that fails it stays);
+- payment cards: 13 to 19 digits, bare or in groups of three to six split by single spaces or by
+  single dashes (one of them throughout), and only when the Luhn check passes (an order number or
+  a 16-digit id that fails it stays);
 - IBANs: country code, two check digits, up to 30 letters or digits, bare or in groups of four,
   and only when the ISO 13616 mod-97 check passes (and, for the registry's countries, the length
   is the country's). The digits of a string shaped exactly like a country's IBAN that fails the
@@ -128,15 +129,17 @@ _NUMBER_BRANCHES: tuple[tuple[str, str, str], ...] = (
     # Not after a `+`: `+1.123.145.201` is a phone number.
     ("ipv4", r"(?<=[0-9])(?<![.+].)", r"""
         [0-9]{0,2}\.(?:[0-9]{1,3}\.){2}[0-9]{1,3}(?!\w|\.[0-9])"""),
-    # 13 to 19 digits, bare or grouped (the last group may be one digit: `4222 2222 2222 2`).
+    # 13 to 19 digits, bare or in groups of three to six (the first and the last may be shorter:
+    # `4222 2222 2222 2`, and `12 4111 1111 1111 1111`, where the card is found without the 12).
     ("card", r"(?<=[0-9])(?<![.+-].)", r"""
         (?=(?:[ -]?[0-9]){12})
-        (?:[0-9]{12,18}|[0-9]{1,5}(?:(?P<card_sep>[ -])[0-9]{2,6}(?:(?P=card_sep)[0-9]{2,6}){0,7})(?:(?P=card_sep)[0-9])?)
+        (?:[0-9]{12,18}|[0-9]{0,5}(?P<card_sep>[ -])(?:[0-9]{3,6}(?P=card_sep)){1,5}[0-9]{1,6})
         (?!\w|[.-][0-9])"""),
     ("phone_national", r"(?<![.+-].)", r"""
         (?:
             (?<=\()[0-9]{2,5}\)[ ]?[0-9]{2,4}(?:[ .-]?[0-9]{2,4}){1,3}
           | (?<=[0-9])[0-9]{0,4}(?P<phone_sep>[ .-])[0-9]{2,4}(?:(?P=phone_sep)[0-9]{2,4}){1,4}
+            (?!(?P=phone_sep)[0-9])   # all the groups, or it is a longer number (`21 22 23 24 25 26`)
         )
         (?!\w|[.-][0-9])"""),
 )
@@ -204,9 +207,9 @@ def _iban(text: str, start: int, end: int) -> list[Find]:
 def _card(text: str, start: int, end: int) -> list[Find]:
     """The card number in the candidate's groups (its pattern keeps one separator throughout).
 
-    The candidate may hold a little more than the card: a short number before it (`ref 12 4111 1111
-    1111 1111`) or a security code or year after it. So the candidate is tried whole, without a first
-    group of up to three digits, and without a last group of up to four, longest first."""
+    The candidate may hold a little more than the card: a short number before it (`ref 123 4111
+    1111 1111 1111`) or a security code or year after it. So the candidate is tried whole, without a
+    first group of three digits, and without a last group of up to four, longest first."""
     candidate = text[start:end]
     sep = " " if " " in candidate else "-"
     groups = candidate.split(sep)
@@ -390,7 +393,9 @@ def _emails(text: str, finds: list[Find]) -> None:
         # Leading dots are the sentence's; dots anywhere else are taken as typed (`jo..e@`, `jo.@`).
         local = text[start:at].lstrip(".")
         domain = _DOMAIN.match(text, at + 1) if local else None
-        if domain is not None:
+        if domain is not None and local[0] == "`" and text.startswith("`", domain.end()):
+            local = local.lstrip("`")  # Markdown's code quotes around it, not part of it
+        if local and domain is not None:
             finds.append(("email", at - len(local), domain.end()))
             at = text.find("@", domain.end())
         else:

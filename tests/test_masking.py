@@ -112,6 +112,7 @@ def test_a_card_followed_by_its_security_code_is_masked_and_the_code_stays():
 
 def test_a_card_after_another_number_is_masked_whole():
     assert mask("ref 12 4111 1111 1111 1111 thanks") == "ref 12 [card] thanks"
+    assert mask("ref 123 4111 1111 1111 1111 thanks") == "ref 123 [card] thanks"
     assert mask("on 2026-11-30 4111 1111 1111 1111") == "on 2026-11-30 [card]"
 
 
@@ -178,6 +179,14 @@ def test_a_group_after_an_iban_is_not_part_of_it():
 def test_email_addresses_are_masked_in_any_text(parts):
     before, value, after = parts
     assert mask(before + value + after) == f"{before}[email]{after}"
+
+
+def test_an_address_in_markdown_code_keeps_its_backquotes():
+    assert mask("write to `jane@example.com` today") == "write to `[email]` today"
+
+
+def test_small_numbers_in_a_row_are_not_a_card():
+    stays("codes 21 22 23 24 25 26 28 29 and 34 36 39 40 41 43 44 45")
 
 
 def test_things_with_an_at_that_are_not_addresses_stay():

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from support.masking import IBAN_LENGTHS, KINDS, Span, find, luhn_valid, mask, masked_query
 
 # The machine is shared: no per-example deadline; and no example database left in the work tree.
-settings.register_profile("masking", deadline=None, database=None, max_examples=150)
-settings.load_profile("masking")
+# Applied test by test, so that other modules' property tests keep their own settings.
+examples = settings(deadline=None, database=None, max_examples=150)
 
 # Text around a value: words and punctuation, nothing that is personal data itself.
 WORDS = ["the", "order", "was", "refunded", "Thanks!", "see", "below:", "(ok)", "it's", "fine,", "v2", "x86", "-", "—", "“quoted”"]
@@ -79,6 +79,7 @@ def card_numbers(draw: st.DrawFn, valid: bool = True) -> str:
     return grouped(number, [4, 6, 5] if layout == "amex" else [4] * 4, sep)
 
 
+@examples
 @given(embedded(card_numbers()))
 @example((" ", "4111 1111 1111 1111", " "))
 @example(("Card ", "4111-1111-1111-1111", "."))
@@ -94,6 +95,7 @@ def sixteen_digits_failing_luhn(draw: st.DrawFn) -> str:
     return draw(st.sampled_from([number, grouped(number, [4] * 4, " "), grouped(number, [4] * 4, "-")]))
 
 
+@examples
 @given(embedded(sixteen_digits_failing_luhn()))
 @example((" ", "4111111111111112", " "))
 @example((" ", "4111 1111 1111 1112", " "))
@@ -101,6 +103,7 @@ def test_sixteen_digit_numbers_that_fail_luhn_stay(parts):
     stays("".join(parts))
 
 
+@examples
 @given(embedded(card_numbers(valid=False).map(lambda n: n.replace(" ", "").replace("-", ""))))
 def test_numbers_of_13_to_19_digits_that_fail_luhn_stay(parts):
     stays("".join(parts))
@@ -152,6 +155,7 @@ def ibans(draw: st.DrawFn, valid: bool = True) -> str:
     return iban_text(country + check + bban, draw(st.booleans()))
 
 
+@examples
 @given(embedded(ibans()))
 @example((" ", "GB82 WEST 1234 5698 7654 32", " "))
 @example((" ", "DE89370400440532013000", " "))
@@ -159,6 +163,7 @@ def test_mod_97_valid_ibans_are_masked_in_any_text(parts):
     masks_to("iban", parts)
 
 
+@examples
 @given(embedded(ibans(valid=False)))
 @example((" ", "GB83 WEST 1234 5698 7654 32", " "))
 @example((" ", "DE88370400440532013000", " "))
@@ -173,6 +178,7 @@ def test_a_group_after_an_iban_is_not_part_of_it():
 # --- e-mail addresses ------------------------------------------------------------------------------
 
 
+@examples
 @given(embedded(st.emails()))
 @example((" ", "jane.doe+support@example.co.uk", "."))
 @example(("(", "jörg@müller.de", ")"))
@@ -196,12 +202,14 @@ def test_things_with_an_at_that_are_not_addresses_stay():
 # --- IP addresses ----------------------------------------------------------------------------------
 
 
+@examples
 @given(embedded(st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))))
 @example((" ", "192.168.1.1", "."))
 def test_ipv4_addresses_are_masked_in_any_text(parts):
     masks_to("ip", parts)
 
 
+@examples
 @given(st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address), st.booleans(), words, words)
 @example(ipaddress.IPv6Address("2001:db8::1"), False, "", "")
 @example(ipaddress.IPv6Address("::1"), False, "at", "now")
@@ -240,6 +248,7 @@ def national_phones(draw: st.DrawFn) -> str:
     return layout.format(area, exchange, line)
 
 
+@examples
 @given(embedded(international_phones() | national_phones()))
 @example((" ", "+44 20 7946 0958", " "))
 @example((" ", "+1 (415) 555-2671", " "))
@@ -277,6 +286,7 @@ SECRETS = st.one_of(
 )
 
 
+@examples
 @given(embedded(SECRETS))
 @example((" ", "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z", " "))
 @example(("key=", "AKIAIOSFODNN7EXAMPLE", "\n"))
@@ -304,6 +314,7 @@ def test_offsets_hold_in_text_beyond_ascii():
     assert mask(text) == "🙂 naïve “quote” — 你好 [secret], [card] and [ip] 🙂"
 
 
+@examples
 @given(st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper()))
 def test_uuids_are_identifiers_and_stay(uuid):
     stays(f"conversation {uuid} was exported")
@@ -317,6 +328,7 @@ def test_long_words_and_identifiers_stay():
 # --- near misses -----------------------------------------------------------------------------------
 
 
+@examples
 @given(st.lists(st.tuples(st.sampled_from(NEAR_MISSES), words), max_size=12))
 def test_versions_dates_times_prices_and_order_numbers_stay(pieces):
     stays(" ".join(f"{miss} word {text}" for miss, text in pieces))
@@ -330,6 +342,7 @@ def test_each_near_miss_stays(text):
 # --- the contract ----------------------------------------------------------------------------------
 
 
+@examples
 @given(st.text(max_size=300) | st.lists(st.sampled_from(NEAR_MISSES + WORDS + ["4111 1111 1111 1111", "a@b.co", "::1", "+44 20 7946 0958", "DE89370400440532013000"])).map(" ".join))
 def test_finds_are_sorted_non_overlapping_and_of_known_kinds(text):
     spans = find(text)
@@ -380,7 +393,11 @@ def test_a_query_loses_parts_of_addresses_too():
     assert masked_query("from @example.com or jane@") == ("from or", ["email"])
 
 
-@given(words, embedded(st.one_of(card_numbers(), ibans(), st.emails(), international_phones(), SECRETS)), words)
+@examples
+@given(words, embedded(st.one_of(
+    card_numbers(), ibans(), st.emails(), international_phones(), national_phones(), SECRETS,
+    st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+)), words)
 def test_no_query_keeps_a_value_that_mask_hides(head, parts, tail):
     query = f"{head} {parts[0]}{parts[1]}{parts[2]} {tail}"
     cleaned, kinds = masked_query(query)

@@ -195,7 +195,7 @@ def run_views(conversation: Conversation, revealed: bool) -> list[RunView]:
         steps: list[AgentStep] = list(run.steps.all())
         views.append(RunView(
             id=run.pk, goal=_shown(run.goal, revealed)[0], status=run.status, model=run.model,
-            result=_shown(run.result, revealed)[0], error_code=run.error_code, error_text=run.error_text,
+            result=_shown(run.result, revealed)[0], error_code=run.error_code, error_text=_shown(run.error_text, revealed)[0],
             tokens=run.tokens, cost_usd=run.cost_usd, created=run.created, finished=run.finished,
             steps=[
                 StepView(

@@ -5,6 +5,8 @@
 // its thumbs after them.
 // chat.js owns what they do (frames on the socket, the branch shown); this draws them.
 
+import { actionButton } from "./ui.js";
+
 const RETRYABLE = new Set(["failed", "stopped", "interrupted"]);
 
 /** The ids of the versions of a message, oldest first, itself among them. */
@@ -17,12 +19,7 @@ export function setSiblings(element, siblings) {
 }
 
 function control(text, className, label, target) {
-  const node = document.createElement("button");
-  node.type = "button";
-  node.className = `msg-action ${className}`;
-  node.textContent = text;
-  node.setAttribute("aria-label", label);
-  node.title = label;
+  const node = actionButton(className, text, label);
   if (target === null) node.disabled = true;
   else if (target !== undefined) node.dataset.target = target;
   return node;

@@ -4,7 +4,7 @@
 // The rating lives on the message element (data-rating, data-comment) so that a redraw of the row
 // (branches.js) shows it again; the page and the API hand it over with each reply.
 
-import { requestJson } from "./ui.js";
+import { actionButton, requestJson } from "./ui.js";
 
 const THUMBS = [
   ["up", "Good reply"],
@@ -37,16 +37,6 @@ export function remember(element, feedback) {
   element.dataset.comment = feedback?.comment ?? "";
 }
 
-function button(className, text, label) {
-  const node = document.createElement("button");
-  node.type = "button";
-  node.className = `msg-action ${className}`;
-  node.textContent = text;
-  node.setAttribute("aria-label", label);
-  node.title = label;
-  return node;
-}
-
 /** Adds the thumbs, and "Comment" once rated, to the row branches.js drew for a finished reply. */
 export function drawButtons(element) {
   const bar = element.querySelector(".msg-actions");
@@ -55,12 +45,12 @@ export function drawButtons(element) {
   group.setAttribute("role", "group");
   group.setAttribute("aria-label", "Rate this reply");
   for (const [rating, label] of THUMBS) {
-    const thumb = button(`msg-rate msg-rate-${rating}`, "", label);
+    const thumb = actionButton(`msg-rate msg-rate-${rating}`, "", label);
     thumb.append(thumbIcon(rating));
     thumb.dataset.rating = rating;
     group.append(thumb);
   }
-  group.append(button("msg-feedback-comment", "Comment", "Comment on your rating"));
+  group.append(actionButton("msg-feedback-comment", "Comment", "Comment on your rating"));
   bar.append(group);
   bar.hidden = false;
   show(element);

@@ -26,6 +26,17 @@ export async function copyText(text) {
   return copied;
 }
 
+/** A small button of a message's tools row, named for screen readers and on hover. */
+export function actionButton(className, text, label) {
+  const node = document.createElement("button");
+  node.type = "button";
+  node.className = `msg-action ${className}`;
+  node.textContent = text;
+  node.setAttribute("aria-label", label);
+  node.title = label;
+  return node;
+}
+
 /** Shows "Copied" (or a failure) on a button for a moment. */
 export function flashButton(button, copied) {
   const label = button.dataset.label || button.textContent;

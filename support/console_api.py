@@ -24,7 +24,7 @@ def conversations(request: HttpRequest) -> HttpResponse:
         return json_error("invalid_input", str(bad))
     audit.record(
         request.user, AuditEvent.Action.LIST, conversations=[row.pk for row in current.rows],
-        query=" ".join(f"{name}={value}" for name, value in filters.as_query().items()),
+        query=listing.describe(filters),
     )
     rows = [
         {

@@ -96,6 +96,13 @@ def parse(params: Mapping[str, str]) -> Filters:
     return filters
 
 
+def describe(filters: Filters, query: str = "") -> str:
+    """What was asked, for the audit record: the search words and the filters as the address had them."""
+    parts = [f"q={query}"] if query else []
+    parts += [f"{name}={value}" for name, value in filters.as_query().items()]
+    return " ".join(parts)
+
+
 def _day_start(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
 

@@ -219,9 +219,8 @@ def read(conversation: Conversation, *, before: int | None = None, revealed: boo
     else:
         shown = paging.message_page(conversation, before, PAGE_MESSAGES)
         messages, earlier = shown.messages, shown.has_more
-    ids = [message.pk for message in messages]
     siblings = branches.siblings_of(conversation, messages)
-    feedback = {item.message_id: item for item in Feedback.objects.filter(message_id__in=ids)}
+    feedback = {item.message_id: item for item in Feedback.objects.filter(conversation=conversation)}
     flags = list(Flag.objects.filter(conversation=conversation).order_by("created", "id"))
     by_message: dict[int, list[Flag]] = {}
     for flag in flags:

@@ -43,41 +43,45 @@ def _choices() -> dict[str, Any]:
 @require_GET
 def console(request: HttpRequest) -> HttpResponse:
     """The list of conversations, filtered, sorted, a keyset page at a time; or, with `q`, the
-    messages whose text matches, inside the same filters."""
+    messages (and agent runs) whose text matches, inside the same filters."""
     require(request, Act.VIEW)
     query = request.GET.get("q", "").strip()[:QUERY_MAX]
     context: dict[str, Any] = {"q": query, **_choices(), "can_export": _may(request, Act.EXPORT)}
     try:
         filters = listing.parse(request.GET)
-        after = request.GET.get("after", "")
-        if query:
-            before = _positive(request.GET.get("before", ""))
-            allowed = listing.conversations(filters).values("pk")
-            found = fulltext.search(query, scope=Message.objects.filter(conversation__in=allowed), before=before)
-            # Agent runs write no messages: their goals, steps and results are searched beside them.
-            runs = fulltext.search_runs(query, scope=AgentRun.objects.filter(conversation__in=allowed), limit=RUN_HITS) if before is None else None
-            run_hits = runs.hits if runs else []
-            context.update(
-                filters=filters, hits=_with_conversations(found.hits), search=found, run_hits=_with_conversations(run_hits),
-            )
-            audit.record(
-                request.user, AuditEvent.Action.SEARCH,
-                conversations=sorted({hit.conversation_id for hit in [*found.hits, *run_hits]}),
-                query=_described(query, filters),
-                detail={"hits": len(found.hits), "run_hits": len(run_hits), "dropped": found.dropped},
-            )
-        else:
-            current = listing.page(filters, listing.Cursor.decode(after) if after else None)
-            context.update(filters=filters, page=current)
-            audit.record(
-                request.user, AuditEvent.Action.LIST, conversations=[row.pk for row in current.rows],
-                query=_described("", filters),
-            )
+        found = _search(request, query, filters) if query else _list(request, filters)
     except listing.BadFilter as bad:
         context.update(filters=listing.Filters(), error=str(bad))
         return _private(render(request, "support/console.html", context, status=400))
-    context["query_string"] = urlencode(filters.as_query())
+    context.update(found, filters=filters, query_string=urlencode(filters.as_query()))
     return _private(render(request, "support/console.html", context))
+
+
+def _list(request: HttpRequest, filters: listing.Filters) -> dict[str, Any]:
+    after = request.GET.get("after", "")
+    current = listing.page(filters, listing.Cursor.decode(after) if after else None)
+    audit.record(
+        request.user, AuditEvent.Action.LIST, conversations=[row.pk for row in current.rows],
+        query=listing.describe(filters),
+    )
+    return {"page": current}
+
+
+def _search(request: HttpRequest, query: str, filters: listing.Filters) -> dict[str, Any]:
+    before = _positive(request.GET.get("before", ""))
+    allowed = listing.conversations(filters).values("pk")
+    found = fulltext.search(query, scope=Message.objects.filter(conversation__in=allowed), before=before)
+    # Agent runs write no messages: their goals, steps and results are searched beside them.
+    run_hits = [] if before is not None else fulltext.search_runs(
+        query, scope=AgentRun.objects.filter(conversation__in=allowed), limit=RUN_HITS
+    ).hits
+    audit.record(
+        request.user, AuditEvent.Action.SEARCH,
+        conversations=sorted({hit.conversation_id for hit in [*found.hits, *run_hits]}),
+        query=listing.describe(filters, query),
+        detail={"hits": len(found.hits), "run_hits": len(run_hits), "dropped": found.dropped},
+    )
+    return {"search": found, "hits": _with_conversations(found.hits), "run_hits": _with_conversations(run_hits)}
 
 
 def _positive(text: str) -> int | None:
@@ -86,13 +90,6 @@ def _positive(text: str) -> int | None:
     if not text.isdigit() or len(text) > 18:
         raise listing.BadFilter("before: a message id.")
     return int(text)
-
-
-def _described(query: str, filters: listing.Filters) -> str:
-    """What was asked, for the record: the search words and the filters, as the address had them."""
-    parts = [f"q={query}"] if query else []
-    parts += [f"{name}={value}" for name, value in filters.as_query().items()]
-    return " ".join(parts)
 
 
 def _with_conversations(hits: list[Any]) -> list[dict[str, Any]]:
@@ -235,7 +232,7 @@ def export_list(request: HttpRequest) -> HttpResponse:
         return _private(HttpResponse(str(bad), status=400, content_type="text/plain"))
     # The record names the filters, not the ids: the export may hold 100,000 conversations.
     audit.record(
-        request.user, AuditEvent.Action.EXPORT, query=_described("", filters), reason=reason,
+        request.user, AuditEvent.Action.EXPORT, query=listing.describe(filters), reason=reason,
         detail={"format": "csv", "masked": not reason},
     )
     return _private(exports.conversation_list(filters, revealed=bool(reason)))

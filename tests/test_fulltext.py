@@ -249,9 +249,16 @@ def test_the_index_is_kept_by_the_database():
 
 
 def test_sqlite_triggers_a_table_rebuild_dropped_come_back_after_migrate_with_what_they_missed(talk):
-    if connection.vendor != "sqlite":
-        pytest.skip("PostgreSQL's generated column goes with the table")
     from django.core.management.sql import emit_post_migrate_signal
+
+    if connection.vendor != "sqlite":
+        # PostgreSQL's generated column goes with the table, whatever a migration rebuilds: after
+        # a migrate there is nothing to put back, and what is written is found.
+        emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
+        assert fulltext_index.repair() == []
+        written = say(talk, "written after a migrate")
+        assert found("after a migrate") == [written.pk]
+        return
 
     migration = importlib.import_module("chat.migrations.0016_message_fulltext")
     with connection.cursor() as cursor:

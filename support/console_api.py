@@ -29,7 +29,7 @@ def conversations(request: HttpRequest) -> HttpResponse:
     rows = [
         {
             "id": row.pk, "title": masked(row.display_title), "user": row.owner.get_username(),
-            "plan": row.owner.plan.name if row.owner.plan_id else "", "model": row.model.name,
+            "plan": row.plan_label, "model": row.model.name,
             "created": row.created.isoformat(), "updated": row.updated.isoformat(), "flagged": row.is_flagged,
             "negative_feedback": row.has_negative, "failed_stopped_or_interrupted": row.has_problem,
         }

@@ -120,7 +120,7 @@ def _csv_page(filters: listing.Filters, after: listing.Cursor | None, revealed: 
 def _csv_row(row: Any, revealed: bool) -> list[Any]:
     title = row.display_title if revealed else mask(row.display_title)
     return [
-        row.pk, row.owner.get_username(), row.owner.plan.name if row.owner.plan_id else "", _safe_cell(title),
+        row.pk, row.owner.get_username(), row.plan_label, _safe_cell(title),
         row.model.name, row.created.isoformat(), row.updated.isoformat(), int(row.archived), int(row.is_flagged),
         int(row.has_negative), int(row.has_problem),
     ]

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from accounts.models import Plan
 from agents.models import AgentRun
 from chat.models import Conversation, Message
 from support.models import Feedback, Flag
@@ -136,6 +137,13 @@ def conversations(filters: Filters) -> QuerySet[Conversation]:
     return rows
 
 
+def plan_label(user: Any, default: Plan | None) -> str:
+    """The user's plan by name; a user without one has the default plan, as every limit does."""
+    if user.plan_id:
+        return user.plan.name
+    return f"{default.name} (default)" if default else "none"
+
+
 def mark(rows: list[Conversation]) -> None:
     """Each row's marks (flagged, negative feedback, a reply failed, stopped or interrupted), by
     three small queries on the page's ids. As subqueries of the list, PostgreSQL would read every
@@ -148,8 +156,10 @@ def mark(rows: list[Conversation]) -> None:
     problem = set(
         Message.objects.filter(conversation_id__in=ids, status__in=PROBLEM_STATUSES).values_list("conversation_id", flat=True)
     )
+    default = Plan.default() if any(not row.owner.plan_id for row in rows) else None
     for row in rows:
         row.is_flagged, row.has_negative, row.has_problem = row.pk in flagged, row.pk in negative, row.pk in problem
+        row.plan_label = plan_label(row.owner, default)
 
 
 @dataclass(frozen=True)

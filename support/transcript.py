@@ -11,9 +11,11 @@ from typing import Any
 from django.db.models import Prefetch, prefetch_related_objects
 from django.shortcuts import get_object_or_404
 
+from accounts.models import Plan
 from agents.models import AgentRun, AgentStep
 from chat import branches, paging
 from chat.models import Conversation, Message, Upload
+from support.listing import plan_label
 from support.masking import mask
 from support.models import Feedback, Flag, Note
 
@@ -117,7 +119,7 @@ class Transcript:
             "id": conversation.pk,
             "title": self.title,
             "user": owner.username,
-            "plan": owner.plan.name if owner.plan_id else "",
+            "plan": plan_label(owner, None if owner.plan_id else Plan.default()),
             "model": conversation.model.name,
             "system_prompt": self.system_prompt,
             "created": conversation.created.isoformat(),

@@ -351,3 +351,14 @@ def test_search_finds_agent_runs_beside_messages(support_client, alice):
     assert "<mark>Zephyrline</mark>" in page
     event = AuditEvent.objects.get()
     assert event.conversations == [conversation.pk] and event.detail["run_hits"] == 1
+
+
+def test_a_user_without_a_plan_shows_the_default_one_and_a_dropped_address_is_named(support_client, conversation):
+    default = Plan.default()
+    assert default is not None  # seeded by a migration
+    assert f"{default.name} (default)" in support_client.get(f"/support/c/{conversation.pk}/").content.decode()
+    assert f"{default.name} (default)" in support_client.get("/support/").content.decode()
+    page = support_client.get("/support/", {"q": f"refund {SECRET_MAIL} +44 20 7946 0958"}).content.decode()
+    assert "an e-mail address and a phone number in the search were left out" in page
+    hits = page[page.index('<ol class="hits">'):]
+    assert "[email]" in hits and SECRET_MAIL not in hits  # the searcher's own words are echoed, no one else's

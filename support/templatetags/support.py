@@ -2,6 +2,8 @@ from typing import Any
 
 from django import template
 
+from accounts.models import Plan
+from support.listing import plan_label
 from support.masking import mask
 
 register = template.Library()
@@ -34,3 +36,22 @@ def limits_text(limits: dict[str, Any]) -> str:
     if len(words) == 1:
         words.append("no limits")
     return " · ".join(words)
+
+
+KIND_WORDS = {
+    "email": "an e-mail address", "phone": "a phone number", "card": "a card number", "iban": "an IBAN",
+    "ip": "an IP address", "secret": "a secret",
+}
+
+
+@register.filter
+def kinds_text(kinds: list[str]) -> str:
+    """The kinds of personal data a search left out, in words: "an e-mail address and a phone number"."""
+    words = [KIND_WORDS.get(kind, kind) for kind in kinds]
+    return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else "".join(words)
+
+
+@register.filter
+def plan_name(user: Any) -> str:
+    """The user's plan; a user without one has the default plan, as every limit does."""
+    return plan_label(user, Plan.default())

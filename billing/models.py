@@ -19,8 +19,10 @@ class UsageRecord(models.Model):
         REPLY = "reply"
         TITLE = "title"
         AGENT = "agent"  # one model step of an agent run
+        SHADOW = "shadow"  # a shadow model's reply to compare, never shown: billed to the site (no user)
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage")
+    # Empty for a call billed to the site itself (a shadow run, routing/shadows.py): no user pays for it.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="usage")
     conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     kind = models.CharField(max_length=10, choices=Kind.choices)
@@ -36,6 +38,9 @@ class UsageRecord(models.Model):
     cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=Decimal("0"))
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     outcome = models.CharField(max_length=12, help_text="complete, stopped, failed or interrupted")
+    attempt = models.PositiveSmallIntegerField(
+        default=1, help_text="Which provider attempt of the call this is: retries and failovers each get a row of their own.",
+    )
     error_code = models.CharField(max_length=40, blank=True, help_text="Why a failed call failed, e.g. overloaded.")
     over_reservation_tokens = models.PositiveIntegerField(
         default=0, help_text="Output tokens the provider reported beyond the most the call reserved (it ignored max_tokens)."

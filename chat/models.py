@@ -63,6 +63,14 @@ class ChatModel(models.Model):
         default=False, help_text="The model reads images: messages to it may carry PNG, JPEG, GIF and WebP files."
     )
     sort_order = models.PositiveIntegerField(default=100)
+    cache_responses = models.BooleanField(
+        default=False,
+        help_text="Replay an earlier reply to the exact same request (model, system prompt, messages, sampling) from a cache:"
+        " no provider call, no cost. Only deterministic requests (temperature 0) unless “Cache at any temperature” is set.",
+    )
+    cache_any_temperature = models.BooleanField(
+        default=False, help_text="Cache replies of requests at any temperature too (they are then replayed, not sampled again).",
+    )
 
     objects = ModelQuerySet.as_manager()
 
@@ -111,6 +119,25 @@ class ChatModel(models.Model):
             "vision": self.supports_vision,
             "price_known": self.price_known,
         }
+
+
+class FailoverLink(models.Model):
+    """One step of a model's failover chain: when `model` is unavailable before its first token,
+    `fallback` is tried, in `position` order (routing/attempts.py)."""
+
+    model = models.ForeignKey(ChatModel, on_delete=models.CASCADE, related_name="failover_links")
+    fallback = models.ForeignKey(ChatModel, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveSmallIntegerField(default=1)
+
+    class Meta:
+        ordering = ["model", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "fallback"], name="chat_failover_once"),
+            models.CheckConstraint(condition=~models.Q(model=models.F("fallback")), name="chat_failover_not_itself"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} → {self.fallback}"
 
 
 class ProviderEndpoint(models.Model):
@@ -234,6 +261,11 @@ class Message(models.Model):
     limits = models.JSONField(
         default=dict, blank=True, help_text="The plan and the limits that applied when the reply was admitted (a reply's only).",
     )
+    routing = models.JSONField(
+        default=dict, blank=True,
+        help_text="How a reply's model was chosen and reached: the model asked for, the routing rule, each failed attempt,"
+        " a failover and why, a cached reply (routing/attempts.py).",
+    )
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     generator = models.CharField(max_length=64, blank=True, help_text="The web process that runs this generation.")
@@ -281,6 +313,7 @@ class Message(models.Model):
             "status": self.status,
             "error": {"code": self.error_code, "text": self.error_text} if self.error_code else None,
             "notice": self.notice or None,
+            "routing": self.routing or None,
             "provider": self.provider or None,
             "model": self.model or None,
             "model_version": self.model_version or None,

@@ -19,7 +19,7 @@ STR_OR_NONE = (str, type(None))
 CONVERSATION = {"id": int, "title": str, "model": str, "system_prompt": str, "preset": INT_OR_NONE, "created": str, "updated": str, "archived": bool}
 MESSAGE = {
     "id": int, "conversation": int, "parent": INT_OR_NONE, "siblings": list, "role": str, "content": str, "status": str,
-    "error": (dict, type(None)), "notice": STR_OR_NONE, "provider": STR_OR_NONE, "model": STR_OR_NONE,
+    "error": (dict, type(None)), "notice": STR_OR_NONE, "routing": (dict, type(None)), "provider": STR_OR_NONE, "model": STR_OR_NONE,
     "model_version": STR_OR_NONE, "usage": dict, "ttft_ms": INT_OR_NONE, "duration_ms": INT_OR_NONE,
     "cursor": STR_OR_NONE, "attachments": list, "created": str,
 }

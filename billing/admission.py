@@ -115,21 +115,26 @@ def check_model(limits: EffectiveLimits, model: ChatModel) -> None:
 
 
 def reserve(
-    user_id: int, limits: EffectiveLimits, pricing: Pricing, prompt_tokens: int, max_output: int, background: bool = False
+    user_id: int, limits: EffectiveLimits, pricing: Pricing, prompt_tokens: int, max_output: int, background: bool = False,
+    again: bool = False,
 ) -> Reservation:
     """Admit a call, reserving its prompt and its most output, or refuse it with quota_exceeded.
 
     A `background` call (a title) spends from the token and cost budgets but is not one of the
-    user's requests or replies: it counts toward no request limit and takes no reply slot.
+    user's requests or replies: it counts toward no request limit and takes no reply slot. A call
+    admitted `again` (moved to another model of its failover chain, its first reservation given
+    back) takes its reply slot again but is the same request: it counts toward no request limit.
     """
     now = time.time()
     if background:
         limits = dataclasses.replace(limits, requests_per_minute=None, requests_per_day=None, concurrent_replies=None)
+    elif again:
+        limits = dataclasses.replace(limits, requests_per_minute=None, requests_per_day=None)
     tokens = prompt_tokens + max_output
     try:
         result = quotas.admit(
             quotas.client(), user_id, limits, tokens, pricing.cost(prompt_tokens, max_output), uuid.uuid4().hex, now=now,
-            requests=0 if background else 1,
+            requests=0 if background or again else 1,
         )
     except redis.RedisError as error:
         raise _unavailable(user_id, error) from error

@@ -14,8 +14,10 @@ another way.
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -78,9 +80,43 @@ def admit(
     return Admitted(model, notice, shape.fitted, shape.max_output, reservation, call)
 
 
+def readmit(
+    user_id: int, limits: EffectiveLimits, previous: Reservation | None, model: ChatModel, system: str, turns: list[Turn],
+    *, kind: str, conversation_id: int | None, message_id: int | None,
+) -> Admitted:
+    """The same call moved to another model of its failover chain before its first token: the
+    plan must allow that model, the history is fitted to its context window and the call reserved
+    again at its price; the first reservation is given back (nothing was produced). Not another
+    request: it counts toward no request limit. Raises ActionError when the model cannot take it."""
+    admission.check_model(limits, model)
+    shape = _Shape.of(model, system, turns, limits.max_output_tokens, None)
+    if previous is not None:
+        admission.release(previous)
+    reservation = admission.reserve(user_id, limits, shape.pricing, shape.prompt_estimate, shape.max_output, again=True)
+    call = ledger.Call(
+        user_id=user_id, kind=kind, provider=model.provider, model=model.name, pricing=shape.pricing,
+        prompt_estimate=shape.prompt_estimate, conversation_id=conversation_id, message_id=message_id,
+        reserved_output=shape.max_output, endpoint=model.endpoint,
+    )
+    return Admitted(model, "", shape.fitted, shape.max_output, reservation, call)
+
+
 def release(admitted: Admitted) -> None:
     """The call never ran: its budget and slot go back (the request still counts)."""
     admission.release(admitted.reservation)
+
+
+class FailedAttempt(Protocol):
+    """An attempt that failed before its first token (resilience/attempts.py `Attempt`)."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def code(self) -> str: ...
+    @property
+    def duration_ms(self) -> int: ...
+    @property
+    def call(self) -> ledger.Call: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +129,21 @@ class Settled:
 
 def settle(
     call: ledger.Call, reservation: Reservation | None, outcome: str, prompt_tokens: int | None,
-    completion_tokens: int | None, text: str, duration_ms: int | None, error_code: str = "",
+    completion_tokens: int | None, text: str, duration_ms: int | None, error_code: str = "", *, attempt: int = 1,
+    failed_attempts: Sequence[FailedAttempt] = (),
 ) -> Settled | None:
     """Record the call in the ledger, inside the caller's transaction, and settle its reservation to
     that row once the transaction commits (parley/deferred.py). None when the user is gone: nobody
-    is left to charge."""
+    is left to charge.
+
+    `attempt` is the number of the provider attempt that answered (or failed last); each of
+    `failed_attempts` (retries and failovers that came to nothing before their first token) gets
+    a row of its own, billed nothing: the provider produced nothing."""
     try:
         with transaction.atomic():
-            entry = ledger.record(call, outcome, prompt_tokens, completion_tokens, text, duration_ms, error_code)
+            for failed in failed_attempts:
+                ledger.record(failed.call, "failed", None, None, "", failed.duration_ms, failed.code, attempt=failed.number)
+            entry = ledger.record(call, outcome, prompt_tokens, completion_tokens, text, duration_ms, error_code, attempt=attempt)
     except IntegrityError:
         logger.info("A %s call ended after user %s was deleted; no usage recorded", call.kind, call.user_id)
         return None

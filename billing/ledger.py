@@ -70,7 +70,7 @@ def billed_tokens(
 
 def record(
     call: Call, outcome: str, prompt_tokens: int | None, completion_tokens: int | None, text: str,
-    duration_ms: int | None, error_code: str = "",
+    duration_ms: int | None, error_code: str = "", attempt: int = 1,
 ) -> UsageRecord:
     """Write the call to the ledger; tokens the provider did not report are estimated (and marked so).
 
@@ -85,7 +85,7 @@ def record(
         provider=call.provider, model=call.model, prompt_tokens=prompt, completion_tokens=completion,
         estimated=estimated, cost_usd=call.pricing.cost(prompt, completion), duration_ms=duration_ms, outcome=outcome,
         error_code=error_code[:40], over_reservation_tokens=over, endpoint=call.endpoint,
-        price_unknown=not call.pricing.known,
+        price_unknown=not call.pricing.known, attempt=attempt,
     )
     statements.insert(entry)  # on every reply's final write: precompiled, like the rest of that path
     if over:

@@ -9,29 +9,46 @@ PARLEY_CHECKPOINTS_MAX checkpoints at doubling intervals (the first also turns `
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import logging
 import time
 from concurrent.futures import Future
 from decimal import Decimal
 from dataclasses import dataclass, field
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing import calls, quotas
+from accounts.plans import EffectiveLimits
+from billing import calls
 from billing.ledger import Call, billed_tokens
+from chat.actions import ActionError
 from chat.enqueue import enqueue
-from chat.models import Message, usage_of
+from chat.history import Turn
+from chat.models import ChatModel, Message, usage_of
 from parley import deferred, statements
 from providers import get_provider
-from providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
-from streaming import events
+from providers.base import ChatRequest, ErrorCode, Finish, Image, StreamError, TextDelta, Usage
+from resilience import attempts, cache
+from resilience.attempts import Target
+from streaming import events, process
 from streaming.eventlog import EventLog, LocalLog
 from streaming.process import Process
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Readmission:
+    """What moving the call to another model of its failover chain needs (billing/calls.readmit)."""
+
+    user_id: int
+    limits: EffectiveLimits
+    system: str
+    turns: list[Turn]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +57,12 @@ class ReplyPlan:
 
     message_id: int
     conversation_id: int
-    provider: str
-    request: ChatRequest
+    target: Target  # the model admitted, its request, ledger call and reservation
     wants_title: bool  # the first exchange of a conversation that has no title yet
-    usage: Call  # what the ledger records when the reply ends
-    reservation: quotas.Reservation | None = None  # settled to the ledger's numbers when it ends
+    chain: tuple[ChatModel, ...] = ()  # the model's failover chain, in order (resilience/attempts.py)
+    readmission: Readmission | None = None
+    notice: str = ""  # the reply's notice when it was stored (a fallback model, left-out turns)
+    routing: dict[str, Any] = field(default_factory=dict)  # the reply's routing record when it was stored
 
 
 @dataclass(slots=True)
@@ -55,6 +73,7 @@ class Outcome:
     finish: Finish | None = None
     error: StreamError | None = None
     status: str = Message.Status.COMPLETE
+    run: attempts.Run | None = None
 
     def ms_since_start(self, moment: float | None) -> int | None:
         return None if moment is None else int((moment - self.started) * 1000)
@@ -100,15 +119,17 @@ async def _run(here: Process, log: LocalLog, plan: ReplyPlan) -> None:
 
 
 async def _pump(event_log: EventLog, plan: ReplyPlan, log: LocalLog, outcome: Outcome, checkpoints: "_Checkpoints") -> None:
-    provider = get_provider(plan.provider)
-    async for event in provider.stream(plan.request):
+    readmit = None if plan.readmission is None or not plan.chain else functools.partial(_readmit, plan, plan.readmission)
+    run = outcome.run = attempts.Run(plan.target, plan.chain, readmit, cache_client=event_log.redis)
+    buffers = get_provider(plan.target.model.provider).buffers_unread_events
+    async for event in run.events():
         if isinstance(event, TextDelta):
             if outcome.first_token_at is None:
                 outcome.first_token_at = time.monotonic()
                 checkpoints.ttft_ms = outcome.ms_since_start(outcome.first_token_at)
             log.append(event.text)
             checkpoints.maybe_save()
-            if provider.buffers_unread_events:
+            if buffers:
                 # Read once per flush window, not once per token: the same text makes the same flush.
                 await event_log.next_flush()
         elif isinstance(event, Usage):
@@ -117,6 +138,40 @@ async def _pump(event_log: EventLog, plan: ReplyPlan, log: LocalLog, outcome: Ou
             outcome.finish = event
         elif isinstance(event, StreamError):
             outcome.error = event
+        elif isinstance(event, attempts.Switched):
+            buffers = get_provider(event.target.model.provider).buffers_unread_events
+
+
+@database_sync_to_async
+def _readmit(plan: ReplyPlan, readmission: Readmission, model: ChatModel, previous: Target) -> Target:
+    """Move the reply to the next model of its chain (before its first token): admitted again at
+    that model's price, and the reply's row says which model and reservation it now has, for the
+    reaper should this process die."""
+    if not model.is_offered:
+        raise ActionError("unknown_model")
+    if not model.supports_vision and any(isinstance(part, Image) for turn in readmission.turns if len(turn) > 2 for part in turn[2]):
+        raise ActionError("model_cannot_see_images")
+    admitted = calls.readmit(
+        readmission.user_id, readmission.limits, previous.reservation, model, readmission.system, readmission.turns,
+        kind=previous.call.kind, conversation_id=plan.conversation_id, message_id=plan.message_id,
+    )
+    statements.update(
+        Message, plan.message_id,
+        {"provider": model.provider, "model": model.name, "quota_claim": admitted.reservation.claim(admitted.call.prompt_estimate)},
+        only_if=("status", Message.ACTIVE),
+    )
+    return target_of(admitted, readmission.system)
+
+
+def target_of(admitted: calls.Admitted, system: str) -> Target:
+    """An admitted call as the attempt loop runs it: its model's endpoint, key and request."""
+    model = admitted.model
+    base_url, api_key = model.route()
+    request = ChatRequest(
+        model=model.model_id, messages=admitted.fitted.messages, system=system, max_output_tokens=admitted.max_output,
+        base_url=base_url, api_key=api_key, temperature=None if model.temperature is None else float(model.temperature),
+    )
+    return Target(model, request, admitted.call, admitted.reservation)
 
 
 class _Checkpoints:
@@ -174,14 +229,22 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
     ttft_ms = outcome.ms_since_start(outcome.first_token_at)
     duration_ms = outcome.ms_since_start(time.monotonic())
     error = outcome.error if outcome.status == Message.Status.FAILED else None
-    billed = Billed.of(plan.usage, outcome.status, usage, text)
-    settled = await _save_final(plan, text, outcome.status, usage, billed, finish, error, ttft_ms, duration_ms)
+    run = outcome.run or attempts.Run(plan.target)
+    answered = Answered.of(plan, run)
+    billed = Billed.of(run.target.call, outcome.status, usage, text)
+    settled = await _save_final(plan, run, answered, text, outcome.status, usage, billed, finish, error, ttft_ms, duration_ms)
     if settled is not None:
         # A client that reads the meter on the final event must find this reply settled. The
         # settle runs on the deferred threads (parley/deferred.py): only this reply waits for it.
         await asyncio.wrap_future(settled)
+    if outcome.status == Message.Status.COMPLETE and run.cached is None and cache.eligible(run.target.model, run.target.request):
+        await cache.store(
+            process.event_log().redis, cache.key_of(run.target.model, run.target.request), text, finish, ttft_ms, duration_ms,
+        )
     if error is not None:
-        return events.message_error(plan.message_id, offset, error.code, error.plain_words, error.retry_after)
+        return events.message_error(
+            plan.message_id, offset, error.code, error.plain_words, error.retry_after, **answered.fields(),
+        )
     return events.done(
         plan.message_id,
         offset,
@@ -194,7 +257,32 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
         duration_ms,
         billed.estimated,
         usage_of(billed.prompt_tokens, billed.completion_tokens, billed.estimated, billed.cost)["cost_usd"],
+        **answered.fields(),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """Which model answered a reply, and how it came to: its notice and routing record as stored."""
+
+    model: ChatModel
+    notice: str
+    routing: dict[str, Any]
+
+    @classmethod
+    def of(cls, plan: ReplyPlan, run: attempts.Run) -> "Answered":
+        routing = {**plan.routing, **run.routing()}
+        notice = plan.notice
+        failover = routing.get("failover")
+        if failover:
+            because = f"because {failover['from_label']} was unavailable: {failover['why']}."
+            said = f"Answered by {failover['to_label']} {because}" if run.delivered else f"{failover['to_label']} was tried {because}"
+            notice = " ".join(filter(None, (said, notice)))
+        return cls(run.target.model, notice, routing)
+
+    def fields(self) -> dict[str, Any]:
+        """What the final event says of it, so that a page drawing the reply live can show it."""
+        return {"model": self.model.name, "notice": self.notice or None, "routing": self.routing or None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +305,8 @@ class Billed:
 @database_sync_to_async
 def _save_final(
     plan: ReplyPlan,
+    run: attempts.Run,
+    answered: Answered,
     text: str,
     status: str,
     usage: Usage,
@@ -242,15 +332,19 @@ def _save_final(
         "duration_ms": duration_ms,
         "last_cursor": events.cursor_for(len(text), 1),
         "finished": timezone.now(),
+        "provider": answered.model.provider,
+        "model": answered.model.name,
+        "notice": answered.notice,
+        "routing": answered.routing,
     }
     with transaction.atomic():
-        call = plan.usage
+        call = run.target.call
         if not statements.update(Message, plan.message_id, final_state):
             # The conversation was deleted while the reply ran; the tokens were spent all the same.
             call = dataclasses.replace(call, conversation_id=None, message_id=None)
         settled = calls.settle(
-            call, plan.reservation, status, usage.prompt_tokens, usage.completion_tokens, text, duration_ms,
-            str(error.code) if error else "",
+            call, run.target.reservation, status, usage.prompt_tokens, usage.completion_tokens, text, duration_ms,
+            str(error.code) if error else "", attempt=run.settled_attempt, failed_attempts=run.separate_attempts,
         )
         if plan.wants_title and status == Message.Status.COMPLETE:
             # The task itself skips a conversation the user has named meanwhile. Nothing waits for

@@ -2,7 +2,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -63,6 +63,10 @@ class ChatModel(models.Model):
         default=False, help_text="The model reads images: messages to it may carry PNG, JPEG, GIF and WebP files."
     )
     sort_order = models.PositiveIntegerField(default=100)
+    temperature = models.DecimalField(
+        max_digits=3, decimal_places=2, null=True, blank=True, validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(2))],
+        help_text="Sent with every call to it (0: the most deterministic); empty: the provider's default.",
+    )
     cache_responses = models.BooleanField(
         default=False,
         help_text="Replay an earlier reply to the exact same request (model, system prompt, messages, sampling) from a cache:"

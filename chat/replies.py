@@ -23,7 +23,7 @@ from chat.models import Conversation, Message, Upload, usage_of
 from chat.titles import fallback_title
 from parley import statements
 from parley.redis_clients import sync_client
-from providers.base import ChatRequest
+from resilience import chains
 from streaming import events, process
 from streaming.entries import Entry, merged
 
@@ -259,18 +259,15 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
             calls.release(admitted)
         raise
     admitted = admitted.for_message(conversation.pk, reply.pk)
-    base_url, api_key = model.route()
     plan = generation.ReplyPlan(
         message_id=reply.pk,
         conversation_id=conversation.pk,
-        provider=model.provider,
-        request=ChatRequest(
-            model=model.model_id, messages=admitted.fitted.messages, system=conversation.system_prompt,
-            max_output_tokens=admitted.max_output, base_url=base_url, api_key=api_key,
-        ),
+        target=generation.target_of(admitted, conversation.system_prompt),
         wants_title=first_words,  # the demo's task keeps the question's words (chat/titles.py)
-        usage=admitted.call,
-        reservation=admitted.reservation,
+        chain=chains.chain_of(model),
+        readmission=generation.Readmission(user.pk, limits, conversation.system_prompt, turns),
+        notice=reply.notice,
+        routing=reply.routing,
     )
     event = events.message_started(conversation.as_dict(), user_dict, reply_dict)
     return StoredTurn(event, plan)
@@ -346,12 +343,15 @@ def _load_reply(user: User, message_id: object) -> _StoredReply:
 def final_event_of(message: Message) -> dict[str, Any]:
     """The final event of a finished message, rebuilt from the database."""
     offset = len(message.content)
+    answered = {"model": message.model or None, "notice": message.notice or None, "routing": message.routing or None}
     if message.status == Message.Status.FAILED:
-        return dict(events.message_error(message.pk, offset, message.error_code or "provider_unavailable", message.error_text, None))
+        return dict(events.message_error(
+            message.pk, offset, message.error_code or "provider_unavailable", message.error_text, None, **answered,
+        ))
     return dict(
         events.done(
             message.pk, offset, message.status, message.prompt_tokens, message.completion_tokens,
             None, message.model_version or None, message.ttft_ms, message.duration_ms,
-            message.tokens_estimated, usage_of(None, None, False, message.cost_usd)["cost_usd"],
+            message.tokens_estimated, usage_of(None, None, False, message.cost_usd)["cost_usd"], **answered,
         )
     )

@@ -247,8 +247,19 @@ PARLEY_DEMO_TOKENS_PER_SECOND = env_float("PARLEY_DEMO_TOKENS_PER_SECOND", 40.0,
 PROVIDER_CONNECT_TIMEOUT = env_float("PROVIDER_CONNECT_TIMEOUT", 10.0, minimum=0.1)
 PROVIDER_FIRST_TOKEN_TIMEOUT = env_float("PROVIDER_FIRST_TOKEN_TIMEOUT", 60.0, minimum=0.1)
 PROVIDER_IDLE_TIMEOUT = env_float("PROVIDER_IDLE_TIMEOUT", 30.0, minimum=0.1)
-# Retries the SDKs make before a reply starts (connection errors, 408/409/429/5xx); never mid-reply.
-PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 2, minimum=0, maximum=10)
+# Retries the SDKs make themselves, unseen by Parley: none, since Parley retries (below) where it
+# can count each attempt, honour the breakers and fail over.
+PROVIDER_MAX_RETRIES = env_int("PROVIDER_MAX_RETRIES", 0, minimum=0, maximum=10)
+# Parley's retries before a reply's first token (resilience/retry.py): tries of one model before
+# the next in its failover chain, the backoff steps (full jitter), the longest `retry-after` waited
+# for, and how long after a call began no new attempt starts.
+PARLEY_RETRY_ATTEMPTS = env_int("PARLEY_RETRY_ATTEMPTS", 3, minimum=1, maximum=10)
+PARLEY_RETRY_BASE_SECONDS = env_float("PARLEY_RETRY_BASE_SECONDS", 0.5, minimum=0.0)
+PARLEY_RETRY_MAX_BACKOFF_SECONDS = env_float("PARLEY_RETRY_MAX_BACKOFF_SECONDS", 8.0, minimum=0.0)
+PARLEY_RETRY_AFTER_CAP_SECONDS = env_float("PARLEY_RETRY_AFTER_CAP_SECONDS", 20.0, minimum=0.0)
+PARLEY_RETRY_DEADLINE_SECONDS = env_float("PARLEY_RETRY_DEADLINE_SECONDS", 90.0, minimum=1.0)
+# How long the response cache keeps a reply, for models that opted in (resilience/cache.py).
+PARLEY_CACHE_SECONDS = env_int("PARLEY_CACHE_SECONDS", 86400, minimum=1)
 
 # The streaming pipeline.
 PARLEY_MAX_GENERATIONS = env_int("PARLEY_MAX_GENERATIONS", 240, minimum=1)

@@ -109,6 +109,8 @@ def request_params(request: ChatRequest) -> dict[str, Any]:
     }
     if request.system:
         params["system"] = request.system
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
     if request.tools:
         # Only a call that offers tools can hold tool turns: plain chat sends its messages as they are.
         params["messages"] = tool_turns(request.messages)

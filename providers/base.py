@@ -136,6 +136,7 @@ class ChatRequest:
     max_output_tokens: int = 1024
     base_url: str = ""
     tools: tuple[dict[str, Any], ...] = ()
+    temperature: float | None = None  # None: the provider's default
     # The endpoint's key for this call; None: the adapter's own (from the settings). Never shown.
     api_key: str | None = field(default=None, repr=False)
 

@@ -131,6 +131,8 @@ def request_params(request: ChatRequest, base_url: str) -> dict[str, Any]:
         "stream_options": {"include_usage": True},
         max_tokens_param(base_url): request.max_output_tokens,
     }
+    if request.temperature is not None:
+        params["temperature"] = request.temperature
     if request.tools:
         # Only a call that offers tools can hold tool turns: plain chat sends its messages as they are.
         messages.extend(map(_tool_turn, request.messages))

@@ -30,6 +30,9 @@ class DoneEvent(TypedDict):
     model_version: str | None
     ttft_ms: int | None
     duration_ms: int | None
+    model: str | None  # the model that answered: another than the one asked for after a failover
+    notice: str | None
+    routing: dict[str, Any] | None  # how the model was chosen and reached (Message.routing)
 
 
 class ErrorEvent(TypedDict):
@@ -42,6 +45,9 @@ class ErrorEvent(TypedDict):
     retry_after: float | None
     ref: NotRequired[Any]
     limit: NotRequired[dict[str, Any]]  # quota_exceeded: which limit, what is left, when it resets
+    model: NotRequired[str | None]  # a reply's: the model that failed last
+    notice: NotRequired[str | None]
+    routing: NotRequired[dict[str, Any] | None]
 
 
 class MessageEvent(TypedDict):
@@ -249,6 +255,9 @@ def done(
     duration_ms: int | None = None,
     estimated: bool = False,
     cost_usd: str | None = None,
+    model: str | None = None,
+    notice: str | None = None,
+    routing: dict[str, Any] | None = None,
 ) -> DoneEvent:
     """A reply's end. `usage` holds the tokens and cost as billed: estimated where the provider
     gave no counts (`estimated`), the cost in USD as exact decimal text."""
@@ -265,6 +274,9 @@ def done(
         "model_version": model_version,
         "ttft_ms": ttft_ms,
         "duration_ms": duration_ms,
+        "model": model,
+        "notice": notice,
+        "routing": routing,
     }
 
 
@@ -284,7 +296,10 @@ def stopping(message_id: int, ended_here: bool) -> StoppingEvent:
     return {"type": "stopping", "message": message_id, "status": "stopped" if ended_here else "stopping"}
 
 
-def message_error(message_id: int, offset: int, code: ErrorCode | str, text: str, retry_after: float | None) -> ErrorEvent:
+def message_error(
+    message_id: int, offset: int, code: ErrorCode | str, text: str, retry_after: float | None,
+    model: str | None = None, notice: str | None = None, routing: dict[str, Any] | None = None,
+) -> ErrorEvent:
     """The final event of a generation that failed; the partial text stays readable."""
     return {
         "type": "error",
@@ -294,6 +309,9 @@ def message_error(message_id: int, offset: int, code: ErrorCode | str, text: str
         "code": str(code),
         "text": text,
         "retry_after": retry_after,
+        "model": model,
+        "notice": notice,
+        "routing": routing,
     }
 
 

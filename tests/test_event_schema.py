@@ -24,6 +24,8 @@ MESSAGE = {
     "cursor": STR_OR_NONE, "attachments": list, "created": str,
 }
 USAGE = {"prompt_tokens": INT_OR_NONE, "completion_tokens": INT_OR_NONE, "estimated": bool, "cost_usd": STR_OR_NONE}
+# Which model answered a reply, and how it came to (a failover, a routing rule): on its final event.
+ANSWERED = {"model": STR_OR_NONE, "notice": STR_OR_NONE, "routing": (dict, type(None))}
 LIMIT = {"name": str, "label": str, "unit": str, "allowed": (int, float), "remaining": (int, float),
          "resets_at": STR_OR_NONE, "resets_in": INT_OR_NONE}
 
@@ -63,8 +65,9 @@ async def test_message_delta_and_done_events_have_their_shapes(alice):
     done = await next_of(sender, "done")
     assert_shape(done, {"type": str, "message": int, "cursor": str, "status": str, "usage": USAGE,
                         "finish_reason": STR_OR_NONE, "model_version": STR_OR_NONE, "ttft_ms": INT_OR_NONE,
-                        "duration_ms": INT_OR_NONE})
+                        "duration_ms": INT_OR_NONE, **ANSWERED})
     assert done["status"] == "complete" and done["cursor"].endswith("-1")
+    assert done["model"] == sent["assistant_message"]["model"]
     await sender.disconnect()
     await other.disconnect()
 
@@ -76,7 +79,7 @@ async def test_a_failed_reply_ends_with_an_error_event_of_its_shape(alice):
     await next_of(tab, "message")
     error = await next_of(tab, "error")
     assert_shape(error, {"type": str, "message": int, "cursor": str, "status": str, "code": str, "text": str,
-                         "retry_after": (int, float, type(None))})
+                         "retry_after": (int, float, type(None)), **ANSWERED})
     assert error["status"] == "failed" and error["code"] == "overloaded"
     await tab.disconnect()
 

@@ -241,7 +241,9 @@ function announceEnd(reply, status) {
 }
 
 function finish(reply, event) {
-  if (event.type === "done") reply.info = details.withEnd(reply.info, event);
+  // A failed reply's error event says which model failed last, like a done event says which answered.
+  if (event.type === "done" || event.model !== undefined) reply.info = details.withEnd(reply.info, event);
+  showNotice(reply, reply.info.notice);
   reply.status = event.status;
   reply.cursor = event.cursor ?? reply.cursor;
   state.stopping.delete(reply.id);
@@ -250,6 +252,14 @@ function finish(reply, event) {
   updateComposer();
   refreshSidebar(); // an automatic title may have been given
   scheduleUsageLoad(); // the reply has been charged: the meter moves
+}
+
+/** A reply's notice (a fallback model, a failover, left-out turns), as text. */
+function showNotice(reply, text) {
+  const notice = reply.element.querySelector(".msg-notice");
+  if (!notice) return;
+  notice.textContent = text || "";
+  notice.hidden = !text;
 }
 
 const PLACEHOLDER_TITLES = new Set(["New chat"]);
@@ -269,7 +279,7 @@ function onDone(event) {
 function onError(event) {
   const reply = event.message != null && state.replies.get(event.message);
   if (reply) {
-    finish(reply, { status: event.status || "failed", cursor: event.cursor });
+    finish(reply, { status: event.status || "failed", cursor: event.cursor, model: event.model, notice: event.notice, routing: event.routing });
     showFailure(reply, event.text, event.retry_after);
     return;
   }

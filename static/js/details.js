@@ -24,18 +24,33 @@ export function infoOf(message) {
     ttft: message.ttft_ms ?? null,
     duration: message.duration_ms ?? null,
     notice: message.notice ?? null,
+    routing: message.routing ?? null,
   };
 }
 
-/** A `done` event's figures over what was known when the reply started. */
+/** A final event's figures over what was known when the reply started: after a failover, another
+ * model answered (its provider is then only known from the stored reply). */
 export function withEnd(info, event) {
+  const otherModel = event.model != null && event.model !== info.model;
   return {
     ...info,
+    model: event.model ?? info.model,
+    provider: otherModel ? null : info.provider,
+    notice: event.notice !== undefined ? event.notice : info.notice,
+    routing: event.routing !== undefined ? event.routing : info.routing,
     modelVersion: event.model_version ?? info.modelVersion,
     usage: event.usage ?? info.usage,
     ttft: event.ttft_ms ?? info.ttft,
     duration: event.duration_ms ?? info.duration,
   };
+}
+
+/** The provider attempts that failed before this reply's first token, in words. */
+function attempts(routing) {
+  const failed = routing?.attempts ?? [];
+  if (!failed.length) return null;
+  const each = failed.map((attempt) => `${attempt.model}: ${attempt.code.replaceAll("_", " ")}`);
+  return `${failed.length} failed before this answer (${each.join("; ")}), none billed`;
 }
 
 export function rows(info) {
@@ -51,6 +66,7 @@ export function rows(info) {
     ["First token after", info.ttft == null ? null : seconds(info.ttft)],
     ["Duration", info.duration == null ? null : seconds(info.duration)],
     ["Cost", cost(usage)],
+    ["Attempts", attempts(info.routing)],
     ["Note", info.notice],
   ].filter(([, value]) => value != null && value !== "");
 }

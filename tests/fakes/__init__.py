@@ -17,7 +17,8 @@ mid-reply), slow_first (headers at once, first token after `delay`), stall (`del
 `ignore_max_tokens=1` a reply streams all its `tokens` whatever the request's max_tokens. tool_call: a
 request that offers tools gets a streamed call of `tool_name` (else its first tool) with `tool_arguments` (in pieces,
 as the APIs send them); once the request holds that tool's result, a normal reply.
-Error kinds apply to the first `times` requests only (default: all), so retries can be tested.
+Error kinds (and cut, truncate, malformed, slow_first, stall) apply to the first `times` requests
+only (default: all), so retries can be tested.
 
 `GET /v1/models` lists `server.models` (ids; set at construction or any time after) in the API's
 own shape, behind the same key check; `server.listings` counts those requests.
@@ -188,7 +189,7 @@ class FakeServer:
         if self.api_key is not None and not self._key_matches(request):
             return self.error_response(401, scenario)
         kind = scenario.kind
-        if kind in self.error_kinds and scenario.times and len(self.requests) > scenario.times:
+        if kind not in {"ok", "tool_call"} and scenario.times and len(self.requests) > scenario.times:
             kind = "ok"
         if kind in self.error_kinds:
             return self.error_response(self.status_for(kind, scenario), scenario)

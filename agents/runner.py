@@ -14,6 +14,7 @@ log (agents/runlog.py) for the page to follow.
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from chat.models import ChatModel
 from parley.redis_clients import sync_client
 from providers import new_provider
 from providers.base import ChatRequest, Provider, StreamError, TextDelta, ToolCall, Usage
+from resilience import chains
+from resilience.attempts import Run, Target
 from streaming.keys import run_cancel_key
 
 logger = logging.getLogger(__name__)
@@ -99,8 +102,8 @@ class _Streamed:
     stopped: str = ""
 
 
-async def _read(provider: Provider, request: ChatRequest, got: _Streamed) -> None:
-    async for event in provider.stream(request):
+async def _read(attempts: Run, got: _Streamed) -> None:
+    async for event in attempts.events():
         if isinstance(event, TextDelta):
             got.text += event.text
             got.pending += event.text
@@ -295,17 +298,36 @@ class Runner:
         request = ChatRequest(
             model=model.model_id, messages=messages, system=system, max_output_tokens=admitted.max_output,
             base_url=base_url, api_key=api_key, tools=tuple(tool.as_spec() for tool in tools),
+            temperature=None if model.temperature is None else float(model.temperature),
         )
+        turns = [("user", _flat(messages, tools))]
+
+        async def readmit(fallback: ChatModel, previous: Target) -> Target:
+            """The step moved to the next model of the chain, admitted at its price (no ORM: Redis only)."""
+            again = await asyncio.to_thread(
+                calls.readmit, run.owner_id, limits, previous.reservation, fallback, system, turns,
+                kind=UsageRecord.Kind.AGENT, conversation_id=run.conversation_id, message_id=None, background=True,
+            )
+            fallback_url, fallback_key = fallback.route()
+            moved = dataclasses.replace(
+                request, model=fallback.model_id, base_url=fallback_url, api_key=fallback_key,
+                max_output_tokens=again.max_output,
+                temperature=None if fallback.temperature is None else float(fallback.temperature),
+            )
+            return Target(fallback, moved, again.call, again.reservation)
+
+        attempts = Run(Target(model, request, admitted.call, admitted.reservation), chains.chain_of(model), readmit)
         started = time.monotonic()
-        reply = asyncio.run(self._stream(step, model.provider, request, self._deadline(steps)))
+        reply = asyncio.run(self._stream(step, attempts, self._deadline(steps)))
         duration_ms = int((time.monotonic() - started) * 1000)
         error, usage = reply.error, reply.usage
         outcome = "failed" if error else ("stopped" if reply.stopped else "complete")
 
         def charge() -> calls.Settled | None:
             return calls.settle(
-                admitted.call, admitted.reservation, outcome, usage.prompt_tokens if usage else None,
+                attempts.target.call, attempts.target.reservation, outcome, usage.prompt_tokens if usage else None,
                 usage.completion_tokens if usage else None, reply.text, duration_ms, str(error.code) if error else "",
+                attempt=attempts.settled_attempt, failed_attempts=attempts.separate_attempts,
             )
 
         if reply.stopped:
@@ -327,13 +349,21 @@ class Runner:
             return None
         return _ModelAnswer(reply.text, step.result.get("tool_calls", []))
 
-    async def _stream(self, step: AgentStep, provider_name: str, request: ChatRequest, deadline: float) -> "_Streamed":
-        """The model's answer. Its text is appended to the log a few times a second, and a cancel,
-        a lost lease or the run's time limit stops it within a fraction of a second (with `stopped`
-        saying why), even while the provider is silent, thinking before its first token."""
-        provider = new_provider(provider_name)
+    async def _stream(self, step: AgentStep, attempts: Run, deadline: float) -> "_Streamed":
+        """The model's answer, retried and failed over before its first token (resilience/attempts.py).
+        Its text is appended to the log a few times a second, and a cancel, a lost lease or the run's
+        time limit stops it within a fraction of a second (with `stopped` saying why), even while
+        the provider is silent, thinking before its first token."""
+        adapters: dict[str, Provider] = {}  # this loop's own: the step runs in an event loop of its own
+
+        def provider_for(name: str) -> Provider:
+            if name not in adapters:
+                adapters[name] = new_provider(name)
+            return adapters[name]
+
+        attempts.provider_for = provider_for
         got = _Streamed()
-        reading = asyncio.create_task(_read(provider, request, got))
+        reading = asyncio.create_task(_read(attempts, got))
         try:
             while True:
                 done, _ = await asyncio.wait({reading}, timeout=DELTA_SECONDS)
@@ -348,7 +378,8 @@ class Runner:
                         await reading
                     break
         finally:
-            await provider.aclose()
+            for adapter in adapters.values():
+                await adapter.aclose()
         self._append_text(step, got)
         return got
 

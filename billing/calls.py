@@ -82,7 +82,7 @@ def admit(
 
 def readmit(
     user_id: int, limits: EffectiveLimits, previous: Reservation | None, model: ChatModel, system: str, turns: list[Turn],
-    *, kind: str, conversation_id: int | None, message_id: int | None,
+    *, kind: str, conversation_id: int | None, message_id: int | None, background: bool = False,
 ) -> Admitted:
     """The same call moved to another model of its failover chain before its first token: the
     plan must allow that model, the history is fitted to its context window and the call reserved
@@ -92,7 +92,9 @@ def readmit(
     shape = _Shape.of(model, system, turns, limits.max_output_tokens, None)
     if previous is not None:
         admission.release(previous)
-    reservation = admission.reserve(user_id, limits, shape.pricing, shape.prompt_estimate, shape.max_output, again=True)
+    reservation = admission.reserve(
+        user_id, limits, shape.pricing, shape.prompt_estimate, shape.max_output, background=background, again=True
+    )
     call = ledger.Call(
         user_id=user_id, kind=kind, provider=model.provider, model=model.name, pricing=shape.pricing,
         prompt_estimate=shape.prompt_estimate, conversation_id=conversation_id, message_id=message_id,

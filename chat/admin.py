@@ -2,6 +2,7 @@
 conversations and messages in Django admin."""
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -9,9 +10,10 @@ from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from chat import discovery
-from chat.models import ChatModel, Conversation, Message, PromptPreset, ProviderEndpoint
+from chat.models import ChatModel, Conversation, FailoverLink, Message, PromptPreset, ProviderEndpoint
 from parley.admin import ViewOnlyAdmin
 from providers.endpoints import endpoint_names
+from resilience import chains
 
 
 class PriceKnownFilter(admin.SimpleListFilter):
@@ -37,6 +39,31 @@ def _report(request: HttpRequest, outcomes: list[discovery.Outcome]) -> None:
         messages.add_message(request, messages.SUCCESS if outcome.ok and not outcome.error else messages.WARNING, str(outcome))
 
 
+class FailoverForm(ModelForm):
+    class Meta:
+        model = FailoverLink
+        fields = ["fallback", "position"]
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        fallback = data.get("fallback")
+        if fallback is not None and self.instance.model_id is not None and fallback.pk == self.instance.model_id:
+            raise ValidationError("A model cannot be its own failover.")
+        return data
+
+
+class FailoverInline(admin.TabularInline):
+    """The models that answer in this one's place when it fails before its first token
+    (resilience/attempts.py), lowest position first."""
+
+    model = FailoverLink
+    fk_name = "model"
+    form = FailoverForm
+    extra = 0
+    verbose_name = "failover model"
+    verbose_name_plural = "failover chain: tried in this order when the model fails before its first token"
+
+
 @admin.register(ChatModel)
 class ChatModelAdmin(admin.ModelAdmin):
     """The model catalogue: what the endpoints list, kept current by "Refresh models now" and the
@@ -53,6 +80,7 @@ class ChatModelAdmin(admin.ModelAdmin):
     list_filter = ["provider", "endpoint", "available", "enabled", PriceKnownFilter]
     search_fields = ["name", "label", "remote_name"]
     readonly_fields = ["available", "last_seen"]
+    inlines = [FailoverInline]
 
     @admin.display(boolean=True, description="price known")
     def price_is_known(self, obj: ChatModel) -> bool:
@@ -62,6 +90,10 @@ class ChatModelAdmin(admin.ModelAdmin):
         if {"input_price_per_million", "output_price_per_million"} & set(form.changed_data):
             obj.prices_from_list = False  # an admin's price: no refresh replaces it
         super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: ModelForm, formsets: list, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        chains.forget()  # this process at once; the others within resilience.chains.CHAIN_SECONDS
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), "can_refresh": self.has_change_permission(request)}

@@ -17,8 +17,9 @@ from chat.actions import ActionError
 from chat.models import NO_TITLE, Conversation, Message
 from parley.redis_clients import sync_client
 from providers import new_provider
-from providers.base import ChatRequest, CollectedReply, collect
+from providers.base import ChatRequest, CollectedReply, collect_events
 from providers.demo import without_controls
+from resilience.attempts import Run, Target
 from streaming import events
 from streaming.feeds import publish_sync
 
@@ -120,9 +121,13 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> tuple[
         base_url=base_url, api_key=api_key,
     )
 
+    # Retried before its first token and kept from a provider whose breaker is open, like every
+    # call; a title has no failover: the question's words do as well.
+    attempts = Run(Target(model, request, admitted.call, admitted.reservation), provider_for=lambda _: provider)
+
     async def ask() -> CollectedReply:
         try:
-            return await collect(provider, request)
+            return await collect_events(attempts.events())
         finally:
             await provider.aclose()  # the loop ends with this call: so must its connections
 
@@ -136,6 +141,7 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> tuple[
             admitted.call, admitted.reservation, "failed" if reply.error else "complete",
             reported.prompt_tokens if reported else None, reported.completion_tokens if reported else None, reply.text,
             duration_ms, str(reply.error.code) if reply.error else "",
+            attempt=attempts.settled_attempt, failed_attempts=attempts.separate_attempts,
         )
 
     if reply.error is not None:

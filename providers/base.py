@@ -409,8 +409,13 @@ class CollectedReply:
 
 
 async def collect(provider: Provider, request: ChatRequest) -> CollectedReply:
+    return await collect_events(provider.stream(request))
+
+
+async def collect_events(stream: AsyncIterator[Any]) -> CollectedReply:
+    """A whole reply from a stream of normalized events (other objects in it are passed over)."""
     reply = CollectedReply()
-    async for event in provider.stream(request):
+    async for event in stream:
         match event:
             case TextDelta(text=text):
                 reply.deltas.append(text)

@@ -192,9 +192,30 @@ def test_provider_errors_fail_the_step_and_the_run_says_why(alice, settings):
     failed = asyncio.run(scenario("unauthorized", 0))
     assert (failed.status, failed.error_code) == ("failed", "auth_failed") and failed.error_text
     assert failed.steps.get().status == "failed"
+    settings.PARLEY_RETRY_ATTEMPTS = 1  # no retry within a step: the step fails, and the run tries again
     recovered = asyncio.run(scenario("server_error", 1))
     assert recovered.status == "succeeded"
     assert [s.status for s in steps_of(recovered)] == ["failed", "succeeded"]
+
+
+def test_a_step_retries_a_failure_before_its_first_token_and_bills_each_attempt(alice, settings):
+    settings.PARLEY_RETRY_ATTEMPTS, settings.PARLEY_RETRY_BASE_SECONDS = 3, 0.01
+
+    async def scenario():
+        async with OpenAIFake(Scenario("server_error", tokens=4, times=1)) as fake:
+            settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = fake.base_url, "sk-test"
+            await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
+            run = await in_thread(start, alice, "Anything", "fake-gpt")
+            return await in_thread(work, run), len(fake.requests)
+
+    run, requests = asyncio.run(scenario())
+    assert run.status == "succeeded" and requests == 2
+    assert [s.status for s in steps_of(run)] == ["succeeded"]
+    rows = UsageRecord.objects.filter(user=alice, kind="agent").order_by("id")
+    assert [(row.attempt, row.outcome, row.error_code, row.total_tokens) for row in rows][:1] == [
+        (1, "failed", "provider_unavailable", 0)
+    ]
+    assert rows[1].attempt == 2 and rows[1].outcome == "complete" and rows[1].total_tokens > 0
 
 
 def test_per_run_limits_stop_a_run_with_a_clear_reason(alice):

@@ -192,3 +192,41 @@ async def test_when_every_model_fails_the_reply_fails_saying_what_was_tried(alic
     assert all(row[4:] == (0, 0) for row in rows)
     admission.forget_seen_costs()
     assert await asyncio.to_thread(admission.cost_used, alice.pk) == 0
+
+
+def _change_form(model: ChatModel, links: list[tuple[int, int]]) -> dict[str, object]:
+    data: dict[str, object] = {
+        "name": model.name, "label": model.label, "provider": model.provider, "endpoint": "", "remote_name": "",
+        "base_url": model.base_url, "context_window": model.context_window, "max_output_tokens": model.max_output_tokens,
+        "input_price_per_million": "1", "output_price_per_million": "1", "enabled": "on", "sort_order": 100,
+        "temperature": "0", "cache_responses": "on",
+        "failover_links-TOTAL_FORMS": len(links), "failover_links-INITIAL_FORMS": 0,
+        "failover_links-MIN_NUM_FORMS": 0, "failover_links-MAX_NUM_FORMS": 1000,
+    }
+    for index, (fallback, position) in enumerate(links):
+        data[f"failover_links-{index}-fallback"] = fallback
+        data[f"failover_links-{index}-position"] = position
+    return data
+
+
+@pytest.mark.django_db(transaction=False)
+def test_admins_edit_a_models_failover_chain_and_cache_in_its_page(admin_client):
+    first = ChatModel.objects.create(name="first", label="First", provider="demo", base_url="")
+    second = ChatModel.objects.create(name="second", label="Second", provider="demo", base_url="")
+    third = ChatModel.objects.create(name="third", label="Third", provider="demo", base_url="")
+    url = f"/admin/chat/chatmodel/{first.pk}/change/"
+    assert "failover chain" in admin_client.get(url).content.decode().lower()
+    response = admin_client.post(url, _change_form(first, [(third.pk, 2), (second.pk, 1)]))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert chains.chain_of(first) == (second, third)
+    first.refresh_from_db()
+    assert first.cache_responses and first.temperature == 0
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_model_cannot_fail_over_to_itself(admin_client):
+    first = ChatModel.objects.create(name="first", label="First", provider="demo", base_url="")
+    response = admin_client.post(f"/admin/chat/chatmodel/{first.pk}/change/", _change_form(first, [(first.pk, 1)]))
+    assert response.status_code == 200
+    assert "cannot be its own failover" in response.content.decode()
+    assert not FailoverLink.objects.exists()

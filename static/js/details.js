@@ -67,6 +67,7 @@ export function rows(info) {
     ["Duration", info.duration == null ? null : seconds(info.duration)],
     ["Cost", cost(usage)],
     ["Attempts", attempts(info.routing)],
+    ["Cached", info.routing?.cached ? "replayed from the response cache; billed nothing" : null],
     ["Note", info.notice],
   ].filter(([, value]) => value != null && value !== "");
 }

@@ -44,6 +44,7 @@ class MessageView:
     created: Any
     finished: Any
     limits: dict[str, Any]
+    routing: dict[str, Any]  # how the model was chosen and reached (chat.Message.routing)
     versions: int
     attachments: list[str]
     feedback: dict[str, Any] | None = None
@@ -173,7 +174,7 @@ def message_view(message: Message, *, revealed: bool, versions: int = 1, feedbac
         prompt_tokens=message.prompt_tokens, completion_tokens=message.completion_tokens,
         tokens_estimated=message.tokens_estimated, cost_usd=message.cost_usd, ttft_ms=message.ttft_ms,
         duration_ms=message.duration_ms, created=message.created, finished=message.finished,
-        limits=message.limits or {}, versions=versions,
+        limits=message.limits or {}, routing=message.routing or {}, versions=versions,
         attachments=[_shown(upload.name, revealed)[0] for upload in message.attachments.all()],
         feedback=None if feedback is None else {
             "rating": "up" if feedback.rating == Feedback.Rating.UP else "down",

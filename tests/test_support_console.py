@@ -362,3 +362,21 @@ def test_a_user_without_a_plan_shows_the_default_one_and_a_dropped_address_is_na
     assert "an e-mail address and a phone number in the search were left out" in page
     hits = page[page.index('<ol class="hits">'):]
     assert "[email]" in hits and SECRET_MAIL not in hits  # the searcher's own words are echoed, no one else's
+
+
+def test_the_transcript_says_how_each_reply_was_reached(support_client, alice):
+    conversation = create_conversation(alice, title="Outage")
+    Message.objects.create(conversation=conversation, role="user", content="Hello")
+    Message.objects.create(
+        conversation=conversation, role="assistant", content="Hi", model="second", provider="anthropic",
+        routing={
+            "attempts": [{"attempt": 1, "model": "first", "code": "overloaded", "ms": 12}],
+            "failover": {"from": "first", "from_label": "First", "to": "second", "to_label": "Second", "why": "its provider was <b>overloaded</b>"},
+        },
+    )
+    Message.objects.create(conversation=conversation, role="assistant", content="Again", model="second", provider="anthropic",
+                           routing={"cached": {"key": "abc", "stored_at": 1}})
+    page = support_client.get(f"/support/c/{conversation.pk}/").content.decode()
+    assert "failed over from first to second: its provider was &lt;b&gt;overloaded&lt;/b&gt;" in page
+    assert "1 attempt failed before the first token (#1 first overloaded), billed nothing" in page
+    assert "replayed from the response cache (no provider call, billed nothing)" in page

@@ -38,6 +38,23 @@ def limits_text(limits: dict[str, Any]) -> str:
     return " · ".join(words)
 
 
+@register.filter
+def routing_text(routing: dict[str, Any]) -> str:
+    """How a reply's model was reached (chat.Message.routing), in words: a cached reply, a failover
+    and why, the attempts that failed before the first token."""
+    words = []
+    if routing.get("cached"):
+        words.append("replayed from the response cache (no provider call, billed nothing)")
+    failover = routing.get("failover")
+    if failover:
+        words.append(f"failed over from {failover.get('from')} to {failover.get('to')}: {failover.get('why')}")
+    attempts = routing.get("attempts") or []
+    if attempts:
+        each = ", ".join(f"#{a.get('attempt')} {a.get('model')} {a.get('code')}" for a in attempts)
+        words.append(f"{len(attempts)} attempt{'s' if len(attempts) != 1 else ''} failed before the first token ({each}), billed nothing")
+    return " · ".join(words)
+
+
 KIND_WORDS = {
     "email": "an e-mail address", "phone": "a phone number", "card": "a card number", "iban": "an IBAN",
     "ip": "an IP address", "secret": "a secret",

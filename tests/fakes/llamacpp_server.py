@@ -63,14 +63,15 @@ class Generation:
     """One reply the fake model wrote, or began to."""
 
     requested: int | None  # max_tokens / n_predict as sent; None: neither
+    asked: str = ""  # the start of the last message, to tell replies apart
     produced: int = 0  # tokens generated, reasoning included
     stopped_early: bool = False  # the client hung up before the end
     started: float = 0.0  # time.monotonic()
     ended: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"requested": self.requested, "produced": self.produced, "stopped_early": self.stopped_early,
-                "started": self.started, "ended": self.ended}
+        return {"requested": self.requested, "asked": self.asked, "produced": self.produced,
+                "stopped_early": self.stopped_early, "started": self.started, "ended": self.ended}
 
 
 class LlamaCppFake(FakeServer):
@@ -198,7 +199,7 @@ class LlamaCppFake(FakeServer):
             if self.legacy_errors:
                 return await self._legacy_error(request, replace(scenario, kind="context_length"), context_error)
             return self.error_response(400, replace(scenario, kind="context_length"), **context_error)
-        generation = Generation(requested, started=time.monotonic())
+        generation = Generation(requested, _last_message(body)[:80], started=time.monotonic())
         self.generations.append(generation)
         try:
             response = await self.open_stream(request) if self.legacy_errors else None
@@ -298,6 +299,12 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     more a turn for its markers."""
     messages = body.get("messages") or []
     return sum(len(str(message.get("content") or "")) // 4 + 4 for message in messages) + 3
+
+
+def _last_message(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or [{}]
+    content = messages[-1].get("content")
+    return content if isinstance(content, str) else ""
 
 
 def _limit(body: dict[str, Any]) -> int | None:

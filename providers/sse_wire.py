@@ -60,7 +60,7 @@ class SSEFramer:
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip()
             elif line.startswith(b"error:"):
-                # Not an SSE field: llama.cpp before September 2025 (ggml-org/llama.cpp#16109) sent
+                # Not an SSE field: llama.cpp until September 2025 (ggml-org/llama.cpp#16109) sent
                 # an error after the headers as `error: {...}`, then `data: [DONE]`. A parser that
                 # drops the line takes the stream for an empty, complete reply.
                 self._event = b"error"

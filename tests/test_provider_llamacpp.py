@@ -290,6 +290,16 @@ async def test_leaving_the_stream_stops_llamacpps_generation_at_once(server, pro
     assert server.stopped_early == 1
 
 
+async def test_breaking_out_without_closing_still_stops_it_soon(server, provider):
+    # The loop's finalizer closes an abandoned stream once nothing refers to it.
+    server.scenario = Scenario(tokens=FOREVER, rate=100)
+    async for event in provider.stream(ask(max_output_tokens=5000)):
+        assert isinstance(event, TextDelta)
+        break
+    await asyncio.wait_for(server.generation_stopped.wait(), 1)
+    assert server.generations[-1].produced < 50
+
+
 async def test_cancelling_while_the_prompt_is_processed_stops_it_too(server, provider):
     # llama.cpp sends its headers with the first token: here the hang-up comes before them.
     server.scenario = Scenario("slow_first", delay=5)

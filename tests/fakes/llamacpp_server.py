@@ -24,8 +24,8 @@ ggml-org/llama.cpp), quirks included:
   `after` tokens with `data: {"error": ...}` and no `[DONE]`.
 - Status and headers leave with the first result, after the prompt is processed (`slow_first` waits
   `delay` there), so a refused prompt is an HTTP error. `legacy_errors=True` is a build from before
-  the end of 2025: 200 at once, then the error as a non-standard `error: {...}` SSE field (which a
-  strict SSE parser drops), then `data: [DONE]`.
+  autumn 2025 (ggml-org/llama.cpp#16109, #16486): 200 at once, then the error as a non-standard
+  `error: {...}` SSE field (which a strict SSE parser drops), then `data: [DONE]`.
 - A client that hangs up stops the generation. Each reply is a `Generation` in `server.generations`
   (tokens asked for and produced, whether it stopped early, when); `server.stopped_early` counts
   those cut short by a hang-up, and `GET /_fake/generations` serves the list to another process.
@@ -93,8 +93,8 @@ class LlamaCppFake(FakeServer):
         loading_seconds: float = 0.0,
     ) -> None:
         super().__init__(scenario, api_key=api_key, models=models or ["local-model.gguf"])
-        self.include_usage = include_usage  # honour stream_options.include_usage, as builds since 2025 do
-        self.legacy_errors = legacy_errors  # a build from before the end of 2025 (see the module's docstring)
+        self.include_usage = include_usage  # honour stream_options.include_usage, as newer builds do
+        self.legacy_errors = legacy_errors  # a build from before autumn 2025 (see the module's docstring)
         self.n_ctx = n_ctx  # the slot's context: a prompt this long or longer is refused
         self.n_ctx_train = n_ctx_train
         self.loading = loading  # answer 503 "Loading model" to everything
@@ -260,8 +260,8 @@ class LlamaCppFake(FakeServer):
         await response.write_eof()
 
     async def _send_error(self, response: web.StreamResponse, error: dict[str, Any]) -> None:
-        """An error after the headers: `data: {"error": ...}` and the end (no [DONE]); before the end
-        of 2025, an `error:` field and then [DONE]."""
+        """An error after the headers: `data: {"error": ...}` and the end (no [DONE]); in builds before
+        autumn 2025, an `error:` field and then [DONE]."""
         if self.legacy_errors:
             await response.write(b"error: " + orjson.dumps(error) + b"\n\ndata: [DONE]\n\n")
         else:
@@ -278,7 +278,7 @@ class LlamaCppFake(FakeServer):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--include-usage", action="store_true", help="honour stream_options.include_usage")
-        parser.add_argument("--legacy-errors", action="store_true", help="errors as a build before late 2025 sends them")
+        parser.add_argument("--legacy-errors", action="store_true", help="errors as builds before autumn 2025 send them")
         parser.add_argument("--n-ctx", type=int, default=4096, help="the slot's context size")
         parser.add_argument("--loading-seconds", type=float, default=0.0, help="answer 503 for this long first")
 

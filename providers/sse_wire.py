@@ -250,6 +250,8 @@ def classify(status: int | None, error_type: str = "", code: str = "", message: 
     for key in (error_type, code):
         if key in _BY_TYPE and (client_side or key in _BUSY_TYPES):
             return _BY_TYPE[key]
+    # Whatever the status, a body saying the request itself was unreadable (llama.cpp's 500 for a
+    # JSON parse error) will be refused again: bad_request, never retried. Beside the regex above.
     if error_type == "invalid_request_error" or _INVALID_REQUEST_MESSAGE.search(message):
         return ErrorCode.BAD_REQUEST
     if status is not None and 400 <= status < 500:

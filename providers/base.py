@@ -193,6 +193,24 @@ StreamEvent = TextDelta | ToolCall | Usage | Finish | StreamError
 
 
 @dataclass(frozen=True, slots=True)
+class Thinking:
+    """Output the model writes but the reply does not show: a reasoning model's thinking, streamed
+    apart from its answer (`reasoning_content` from llama.cpp, vLLM and Ollama).
+
+    Adapters yield it and `Provider.stream` keeps it to itself: it is not silence (a model may
+    think for minutes before its first word, well past the first-token limit), and it is output
+    the server counts against max_tokens, so it counts against the reply's output cap too; but it
+    is never part of the reply, its history or its events."""
+
+    text: str
+    chunks: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def pieces(self) -> int:
+        return len(self.chunks) or 1
+
+
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     system_prompt: bool = True  # False: the system prompt is folded into the first user turn
     needs_key: bool = True
@@ -221,7 +239,7 @@ class Provider:
     def __init__(self, timeouts: Timeouts | None = None) -> None:
         self.timeouts = timeouts or Timeouts()
 
-    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent | Thinking]:
         raise NotImplementedError
         yield  # pragma: no cover
 
@@ -247,16 +265,18 @@ class Provider:
                     phase = "the first token" if silence.before_first else "the next token"
                     yield StreamError(ErrorCode.TIMEOUT, f"No answer within {limit:g}s waiting for {phase}.")
                     return
-                if isinstance(event, TextDelta):
+                if isinstance(event, (TextDelta, Thinking)):
                     if silence.before_first:
                         silence.before_first = False
                         limit = self.timeouts.idle
                     kept = meter.take(event)
                     if kept is not event:
-                        if kept.text:
+                        if kept.text and isinstance(event, TextDelta):
                             yield kept
                         yield Finish("length")
                         return
+                    if isinstance(event, Thinking):
+                        continue  # a sign of life and output spent, never part of the reply
                 yield event
                 if isinstance(event, StreamError):
                     return
@@ -309,7 +329,7 @@ class OutputMeter:
         self.cut_at = limit if chunks_are_tokens else limit + limit // 2 + 8
         self.chars = self.extra_bytes = self.pieces = 0
 
-    def take(self, delta: TextDelta) -> TextDelta:
+    def take(self, delta: TextDelta | Thinking) -> TextDelta | Thinking:
         """The delta itself while the output fits; otherwise the part that does (maybe empty), and
         the stream must end there."""
         if self.chunks_are_tokens:

@@ -58,11 +58,8 @@ def _openai(endpoint: Endpoint, timeout: float) -> list[Listed]:
                     break
                 if NOT_CHAT.search(model.id):
                     continue
-                # vLLM says how long a context it serves; llama.cpp what the model was trained for.
-                meta = getattr(model, "meta", None)
-                window = _positive(getattr(model, "max_model_len", None)) or (
-                    _positive(meta.get("n_ctx_train")) if isinstance(meta, dict) else None
-                )
+                # vLLM says how long a context it serves (`max_model_len`), llama.cpp in its `meta`.
+                window = _positive(getattr(model, "max_model_len", None)) or _llamacpp_window(getattr(model, "meta", None))
                 found.append(Listed(model.id, model.id, window))
             return found
     except openai.APIStatusError as exc:
@@ -105,6 +102,15 @@ def _anthropic(endpoint: Endpoint, timeout: float) -> list[Listed]:
         raise ListingFailed(f"could not connect: {exc.__cause__ or exc}") from None
     except (anthropic.AnthropicError, ValueError, TypeError, AttributeError) as exc:
         raise ListingFailed(f"unreadable model list: {exc}") from None
+
+
+def _llamacpp_window(meta: object) -> int | None:
+    """The context llama.cpp serves a request in: `n_ctx`, its slot's window (its `-c` shared among
+    `--parallel` slots), which newer builds list beside `n_ctx_train`, what the model was trained
+    for. A prompt must fit the first: a longer one is refused with exceed_context_size_error."""
+    if not isinstance(meta, dict):
+        return None
+    return _positive(meta.get("n_ctx")) or _positive(meta.get("n_ctx_train"))
 
 
 def _positive(value: Any) -> int | None:

@@ -23,6 +23,7 @@ from providers.base import (
     StreamError,
     StreamEvent,
     TextDelta,
+    Thinking,
     Timeouts,
     ToolCall,
     Usage,
@@ -78,7 +79,7 @@ class OpenAIProvider(Provider):
         for client in self._clients.pop_current():
             await client.close()
 
-    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent | Thinking]:
         base_url = request.base_url or self.base_url
         client = self._clients.get(base_url, self.api_key if request.api_key is None else request.api_key)
         try:
@@ -178,7 +179,20 @@ def max_tokens_param(base_url: str) -> str:
 
 
 class ChunkReader(StreamReader):
-    """`data: {chat.completion.chunk}` events until `data: [DONE]`."""
+    """`data: {chat.completion.chunk}` events until `data: [DONE]`.
+
+    What the compatible servers add is read or left alone on purpose:
+    - no `usage` (llama.cpp builds that predate `stream_options`): the reply's `Usage` is unknown,
+      and the ledger bills its estimate, marked estimated (billing/ledger.py);
+    - `timings` (llama.cpp's speeds and counts) and `system_fingerprint` (its build): left alone.
+      The timings are no bill: only the last chunk has them (a stopped or cut reply never does),
+      their `prompt_n` leaves out the prompt's cached part, and their fields vary between builds;
+    - a role chunk whose `content` is null: no text;
+    - a reasoning model's `reasoning_content` (llama.cpp, vLLM; `reasoning` in newer vLLM and
+      Ollama): not the answer, so not reply text (it would also be sent back as history), but
+      `Thinking`: the model is working, and spending output;
+    - an error after the headers as `data: {"error": ...}` or llama.cpp's older `error:` line.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -187,21 +201,27 @@ class ChunkReader(StreamReader):
         self.usage = Usage(None, None)  # compatible servers may ignore include_usage
         self.tool_calls: dict[int, tuple[str, str, list[str]]] = {}  # index -> id, name, argument pieces
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
+    def feed(self, chunk: bytes) -> list[StreamEvent | Thinking]:
         texts: list[str] = []
+        thoughts: list[str] = []
         try:
-            for _, data in self.framer.feed(chunk):
+            for event, data in self.framer.feed(chunk):
                 if data == b"[DONE]":
                     return self._end(texts)
                 payload = orjson.loads(data)
+                if event == b"error" and "error" not in payload:
+                    payload = {"error": payload}  # llama.cpp's old `error:` line holds the inner object
                 choices = payload.get("choices")
                 if choices:
                     choice = choices[0]
                     delta = choice.get("delta")
-                    if delta and (text := delta.get("content")):
-                        texts.append(text)
-                    if delta and (calls := delta.get("tool_calls")):
-                        self._add_tool_pieces(calls)
+                    if delta:
+                        if thought := delta.get("reasoning_content") or delta.get("reasoning"):
+                            thoughts.append(thought)
+                        if text := delta.get("content"):
+                            texts.append(text)
+                        if calls := delta.get("tool_calls"):
+                            self._add_tool_pieces(calls)
                     if reason := choice.get("finish_reason"):
                         self.finish_reason = reason
                 elif payload.get("error"):
@@ -212,7 +232,10 @@ class ChunkReader(StreamReader):
                     self.model_version = payload.get("model") or ""
         except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
             return self.fail(texts, malformed(f"{type(exc).__name__}: {exc}"))
-        return [TextDelta("".join(texts), tuple(texts))] if texts else []
+        events: list[StreamEvent | Thinking] = [Thinking("".join(thoughts), tuple(thoughts))] if thoughts else []
+        if texts:
+            events.append(TextDelta("".join(texts), tuple(texts)))
+        return events
 
     def at_eof(self) -> list[StreamEvent]:
         # A server that stops after the finish reason but before [DONE] has said everything.

@@ -16,7 +16,7 @@ from email.utils import parsedate_to_datetime
 
 import httpx2
 
-from providers.base import ErrorCode, StreamError, StreamEvent, TextDelta
+from providers.base import ErrorCode, StreamError, StreamEvent, TextDelta, Thinking
 
 MESSAGE_LIMIT = 300  # provider messages go to logs, not to people; keep them short
 
@@ -59,6 +59,12 @@ class SSEFramer:
                 self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip()
+            elif line.startswith(b"error:"):
+                # Not an SSE field: llama.cpp until September 2025 (ggml-org/llama.cpp#16109) sent
+                # an error after the headers as `error: {...}`, then `data: [DONE]`. A parser that
+                # drops the line takes the stream for an empty, complete reply.
+                self._event = b"error"
+                self._data.append(line[7:] if line.startswith(b"error: ") else line[6:])
         return events
 
 
@@ -89,7 +95,7 @@ class StreamReader:
         self.ended = False
         self.failed = False
 
-    def feed(self, chunk: bytes) -> list[StreamEvent]:
+    def feed(self, chunk: bytes) -> list[StreamEvent | Thinking]:
         raise NotImplementedError
 
     def at_eof(self) -> list[StreamEvent]:
@@ -102,7 +108,7 @@ class StreamReader:
         return [TextDelta("".join(texts)), error] if texts else [error]
 
 
-async def relay(body: AsyncIterator[bytes], reader: StreamReader) -> AsyncIterator[StreamEvent]:
+async def relay(body: AsyncIterator[bytes], reader: StreamReader) -> AsyncIterator[StreamEvent | Thinking]:
     """Read raw body chunks through `reader` until it ends; a broken connection becomes an error.
 
     Callers wrap this in `contextlib.aclosing` so that the response body iterator is closed as
@@ -184,12 +190,22 @@ class ClientCache[C]:
 # Error mapping ---------------------------------------------------------------------------------
 
 # OpenAI says `context_length_exceeded`; Anthropic "prompt is too long: N tokens > M maximum" or
-# "input length and `max_tokens` exceed context limit"; vLLM/llama.cpp "maximum context length".
+# "input length and `max_tokens` exceed context limit"; vLLM "maximum context length"; llama.cpp
+# `exceed_context_size_error`, "the request exceeds the available context size, try increasing it"
+# (older builds: the same words as an `invalid_request_error`).
 _CONTEXT_MESSAGE = re.compile(
-    r"prompt is too long|context (length|limit|window)|maximum context|too many tokens",
+    r"prompt is too long|context (length|limit|window|size)|maximum context|too many tokens",
     re.IGNORECASE,
 )
-_CONTEXT_CODES = {"context_length_exceeded", "request_too_large", "string_above_max_length"}
+_CONTEXT_CODES = {"context_length_exceeded", "request_too_large", "string_above_max_length", "exceed_context_size_error"}
+
+# A server error whose body says the request itself could not be read. llama.cpp turns every
+# exception in a handler into HTTP 500 `server_error`, the JSON parser's too: a body it cannot parse
+# is "[json.exception.parse_error.101] ...", turns it cannot read "Failed to parse messages: ...",
+# and a model's output its chat template cannot place "Failed to parse input at pos N". Sending the
+# same request again fails the same way, after another prompt's work (and in the last case a whole
+# generation), so these are bad_request and not retried; a bare 500 or 502 stays provider_unavailable.
+_INVALID_REQUEST_MESSAGE = re.compile(r"parse[_ ]error|failed to parse|invalid json", re.IGNORECASE)
 
 _BY_TYPE = {
     "overloaded_error": ErrorCode.OVERLOADED,
@@ -202,7 +218,10 @@ _BY_TYPE = {
     "invalid_request_error": ErrorCode.BAD_REQUEST,
     "not_found_error": ErrorCode.BAD_REQUEST,
     "request_too_large": ErrorCode.CONTEXT_TOO_LONG,
+    "unavailable_error": ErrorCode.OVERLOADED,  # llama.cpp while it loads its model (HTTP 503)
 }
+# Types that refine a 5xx too: the server is busy, not broken.
+_BUSY_TYPES = {"overloaded_error", "unavailable_error"}
 
 _BY_STATUS = {
     401: ErrorCode.AUTH_FAILED,
@@ -229,8 +248,12 @@ def classify(status: int | None, error_type: str = "", code: str = "", message: 
     # The body's type refines a bare status (an overloaded_error with a 500) and is all an
     # in-stream error has.
     for key in (error_type, code):
-        if key in _BY_TYPE and (client_side or key == "overloaded_error"):
+        if key in _BY_TYPE and (client_side or key in _BUSY_TYPES):
             return _BY_TYPE[key]
+    # Whatever the status, a body saying the request itself was unreadable (llama.cpp's 500 for a
+    # JSON parse error) will be refused again: bad_request, never retried. Beside the regex above.
+    if error_type == "invalid_request_error" or _INVALID_REQUEST_MESSAGE.search(message):
+        return ErrorCode.BAD_REQUEST
     if status is not None and 400 <= status < 500:
         return ErrorCode.BAD_REQUEST
     return ErrorCode.PROVIDER_UNAVAILABLE

@@ -73,6 +73,7 @@ class Scenario:
     fragment: int = 0  # split each write into pieces of this many bytes (lines across reads)
     ignore_max_tokens: int = 0  # 1: stream all `tokens` whatever max_tokens says, as a misbehaving server does
     hidden_tokens: int = 0  # output billed in the usage but never streamed (a reasoning model's thinking)
+    reasoning: int = 0  # tokens of thinking streamed apart from the answer (llama.cpp's `reasoning_content` deltas)
     tool_arguments: str = '{"expression": "6 * 7"}'  # tool_call: the arguments' JSON text, as the model writes it
     tool_name: str = ""  # tool_call: the tool called; "" calls the first one offered
 
@@ -117,11 +118,12 @@ class FakeServer:
     route: str = "/"
     models_route: str = "/v1/models"
     error_kinds: frozenset[str] = frozenset()
+    default_tokens: int = Scenario().tokens  # a reply's length when no scenario says otherwise
 
     def __init__(
         self, scenario: Scenario | None = None, *, api_key: str | None = None, models: list[str] | None = None
     ) -> None:
-        self.scenario = scenario or Scenario()
+        self.scenario = scenario or Scenario(tokens=self.default_tokens)
         self.api_key = api_key  # when set, any other key gets a 401
         self.models = list(models or [])  # what the model list says
         self.listings = 0
@@ -137,6 +139,7 @@ class FakeServer:
         app = web.Application()
         app.router.add_post(self.route, self._handle)
         app.router.add_get(self.models_route, self._list_models)
+        self.add_routes(app)
         # handler_cancellation lets the fake notice a client hanging up even while it is silent;
         # a short shutdown keeps a stalled reply from holding up the end of a test.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
@@ -144,6 +147,9 @@ class FakeServer:
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
         self.port = self._runner.addresses[0][1]
         return self
+
+    def add_routes(self, app: web.Application) -> None:
+        """Routes of this server's own, beside the reply and the model list."""
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -182,7 +188,12 @@ class FakeServer:
     # Requests ----------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = orjson.loads(await request.read())
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            scenario = self.scenario.overridden(request.headers.get(SCENARIO_HEADER, ""))
+            self.requests.append(Recorded(request.path, {k.lower(): v for k, v in request.headers.items()}, {}, scenario))
+            return self.unreadable_body(exc, scenario)
         model, model_query = split_model(str(body.get("model", "")))
         scenario = self.scenario.overridden(model_query).overridden(request.headers.get(SCENARIO_HEADER, ""))
         self.requests.append(Recorded(request.path, {k.lower(): v for k, v in request.headers.items()}, body, scenario))
@@ -233,12 +244,27 @@ class FakeServer:
     def error_body(self, status: int, scenario: Scenario) -> dict[str, Any]:
         raise NotImplementedError
 
+    def unreadable_body(self, exc: orjson.JSONDecodeError, scenario: Scenario) -> web.Response:
+        """The answer to a body that is not JSON: the API's own 400, unless a server says otherwise."""
+        return self.error_response(400, replace(scenario, kind="bad_request"))
+
     async def stream_reply(self, request: web.Request, scenario: Scenario, model: str) -> web.StreamResponse:
         raise NotImplementedError
 
     def _note_disconnect(self) -> None:
         self.disconnects += 1
         self.disconnected.set()
+
+    # Command line ------------------------------------------------------------------------------
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Options of this server's own, beyond those every fake takes (`cli`)."""
+
+    @classmethod
+    def options(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """Keyword arguments for the constructor from the options `add_arguments` added."""
+        return {}
 
     # Writing -----------------------------------------------------------------------------------
 
@@ -279,17 +305,18 @@ def cli(server_class: type[FakeServer], description: str) -> None:
     """`python -m tests.fakes.<module> --port N --tokens 200 --rate 50 [--scenario KIND]`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--tokens", type=int, default=Scenario().tokens)
+    parser.add_argument("--tokens", type=int, default=server_class.default_tokens)
     parser.add_argument("--rate", type=float, default=0.0, help="tokens a second (0: unpaced)")
     parser.add_argument("--scenario", default="ok", help="the default scenario kind")
     parser.add_argument("--api-key", default=None, help="answer 401 to any other key")
     parser.add_argument("--models", default="", help="comma-separated ids that GET /v1/models lists")
+    server_class.add_arguments(parser)
     args = parser.parse_args()
 
     async def serve() -> None:
         server = server_class(
             Scenario(args.scenario, tokens=args.tokens, rate=args.rate), api_key=args.api_key,
-            models=[name for name in args.models.split(",") if name],
+            models=[name for name in args.models.split(",") if name], **server_class.options(args),
         )
         await server.start(args.port)
         # The first line tells a parent process where to connect (useful with --port 0).

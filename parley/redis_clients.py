@@ -29,6 +29,9 @@ def sync_client() -> redis.Redis:
     return made
 
 
-def async_client(max_connections: int) -> aioredis.Redis:
-    """A client for the running event loop, with a pool of at most `max_connections`."""
-    return aioredis.Redis.from_url(settings.REDIS_URL, max_connections=max_connections)
+def async_client(max_connections: int, timeout: float | None = None) -> aioredis.Redis:
+    """A client for the running event loop, with a pool of at most `max_connections`; `timeout`
+    bounds each connect and reply (None: unbounded, for blocking reads)."""
+    return aioredis.Redis.from_url(
+        settings.REDIS_URL, max_connections=max_connections, socket_connect_timeout=timeout, socket_timeout=timeout
+    )

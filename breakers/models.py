@@ -56,7 +56,7 @@ class BreakerEvent(models.Model):
 
     class Meta:
         verbose_name = "breaker event"
-        verbose_name_plural = "breaker history"
+        verbose_name_plural = "breaker events"
         ordering = ["-created", "-id"]
         indexes = [models.Index(fields=["endpoint", "model", "created"])]
 

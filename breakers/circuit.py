@@ -20,9 +20,9 @@ Each check or record is one Redis round trip (breakers/scripts.py). If Redis doe
 go ahead (fail open): a warning is logged and this process leaves Redis alone for a moment.
 
 Every change of state is written once as a `BreakerEvent`, by the process whose call made it: the
-script says which call that was. Sync callers write it at once (handed to parley/deferred.py's
-threads when on the shared database thread); async callers hand it to those threads, so that
-neither their event loop nor the shared database thread waits for it.
+script says which call that was. The row is handed to parley/deferred.py's threads, sync callers'
+as async ones': no event loop, shared database thread or Celery task waits for it, and a caller's
+transaction rolled back does not take it along (the change happened in Redis all the same).
 """
 
 import asyncio
@@ -31,9 +31,8 @@ import threading
 import time
 import weakref
 from concurrent import futures
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aioredis
@@ -44,17 +43,21 @@ from django.db import DatabaseError
 from breakers.models import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerEvent
 from breakers.scripts import breaker_keys, check_script, record_script, text
 from parley import deferred
-from parley.redis_clients import async_client, sync_client
+from parley.redis_clients import bounded_async_client, sync_client
+
+if TYPE_CHECKING:
+    from chat.models import ChatModel
 
 logger = logging.getLogger(__name__)
 
 # After Redis failed to answer, this process fails open without asking it for this long: a Redis
 # that hangs must not add its timeout to every call, nor a warning to the log per call.
 REDIS_REST_SECONDS = 2.0
-# An async check waits at most this long for Redis before it fails open.
+# An async check waits at most this long for Redis (for a connection, then for its reply) before it fails open.
 ASYNC_TIMEOUT_SECONDS = 1.0
-# Checks in flight at once on one event loop (each a sub-millisecond round trip).
-ASYNC_CONNECTIONS = 200
+# Connections of one event loop's client: more checks in flight at once wait for one (each a
+# sub-millisecond round trip) rather than fail open.
+ASYNC_CONNECTIONS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +103,7 @@ def check(endpoint: str, model: str) -> Gate:
         return _fail_open(error)
     gate, transition = _gate(endpoint, model, reply)
     if transition is not None:
-        _write(transition, deferred.soon)
+        _write(transition)
     return gate
 
 
@@ -113,7 +116,7 @@ async def acheck(endpoint: str, model: str) -> Gate:
         client = _async_client()
         reply = await check_script.arun(client, keys, _check_args(""))
         if text(reply[0]) == "seed":
-            # Only the first check of a breaker after Redis lost its data: one database hop.
+            # A breaker's first check since Redis started (or lost its data): one database hop.
             mode = await database_sync_to_async(_stored_mode)(endpoint, model)
             if mode is None:
                 return FAIL_OPEN
@@ -122,7 +125,7 @@ async def acheck(endpoint: str, model: str) -> Gate:
         return _fail_open(error)
     gate, transition = _gate(endpoint, model, reply)
     if transition is not None:
-        _write(transition, deferred.on_own_thread)
+        _write(transition)
     return gate
 
 
@@ -142,7 +145,7 @@ def record(endpoint: str, model: str, ok: bool, code: str = "", probe: bool = Fa
         return
     transition = _transition(endpoint, model, reply, code)
     if transition is not None:
-        _write(transition, deferred.soon)
+        _write(transition)
 
 
 async def arecord(endpoint: str, model: str, ok: bool, code: str = "", probe: bool = False) -> None:
@@ -159,7 +162,13 @@ async def arecord(endpoint: str, model: str, ok: bool, code: str = "", probe: bo
         return
     transition = _transition(endpoint, model, reply, code)
     if transition is not None:
-        _write(transition, deferred.on_own_thread)
+        _write(transition)
+
+
+def breaker_of(model: "ChatModel") -> tuple[str, str]:
+    """The breaker that guards a catalogue model's calls, as (endpoint, model) for check and record:
+    its endpoint (its provider's name when it has none) and the id the provider is asked for."""
+    return model.endpoint or model.provider, model.model_id
 
 
 def write_event(transition: Transition, by: Any = None) -> BreakerEvent:
@@ -181,10 +190,9 @@ _writes: set[futures.Future[None]] = set()
 _writes_lock = threading.Lock()
 
 
-def _write(transition: Transition, run: Callable[[Callable[[], object], str], futures.Future[None]]) -> None:
-    """Write the transition's row by `run` (deferred.soon for sync callers, deferred.on_own_thread for
-    async ones), keeping its future until it is written."""
-    future = run(lambda: write_event(transition), "circuit breaker event")
+def _write(transition: Transition) -> None:
+    """Hand the transition's row to deferred's threads, keeping its future until it is written."""
+    future = deferred.on_own_thread(lambda: write_event(transition), "circuit breaker event")
     with _writes_lock:
         _writes.add(future)
     future.add_done_callback(_forget_write)
@@ -270,5 +278,5 @@ def _async_client() -> aioredis.Redis:
     clients = _async_clients.setdefault(asyncio.get_running_loop(), {})
     client = clients.get(settings.REDIS_URL)
     if client is None:
-        client = clients[settings.REDIS_URL] = async_client(ASYNC_CONNECTIONS, timeout=ASYNC_TIMEOUT_SECONDS)
+        client = clients[settings.REDIS_URL] = bounded_async_client(ASYNC_CONNECTIONS, ASYNC_TIMEOUT_SECONDS)
     return client

@@ -114,11 +114,6 @@ def breaker_keys(endpoint: str, model: str) -> list[str]:
     return [base, f"{base}:failures", f"{base}:probe"]
 
 
-def breaker_pattern() -> str:
-    """Every breaker key of this installation, for SCAN (tests clean them up with it)."""
-    return f"{settings.PARLEY_KEY_PREFIX}:breaker:*"
-
-
 class Script:
     """A Lua script run by EVALSHA, sent in full only when Redis does not have it (first use, or a restart)."""
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import redis
 from django.conf import settings
 
+from breakers.circuit import breaker_of
 from breakers.models import CLOSED, FORCED_CLOSED, FORCED_OPEN, HALF_OPEN, OPEN, STATES, Breaker
 from breakers.scripts import breaker_keys, peek_script, text
 from chat.models import ChatModel
@@ -38,12 +39,6 @@ class BreakerState:
     @property
     def allows_calls(self) -> bool:
         return self.state in {CLOSED, FORCED_CLOSED, UNKNOWN}
-
-
-def breaker_of(model: ChatModel) -> tuple[str, str]:
-    """The breaker that guards a catalogue model's calls: its endpoint (its provider's name when it
-    has none) and the id the provider is asked for."""
-    return model.endpoint or model.provider, model.model_id
 
 
 def known_breakers() -> dict[tuple[str, str], tuple[str, ...]]:

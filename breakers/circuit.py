@@ -172,6 +172,7 @@ def breaker_of(model: "ChatModel") -> tuple[str, str]:
 
 
 def write_event(transition: Transition, by: Any = None) -> BreakerEvent:
+    """The history's row of one change of state; `by`: the admin who forced it."""
     return BreakerEvent.objects.create(
         endpoint=transition.endpoint, model=transition.model, from_state=transition.from_state,
         to_state=transition.to_state, failures=transition.failures, reason=transition.reason[:200], by=by,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 from redis.crc import key_slot
 
 from breakers import circuit, control
@@ -133,6 +133,14 @@ def test_a_failed_probe_opens_it_for_another_cool_down():
     time.sleep(COOLDOWN)
     assert circuit.check(ENDPOINT, MODEL).probe  # a new cool-down, a new probe
     assert history() == [("closed", "open"), ("open", "half_open"), ("half_open", "open"), ("open", "half_open")]
+
+
+def test_a_change_of_state_is_kept_though_the_callers_transaction_rolls_back():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        fail(3)  # a Celery task's work that then fails
+        raise RuntimeError("the task's own work failed")
+    assert not circuit.check(ENDPOINT, MODEL).allowed  # Redis changed: the history must say so
+    assert history() == [("closed", "open")]
 
 
 def test_late_reports_of_calls_admitted_before_it_opened_change_nothing():

@@ -32,3 +32,14 @@ def sync_client() -> redis.Redis:
 def async_client(max_connections: int) -> aioredis.Redis:
     """A client for the running event loop, with a pool of at most `max_connections`."""
     return aioredis.Redis.from_url(settings.REDIS_URL, max_connections=max_connections)
+
+
+def bounded_async_client(max_connections: int, timeout: float) -> aioredis.Redis:
+    """A client for the running event loop whose every wait is bounded by `timeout`: for a free
+    connection of its pool (a caller beyond `max_connections` waits rather than fails), to
+    connect, and for each reply."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.REDIS_URL, max_connections=max_connections, timeout=timeout,
+        socket_connect_timeout=timeout, socket_timeout=timeout,
+    )
+    return aioredis.Redis(connection_pool=pool)

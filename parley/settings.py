@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "agents",
     "sharing",
     "support",
+    "breakers",
     "parley.checks.ChecksConfig",  # lets Django's security checks see the middleware below
 ]
 
@@ -260,6 +261,19 @@ PARLEY_RETRY_AFTER_CAP_SECONDS = env_float("PARLEY_RETRY_AFTER_CAP_SECONDS", 20.
 PARLEY_RETRY_DEADLINE_SECONDS = env_float("PARLEY_RETRY_DEADLINE_SECONDS", 90.0, minimum=1.0)
 # How long the response cache keeps a reply, for models that opted in (resilience/cache.py).
 PARLEY_CACHE_SECONDS = env_int("PARLEY_CACHE_SECONDS", 86400, minimum=1)
+
+# Circuit breakers (breakers/), one per provider endpoint and model, shared by every process through
+# Redis: PARLEY_BREAKER_FAILURES retryable failures (rate limited, overloaded, timeout, unavailable)
+# within the window open it; calls are then refused at once for the cool-down, after which one call
+# (the probe) is let through and its outcome closes or reopens it. A probe not reported within
+# PARLEY_BREAKER_PROBE_SECONDS (by default as long as a call may wait for its first token) is
+# presumed lost with its process, and the next caller probes instead.
+PARLEY_BREAKER_FAILURES = env_int("PARLEY_BREAKER_FAILURES", 5, minimum=1)
+PARLEY_BREAKER_WINDOW_SECONDS = env_float("PARLEY_BREAKER_WINDOW_SECONDS", 30.0, minimum=0.1)
+PARLEY_BREAKER_COOLDOWN_SECONDS = env_float("PARLEY_BREAKER_COOLDOWN_SECONDS", 15.0, minimum=0.1)
+PARLEY_BREAKER_PROBE_SECONDS = env_float(
+    "PARLEY_BREAKER_PROBE_SECONDS", PROVIDER_CONNECT_TIMEOUT + PROVIDER_FIRST_TOKEN_TIMEOUT, minimum=0.1
+)
 
 # The streaming pipeline.
 PARLEY_MAX_GENERATIONS = env_int("PARLEY_MAX_GENERATIONS", 240, minimum=1)

@@ -89,6 +89,8 @@ def _clean_event_logs(request: pytest.FixtureRequest) -> Iterator[None]:
         keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:auth:*", count=1000))
         keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:title:*", count=1000))  # conversation ids too
         keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:run:*", count=1000))  # run ids too
+        # Breakers' forced modes are seeded from the database, which every test empties.
+        keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:breaker:*", count=1000))
         if keys:
             client.delete(*keys)
         client.close()

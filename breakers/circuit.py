@@ -20,9 +20,10 @@ Each check or record is one Redis round trip (breakers/scripts.py). If Redis doe
 go ahead (fail open): a warning is logged and this process leaves Redis alone for a moment.
 
 Every change of state is written once as a `BreakerEvent`, by the process whose call made it: the
-script says which call that was. The row is handed to parley/deferred.py's threads, sync callers'
-as async ones': no event loop, shared database thread or Celery task waits for it, and a caller's
-transaction rolled back does not take it along (the change happened in Redis all the same).
+script says which call that was. The row is handed to a writer thread of its own, sync callers'
+as async ones': no event loop, shared database thread or Celery task waits for it, a caller's
+transaction rolled back does not take it along (the change happened in Redis all the same), and
+one breaker's rows are written in the order its changes happened.
 """
 
 import asyncio
@@ -38,11 +39,11 @@ import redis
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import connection
 from django.db import DatabaseError
 
 from breakers.models import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerEvent
 from breakers.scripts import breaker_keys, check_script, record_script, text
-from parley import deferred
 from parley.redis_clients import bounded_async_client, sync_client
 
 if TYPE_CHECKING:
@@ -192,11 +193,25 @@ _writes_lock = threading.Lock()
 
 
 def _write(transition: Transition) -> None:
-    """Hand the transition's row to deferred's threads, keeping its future until it is written."""
-    future = deferred.on_own_thread(lambda: write_event(transition), "circuit breaker event")
+    """Hand the transition's row to the one writer thread, keeping its future until it is written:
+    one thread, so that a breaker's rows are written in the order its transitions happened."""
+    future = _writer.submit(_write_now, transition)
     with _writes_lock:
         _writes.add(future)
     future.add_done_callback(_forget_write)
+
+
+def _write_now(transition: Transition) -> None:
+    try:
+        write_event(transition)
+    except Exception:  # noqa: BLE001 - a lost history row must not take the writer thread down
+        logger.exception("A circuit breaker event could not be written")
+    finally:
+        connection.close()  # no idle connection held between the rare transitions
+
+
+# Transitions are rare; a thread of its own keeps them in order and off every caller's path.
+_writer = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-breaker-events")
 
 
 def _forget_write(future: futures.Future[None]) -> None:

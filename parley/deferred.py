@@ -58,15 +58,6 @@ def soon(fn: Callable[[], object], what: str) -> Future[None]:
     return done
 
 
-def on_own_thread(fn: Callable[[], object], what: str) -> Future[None]:
-    """Run `fn` on this module's threads whatever thread calls: for an event loop's code whose rare
-    database write (a circuit breaker's transition) must neither block the loop nor wait its turn
-    on the shared database thread. The future is done once `fn` has run, as with `soon`."""
-    done: Future[None] = Future()
-    _pool.submit(_run_on_own_thread, fn, what, done)
-    return done
-
-
 def on_shared_database_thread() -> bool:
     """True in code that database_sync_to_async or Django's `a*` methods run on their shared thread.
 

@@ -236,19 +236,3 @@ async def test_a_failing_deferred_job_is_logged_and_still_ends_its_future(caplog
         await asyncio.wait_for(asyncio.wrap_future(done), PROMPT_SECONDS)
     assert "Deferred division job failed" in caplog.text and "ZeroDivisionError" in caplog.text
 
-
-async def test_work_handed_over_from_an_event_loop_runs_on_a_deferred_thread_and_the_loop_goes_on():
-    started, release = threading.Event(), threading.Event()
-    ran: list[threading.Thread] = []
-
-    def slow_write() -> None:
-        started.set()
-        release.wait(PROMPT_SECONDS)
-        ran.append(threading.current_thread())
-
-    done = deferred.on_own_thread(slow_write, "a slow write")
-    assert await asyncio.to_thread(started.wait, PROMPT_SECONDS)
-    assert not done.done()  # the loop did not wait for it
-    release.set()
-    await asyncio.wait_for(asyncio.wrap_future(done), PROMPT_SECONDS)
-    assert ran[0] is not threading.current_thread() and ran[0].name.startswith(deferred.THREAD_NAME)

@@ -230,3 +230,29 @@ def test_a_model_cannot_fail_over_to_itself(admin_client):
     assert response.status_code == 200
     assert "cannot be its own failover" in response.content.decode()
     assert not FailoverLink.objects.exists()
+
+
+async def test_an_open_breaker_sends_replies_down_the_chain_until_its_probe_succeeds(alice, primary, secondary, settings):
+    settings.PARLEY_RETRY_ATTEMPTS = 1
+    settings.PARLEY_BREAKER_FAILURES, settings.PARLEY_BREAKER_WINDOW_SECONDS = 2, 30
+    settings.PARLEY_BREAKER_COOLDOWN_SECONDS = 1
+    primary.scenario = Scenario(kind="server_error")
+    first = await model_at(primary, "first", "openai", "1")
+    second = await model_at(secondary, "second", "anthropic", "1")
+    await chain(first, second)
+    for _ in range(2):  # two failures open the breaker
+        _, reply = await run_reply(alice, first)
+        assert reply.model == "second"
+    assert len(primary.replies) == 2
+    seen, reply = await run_reply(alice, first)
+    assert len(primary.replies) == 2, "an open breaker refuses at once: the model is not called"
+    assert reply.model == "second" and reply.routing["failover"]["why"] == "its provider has been failing (circuit breaker open)"
+    assert "attempts" not in reply.routing
+    assert await asyncio.to_thread(rows_of, reply) == [(1, "second", "complete", "", reply.prompt_tokens + reply.completion_tokens,
+                                                         Decimal(reply.prompt_tokens + reply.completion_tokens) / 1_000_000)]
+    await asyncio.sleep(1.1)  # the cool-down: the next call is the probe, and the model has recovered
+    primary.scenario = Scenario(tokens=10)
+    seen, reply = await run_reply(alice, first)
+    assert reply.model == "first" and text_of(seen) == expected_text(10) and len(primary.replies) == 3
+    seen, reply = await run_reply(alice, first)
+    assert reply.model == "first" and len(primary.replies) == 4, "the probe's success closed the breaker"

@@ -27,6 +27,7 @@ from chat.models import Message, usage_of
 from parley import deferred, statements
 from providers import get_provider
 from providers.base import ChatRequest, ErrorCode, Finish, StreamError, TextDelta, Usage
+from shadows import sampling
 from streaming import events
 from streaming.eventlog import EventLog, LocalLog
 from streaming.process import Process
@@ -258,4 +259,6 @@ def _save_final(
             deferred.after_commit(
                 lambda: enqueue("generate_title", plan.conversation_id, why_it_matters="no title"), "title request"
             )
+        # A sampled share of a shadowed model's complete replies is asked again on the worker, never shown.
+        sampling.after_final_write(plan.message_id, call.model, status)
     return settled.done if settled is not None else None

@@ -49,7 +49,13 @@ class ShadowConfig(models.Model):
         tried = [str(self.shadow_model or self.model)]
         if self.system_prompt:
             tried.append("another system prompt")
-        return f"{self.model} shadowed by {' with '.join(tried)} ({self.sample_percent} %)"
+        return f"{self.model} shadowed by {' with '.join(tried)} ({self.percent_label} %)"
+
+    @property
+    def percent_label(self) -> str:
+        """The share as an admin wrote it: "12.5", "100", not "12.50"."""
+        text = f"{Decimal(self.sample_percent):f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
 
     def clean(self) -> None:
         same_model = self.shadow_model_id is None or self.shadow_model_id == self.model_id

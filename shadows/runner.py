@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -28,6 +29,11 @@ from providers.base import ChatRequest, CollectedReply, ErrorCode, StreamError, 
 from shadows.models import ShadowConfig, ShadowRun
 
 logger = logging.getLogger(__name__)
+
+# A run still `running` this long after it began, found by a redelivered task, was left by a lost
+# worker: far beyond any call's timeouts, and well within the broker's visibility timeout (an hour),
+# after which a task still unacknowledged is delivered again even to a live worker.
+ABANDONED_AFTER_SECONDS = 15 * 60
 
 
 def run_shadow(message_id: int, config_id: int) -> ShadowRun | None:
@@ -89,7 +95,19 @@ def _claim(reply: Message, config: ShadowConfig, model_name: str, system: str) -
             return ShadowRun.objects.create(message=reply, config=config, model=model_name, system_prompt_used=system)
     except IntegrityError:
         logger.info("Shadow of reply %s for config %s exists already: not asked again", reply.pk, config.pk)
+        _end_if_abandoned(reply.pk, config.pk)
         return None
+
+
+def _end_if_abandoned(message_id: int, config_id: int) -> None:
+    """A task is delivered again when its worker was lost (tasks are acknowledged late): a run
+    still `running` long after it began was that worker's, and nobody will finish it. It ends
+    failed, `interrupted`, so the compare page does not wait on it; it is not asked again, and
+    what the lost call used is unknown, so it has no ledger row."""
+    abandoned_before = timezone.now() - timedelta(seconds=ABANDONED_AFTER_SECONDS)
+    ShadowRun.objects.filter(
+        message_id=message_id, config_id=config_id, status=ShadowRun.Status.RUNNING, created__lt=abandoned_before
+    ).update(status=ShadowRun.Status.FAILED, error_code="interrupted", finished=timezone.now())
 
 
 @dataclass(frozen=True, slots=True)

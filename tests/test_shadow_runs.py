@@ -4,11 +4,13 @@ cost and timings, billed to the site alone, never seen by the user, and never ma
 
 import asyncio
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 import redis
 from channels.db import database_sync_to_async
+from django.utils import timezone
 
 from billing import admission, quotas
 from billing.models import UsageRecord
@@ -194,3 +196,22 @@ async def test_only_complete_replies_are_shadowed_by_the_task(alice, served):
     assert await asyncio.to_thread(run_shadow, reply_id, config.pk) is None
     assert await asyncio.to_thread(run_shadow, reply_id + 1000, config.pk) is None  # no such reply
     assert not await ShadowRun.objects.aexists()
+
+
+async def test_a_redelivery_ends_a_run_its_lost_worker_left_running_without_asking_again(alice, served):
+    fake, real, shadow = served
+    conversation = await Conversation.objects.acreate(owner=alice, model=real)
+    old_reply = await final(alice, await replies.send_message(alice, conversation.pk, "Hello"))
+    new_reply = await final(alice, await replies.send_message(alice, conversation.pk, "Again"))
+    config = await config_for(real, shadow)
+    long_ago = timezone.now() - timedelta(hours=1)
+    await ShadowRun.objects.acreate(message_id=old_reply, config=config, model="fake-shadow", created=long_ago)
+    await ShadowRun.objects.acreate(message_id=new_reply, config=config, model="fake-shadow")  # still being asked
+    calls_before = len(fake.requests)
+    assert await asyncio.to_thread(run_shadow, old_reply, config.pk) is None
+    assert await asyncio.to_thread(run_shadow, new_reply, config.pk) is None
+    abandoned = await ShadowRun.objects.aget(message_id=old_reply)
+    assert (abandoned.status, abandoned.error_code) == ("failed", "interrupted") and abandoned.finished is not None
+    assert (await ShadowRun.objects.aget(message_id=new_reply)).status == "running"
+    assert len(fake.requests) == calls_before
+    assert not await UsageRecord.objects.filter(kind="shadow").aexists()

@@ -17,8 +17,15 @@ COMPARE_PERMISSION = "shadows.compare_shadows"
 PAIRS_PER_PAGE = 20
 
 
+class _ComparersMayView:
+    """Who may compare may also list the configs and runs they compare."""
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return super().has_view_permission(request, obj) or request.user.has_perm(COMPARE_PERMISSION)  # type: ignore[misc]
+
+
 @admin.register(ShadowConfig)
-class ShadowConfigAdmin(admin.ModelAdmin):
+class ShadowConfigAdmin(_ComparersMayView, admin.ModelAdmin):
     """A shadow per model: what to try, on which share of the complete replies; its compare page."""
 
     list_display = ["__str__", "model", "shadow_model", "sample_percent", "enabled", "created", "compare_link"]
@@ -58,7 +65,7 @@ class ShadowConfigAdmin(admin.ModelAdmin):
 
 
 @admin.register(ShadowRun)
-class ShadowRunAdmin(ViewOnlyAdmin):
+class ShadowRunAdmin(_ComparersMayView, ViewOnlyAdmin):
     """Every shadow run, as the worker stored it."""
 
     list_display = ["created", "config", "message_id", "model", "status", "error_code", "completion_tokens", "cost_usd",

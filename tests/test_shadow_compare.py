@@ -107,6 +107,10 @@ def test_only_staff_with_the_permission_may_compare(config, comparer, alice, dja
     root = django_user_model.objects.create_superuser("root", password="root-pass-12345")
     assert client_for(root).get(url).status_code == 200
     assert client_for(comparer).get(reverse("admin:shadows_shadowconfig_compare", args=[config.pk + 100])).status_code == 404
+    # Who may compare may list the configs and runs too, and change none.
+    assert client_for(comparer).get(reverse("admin:shadows_shadowconfig_changelist")).status_code == 200
+    assert client_for(comparer).get(reverse("admin:shadows_shadowrun_changelist")).status_code == 200
+    assert client_for(comparer).post(reverse("admin:shadows_shadowconfig_change", args=[config.pk]), {}).status_code == 403
 
 
 def test_a_page_that_is_not_one_says_so(config, comparer):

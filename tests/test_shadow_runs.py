@@ -3,6 +3,7 @@ real reply was sent (the branch, its files, fitted to the shadow's window), stor
 cost and timings, billed to the site alone, never seen by the user, and never made twice."""
 
 import asyncio
+import re
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -98,7 +99,15 @@ async def test_a_shadow_is_sent_exactly_what_its_reply_was_sent_on_its_branch_wi
     assert stored.system_prompt_used == "Answer in one line." and stored.model == "fake-real"
 
 
-async def test_the_run_is_stored_billed_to_the_site_and_never_reaches_the_user(alice, served, settings):
+def page_of(client, conversation_id: int) -> str:
+    """The conversation's page as its owner sees it, less what differs per request (CSP nonces, CSRF tokens)."""
+    response = client.get(f"/c/{conversation_id}/")
+    assert response.status_code == 200
+    page = re.sub(r'nonce="[^"]*"', "", response.content.decode())
+    return re.sub(r'(csrfmiddlewaretoken" value=|csrf-token" content=|"X-CSRFToken": )"[^"]*"', "", page)
+
+
+async def test_the_run_is_stored_billed_to_the_site_and_never_reaches_the_user(alice, alice_client, served, settings):
     fake, real, shadow = served
     conversation = await Conversation.objects.acreate(owner=alice, model=real)
     reply_id = await final(alice, await replies.send_message(alice, conversation.pk, "Hello"))
@@ -111,6 +120,7 @@ async def test_the_run_is_stored_billed_to_the_site_and_never_reaches_the_user(a
     meter_before = await asyncio.to_thread(meter, alice.pk)
     log_before = await asyncio.to_thread(client.xrange, events_key(reply_id))
     reply_before = (await Message.objects.aget(pk=reply_id)).as_dict()
+    page_before = await asyncio.to_thread(page_of, alice_client, conversation.pk)
     feed = redis.Redis.from_url(settings.REDIS_URL).pubsub()
     feed.subscribe(user_channel(alice.pk))
     feed.get_message(timeout=1)  # the subscription's confirmation
@@ -137,6 +147,8 @@ async def test_the_run_is_stored_billed_to_the_site_and_never_reaches_the_user(a
     assert await asyncio.to_thread(client.xrange, events_key(reply_id)) == log_before
     assert feed.get_message(timeout=0.5) is None
     feed.close()
+    page_after = await asyncio.to_thread(page_of, alice_client, conversation.pk)
+    assert page_after == page_before and expected_text(5).split()[0] in page_after
 
 
 async def test_a_redelivered_task_makes_no_second_run_call_or_ledger_row(alice, served):

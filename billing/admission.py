@@ -212,6 +212,29 @@ def release(reservation: Reservation) -> None:
     quotas.settle(quotas.client(), reservation, 0, Decimal(0))
 
 
+def site_budget_spent() -> bool:
+    """Whether the site has spent its monthly budget (PARLEY_SITE_BUDGET_USD; never without one):
+    calls the site pays for itself (shadow runs) stop there. Raises redis.RedisError."""
+    budget = settings.PARLEY_SITE_BUDGET_USD
+    if budget is None:
+        return False
+    return quotas.site_cost(quotas.client(), Windows.at(time.time())) >= int(budget * quotas.MICRO_USD)
+
+
+def settle_site_call(windows: Windows, cost_usd: Decimal) -> None:
+    """After the ledger has a call the site pays for, as deferred work: its cost counts toward the
+    site's month (and its cost alerts), never toward any user's counters."""
+    try:
+        site = quotas.settle_site(quotas.client(), windows, cost_usd)
+        if site is None and settings.PARLEY_SITE_BUDGET_USD is not None:
+            site = quotas.site_cost(quotas.client(), windows)  # seeded from the ledger, which has this call
+    except redis.RedisError:
+        logger.warning("Could not count a site call's cost toward the site's month", exc_info=True)
+        return
+    if cost_usd > 0:
+        deferred.soon(lambda: alerts.after_charge(None, windows.month, None, -1, site), "site cost-alert check")
+
+
 def settle_call(reservation: Reservation | None, tokens: int, cost_usd: Decimal) -> None:
     """After the ledger has the call, as deferred work (parley/deferred.py); a Redis hiccup here
     must not fail the reply (the ledger is the truth)."""

@@ -44,7 +44,7 @@ def reached(spent_micro: int, budget_micro: int) -> list[int]:
 
 
 def after_charge(
-    user_id: int, period: str, user_spent_micro: int | None, user_budget_micro: int, site_spent_micro: int | None
+    user_id: int | None, period: str, user_spent_micro: int | None, user_budget_micro: int, site_spent_micro: int | None
 ) -> None:
     """A call's cost was settled: ask the worker about each threshold the counters say was reached.
 

@@ -7,13 +7,19 @@ provider, then settle.
 - `settle`: the ledger row in the caller's transaction, and the reservation settled to it once
   that commits, off the shared database thread (cost alerts follow from there).
 
-Replies (chat/replies.py, chat/generation.py), titles (chat/titles.py) and the charge of a reply
-whose process died (chat/reaper.py) all go through here, so a call is never counted or billed
-another way.
+- `admit_for_site`: a call the site pays for itself (a shadow run, shadows/runner.py): fitted and
+  priced like any other, but no user's limits, counters or reservation; refused only once the
+  site's monthly budget (PARLEY_SITE_BUDGET_USD) is spent. Its `settle` writes the ledger row with
+  no user and counts its cost toward the site's month alone.
+
+Replies (chat/replies.py, chat/generation.py), titles (chat/titles.py), the charge of a reply
+whose process died (chat/reaper.py) and shadow runs all go through here, so a call is never
+counted or billed another way.
 """
 
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -21,11 +27,12 @@ from typing import Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from redis import RedisError
 
 from accounts.plans import EffectiveLimits
 from billing import admission, ledger
 from billing.models import UsageRecord
-from billing.quotas import Reservation
+from billing.quotas import Reservation, Windows
 from chat.actions import ActionError
 from chat.history import DoesNotFit, FittedHistory, Turn, fit_history
 from chat.models import ChatModel
@@ -43,7 +50,7 @@ class Admitted:
     notice: str
     fitted: FittedHistory
     max_output: int
-    reservation: Reservation
+    reservation: Reservation | None  # None: a call the site pays for reserves nothing
     call: ledger.Call
 
     def for_message(self, conversation_id: int, message_id: int) -> "Admitted":
@@ -103,9 +110,32 @@ def readmit(
     return Admitted(model, "", shape.fitted, shape.max_output, reservation, call)
 
 
+def admit_for_site(
+    model: ChatModel, system: str, turns: list[Turn], *, kind: str, plan_max_output: int | None = None,
+    conversation_id: int | None = None,
+) -> Admitted:
+    """Admit a call the site pays for, or raise ActionError: the model's context window and output
+    cap (and `plan_max_output`, the cap the call it stands beside had) as for any call, no user's
+    limits or counters. Refused once the site's monthly budget is spent."""
+    try:
+        spent = admission.site_budget_spent()
+    except RedisError:
+        raise ActionError("busy", "The site's spending cannot be checked right now.", 5.0) from None
+    if spent:
+        raise ActionError("quota_exceeded", "The site's monthly budget (PARLEY_SITE_BUDGET_USD) is spent.")
+    shape = _Shape.of(model, system, turns, plan_max_output, None)
+    call = ledger.Call(
+        user_id=None, kind=kind, provider=model.provider, model=model.name, pricing=shape.pricing,
+        prompt_estimate=shape.prompt_estimate, conversation_id=conversation_id, reserved_output=shape.max_output,
+        endpoint=model.endpoint,
+    )
+    return Admitted(model, "", shape.fitted, shape.max_output, None, call)
+
+
 def release(admitted: Admitted) -> None:
     """The call never ran: its budget and slot go back (the request still counts)."""
-    admission.release(admitted.reservation)
+    if admitted.reservation is not None:
+        admission.release(admitted.reservation)
 
 
 class FailedAttempt(Protocol):
@@ -135,8 +165,8 @@ def settle(
     failed_attempts: Sequence[FailedAttempt] = (),
 ) -> Settled | None:
     """Record the call in the ledger, inside the caller's transaction, and settle its reservation to
-    that row once the transaction commits (parley/deferred.py). None when the user is gone: nobody
-    is left to charge.
+    that row once the transaction commits (parley/deferred.py); a call the site pays for (no user)
+    counts toward the site's month alone. None when the user is gone: nobody is left to charge.
 
     `attempt` is the number of the provider attempt that answered (or failed last); each of
     `failed_attempts` (retries and failovers that came to nothing before their first token) gets
@@ -149,6 +179,10 @@ def settle(
     except IntegrityError:
         logger.info("A %s call ended after user %s was deleted; no usage recorded", call.kind, call.user_id)
         return None
+    if call.user_id is None:
+        windows = Windows.at(time.time())
+        done = deferred.after_commit(lambda: admission.settle_site_call(windows, entry.cost_usd), "site call's cost")
+        return Settled(entry, done)
     done = deferred.after_commit(
         lambda: admission.settle_call(reservation, entry.total_tokens, entry.cost_usd), "settle of a call's reservation"
     )

@@ -36,9 +36,10 @@ class Pricing:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """Who made a model call and for what; known before the call starts."""
+    """Who made a model call and for what; known before the call starts. `user_id` None: the site
+    pays for the call (a shadow run), no user."""
 
-    user_id: int
+    user_id: int | None
     kind: str
     provider: str
     model: str

@@ -21,7 +21,7 @@ class UsageRecord(models.Model):
         AGENT = "agent"  # one model step of an agent run
         SHADOW = "shadow"  # a shadow model's reply to compare, never shown: billed to the site (no user)
 
-    # Empty for a call billed to the site itself (a shadow run, routing/shadows.py): no user pays for it.
+    # Empty for a call billed to the site itself (a shadow run, shadows/runner.py): no user pays for it.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="usage")
     conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

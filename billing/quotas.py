@@ -91,6 +91,13 @@ if redis.call('EXISTS', KEYS[5]) == 1 then site_cost = redis.call('INCRBY', KEYS
 return {user_cost, site_cost}
 """
 
+# KEYS: the site's cost this month; ARGV: the call's cost. A call the site pays for (a shadow run)
+# counts there alone. Returns the site's cost after it (-1: not counted, Redis has no counter).
+SETTLE_SITE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end
+return -1
+"""
+
 COUNTERS = ("requests_per_minute", "requests_per_day", "tokens_per_day", "tokens_per_month", "cost_per_month")
 LIMIT_NAMES = (*COUNTERS, "concurrent_replies")
 
@@ -278,7 +285,7 @@ def admit(
     raise RuntimeError("quota counters could not be seeded")
 
 
-_SHAS = {script: hashlib.sha1(script.encode()).hexdigest() for script in (ADMIT, SETTLE)}
+_SHAS = {script: hashlib.sha1(script.encode()).hexdigest() for script in (ADMIT, SETTLE, SETTLE_SITE)}
 
 
 def _run(redis_client: redis.Redis, script: str, keys: list[str], args: list[object]) -> Any:
@@ -318,6 +325,13 @@ def settle(
     return (None if user_cost < 0 else user_cost), (None if site_cost < 0 else site_cost)
 
 
+def settle_site(redis_client: redis.Redis, windows: Windows, cost_usd: Decimal) -> int | None:
+    """A call the site pays for ended: its cost counts toward the site's month, never a user's.
+    Returns the site's cost this month in micro-dollars (None: Redis has no counter yet)."""
+    site = _run(redis_client, SETTLE_SITE, [site_cost_key(windows.month)], [int(cost_usd * MICRO_USD)])
+    return None if int(site) < 0 else int(site)
+
+
 def site_cost_key(month: str) -> str:
     return f"{settings.PARLEY_KEY_PREFIX}:quota:site:cost:{month}"
 
@@ -334,7 +348,7 @@ def site_cost(redis_client: redis.Redis, windows: Windows) -> int:
 
 
 def site_ledger_cost(windows: Windows) -> Decimal:
-    """What all users together have spent this month, by the ledger."""
+    """What the site has spent this month, by the ledger: every user's calls and its own (shadow runs)."""
     month_start = windows.starts()[2]
     return UsageRecord.objects.filter(created__gte=month_start).aggregate(cost=Sum("cost_usd"))["cost"] or Decimal(0)
 

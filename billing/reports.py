@@ -119,9 +119,9 @@ def usage_report(days: list[date], user_id: int | None = None) -> UsageReport:
 
 
 def top_users(days: list[date], limit: int = 20) -> list[UserTotal]:
-    """The users who cost the most over `days`, most first."""
+    """The users who cost the most over `days`, most first (the site's own calls, shadow runs, are no user's)."""
     rows = (
-        _ledger(days, None).order_by().values("user_id", "user__username")
+        _ledger(days, None).filter(user__isnull=False).order_by().values("user_id", "user__username")
         .annotate(tokens=_TOKENS, cost=Sum("cost_usd"), calls=Count("id"))
         .order_by("-cost", "-tokens", "user__username")[:limit]
     )

@@ -34,6 +34,7 @@ from providers import get_provider
 from providers.base import ChatRequest, ErrorCode, Finish, Image, StreamError, TextDelta, Usage
 from resilience import attempts, cache
 from resilience.attempts import Target
+from shadows import sampling
 from streaming import events, process
 from streaming.eventlog import EventLog, LocalLog
 from streaming.process import Process
@@ -352,4 +353,6 @@ def _save_final(
             deferred.after_commit(
                 lambda: enqueue("generate_title", plan.conversation_id, why_it_matters="no title"), "title request"
             )
+        # A sampled share of a shadowed model's complete replies is asked again on the worker, never shown.
+        sampling.after_final_write(plan.message_id, call.model, status)
     return settled.done if settled is not None else None

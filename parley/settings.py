@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "sharing",
     "support",
     "breakers",
+    "shadows",
     "parley.checks.ChecksConfig",  # lets Django's security checks see the middleware below
 ]
 

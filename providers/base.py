@@ -8,6 +8,7 @@ one of the shared error codes, as the last event of the stream.
 import asyncio
 import base64
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -426,6 +427,7 @@ class CollectedReply:
     finish: Finish | None = None
     deltas: list[str] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
+    first_text_at: float | None = None  # time.monotonic() when the first text arrived (time to first token)
 
 
 async def collect(provider: Provider, request: ChatRequest) -> CollectedReply:
@@ -438,6 +440,8 @@ async def collect_events(stream: AsyncIterator[Any]) -> CollectedReply:
     async for event in stream:
         match event:
             case TextDelta(text=text):
+                if reply.first_text_at is None:
+                    reply.first_text_at = time.monotonic()
                 reply.deltas.append(text)
             case ToolCall():
                 reply.tool_calls.append(event)

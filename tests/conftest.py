@@ -54,9 +54,11 @@ def _fresh_limits() -> None:
     """User ids restart with every test database: limits cached for one test's user must not apply to the next's."""
     from accounts.plans import forget_cached_limits
     from billing.admission import forget_seen_costs
+    from shadows.sampling import forget_configs
 
     forget_cached_limits()
     forget_seen_costs()
+    forget_configs()  # config ids restart too
 
 
 @pytest.fixture(autouse=True)

@@ -191,6 +191,7 @@ class HistoryRow:
     diff: list[tuple[str, str]]  # ("add" | "remove" | "same" | "gap", line) against the version before
     current: bool
     restored_from: int | None
+    restorable: bool  # its text is not the one in force: a rollback to it would change something
 
 
 def history(preset: PromptPreset) -> list[HistoryRow]:
@@ -198,6 +199,7 @@ def history(preset: PromptPreset) -> list[HistoryRow]:
     versions = list(
         PromptPresetVersion.objects.filter(preset=preset).select_related("created_by", "restored_from").order_by("number")
     )
+    in_force = next((version.text for version in versions if version.pk == preset.current_version_id), None)
     rows = []
     previous: PromptPresetVersion | None = None
     for version in versions:
@@ -208,6 +210,7 @@ def history(preset: PromptPreset) -> list[HistoryRow]:
             diff=line_diff(previous.text, version.text) if previous is not None else [],
             current=version.pk == preset.current_version_id,
             restored_from=version.restored_from.number if version.restored_from else None,
+            restorable=version.text != in_force,
         ))
         previous = version
     return rows[::-1]

@@ -101,6 +101,8 @@ def test_rolling_back_adds_a_version_copying_the_earlier_one(admin_client, pirat
     history = admin_client.get(f"/admin/chat/promptpreset/{pirate.pk}/change/").content.decode()
     row3 = history[history.index('id="version-3"'):history.index('id="version-2"')]
     assert "Rolled back to version 1." in row3 and "root" in row3
+    # Version 1's text is in force again: only version 2 is offered as a rollback.
+    assert history.count("Roll back to this version") == 1 and 'name="version" value="2"' in history
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ from agents.schema import InvalidArguments
 from agents.tools import Tool, ToolContext, ToolRefused
 from billing import calls, ledger, quotas
 from billing.models import UsageRecord
-from chat import branches
+from chat import branches, presets
 from chat.actions import ActionError
 from chat.models import ChatModel
 from parley.redis_clients import sync_client
@@ -403,7 +403,7 @@ class Runner:
 
     def _system_prompt(self) -> str:
         conversation = self.run.conversation
-        parts = [conversation.system_prompt, INSTRUCTIONS]
+        parts = [presets.resolve_system(conversation).text, INSTRUCTIONS]  # a preset's current version
         recent = branches.newest_of_branch(conversation, 6)  # of the branch the page shows
         context = "\n\n".join(f"{message.role}: {message.content}" for message in recent)[-CONTEXT_CHARS:]
         if context:

@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from accounts.models import User
-from chat import search
+from chat import presets, search
 from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message, PromptPreset
 from parley import deferred, statements
 from streaming import events
@@ -64,7 +64,7 @@ def resolve_model(name: str | None) -> ChatModel:
 def user_conversations(user: User, query: str = "", archived: bool = False) -> QuerySet[Conversation]:
     """The user's conversations; with a query, those whose title or message text holds it, each
     with the first matching message's text as `matched_text` (chat/search.py)."""
-    conversations = Conversation.objects.filter(owner=user, archived=archived).select_related("model")
+    conversations = Conversation.objects.filter(owner=user, archived=archived).select_related("model", "preset_version")
     query = search.clean_query(query)
     if query:
         conversations = search.matching(conversations, query)
@@ -89,7 +89,9 @@ def parse_pk(value: object) -> int:
 
 def get_conversation_for(user: User, conversation_id: object) -> Conversation:
     """The user's own conversation, or ActionError('not_found') for anything else (foreign ids included)."""
-    conversation = Conversation.objects.select_related("model").filter(pk=parse_pk(conversation_id), owner=user).first()
+    conversation = Conversation.objects.select_related("model", "preset_version").filter(
+        pk=parse_pk(conversation_id), owner=user,
+    ).first()
     if conversation is None:
         raise ActionError("not_found")
     return conversation
@@ -106,16 +108,13 @@ def get_message_for(user: User, message_id: object) -> Message:
 def create_conversation(
     user: User, model_name: str | None = None, title: str = "", system_prompt: str = "", preset: object = None
 ) -> Conversation:
+    """A new conversation; with a preset and no text (or the preset's text), it follows the preset."""
     title = clean_title(title) if title else ""
     chosen = resolve_preset(preset)
-    return Conversation.objects.create(
-        owner=user,
-        model=resolve_model(model_name),
-        title=title,
-        title_is_auto=not title,
-        system_prompt=clean_system_prompt(system_prompt) if system_prompt or not chosen else chosen.text,
-        preset=chosen,
-    )
+    conversation = Conversation(owner=user, model=resolve_model(model_name), title=title, title_is_auto=not title)
+    presets.choose(conversation, chosen, clean_system_prompt(system_prompt) if system_prompt else None)
+    conversation.save(force_insert=True)
+    return conversation
 
 
 def clean_system_prompt(text: object) -> str:
@@ -125,18 +124,21 @@ def clean_system_prompt(text: object) -> str:
 
 
 def offered_presets() -> list[PromptPreset]:
-    return list(PromptPreset.objects.filter(enabled=True))
+    """Enabled presets that have a text, with the version in force."""
+    return list(PromptPreset.objects.filter(enabled=True, current_version__isnull=False).select_related("current_version"))
 
 
 def resolve_preset(value: object) -> PromptPreset | None:
-    """An enabled preset by id; None (or absent) for none."""
+    """An offered preset by id, with its current version; None (or absent) for none."""
     if value is None:
         return None
     try:
         pk = parse_pk(value)
     except ActionError:
         raise ActionError("invalid_input", "preset must be the id of a preset, or null.") from None
-    preset = PromptPreset.objects.filter(pk=pk, enabled=True).first()
+    preset = PromptPreset.objects.select_related("current_version").filter(
+        pk=pk, enabled=True, current_version__isnull=False,
+    ).first()
     if preset is None:
         raise ActionError("invalid_input", "That preset is not offered.")
     return preset
@@ -185,15 +187,12 @@ def update_conversation(conversation: Conversation, changes: dict[str, object]) 
 
 
 def _change_system_prompt(conversation: Conversation, changes: dict[str, object]) -> list[str]:
-    """A preset alone brings its text; a text alone was written by hand, so it comes from no preset.
-    Both: the text as sent (perhaps a preset's, edited), noting the preset it started from."""
+    """As `presets.choose` says: a preset alone follows it; a text alone was written by hand, from
+    no preset; both follow the preset if the text is its own, else keep the text, noting the preset."""
     preset = resolve_preset(changes.get("preset"))
-    if "system_prompt" in changes:
-        conversation.system_prompt = clean_system_prompt(changes["system_prompt"])
-    elif preset is not None:
-        conversation.system_prompt = preset.text
-    conversation.preset = preset
-    return ["system_prompt", "preset"]
+    text = clean_system_prompt(changes["system_prompt"]) if "system_prompt" in changes else None
+    presets.choose(conversation, preset, text)
+    return ["system_prompt", "preset", "preset_version"]
 
 
 def delete_conversation(conversation: Conversation) -> None:

@@ -1,16 +1,19 @@
-"""The model catalogue (with "Refresh models now"), the endpoints' status, system prompt presets,
-conversations and messages in Django admin."""
+"""The model catalogue (with "Refresh models now"), the endpoints' status, system prompt presets
+(each edit of the text a new version; their history, and rollback), conversations and messages in
+Django admin."""
 
+from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from chat import discovery
-from chat.models import ChatModel, Conversation, FailoverLink, Message, PromptPreset, ProviderEndpoint
+from chat import discovery, presets
+from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, FailoverLink, Message, PromptPreset, ProviderEndpoint
 from parley.admin import ViewOnlyAdmin
 from providers.endpoints import endpoint_names
 from resilience import chains
@@ -131,14 +134,88 @@ class ProviderEndpointAdmin(ViewOnlyAdmin):
         return request.user.has_perm("chat.change_chatmodel")
 
 
+class PromptPresetForm(ModelForm):
+    """The preset's text is its current version's: saving a changed text makes a new version."""
+
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 12}), max_length=SYSTEM_PROMPT_MAX,
+        help_text="Saving a changed text makes a new version, in force at once: conversations that follow the preset"
+        " get it from their next reply. Earlier versions stay, listed below.",
+    )
+    note = forms.CharField(
+        required=False, max_length=presets.NOTE_MAX, help_text="What changed, for the history (optional; kept only with a new text).",
+    )
+
+    class Meta:
+        model = PromptPreset
+        fields = ["name", "enabled", "sort"]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if self.instance.pk and self.instance.current_version_id:
+            self.fields["text"].initial = self.instance.current_version.text
+
+
 @admin.register(PromptPreset)
 class PromptPresetAdmin(admin.ModelAdmin):
-    """System prompts users may pick for a conversation; only enabled ones are offered, in `sort` order."""
+    """System prompts users may pick for a conversation; only enabled ones are offered, in `sort`
+    order. The page lists the preset's versions, with "Roll back to this version"."""
 
-    list_display = ["name", "enabled", "sort"]
+    form = PromptPresetForm
+    change_form_template = "admin/chat/promptpreset/change_form.html"
+    fields = ["name", "text", "note", "enabled", "sort"]
+    list_display = ["name", "enabled", "sort", "version_in_force"]
     list_editable = ["enabled", "sort"]
     list_filter = ["enabled"]
-    search_fields = ["name", "text"]
+    list_select_related = ["current_version"]
+    search_fields = ["name", "current_version__text"]
+
+    @admin.display(description="version in force")
+    def version_in_force(self, obj: PromptPreset) -> int | None:
+        return obj.current_version.number if obj.current_version else None
+
+    def save_model(self, request: HttpRequest, obj: PromptPreset, form: ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if "text" in form.cleaned_data:  # the list's editable columns save without it
+            # The admin's change view runs in a transaction: the preset and its version commit together.
+            presets.revise(obj, form.cleaned_data["text"], by=request.user, note=form.cleaned_data.get("note", ""))
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, object] | None = None
+    ) -> HttpResponse:
+        preset = self.get_object(request, unquote(object_id))
+        if preset is not None:
+            extra_context = {
+                **(extra_context or {}),
+                "preset_versions": presets.history(preset),
+                "can_roll_back": self.has_change_permission(request, preset),
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self) -> list[URLPattern]:
+        rollback = self.admin_site.admin_view(require_POST(self.rollback_view))
+        # Before the admin's own: its catch-all "<object_id>/" would take the address otherwise.
+        return [path("<path:object_id>/rollback/", rollback, name="chat_promptpreset_rollback"), *super().get_urls()]
+
+    def rollback_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Puts the version numbered `version` (POST) in force again, as a new version (presets.roll_back)."""
+        preset = self.get_object(request, unquote(object_id))
+        if preset is None:
+            messages.error(request, "That preset does not exist (it may have been deleted).")
+            return HttpResponseRedirect(reverse("admin:chat_promptpreset_changelist"))
+        if not self.has_change_permission(request, preset):
+            raise PermissionDenied
+        back = HttpResponseRedirect(reverse("admin:chat_promptpreset_change", args=[preset.pk]))
+        try:
+            version = presets.roll_back(preset, request.POST.get("version", ""), by=request.user)
+        except presets.PresetError as refused:
+            messages.error(request, str(refused))
+            return back
+        self.log_change(request, preset, f"Rolled back to version {version.restored_from.number} as version {version.number}.")
+        messages.success(
+            request, f"Version {version.restored_from.number} is in force again, as version {version.number}.",
+        )
+        return back
 
 
 class MessageInline(admin.TabularInline):
@@ -160,7 +237,7 @@ class ConversationAdmin(admin.ModelAdmin):
     search_fields = ["title", "owner__username"]
     list_select_related = ["owner", "model"]
     readonly_fields = [
-        "owner", "title", "title_is_auto", "model", "system_prompt", "preset", "created", "updated", "archived", "current_leaf",
+        "owner", "title", "title_is_auto", "model", "system_prompt", "preset", "preset_version", "created", "updated", "archived", "current_leaf",
     ]
     inlines = [MessageInline]
 

@@ -165,11 +165,15 @@ class ProviderEndpoint(models.Model):
 
 
 class PromptPreset(models.Model):
-    """A system prompt admins offer; a conversation copies its text, so editing a preset later
-    changes no conversation."""
+    """A system prompt admins offer. Its text lives in its versions: an edit adds one, never
+    rewrites an old one (chat/presets.py). A conversation that took it and kept its text as offered
+    follows it: each reply gets the version current at the send."""
 
     name = models.CharField(max_length=100)
-    text = models.TextField(max_length=SYSTEM_PROMPT_MAX)
+    current_version = models.ForeignKey(
+        "PromptPresetVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The version in force: what its conversations' next replies get.",
+    )
     enabled = models.BooleanField(default=True)
     sort = models.PositiveIntegerField(default=100)
 
@@ -180,7 +184,35 @@ class PromptPreset(models.Model):
         return self.name
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.pk, "name": self.name, "text": self.text}
+        """Offered presets only: they have a current version (chat/actions.offered_presets loads it)."""
+        version = self.current_version
+        return {"id": self.pk, "name": self.name, "text": version.text if version else "", "version": version.number if version else None}
+
+
+class PromptPresetVersion(models.Model):
+    """One text a preset has had, numbered 1, 2, ... in the order they were made. Rows are never
+    changed: a rollback adds a version copying an earlier one (`restored_from`)."""
+
+    preset = models.ForeignKey(PromptPreset, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    text = models.TextField(max_length=SYSTEM_PROMPT_MAX)
+    created = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The admin who made it; empty for the text a preset had before versions.",
+    )
+    note = models.CharField(max_length=200, blank=True, help_text="What changed, in the admin's words.")
+    restored_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="A rollback: the earlier version whose text this one copies.",
+    )
+
+    class Meta:
+        ordering = ["preset", "-number"]
+        constraints = [models.UniqueConstraint(fields=["preset", "number"], name="chat_preset_version_number")]
+
+    def __str__(self) -> str:
+        return f"{self.preset} v{self.number}"
 
 
 NO_TITLE = "New chat"  # what a conversation is called before its first message, everywhere
@@ -195,6 +227,13 @@ class Conversation(models.Model):
     preset = models.ForeignKey(
         PromptPreset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="The preset the system prompt was taken from, if any.",
+    )
+    # Set while the conversation follows its preset (its text as offered): the version its last
+    # reply got, and `system_prompt` is a copy of its text. Empty for a text edited by hand, which
+    # stays the conversation's own (chat/presets.py).
+    preset_version = models.ForeignKey(
+        PromptPresetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The preset's version the conversation follows (its last reply got it); empty when its text was edited.",
     )
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now, db_index=True)
@@ -224,6 +263,8 @@ class Conversation(models.Model):
             "model": self.model.name,
             "system_prompt": self.system_prompt,
             "preset": self.preset_id,
+            # Lists load the version with the conversation (chat/actions.user_conversations).
+            "preset_version": self.preset_version.number if self.preset_version_id else None,
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),
             "archived": self.archived,

@@ -17,7 +17,7 @@ from accounts.models import User
 from accounts.plans import limits_for
 from billing import calls
 from billing.models import UsageRecord
-from chat import attachments, branches, generation, reaper
+from chat import attachments, branches, generation, presets, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.models import Conversation, Message, Upload, usage_of
 from chat.titles import fallback_title
@@ -217,8 +217,9 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
                 files, earlier, text = place.carried, place.earlier[:-1], place.answered.content
             attachments.check_model(chosen, files)  # before admission: a refused send counts no request
             turns = attachments.turns(conversation.pk, earlier, text, files)
+            system = presets.resolve_system(conversation)  # a following conversation gets its preset's current text
             admitted = calls.admit(
-                user.pk, limits, chosen, conversation.system_prompt, turns, kind=UsageRecord.Kind.REPLY,
+                user.pk, limits, chosen, system.text, turns, kind=UsageRecord.Kind.REPLY,
                 conversation_id=conversation.pk,
             )
             model = admitted.model
@@ -240,9 +241,11 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
                 quota_claim=admitted.reservation.claim(admitted.call.prompt_estimate), created=now,
                 limits=limits.applied(),
             )
+            reply.routing.update(system.routing())
             statements.insert(reply)
             conversation.updated = now
             changes: dict[str, Any] = {"updated": now, "model": conversation.model_id}
+            changes.update(system.follow(conversation))  # the version this reply got, when it moved
             if place.shows_branch:
                 changes["current_leaf"] = reply.pk  # the new branch is the one shown
             first_words = (
@@ -262,10 +265,10 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
     plan = generation.ReplyPlan(
         message_id=reply.pk,
         conversation_id=conversation.pk,
-        target=generation.target_of(admitted, conversation.system_prompt),
+        target=generation.target_of(admitted, system.text),
         wants_title=first_words,  # the demo's task keeps the question's words (chat/titles.py)
         chain=chains.chain_of(model),
-        readmission=generation.Readmission(user.pk, limits, conversation.system_prompt, turns),
+        readmission=generation.Readmission(user.pk, limits, system.text, turns),
         notice=reply.notice,
         routing=reply.routing,
     )

@@ -18,6 +18,7 @@ from accounts.models import User
 from billing import admission
 from chat import actions, branches, paging, search, uploads
 from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message
+from chat.presets import resolve_system
 from support import feedback
 from support.models import COMMENT_MAX
 
@@ -115,6 +116,8 @@ def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpR
         "usage": _usage(request.user.pk),
         "presets": presets,
         "presets_data": [preset.as_dict() for preset in presets],
+        # A conversation following its preset shows the version its next reply gets.
+        "system_prompt": resolve_system(conversation).text if conversation else "",
         "system_prompt_max": SYSTEM_PROMPT_MAX,
         "feedback_comment_max": COMMENT_MAX,
     }

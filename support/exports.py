@@ -47,6 +47,8 @@ def _metadata(message: MessageView) -> str:
     parts = [message.status]
     if message.model:
         parts.append(f"{message.provider}/{message.model}" + (f" ({message.model_version})" if message.model_version else ""))
+    if message.preset:
+        parts.append(f"preset {message.preset_text}")
     if message.prompt_tokens is not None or message.completion_tokens is not None:
         estimated = " estimated" if message.tokens_estimated else ""
         parts.append(f"{message.prompt_tokens or 0} in + {message.completion_tokens or 0} out tokens{estimated}")
@@ -69,6 +71,8 @@ def as_markdown(shown: Transcript) -> str:
         f"- Created: {conversation.created.isoformat()}", f"- Exported: {timezone.now().isoformat()}",
         f"- Personal data: {'shown (exported with a reason)' if shown.revealed else 'masked'}",
     ]
+    if shown.preset:
+        lines.append(f"- Preset: {shown.preset_text}")
     if conversation.system_prompt:
         lines += ["", "## System prompt", "", shown.system_prompt]
     for message in shown.messages:

@@ -48,7 +48,12 @@ class MessageView:
     versions: int
     attachments: list[str]
     feedback: dict[str, Any] | None = None
+    preset: dict[str, Any] | None = None  # a reply's: the preset and version its system prompt came from
     flags: list[Flag] = field(default_factory=list)
+
+    @property
+    def preset_text(self) -> str:
+        return preset_words(self.preset)
 
     def as_dict(self) -> dict[str, Any]:
         record = {name: value for name, value in self.__dict__.items() if name != "flags"}
@@ -123,6 +128,7 @@ class Transcript:
             "plan": plan_label(owner, None if owner.plan_id else Plan.default()),
             "model": conversation.model.name,
             "system_prompt": self.system_prompt,
+            "preset": self.preset,
             "created": conversation.created.isoformat(),
             "updated": conversation.updated.isoformat(),
             "archived": conversation.archived,
@@ -136,6 +142,37 @@ class Transcript:
     @property
     def system_prompt(self) -> str:
         return self.conversation.system_prompt if self.revealed else mask(self.conversation.system_prompt)
+
+    @property
+    def preset(self) -> dict[str, Any] | None:
+        """The preset the conversation's prompt came from: the version it follows (its last reply's)
+        and the one in force now, or that its text was edited and is its own."""
+        conversation = self.conversation
+        preset = conversation.preset
+        if preset is None:
+            return None
+        version = conversation.preset_version
+        return {
+            "id": preset.pk, "name": preset.name, "version": version.number if version else None,
+            "edited": version is None, "in_force": preset.current_version.number if preset.current_version else None,
+        }
+
+    @property
+    def preset_text(self) -> str:
+        return preset_words(self.preset)
+
+
+def preset_words(record: dict[str, Any] | None) -> str:
+    """A preset record (a reply's `routing["preset"]`, or a conversation's) in words; empty for none."""
+    if not record:
+        return ""
+    if record.get("edited") or record.get("version") is None:
+        return f"{record.get('name', '?')}, its text edited by the user"
+    words = f"{record.get('name', '?')}, version {record['version']}"
+    in_force = record.get("in_force")
+    if in_force is not None and in_force != record["version"]:
+        words += f" (version {in_force} in force now: the next reply gets it)"
+    return words
 
 
 def flag_dict(flag: Flag) -> dict[str, Any]:
@@ -155,7 +192,9 @@ def file_names() -> Prefetch:
 
 
 def conversation_for(pk: int) -> Conversation:
-    return get_object_or_404(Conversation.objects.select_related("owner", "owner__plan", "model"), pk=pk)
+    return get_object_or_404(
+        Conversation.objects.select_related("owner", "owner__plan", "model", "preset__current_version", "preset_version"), pk=pk,
+    )
 
 
 def _shown(text: str, revealed: bool) -> tuple[str, bool]:
@@ -175,6 +214,7 @@ def message_view(message: Message, *, revealed: bool, versions: int = 1, feedbac
         tokens_estimated=message.tokens_estimated, cost_usd=message.cost_usd, ttft_ms=message.ttft_ms,
         duration_ms=message.duration_ms, created=message.created, finished=message.finished,
         limits=message.limits or {}, routing=message.routing or {}, versions=versions,
+        preset=(message.routing or {}).get("preset"),
         attachments=[_shown(upload.name, revealed)[0] for upload in message.attachments.all()],
         feedback=None if feedback is None else {
             "rating": "up" if feedback.rating == Feedback.Rating.UP else "down",

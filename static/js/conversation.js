@@ -11,6 +11,7 @@ const ui = {
   promptForm: $("system-prompt-form"),
   promptText: $("system-prompt-text"),
   promptPreset: $("system-prompt-preset"),
+  promptFollows: $("system-prompt-follows"),
   promptError: $("system-prompt-error"),
   promptSave: $("system-prompt-save"),
   promptCancel: $("system-prompt-cancel"),
@@ -53,9 +54,22 @@ function showError(element, text) {
 
 let savedPrompt = { text: ui.promptText.value, preset: ui.promptPreset?.value ?? "" };
 
+// Whether the text shown follows the preset picked (kept as offered, so that the preset's next
+// versions reach the conversation) or is the conversation's own copy; said under the picker.
+function showFollows() {
+  if (!ui.promptFollows) return;
+  const preset = presets.get(ui.promptPreset.value);
+  ui.promptFollows.hidden = !preset;
+  if (!preset) return;
+  ui.promptFollows.textContent = ui.promptText.value.trim() === preset.text
+    ? `Follows “${preset.name}” (version ${preset.version}): when admins change it, the next reply gets the new text.`
+    : `Edited: this conversation keeps your text; later changes to “${preset.name}” will not reach it.`;
+}
+
 ui.promptButton.addEventListener("click", () => {
   ui.promptText.value = savedPrompt.text;
   if (ui.promptPreset) ui.promptPreset.value = savedPrompt.preset;
+  showFollows();
   showError(ui.promptError, "");
   ui.promptDialog.showModal();
   ui.promptText.focus();
@@ -66,7 +80,10 @@ ui.promptCancel.addEventListener("click", () => ui.promptDialog.close());
 ui.promptPreset?.addEventListener("change", () => {
   const preset = presets.get(ui.promptPreset.value);
   if (preset) ui.promptText.value = preset.text;
+  showFollows();
 });
+
+ui.promptText.addEventListener("input", showFollows);
 
 ui.promptForm.addEventListener("submit", async (event) => {
   event.preventDefault();

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from chat.models import ChatModel, Conversation, Message, PromptPreset
+from chat.models import ChatModel, Conversation, Message
+from chat.presets import create_preset
 from tests.browser.conftest import log_in, watch_policies
 from tests.fakes import Scenario
 from tests.fakes.openai_server import OpenAIFake
@@ -95,8 +96,8 @@ def fake_upstream() -> Iterator[OpenAIFake]:
 
 
 def test_a_system_prompt_chosen_on_a_new_chat_reaches_the_upstream(browser, live_factory, user):
-    PromptPreset.objects.create(name="Pirate", text="Talk like a pirate.")
-    PromptPreset.objects.create(name="Hidden", text="Never offered.", enabled=False)
+    create_preset("Pirate", "Talk like a pirate.")
+    create_preset("Hidden", "Never offered.", enabled=False)
     with fake_upstream() as fake:
         ChatModel.objects.create(name="fake-gpt", label="Fake GPT", provider="openai", base_url=fake.base_url)
         server = live_factory(OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=fake.base_url, PROVIDER_MAX_RETRIES="0").start_daphne()
@@ -110,12 +111,15 @@ def test_a_system_prompt_chosen_on_a_new_chat_reaches_the_upstream(browser, live
         assert page.locator("#system-prompt-preset option").all_inner_texts() == ["None", "Pirate"]
         page.select_option("#system-prompt-preset", label="Pirate")
         assert page.input_value("#system-prompt-text") == "Talk like a pirate."
+        assert page.inner_text("#system-prompt-follows").startswith("Follows “Pirate” (version 1)")
         page.fill("#system-prompt-text", "Talk like a pirate. Keep it short.")
+        assert page.inner_text("#system-prompt-follows").startswith("Edited: this conversation keeps your text")
         page.click("#system-prompt-save")
         page.wait_for_url("**/c/*/")
         assert page.is_visible("#system-prompt-tag") and not page.is_visible("#system-prompt-dialog")
         conversation = Conversation.objects.get(owner=user)
         assert conversation.system_prompt == "Talk like a pirate. Keep it short." and conversation.preset.name == "Pirate"
+        assert conversation.preset_version is None  # edited: its own text, whatever the preset becomes
 
         page.fill("#composer-input", "Ahoy?")
         page.press("#composer-input", "Enter")

@@ -58,6 +58,9 @@ async def test_a_price_set_in_admin_stays_through_refreshes(admin_browser, local
         "name": model.name, "label": model.label, "provider": "openai", "endpoint": "local", "remote_name": "local-llama",
         "base_url": "", "context_window": "8192", "max_output_tokens": "2048", "input_price_per_million": "0.5",
         "output_price_per_million": "1.5", "enabled": "on", "sort_order": "100",
+        # its failover chain, empty (the inline's management form)
+        "failover_links-TOTAL_FORMS": "0", "failover_links-INITIAL_FORMS": "0",
+        "failover_links-MIN_NUM_FORMS": "0", "failover_links-MAX_NUM_FORMS": "1000",
     }
     saved = await post(f"/admin/chat/chatmodel/{model.pk}/change/", form)
     assert saved.status_code == 302, saved.content.decode()[:3000]

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -25,7 +25,8 @@ from chat.actions import ActionError
 from chat.history import Turn
 from chat.models import Message, Upload
 from providers import new_provider
-from providers.base import ChatRequest, CollectedReply, ErrorCode, StreamError, collect
+from providers.base import ChatRequest, CollectedReply, ErrorCode, StreamError, collect_events
+from resilience.attempts import Attempt, Run, Target
 from shadows.models import ShadowConfig, ShadowRun
 
 logger = logging.getLogger(__name__)
@@ -117,22 +118,28 @@ class Asked:
     reply: CollectedReply
     ttft_ms: int | None
     duration_ms: int
+    attempt: int = 1  # the provider attempt that answered (or failed last); 0: its breaker let none through
+    failed_attempts: list[Attempt] = field(default_factory=list)  # retries before it, each its own ledger row
 
 
 def _ask(admitted: calls.Admitted, system: str) -> Asked:
-    """The provider call on an event loop of its own (new_provider + collect): the adapters'
-    timeouts apply, the output is cut at the admitted cap, and SDK objects stay in the adapter."""
+    """The provider call on an event loop of its own, through the attempts every call makes
+    (resilience/attempts.py: retried before its first token, kept from a provider whose breaker is
+    open; no failover: a shadow stands for one model): the adapters' timeouts apply, the output is
+    cut at the admitted cap, and SDK objects stay in the adapter."""
     model = admitted.model
     provider = new_provider(model.provider)
     base_url, api_key = model.route()
     request = ChatRequest(
         model=model.model_id, messages=admitted.fitted.messages, system=system,
         max_output_tokens=admitted.max_output, base_url=base_url, api_key=api_key,
+        temperature=None if model.temperature is None else float(model.temperature),
     )
+    attempts = Run(Target(model, request, admitted.call), provider_for=lambda _: provider)
 
     async def ask() -> CollectedReply:
         try:
-            return await collect(provider, request)
+            return await collect_events(attempts.events())
         finally:
             await provider.aclose()  # the loop ends with this call: so must its connections
 
@@ -143,7 +150,7 @@ def _ask(admitted: calls.Admitted, system: str) -> Asked:
         logger.exception("Shadow call to %s crashed", model.name)
         reply = CollectedReply(error=StreamError(ErrorCode.PROVIDER_UNAVAILABLE, "internal error"))
     ttft = None if reply.first_text_at is None else int((reply.first_text_at - started) * 1000)
-    return Asked(reply, ttft, int((time.monotonic() - started) * 1000))
+    return Asked(reply, ttft, int((time.monotonic() - started) * 1000), attempts.settled_attempt, attempts.separate_attempts)
 
 
 def _save(run: ShadowRun, admitted: calls.Admitted, asked: Asked) -> ShadowRun:
@@ -167,7 +174,10 @@ def _save(run: ShadowRun, admitted: calls.Admitted, asked: Asked) -> ShadowRun:
         if not ShadowRun.objects.filter(pk=run.pk, status=ShadowRun.Status.RUNNING).update(**result):
             # The reply (and so its run) was deleted meanwhile: the tokens were spent all the same.
             call = dataclasses.replace(call, conversation_id=None, message_id=None)
-        calls.settle(call, None, outcome, reported_prompt, reported_completion, answer.text, asked.duration_ms, error_code)
+        calls.settle(
+            call, None, outcome, reported_prompt, reported_completion, answer.text, asked.duration_ms, error_code,
+            attempt=asked.attempt, failed_attempts=asked.failed_attempts,
+        )
     for name, value in result.items():
         setattr(run, name, value)
     return run

@@ -103,9 +103,11 @@ def test_a_sampled_reply_is_shadowed_by_the_worker_billed_to_the_site_and_never_
     assert not ShadowRun.objects.filter(config=of_failed_reply).exists()  # only complete replies
 
     shadow_rows = UsageRecord.objects.filter(kind="shadow").order_by("id")
-    assert {(r.user_id, r.conversation_id, r.message_id, r.attempt) for r in shadow_rows} == {(None, conversation, reply_id, 1)}
-    assert sorted((r.model, r.outcome, r.cost_usd) for r in shadow_rows) == sorted([
-        ("live-shadow#tokens=9", "complete", ran.cost_usd), ("live-broken#scenario=server_error", "failed", Decimal(0)),
+    assert {(r.user_id, r.conversation_id, r.message_id) for r in shadow_rows} == {(None, conversation, reply_id)}
+    # The broken shadow was retried before its first token, like every call: a row per attempt, none billed.
+    assert sorted((r.model, r.attempt, r.outcome, r.cost_usd) for r in shadow_rows) == sorted([
+        ("live-shadow#tokens=9", 1, "complete", ran.cost_usd),
+        *[("live-broken#scenario=server_error", n, "failed", Decimal(0)) for n in (1, 2, 3)],
     ])
 
     # The user pays for their reply (and its title) alone: counters, meter and ledger agree without the shadows.

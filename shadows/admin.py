@@ -32,7 +32,7 @@ class ShadowConfigAdmin(_ComparersMayView, admin.ModelAdmin):
     list_editable = ["enabled"]
     list_filter = ["enabled", "model"]
     list_select_related = ["model", "shadow_model"]
-    fields = ["model", "shadow_model", "system_prompt", "sample_percent", "enabled", "note", "created"]
+    fields = ["model", "shadow_model", "system_prompt", "preset_version", "sample_percent", "enabled", "note", "created"]
     readonly_fields = ["created"]
 
     @admin.display(description="compare")

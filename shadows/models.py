@@ -26,8 +26,10 @@ class ShadowConfig(models.Model):
         blank=True, max_length=SYSTEM_PROMPT_MAX,
         help_text="A system prompt to try instead of the conversation's; empty: the conversation's own.",
     )
-    # A versioned prompt preset will attach here (a nullable foreign key to the preset's version);
-    # `prompt_to_try` is the one place that decides which prompt a shadow is sent.
+    preset_version = models.ForeignKey(
+        "chat.PromptPresetVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="A version of a prompt preset to try instead of the conversation's system prompt (wins over the text above).",
+    )
     sample_percent = models.DecimalField(
         max_digits=5, decimal_places=2, validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(100))],
         help_text="The share of the model's complete replies shadowed, 0 to 100 (decimals allowed, e.g. 0.5).",
@@ -47,7 +49,9 @@ class ShadowConfig(models.Model):
 
     def __str__(self) -> str:
         tried = [str(self.shadow_model or self.model)]
-        if self.system_prompt:
+        if self.preset_version_id is not None:
+            tried.append(f"preset version {self.preset_version}")
+        elif self.system_prompt:
             tried.append("another system prompt")
         return f"{self.model} shadowed by {' with '.join(tried)} ({self.percent_label} %)"
 
@@ -59,9 +63,9 @@ class ShadowConfig(models.Model):
 
     def clean(self) -> None:
         same_model = self.shadow_model_id is None or self.shadow_model_id == self.model_id
-        if same_model and not self.system_prompt.strip():
+        if same_model and not self.system_prompt.strip() and self.preset_version_id is None:
             raise ValidationError(
-                "A shadow must differ from the real call: pick another shadow model, or write a system prompt to try."
+                "A shadow must differ from the real call: pick another shadow model, a preset version or a system prompt to try."
             )
 
     @property
@@ -69,8 +73,10 @@ class ShadowConfig(models.Model):
         return self.shadow_model or self.model
 
     def prompt_to_try(self, conversation: Conversation) -> str:
-        """The system prompt a shadow of a reply in `conversation` is sent: this config's, else the
-        conversation's own, as the real reply had it."""
+        """The system prompt a shadow of a reply in `conversation` is sent: the preset version's, else
+        this config's text, else the conversation's own, as the real reply had it."""
+        if self.preset_version is not None:
+            return self.preset_version.text
         return self.system_prompt or conversation.system_prompt
 
 

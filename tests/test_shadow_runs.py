@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from billing import admission, quotas
 from billing.models import UsageRecord
-from chat import replies, uploads
-from chat.models import ChatModel, Conversation, Message
+from chat import presets, replies, uploads
+from chat.models import ChatModel, Conversation, Message, PromptPresetVersion
 from parley.redis_clients import sync_client
 from shadows.models import ShadowConfig, ShadowRun
 from shadows.runner import run_shadow
@@ -237,3 +237,26 @@ async def test_a_redelivery_ends_a_run_its_lost_worker_left_running_without_aski
     assert (await ShadowRun.objects.aget(message_id=new_reply)).status == "running"
     assert len(fake.requests) == calls_before
     assert not await UsageRecord.objects.filter(kind="shadow").aexists()
+
+
+async def test_a_shadow_can_try_a_presets_version_before_it_is_switched_to(alice, served):
+    fake, real, _ = served
+    preset = await database_sync_to_async(presets.create_preset)("Tutor", "Explain like a teacher.")
+    await database_sync_to_async(presets.revise)(preset, "Explain like a patient teacher, in steps.", by=None)
+    first = await PromptPresetVersion.objects.aget(preset=preset, number=1)
+    conversation = await Conversation.objects.acreate(owner=alice, model=real, system_prompt="Answer in French.")
+    reply_id = await final(alice, await replies.send_message(alice, conversation.pk, "What is a monad?"))
+    config = await ShadowConfig.objects.acreate(model=real, preset_version=first, sample_percent=100)
+    run = await asyncio.to_thread(run_shadow, reply_id, config.pk)
+    assert run.status == "complete" and run.system_prompt_used == "Explain like a teacher."
+    assert fake.replies[-1].json["messages"][0] == {"role": "system", "content": "Explain like a teacher."}
+
+
+def test_a_shadow_of_the_same_model_and_prompt_is_refused_but_a_preset_version_differs(db):
+    from django.core.exceptions import ValidationError
+
+    real = ChatModel.objects.create(name="real-x", label="Real", provider="demo")
+    with pytest.raises(ValidationError):
+        ShadowConfig(model=real, sample_percent=10).clean()
+    preset = presets.create_preset("Tutor", "Explain.")
+    ShadowConfig(model=real, sample_percent=10, preset_version=preset.current_version).clean()

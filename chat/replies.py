@@ -24,6 +24,7 @@ from chat.titles import fallback_title
 from parley import statements
 from parley.redis_clients import sync_client
 from providers.base import ChatRequest
+from routing import router
 from streaming import events, process
 from streaming.entries import Entry, merged
 
@@ -217,8 +218,9 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
                 files, earlier, text = place.carried, place.earlier[:-1], place.answered.content
             attachments.check_model(chosen, files)  # before admission: a refused send counts no request
             turns = attachments.turns(conversation.pk, earlier, text, files)
+            routed = router.choose(user.pk, limits, text, files, turns, conversation.system_prompt) if chosen.is_auto else None
             admitted = calls.admit(
-                user.pk, limits, chosen, conversation.system_prompt, turns, kind=UsageRecord.Kind.REPLY,
+                user.pk, limits, routed.model if routed else chosen, conversation.system_prompt, turns, kind=UsageRecord.Kind.REPLY,
                 conversation_id=conversation.pk,
             )
             model = admitted.model
@@ -240,6 +242,8 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
                 quota_claim=admitted.reservation.claim(admitted.call.prompt_estimate), created=now,
                 limits=limits.applied(),
             )
+            if routed is not None:  # the conversation keeps `auto`; the reply says what it chose and why
+                reply.routing.update(routed.record())
             statements.insert(reply)
             conversation.updated = now
             changes: dict[str, Any] = {"updated": now, "model": conversation.model_id}

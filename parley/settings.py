@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "agents",
     "sharing",
     "support",
+    "routing",
     "parley.checks.ChecksConfig",  # lets Django's security checks see the middleware below
 ]
 

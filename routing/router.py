@@ -194,12 +194,13 @@ class _Budget:
 
     def __init__(self, user_id: int, limits: EffectiveLimits) -> None:
         self.user_id, self.limits = user_id, limits
-        self._left: tuple[Decimal, Decimal] | None | bool = False  # False: not read yet
+        self._read_yet = False
+        self._left: tuple[Decimal, Decimal] | None = None
 
     def left(self) -> tuple[Decimal, Decimal] | None:
-        if self._left is False:
-            self._left = self._read()
-        return self._left  # type: ignore[return-value]
+        if not self._read_yet:
+            self._left, self._read_yet = self._read(), True
+        return self._left
 
     def _read(self) -> tuple[Decimal, Decimal] | None:
         allowed = self.limits.cost_per_month

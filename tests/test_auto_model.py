@@ -169,6 +169,16 @@ def test_auto_is_listed_while_a_model_is_offered_and_never_the_default(alice_cli
     assert '<option value="auto"' not in alice_client.get("/").content.decode()
 
 
+async def test_auto_switched_off_in_admin_leaves_the_picker_and_its_conversations_must_pick_another(priced, alice):
+    conversation = await sync_to_async(create_conversation)(alice, "auto")
+    await ChatModel.objects.filter(name="auto").aupdate(enabled=False)
+    names = await sync_to_async(lambda: list(ChatModel.objects.pickable().values_list("name", flat=True)))()
+    assert "auto" not in names and "priced-demo" in names
+    with pytest.raises(ActionError) as refused:
+        await send_message(alice, conversation.pk, "Hello")
+    assert refused.value.code == "unknown_model" and "no longer offered" in refused.value.detail
+
+
 def test_an_auto_conversations_page_says_auto_without_a_price(alice_client, alice):
     conversation = create_conversation(alice, "auto")
     html = alice_client.get(f"/c/{conversation.pk}/").content.decode()

@@ -25,6 +25,7 @@ from chat.enqueue import enqueue
 from parley import deferred
 from parley.celery import app
 from parley.redis_clients import sync_client
+from routing import router
 from streaming.keys import run_cancel_key
 from streaming.writer import SyncWriter
 
@@ -52,6 +53,8 @@ def start_run(user: User, conversation_id: object, goal: object, model_name: obj
         suspended, limits = limits_for(user.pk)
         if suspended:
             raise ActionError("suspended")
+        if model.is_auto:  # routed once, by its goal: every step of the run is then asked of that model
+            model = router.choose(user.pk, limits, goal, [], [("user", goal)], "").model
         admission.check_model(limits, model)
         # Locks the user's row: two starts at once cannot both pass the count.
         User.objects.select_for_update().filter(pk=user.pk).first()

@@ -23,6 +23,7 @@ from billing.quotas import Refusal, Reservation, Windows
 from chat.actions import ActionError
 from chat.models import ChatModel
 from parley import deferred
+from providers import AUTO
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,8 @@ def fell_back(user_id: int, refused: ActionError) -> None:
 
 def _fallback_model(limits: EffectiveLimits) -> ChatModel | None:
     """The plan's fallback model, if it can be called: one nobody can call would only turn a reply into an error."""
-    fallback = ChatModel.objects.filter(pk=limits.fallback_model_id, enabled=True).first()
+    # Not `auto` either: a fallback is called as it is, and auto is never called (routing/router.py).
+    fallback = ChatModel.objects.filter(pk=limits.fallback_model_id, enabled=True).exclude(provider=AUTO).first()
     return fallback if fallback is not None and fallback.is_offered else None
 
 

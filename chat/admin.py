@@ -3,6 +3,8 @@
 Django admin."""
 
 from django import forms
+from typing import Any
+
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -15,6 +17,7 @@ from django.views.decorators.http import require_POST
 from chat import discovery, presets
 from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, FailoverLink, Message, PromptPreset, ProviderEndpoint
 from parley.admin import ViewOnlyAdmin
+from providers import AUTO
 from providers.endpoints import endpoint_names
 from resilience import chains
 
@@ -29,10 +32,25 @@ class PriceKnownFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[ChatModel]) -> QuerySet[ChatModel]:
         unknown = Q(input_price_per_million__isnull=True) | Q(output_price_per_million__isnull=True)
         if self.value() == "unknown":
-            return queryset.filter(unknown)
+            return queryset.filter(unknown).exclude(provider=AUTO)  # auto has no price: each reply's model has
         if self.value() == "known":
             return queryset.exclude(unknown)
         return queryset
+
+
+# The `auto` row (routing/) is a router, not a model: admins may rename, order and switch it off;
+# what a model has (provider, prices, window, vision) it takes from each message's chosen model.
+AUTO_EDITABLE = ("label", "enabled", "sort_order")
+
+
+class CatalogueRowForm(ModelForm):
+    """A row of the catalogue's list: the `auto` row's prices, vision and default are not its to set."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.is_auto:
+            for name, field in self.fields.items():
+                field.disabled = name not in AUTO_EDITABLE
 
 
 def _report(request: HttpRequest, outcomes: list[discovery.Outcome]) -> None:
@@ -86,8 +104,20 @@ class ChatModelAdmin(admin.ModelAdmin):
     inlines = [FailoverInline]
 
     @admin.display(boolean=True, description="price known")
-    def price_is_known(self, obj: ChatModel) -> bool:
-        return obj.price_known
+    def price_is_known(self, obj: ChatModel) -> bool | None:
+        return None if obj.is_auto else obj.price_known
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ChatModel | None = None) -> list[str]:
+        if obj is not None and obj.is_auto:
+            return [field.name for field in ChatModel._meta.fields if field.editable and field.name not in AUTO_EDITABLE and field.name != "id"]
+        return list(self.readonly_fields)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ChatModel | None = None) -> bool:
+        # Only its migration makes the auto row; switching it off hides it.
+        return not (obj is not None and obj.is_auto) and super().has_delete_permission(request, obj)
+
+    def get_changelist_form(self, request: HttpRequest, **kwargs: Any) -> type[ModelForm]:
+        return super().get_changelist_form(request, form=CatalogueRowForm, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: ChatModel, form: ModelForm, change: bool) -> None:
         if {"input_price_per_million", "output_price_per_million"} & set(form.changed_data):

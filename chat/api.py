@@ -259,6 +259,6 @@ def models(request: HttpRequest, user: Any) -> HttpResponse:
     except ActionError:
         default = None
     return json_response(
-        {"results": [model.as_dict() for model in ChatModel.objects.offered()], "default": default}
+        {"results": [model.as_dict() for model in ChatModel.objects.pickable()], "default": default}
     )
 

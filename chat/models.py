@@ -12,14 +12,26 @@ from providers.endpoints import endpoint_named, endpoint_names
 SYSTEM_PROMPT_MAX = 20_000  # characters
 
 
+def _served() -> models.Q:
+    return (models.Q(endpoint="") | models.Q(endpoint__in=endpoint_names())) & models.Q(
+        enabled=True, available=True, provider__in=providers.configured_providers(),
+    )
+
+
 class ModelQuerySet(models.QuerySet["ChatModel"]):
     def offered(self) -> "ModelQuerySet":
-        """What the picker offers: enabled models of configured providers that their endpoint
-        listed at its last refresh (models added by hand, with no endpoint, as their admin says)."""
-        return self.filter(
-            models.Q(endpoint="") | models.Q(endpoint__in=endpoint_names()),
-            enabled=True, available=True, provider__in=providers.configured_providers(),
-        ).order_by("sort_order", "label", "id")
+        """The models a provider serves now: enabled models of configured providers that their
+        endpoint listed at its last refresh (models added by hand, with no endpoint, as their admin
+        says). Never the `auto` row, which no provider serves."""
+        return self.filter(_served()).order_by("sort_order", "label", "id")
+
+    def pickable(self) -> "ModelQuerySet":
+        """What the picker and `GET /api/models` list: the offered models, and the `auto` row
+        (routing/) while it is enabled and one of them is there for it to pick. One query."""
+        auto = models.Q(provider=providers.AUTO, enabled=True, available=True)
+        return self.filter(_served() | (auto & models.Exists(self.model.objects.filter(_served())))).order_by(
+            "sort_order", "label", "id",
+        )
 
 
 class ChatModel(models.Model):
@@ -89,6 +101,11 @@ class ChatModel(models.Model):
         return self.provider == "demo"
 
     @property
+    def is_auto(self) -> bool:
+        """The `auto` row: a router (routing/router.py) picks a real model for each message."""
+        return self.provider == providers.AUTO
+
+    @property
     def model_id(self) -> str:
         """What the provider is asked for."""
         return self.remote_name or self.name
@@ -99,7 +116,10 @@ class ChatModel(models.Model):
 
     @property
     def is_offered(self) -> bool:
-        """The row-by-row form of `offered()`, for a model already loaded."""
+        """The row-by-row form of `offered()` (of `pickable()` for the `auto` row, whose router
+        says so when no model is there to pick), for a model already loaded."""
+        if self.is_auto:
+            return self.enabled and self.available
         return (
             self.enabled and self.available and self.provider in providers.configured_providers()
             and (not self.endpoint or self.endpoint in endpoint_names())
@@ -121,7 +141,8 @@ class ChatModel(models.Model):
             "context_window": self.context_window,
             "demo": self.is_demo,
             "vision": self.supports_vision,
-            "price_known": self.price_known,
+            "price_known": None if self.is_auto else self.price_known,  # auto: each reply's chosen model's
+            "auto": self.is_auto,
         }
 
 

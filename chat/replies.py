@@ -24,6 +24,7 @@ from chat.titles import fallback_title
 from parley import statements
 from parley.redis_clients import sync_client
 from resilience import chains
+from routing import router
 from streaming import events, process
 from streaming.entries import Entry, merged
 
@@ -218,8 +219,9 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
             attachments.check_model(chosen, files)  # before admission: a refused send counts no request
             turns = attachments.turns(conversation.pk, earlier, text, files)
             system = presets.resolve_system(conversation)  # a following conversation gets its preset's current text
+            routed = router.choose(user.pk, limits, text, files, turns, system.text) if chosen.is_auto else None
             admitted = calls.admit(
-                user.pk, limits, chosen, system.text, turns, kind=UsageRecord.Kind.REPLY,
+                user.pk, limits, routed.model if routed else chosen, system.text, turns, kind=UsageRecord.Kind.REPLY,
                 conversation_id=conversation.pk,
             )
             model = admitted.model
@@ -242,6 +244,8 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
                 limits=limits.applied(),
             )
             reply.routing.update(system.routing())
+            if routed is not None:  # the conversation keeps `auto`; the reply says what it chose and why
+                reply.routing.update(routed.record())
             statements.insert(reply)
             conversation.updated = now
             changes: dict[str, Any] = {"updated": now, "model": conversation.model_id}

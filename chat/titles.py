@@ -1,4 +1,5 @@
-"""Titles from the first exchange: asked of the conversation's model, with a plain fallback."""
+"""Titles from the first exchange: asked of the conversation's model (for `auto`, of the model that wrote
+the first reply), with a plain fallback."""
 
 import asyncio
 import logging
@@ -14,9 +15,9 @@ from accounts.plans import limits_for
 from billing import calls
 from billing.models import UsageRecord
 from chat.actions import ActionError
-from chat.models import NO_TITLE, Conversation, Message
+from chat.models import NO_TITLE, ChatModel, Conversation, Message
 from parley.redis_clients import sync_client
-from providers import new_provider
+from providers import AUTO, new_provider
 from providers.base import ChatRequest, CollectedReply, collect_events
 from providers.demo import without_controls
 from resilience.attempts import Run, Target
@@ -63,17 +64,20 @@ def generate_title(conversation_id: int) -> str | None:
     conversation = Conversation.objects.select_related("model").filter(pk=conversation_id, title_is_auto=True).first()
     if conversation is None:
         return None
-    exchange = list(conversation.messages.order_by("id").values_list("role", "content", "status")[:2])
-    question = next((content for role, content, _ in exchange if role == Message.Role.USER), "")
-    answer, status = next(((content, status) for role, content, status in exchange if role == Message.Role.ASSISTANT), ("", ""))
-    provisional = fallback_title(question, conversation.model.is_demo)
+    exchange = list(conversation.messages.order_by("id").values_list("role", "content", "status", "model")[:2])
+    question = next((content for role, content, _, _ in exchange if role == Message.Role.USER), "")
+    answer, status, answered_by = next(
+        ((content, status, model) for role, content, status, model in exchange if role == Message.Role.ASSISTANT), ("", "", "")
+    )
+    model = _titling_model(conversation, answered_by)
+    provisional = fallback_title(question, model is not None and model.is_demo)
     if conversation.title not in ("", provisional):
         return None
     title, charge = "", None
-    if conversation.model.is_demo or status != Message.Status.COMPLETE:
+    if model is None or model.is_demo or status != Message.Status.COMPLETE:
         title = provisional
     elif _first_ask(conversation_id):
-        title, charge = _ask_model(conversation, question, answer)
+        title, charge = _ask_model(conversation, model, question, answer)
     # else a redelivered task whose first run asked the model: it is never asked, or charged, twice.
     title = title or provisional
     with transaction.atomic():
@@ -98,7 +102,15 @@ def _first_ask(conversation_id: int) -> bool:
         return False
 
 
-def _ask_model(conversation: Conversation, question: str, answer: str) -> tuple[str, Callable[[], object] | None]:
+def _titling_model(conversation: Conversation, answered_by: str) -> ChatModel | None:
+    """The conversation's model; for `auto`, the model its router chose for the first reply (None
+    if that model is gone): `auto` itself is never called."""
+    if not conversation.model.is_auto:
+        return conversation.model
+    return ChatModel.objects.filter(name=answered_by).exclude(provider=AUTO).first() if answered_by else None
+
+
+def _ask_model(conversation: Conversation, model: ChatModel, question: str, answer: str) -> tuple[str, Callable[[], object] | None]:
     """The model's title ("" when it failed or the owner's limits said no, and the caller falls
     back), and the call's charge, for the caller to record with the title."""
     prompt = PROMPT.format(question=question[:2000], answer=answer[:2000])
@@ -107,7 +119,7 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> tuple[
         if suspended:
             return "", None
         admitted = calls.admit(
-            conversation.owner_id, limits, conversation.model, "", [("user", prompt)], kind=UsageRecord.Kind.TITLE,
+            conversation.owner_id, limits, model, "", [("user", prompt)], kind=UsageRecord.Kind.TITLE,
             max_output=TITLE_MAX_TOKENS, background=True, conversation_id=conversation.pk,
         )
     except ActionError as refused:

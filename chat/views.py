@@ -22,7 +22,7 @@ from chat.presets import resolve_system
 from support import feedback
 from support.models import COMMENT_MAX
 
-REPLY_DETAILS = ("provider", "model", "model_version", "usage", "ttft_ms", "duration_ms")
+REPLY_DETAILS = ("provider", "model", "model_version", "usage", "ttft_ms", "duration_ms", "routing")
 SIDEBAR_LIMIT = 200  # older conversations stay reachable through the search box
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _message_payload(message: Message, siblings: list[int], rating: dict[str, An
 
 
 def _chat_page(request: PageRequest, conversation: Conversation | None) -> HttpResponse:
-    models = list(ChatModel.objects.offered())
+    models = list(ChatModel.objects.pickable())
     presets = actions.offered_presets()
     try:
         default_model: ChatModel | None = actions.default_model()

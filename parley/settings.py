@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "support",
     "breakers",
     "shadows",
+    "routing",
     "parley.checks.ChecksConfig",  # lets Django's security checks see the middleware below
 ]
 

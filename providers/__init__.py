@@ -26,6 +26,11 @@ REGISTRY = (
 BY_NAME = {entry.name: entry for entry in REGISTRY}
 CHOICES = [(entry.name, entry.label) for entry in REGISTRY]
 
+# The provider of the catalogue's one `auto` row (routing/): a router, not a provider. It has no
+# adapter and no setting turns it on, so no call is ever made to it or billed as it; it stays out
+# of CHOICES, as admins never give it to a model (and the catalogue's field keeps its choices).
+AUTO = "auto"
+
 
 def configured_providers() -> list[str]:
     return [entry.name for entry in REGISTRY if any(getattr(settings, name) for name in entry.enabled_by)]
@@ -39,6 +44,8 @@ def get_provider(name: str) -> Provider:
 
 def new_provider(name: str) -> Provider:
     """A fresh adapter, for callers that run their own short-lived event loop (Celery tasks)."""
+    if name == AUTO:
+        raise KeyError("The auto model is routed to a real model before any call (routing/router.py); it is never called")
     if name not in BY_NAME:
         raise KeyError(f"Unknown provider {name!r}")
     module_name, _, class_name = BY_NAME[name].adapter.rpartition(".")

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.models import Plan
 from agents.models import AgentRun
 from chat.models import ChatModel, Conversation, Message
+from providers import AUTO
 from support import annotations, audit, exports, fulltext, listing
 from support.models import AuditEvent, Flag
 from support.policy import Act, may, require, support_only
@@ -31,8 +32,9 @@ def _private(response: HttpResponse) -> HttpResponse:
 
 def _choices() -> dict[str, Any]:
     return {
-        "models": ChatModel.objects.order_by("name").values_list("name", flat=True).distinct(),
-        "providers": ChatModel.objects.order_by("provider").values_list("provider", flat=True).distinct(),
+        # A reply names the model that wrote it, never `auto` (routing/): filtering by auto would find nothing.
+        "models": ChatModel.objects.exclude(provider=AUTO).order_by("name").values_list("name", flat=True).distinct(),
+        "providers": ChatModel.objects.exclude(provider=AUTO).order_by("provider").values_list("provider", flat=True).distinct(),
         "plans": Plan.objects.order_by("name"),
         "statuses": listing.PROBLEM_STATUSES,
         "sorts": listing.SORTS,

@@ -54,11 +54,13 @@ def _fresh_limits() -> None:
     """User ids restart with every test database: limits cached for one test's user must not apply to the next's."""
     from accounts.plans import forget_cached_limits
     from billing.admission import forget_seen_costs
+    from routing.router import forget_cached_rules
     from shadows.sampling import forget_configs
 
     forget_cached_limits()
     forget_seen_costs()
     forget_configs()  # config ids restart too
+    forget_cached_rules()
 
 
 @pytest.fixture(autouse=True)
@@ -71,8 +73,10 @@ def _catalogue(request: pytest.FixtureRequest) -> None:
         from accounts.plans import seed_plans
         from chat.catalogue import seed
         from chat.models import ChatModel
+        from routing.models import seed_auto
 
         seed(ChatModel)
+        seed_auto(ChatModel)
         seed_plans(Plan)
 
 

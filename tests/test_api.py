@@ -127,10 +127,10 @@ def test_only_configured_providers_are_offered(alice_client, settings):
     settings.OPENAI_BASE_URL = ""
     settings.ANTHROPIC_API_KEY = ""
     names = [m["name"] for m in alice_client.get("/api/models/").json()["results"]]
-    assert names == ["parley-demo"]
+    assert names == ["auto", "parley-demo"]  # auto (routing/) while a model is there for it to pick
     ChatModel.objects.create(name="claude-haiku-4-5", label="Claude Haiku 4.5", provider="anthropic", endpoint="anthropic")
     ChatModel.objects.create(name="gpt-4.1", label="GPT-4.1", provider="openai", endpoint="openai")
-    assert [m["name"] for m in alice_client.get("/api/models/").json()["results"]] == ["parley-demo"]
+    assert [m["name"] for m in alice_client.get("/api/models/").json()["results"]] == ["auto", "parley-demo"]
     settings.ANTHROPIC_API_KEY = "sk-ant-test"
     names = [m["name"] for m in alice_client.get("/api/models/").json()["results"]]
     assert "claude-haiku-4-5" in names and "gpt-4.1" not in names

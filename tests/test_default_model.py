@@ -42,8 +42,8 @@ async def test_the_default_is_the_admins_choice_else_the_first_discovered_else_t
     body = await sync_to_async(alice_client.get)("/api/models/")
     assert body.json()["default"] == "mid-model"
     assert {m["name"]: m["price_known"] for m in body.json()["results"]} == {
-        "parley-demo": True, "alpha-model": False, "mid-model": False, "zeta-model": False,
-    }
+        "auto": None, "parley-demo": True, "alpha-model": False, "mid-model": False, "zeta-model": False,
+    }  # auto's price is each reply's chosen model's (routing/)
 
     fake.models = ["zeta-model", "alpha-model"]
     await sync_to_async(discovery.refresh)()

@@ -1,6 +1,6 @@
 // A reply's details, under its Details button: the model that answered and the version its
-// provider reported, tokens (marked when estimated), time to first token, duration and cost.
-// Every value is set as text, never as HTML.
+// provider reported, the routing rule that chose it (for `auto`), tokens (marked when estimated),
+// time to first token, duration and cost. Every value is set as text, never as HTML.
 
 const number = (value) => Number(value).toLocaleString();
 const seconds = (ms) => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`);
@@ -53,6 +53,12 @@ function attempts(routing) {
   return `${failed.length} failed before this answer (${each.join("; ")}), none billed`;
 }
 
+/** Which of the `auto` model's rules chose the reply's model, and why (routing/router.py). */
+function chosenBy(routing) {
+  if (!routing?.rule) return null;
+  return `Chosen by rule “${routing.rule}”${routing.why ? `: ${routing.why}` : ""}`;
+}
+
 export function rows(info) {
   const { usage } = info;
   const estimated = usage.estimated ? " (estimated)" : "";
@@ -62,6 +68,7 @@ export function rows(info) {
   return [
     ["Model", answeredBy || null],
     ["Version reported", info.modelVersion && info.modelVersion !== info.model ? info.modelVersion : null],
+    ["Routing", chosenBy(info.routing)],
     ["Tokens", tokens],
     ["First token after", info.ttft == null ? null : seconds(info.ttft)],
     ["Duration", info.duration == null ? null : seconds(info.duration)],

@@ -113,5 +113,7 @@ def _catalogue(transactional_db) -> None:
     """
     from chat.catalogue import seed
     from chat.models import ChatModel
+    from routing.models import seed_auto
 
     seed(ChatModel)
+    seed_auto(ChatModel)

@@ -375,8 +375,10 @@ def test_the_transcript_says_how_each_reply_was_reached(support_client, alice):
         },
     )
     Message.objects.create(conversation=conversation, role="assistant", content="Again", model="second", provider="anthropic",
-                           routing={"cached": {"key": "abc", "stored_at": 1}})
+                           routing={"cached": {"key": "abc", "stored_at": 1}, "requested": "auto", "rule": "Short <i>ones</i>",
+                                    "why": "the prompt is short"})
     page = support_client.get(f"/support/c/{conversation.pk}/").content.decode()
     assert "failed over from first to second: its provider was &lt;b&gt;overloaded&lt;/b&gt;" in page
     assert "1 attempt failed before the first token (#1 first overloaded), billed nothing" in page
     assert "replayed from the response cache (no provider call, billed nothing)" in page
+    assert "auto chose it by rule “Short &lt;i&gt;ones&lt;/i&gt;”: the prompt is short" in page

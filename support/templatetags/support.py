@@ -40,9 +40,12 @@ def limits_text(limits: dict[str, Any]) -> str:
 
 @register.filter
 def routing_text(routing: dict[str, Any]) -> str:
-    """How a reply's model was reached (chat.Message.routing), in words: a cached reply, a failover
-    and why, the attempts that failed before the first token."""
+    """How a reply's model was chosen and reached (chat.Message.routing), in words: the routing rule
+    of `auto`, a cached reply, a failover and why, the attempts that failed before the first token."""
     words = []
+    if routing.get("rule"):
+        why = f": {routing['why']}" if routing.get("why") else ""
+        words.append(f"{routing.get('requested') or 'auto'} chose it by rule “{routing['rule']}”{why}")
     if routing.get("cached"):
         words.append("replayed from the response cache (no provider call, billed nothing)")
     failover = routing.get("failover")

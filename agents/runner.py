@@ -14,7 +14,6 @@ log (agents/runlog.py) for the page to follow.
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from chat.actions import ActionError
 from chat.models import ChatModel
 from parley.redis_clients import sync_client
 from providers import new_provider
-from providers.base import ChatRequest, Provider, StreamError, TextDelta, ToolCall, Usage
+from providers.base import Provider, StreamError, TextDelta, ToolCall, Usage
 from resilience import chains
 from resilience.attempts import Run, Target
 from streaming.keys import run_cancel_key
@@ -294,12 +293,7 @@ class Runner:
             steps, kind=AgentStep.Kind.MODEL, title="Thinking" if steps else "Planning",
             quota_claim=admitted.reservation.claim(admitted.call.prompt_estimate),
         )
-        base_url, api_key = model.route()
-        request = ChatRequest(
-            model=model.model_id, messages=messages, system=system, max_output_tokens=admitted.max_output,
-            base_url=base_url, api_key=api_key, tools=tuple(tool.as_spec() for tool in tools),
-            temperature=None if model.temperature is None else float(model.temperature),
-        )
+        offered = tuple(tool.as_spec() for tool in tools)
         turns = [("user", _flat(messages, tools))]
 
         async def readmit(fallback: ChatModel, previous: Target) -> Target:
@@ -308,15 +302,9 @@ class Runner:
                 calls.readmit, run.owner_id, limits, previous.reservation, fallback, system, turns,
                 kind=UsageRecord.Kind.AGENT, conversation_id=run.conversation_id, message_id=None, background=True,
             )
-            fallback_url, fallback_key = fallback.route()
-            moved = dataclasses.replace(
-                request, model=fallback.model_id, base_url=fallback_url, api_key=fallback_key,
-                max_output_tokens=again.max_output,
-                temperature=None if fallback.temperature is None else float(fallback.temperature),
-            )
-            return Target(fallback, moved, again.call, again.reservation)
+            return Target.of(again, system, messages, offered)
 
-        attempts = Run(Target(model, request, admitted.call, admitted.reservation), chains.chain_of(model), readmit)
+        attempts = Run(Target.of(admitted, system, messages, offered), chains.chain_of(model), readmit)
         started = time.monotonic()
         reply = asyncio.run(self._stream(step, attempts, self._deadline(steps)))
         duration_ms = int((time.monotonic() - started) * 1000)

@@ -42,17 +42,8 @@ def _errors(form: ForceForm) -> str:
 
 
 @admin.register(Breaker)
-class BreakerAdmin(admin.ModelAdmin):
+class BreakerAdmin(ViewOnlyAdmin):
     """Not a list of rows (only forced breakers have one): the page of every breaker, and its one action."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     def get_urls(self) -> list[URLPattern]:
         # Only the page and its action: a Breaker row is never edited on its own.

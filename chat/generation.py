@@ -31,7 +31,7 @@ from chat.history import Turn
 from chat.models import ChatModel, Message, usage_of
 from parley import deferred, statements
 from providers import get_provider
-from providers.base import ChatRequest, ErrorCode, Finish, Image, StreamError, TextDelta, Usage
+from providers.base import ErrorCode, Finish, Image, StreamError, TextDelta, Usage
 from resilience import attempts, cache
 from resilience.attempts import Target
 from shadows import sampling
@@ -161,18 +161,7 @@ def _readmit(plan: ReplyPlan, readmission: Readmission, model: ChatModel, previo
         {"provider": model.provider, "model": model.name, "quota_claim": admitted.reservation.claim(admitted.call.prompt_estimate)},
         only_if=("status", Message.ACTIVE),
     )
-    return target_of(admitted, readmission.system)
-
-
-def target_of(admitted: calls.Admitted, system: str) -> Target:
-    """An admitted call as the attempt loop runs it: its model's endpoint, key and request."""
-    model = admitted.model
-    base_url, api_key = model.route()
-    request = ChatRequest(
-        model=model.model_id, messages=admitted.fitted.messages, system=system, max_output_tokens=admitted.max_output,
-        base_url=base_url, api_key=api_key, temperature=None if model.temperature is None else float(model.temperature),
-    )
-    return Target(model, request, admitted.call, admitted.reservation)
+    return Target.of(admitted, readmission.system)
 
 
 class _Checkpoints:

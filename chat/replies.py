@@ -24,6 +24,7 @@ from chat.titles import fallback_title
 from parley import statements
 from parley.redis_clients import sync_client
 from resilience import chains
+from resilience.attempts import Target
 from routing import router
 from streaming import events, process
 from streaming.entries import Entry, merged
@@ -269,7 +270,7 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
     plan = generation.ReplyPlan(
         message_id=reply.pk,
         conversation_id=conversation.pk,
-        target=generation.target_of(admitted, system.text),
+        target=Target.of(admitted, system.text),
         wants_title=first_words,  # the demo's task keeps the question's words (chat/titles.py)
         chain=chains.chain_of(model),
         readmission=generation.Readmission(user.pk, limits, system.text, turns),

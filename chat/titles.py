@@ -1,7 +1,6 @@
 """Titles from the first exchange: asked of the conversation's model (for `auto`, of the model that wrote
 the first reply), with a plain fallback."""
 
-import asyncio
 import logging
 import re
 import time
@@ -17,10 +16,9 @@ from billing.models import UsageRecord
 from chat.actions import ActionError
 from chat.models import NO_TITLE, ChatModel, Conversation, Message
 from parley.redis_clients import sync_client
-from providers import AUTO, new_provider
-from providers.base import ChatRequest, CollectedReply, collect_events
+from providers import AUTO
 from providers.demo import without_controls
-from resilience.attempts import Run, Target
+from resilience.attempts import Target, collect_once
 from streaming import events
 from streaming.feeds import publish_sync
 
@@ -125,26 +123,10 @@ def _ask_model(conversation: Conversation, model: ChatModel, question: str, answ
     except ActionError as refused:
         logger.info("Title for conversation %s fell back: %s", conversation.pk, refused.code)
         return "", None
-    model = admitted.model
-    provider = new_provider(model.provider)
-    base_url, api_key = model.route()
-    request = ChatRequest(
-        model=model.model_id, messages=admitted.fitted.messages, max_output_tokens=admitted.max_output,
-        base_url=base_url, api_key=api_key,
-    )
-
     # Retried before its first token and kept from a provider whose breaker is open, like every
     # call; a title has no failover: the question's words do as well.
-    attempts = Run(Target(model, request, admitted.call, admitted.reservation), provider_for=lambda _: provider)
-
-    async def ask() -> CollectedReply:
-        try:
-            return await collect_events(attempts.events())
-        finally:
-            await provider.aclose()  # the loop ends with this call: so must its connections
-
     started = time.monotonic()
-    reply = asyncio.run(ask())
+    reply, attempts = collect_once(Target.of(admitted, ""))
     reported = reply.usage
     duration_ms = int((time.monotonic() - started) * 1000)
 

@@ -19,6 +19,7 @@ import time
 from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
@@ -27,10 +28,15 @@ from billing.quotas import Reservation
 from breakers import circuit
 from chat.actions import ActionError
 from chat.models import ChatModel
-from providers import get_provider
-from providers.base import ChatRequest, ErrorCode, Provider, StreamError, StreamEvent, TextDelta, ToolCall
+from providers import get_provider, new_provider
+from providers.base import (
+    ChatRequest, CollectedReply, ErrorCode, Provider, StreamError, StreamEvent, TextDelta, ToolCall, collect_events,
+)
 from resilience import cache
 from resilience.retry import Policy, hung
+
+if TYPE_CHECKING:
+    from billing.calls import Admitted
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +58,22 @@ class Target:
     def endpoint(self) -> str:
         """The breaker's endpoint: the model's endpoint, or its provider for one added by hand."""
         return self.model.endpoint or self.model.provider
+
+    @classmethod
+    def of(
+        cls, admitted: "Admitted", system: str, messages: list[dict[str, Any]] | None = None,
+        tools: tuple[dict[str, Any], ...] = (),
+    ) -> "Target":
+        """An admitted call as attempts run it: its model's endpoint, key, temperature and output
+        cap; sent the history `billing/calls.admit` fitted, unless the caller has `messages` of its own."""
+        model = admitted.model
+        base_url, api_key = model.route()
+        request = ChatRequest(
+            model=model.model_id, messages=admitted.fitted.messages if messages is None else messages, system=system,
+            max_output_tokens=admitted.max_output, base_url=base_url, api_key=api_key, tools=tools,
+            temperature=None if model.temperature is None else float(model.temperature),
+        )
+        return cls(model, request, admitted.call, admitted.reservation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +261,22 @@ class Run:
                 "to_label": last.target.model.label, "why": first.reason,
             }
         return out
+
+
+def collect_once(target: Target) -> tuple[CollectedReply, Run]:
+    """A whole reply of a call nobody streams (a title, a shadow), on an event loop of its own with
+    an adapter of its own, through the same attempts (retried before its first token, kept from an
+    open breaker; no failover), and the attempts it took, for the ledger."""
+    provider = new_provider(target.model.provider)
+    run = Run(target, provider_for=lambda _: provider)
+
+    async def ask() -> CollectedReply:
+        try:
+            return await collect_events(run.events())
+        finally:
+            await provider.aclose()  # the loop ends with this call: so must its connections
+
+    return asyncio.run(ask()), run
 
 
 def _ms_since(moment: float) -> int:

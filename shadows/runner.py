@@ -7,7 +7,6 @@ never sees a shadow. Idempotent: the (message, config) row is created `running` 
 is asked, so a redelivered task finds it and does nothing.
 """
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -24,9 +23,8 @@ from chat import attachments, branches
 from chat.actions import ActionError
 from chat.history import Turn
 from chat.models import Message, Upload
-from providers import new_provider
-from providers.base import ChatRequest, CollectedReply, ErrorCode, StreamError, collect_events
-from resilience.attempts import Attempt, Run, Target
+from providers.base import CollectedReply, ErrorCode, StreamError
+from resilience.attempts import Attempt, Target, collect_once
 from shadows.models import ShadowConfig, ShadowRun
 
 logger = logging.getLogger(__name__)
@@ -127,28 +125,13 @@ def _ask(admitted: calls.Admitted, system: str) -> Asked:
     (resilience/attempts.py: retried before its first token, kept from a provider whose breaker is
     open; no failover: a shadow stands for one model): the adapters' timeouts apply, the output is
     cut at the admitted cap, and SDK objects stay in the adapter."""
-    model = admitted.model
-    provider = new_provider(model.provider)
-    base_url, api_key = model.route()
-    request = ChatRequest(
-        model=model.model_id, messages=admitted.fitted.messages, system=system,
-        max_output_tokens=admitted.max_output, base_url=base_url, api_key=api_key,
-        temperature=None if model.temperature is None else float(model.temperature),
-    )
-    attempts = Run(Target(model, request, admitted.call), provider_for=lambda _: provider)
-
-    async def ask() -> CollectedReply:
-        try:
-            return await collect_events(attempts.events())
-        finally:
-            await provider.aclose()  # the loop ends with this call: so must its connections
-
     started = time.monotonic()
     try:
-        reply = asyncio.run(ask())
+        reply, attempts = collect_once(Target.of(admitted, system))
     except Exception:  # a bug in an adapter must end the run as failed, not leave it running
-        logger.exception("Shadow call to %s crashed", model.name)
+        logger.exception("Shadow call to %s crashed", admitted.model.name)
         reply = CollectedReply(error=StreamError(ErrorCode.PROVIDER_UNAVAILABLE, "internal error"))
+        return Asked(reply, None, int((time.monotonic() - started) * 1000))
     ttft = None if reply.first_text_at is None else int((reply.first_text_at - started) * 1000)
     return Asked(reply, ttft, int((time.monotonic() - started) * 1000), attempts.settled_attempt, attempts.separate_attempts)
 

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aioredis
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.db import DatabaseError
@@ -117,8 +116,10 @@ async def acheck(endpoint: str, model: str) -> Gate:
         client = _async_client()
         reply = await check_script.arun(client, keys, _check_args(""))
         if text(reply[0]) == "seed":
-            # A breaker's first check since Redis started (or lost its data): one database hop.
-            mode = await database_sync_to_async(_stored_mode)(endpoint, model)
+            # A breaker's first check since Redis started (or lost its data): one database read, on
+            # a thread of its own: the caller may itself run inside the shared database thread (a
+            # worker's step run with asyncio.run from sync code), where another hop would deadlock.
+            mode = await asyncio.to_thread(_stored_mode_apart, endpoint, model)
             if mode is None:
                 return FAIL_OPEN
             reply = await check_script.arun(client, keys, _check_args(mode))
@@ -267,6 +268,14 @@ def _stored_mode(endpoint: str, model: str) -> str | None:
         logger.warning("Circuit breaker %s %s: its forced mode could not be read; the call goes ahead", endpoint, model)
         return None
     return mode or Breaker.Mode.AUTOMATIC
+
+
+def _stored_mode_apart(endpoint: str, model: str) -> str | None:
+    """`_stored_mode` on a passing thread, which keeps no connection open once it has read."""
+    try:
+        return _stored_mode(endpoint, model)
+    finally:
+        connection.close()
 
 
 # Redis's URL -> until when (monotonic) this process leaves it alone after it failed to answer.

@@ -56,6 +56,8 @@ async def test_admin_messages_survive_the_redirect(django_user_model):
     assert form.status_code == 200
     data = {field: value for field, value in form.context["adminform"].form.initial.items() if value is not None}
     data.update(label="Renamed demo", _save="Save")
+    for formset in form.context["inline_admin_formsets"]:  # the failover chain's inline, as the page sends it
+        data.update({f"{formset.formset.prefix}-{key}": value for key, value in formset.formset.management_form.initial.items()})
     saved = await client.post(f"/admin/chat/chatmodel/{model.pk}/change/", data)
     assert saved.status_code == 302, saved.content[:2000]
     listing = await client.get(saved["Location"])

@@ -156,9 +156,12 @@ async def test_a_provider_refusal_before_any_text_costs_nothing_and_keeps_its_er
     reply_id = event["assistant_message"]["id"]
     final = (await reply_events(alice, reply_id))[-1]
     assert final["type"] == "error" and final["status"] == "failed"
-    entry = await UsageRecord.objects.aget(message_id=reply_id)
-    assert (entry.outcome, entry.prompt_tokens, entry.completion_tokens, entry.cost_usd) == ("failed", 0, 0, Decimal(0))
-    assert entry.error_code == final["code"] and entry.error_code
+    # Each attempt (the reply was retried before its first token) has its row, and none is billed.
+    entries = [entry async for entry in UsageRecord.objects.filter(message_id=reply_id).order_by("attempt")]
+    assert [entry.attempt for entry in entries] == list(range(1, len(entries) + 1)) and entries
+    for entry in entries:
+        assert (entry.outcome, entry.prompt_tokens, entry.completion_tokens, entry.cost_usd) == ("failed", 0, 0, Decimal(0))
+        assert entry.error_code == final["code"] and entry.error_code
 
 
 @pytest.mark.django_db(transaction=True)

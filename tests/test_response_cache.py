@@ -7,8 +7,10 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from channels.db import database_sync_to_async
 
 from billing.models import UsageRecord
+from chat.actions import create_conversation
 from chat.models import ChatModel, Message
 from chat.replies import attach, send_message
 from tests.fakes import Scenario, expected_text
@@ -35,7 +37,10 @@ async def cached_model(fake, **fields) -> ChatModel:
 
 
 async def ask(user, model: ChatModel, text: str = "What is a monad?") -> tuple[list[dict], Message, list[float]]:
-    event = await send_message(user, None, text, model.name)
+    # Titled already: no title task, which a live worker of the session could run against this
+    # test's fakes after they are gone (and count failures in their breakers).
+    conversation = await database_sync_to_async(create_conversation)(user, model.name, title="Resilience")
+    event = await send_message(user, conversation.pk, text, model.name)
     seen: list[dict] = []
     arrivals: list[float] = []
     async for batch in attach(user, event["assistant_message"]["id"], "0-0"):

@@ -8,9 +8,11 @@ import time
 from decimal import Decimal
 
 import pytest
+from channels.db import database_sync_to_async
 
 import providers
 from billing.models import UsageRecord
+from chat.actions import create_conversation
 from chat.models import ChatModel, Message
 from chat.replies import send_message, stop_message
 from tests.fakes import Scenario, expected_text
@@ -46,7 +48,10 @@ async def priced_model(fake, name: str = "fake-gpt", provider: str = "openai", *
 
 
 async def run_reply(user, model: ChatModel, text: str = "Hi there") -> tuple[list[dict], Message]:
-    event = await send_message(user, None, text, model.name)
+    # Titled already: no title task, which a live worker of the session could run against this
+    # test's fakes after they are gone (and count failures in their breakers).
+    conversation = await database_sync_to_async(create_conversation)(user, model.name, title="Resilience")
+    event = await send_message(user, conversation.pk, text, model.name)
     seen = await reply_events(user, event["assistant_message"]["id"])
     return seen, await Message.objects.aget(pk=event["assistant_message"]["id"])
 
@@ -174,7 +179,8 @@ async def test_stop_during_the_backoff_stops_at_once_and_tries_no_more(alice, op
     settings.PARLEY_RETRY_MAX_BACKOFF_SECONDS = 5
     openai_fake.scenario = Scenario(kind="rate_limited", retry_after="1.5")
     model = await priced_model(openai_fake)
-    event = await send_message(alice, None, "Hi there", model.name)
+    conversation = await database_sync_to_async(create_conversation)(alice, model.name, title="Resilience")
+    event = await send_message(alice, conversation.pk, "Hi there", model.name)
     reply_id = event["assistant_message"]["id"]
     while not openai_fake.replies:
         await asyncio.sleep(0.02)

@@ -113,7 +113,7 @@ def page_of(client, conversation_id: int) -> str:
 
 async def test_the_run_is_stored_billed_to_the_site_and_never_reaches_the_user(alice, alice_client, served, settings):
     fake, real, shadow = served
-    conversation = await Conversation.objects.acreate(owner=alice, model=real)
+    conversation = await Conversation.objects.acreate(owner=alice, model=real, title="Shadowed", title_is_auto=False)
     reply_id = await final(alice, await replies.send_message(alice, conversation.pk, "Hello"))
     config = await config_for(real, shadow)
 
@@ -158,7 +158,7 @@ async def test_the_run_is_stored_billed_to_the_site_and_never_reaches_the_user(a
 
 async def test_a_redelivered_task_makes_no_second_run_call_or_ledger_row(alice, served):
     fake, real, shadow = served
-    conversation = await Conversation.objects.acreate(owner=alice, model=real)
+    conversation = await Conversation.objects.acreate(owner=alice, model=real, title="Shadowed", title_is_auto=False)
     reply_id = await final(alice, await replies.send_message(alice, conversation.pk, "Hello"))
     config = await config_for(real, shadow)
     calls_before = len(fake.requests)
@@ -177,7 +177,7 @@ async def test_a_failing_shadow_provider_records_a_failed_run_and_leaves_the_rep
         name="fake-broken#scenario=server_error", label="Broken", provider="openai", base_url=fake.base_url,
         input_price_per_million=Decimal("2"), output_price_per_million=Decimal("20"),
     )
-    conversation = await Conversation.objects.acreate(owner=alice, model=real)
+    conversation = await Conversation.objects.acreate(owner=alice, model=real, title="Shadowed", title_is_auto=False)
     reply_id = await final(alice, await replies.send_message(alice, conversation.pk, "Hello"))
     reply_before = (await Message.objects.aget(pk=reply_id)).as_dict()
     config = await config_for(real, broken)
@@ -196,7 +196,7 @@ async def test_a_failing_shadow_provider_records_a_failed_run_and_leaves_the_rep
 
 async def test_a_shadow_that_cannot_be_asked_fails_without_a_call_or_a_charge(alice, served, settings):
     fake, real, shadow = served
-    conversation = await Conversation.objects.acreate(owner=alice, model=real)
+    conversation = await Conversation.objects.acreate(owner=alice, model=real, title="Shadowed", title_is_auto=False)
     reply_id = await final(alice, await replies.send_message(alice, conversation.pk, "Hello"))
     calls_before = len(fake.requests)
     await ChatModel.objects.filter(pk=shadow.pk).aupdate(enabled=False)
@@ -211,7 +211,7 @@ async def test_a_shadow_that_cannot_be_asked_fails_without_a_call_or_a_charge(al
 
 async def test_only_complete_replies_are_shadowed_by_the_task(alice, served):
     fake, real, shadow = served
-    conversation = await Conversation.objects.acreate(owner=alice, model=real)
+    conversation = await Conversation.objects.acreate(owner=alice, model=real, title="Shadowed", title_is_auto=False)
     reply_id = await final(alice, await replies.send_message(alice, conversation.pk, "Hello"))
     await Message.objects.filter(pk=reply_id).aupdate(status="stopped")
     config = await config_for(real, shadow)
@@ -222,7 +222,7 @@ async def test_only_complete_replies_are_shadowed_by_the_task(alice, served):
 
 async def test_a_redelivery_ends_a_run_its_lost_worker_left_running_without_asking_again(alice, served):
     fake, real, shadow = served
-    conversation = await Conversation.objects.acreate(owner=alice, model=real)
+    conversation = await Conversation.objects.acreate(owner=alice, model=real, title="Shadowed", title_is_auto=False)
     old_reply = await final(alice, await replies.send_message(alice, conversation.pk, "Hello"))
     new_reply = await final(alice, await replies.send_message(alice, conversation.pk, "Again"))
     config = await config_for(real, shadow)

@@ -13,11 +13,13 @@ What it does (docs/benchmarks.md, "Provider resilience", explains each number):
 4. each user holds a WebSocket and sends a message, reads its reply to the end, pauses a little and
    sends again, through the phases: `baseline` (all well), `errors` (every primary request answers
    500 or 503), `hang` (the primary sends headers, then nothing: the first-token timeout),
-   `outage` (the primary's port refuses connections) and `recovery` (all well again);
+   `outage` (the primary's port refuses connections), each followed by a calm phase (all well
+   again: `calm-1`, `calm-2`, `recovery`), so that each failure meets a closed breaker;
 5. prints per phase the replies answered, those the primary failed before their first token and
    how many of them the chain answered (target: all), the time to first token, the time added by a
-   failover beyond the failed attempts themselves (target p99 <= 1 s), and when the primary's
-   breaker let it answer again after the recovery; then the breaker's transitions.
+   failover beyond the failed attempts themselves (target p99 <= 1 s; for a hang, beyond the
+   first-token timeout), and when the primary's breaker let it answer again after each calm phase
+   began; then the breaker's transitions.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ from bench.load import ROOT, Child, fmt, free_port, log, pct, remove_redis_keys
 from tests.fakes import Scenario
 from tests.fakes.openai_server import OpenAIFake
 
-PHASES = ("baseline", "errors", "hang", "outage", "recovery")
+# Each failure starts from a healthy primary with a closed breaker: a calm phase between them.
+PHASES = ("baseline", "errors", "calm-1", "hang", "calm-2", "outage", "recovery")
+CALM = ("calm-1", "calm-2", "recovery")
 FIRST_TOKEN_TIMEOUT = 2.0
 REPLY = Scenario(tokens=40, rate=80)  # half a second of writing, as a short answer
 
@@ -75,6 +79,10 @@ class Outcome:
     def primary_failed_first(self) -> bool:
         """The primary failed (or was refused by its breaker) before this reply's first token."""
         return bool(self.routing.get("attempts") or self.routing.get("failover"))
+
+    @property
+    def codes(self) -> list[str]:
+        return [attempt["code"] for attempt in self.routing.get("attempts", [])]
 
     @property
     def added_ms(self) -> float | None:
@@ -220,20 +228,29 @@ class Chaos:
             failed_first = [o for o in mine if o.primary_failed_first]
             added = [o.added_ms for o in failed_first if o.added_ms is not None]
             ttft = [o.ttft_ms for o in mine if o.ttft_ms is not None]
+            hung = [o.added_ms for o in failed_first if "timeout" in o.codes and o.added_ms is not None]
+            codes: dict[str, int] = {}
+            for outcome in failed_first:
+                for code in outcome.codes or ["breaker_open"]:
+                    codes[code] = codes.get(code, 0) + 1
             phases.append({
                 "phase": phase, "replies": len(mine), "answered": sum(o.answered for o in mine),
                 "primary_failed_first": len(failed_first), "answered_by_chain": sum(o.answered for o in failed_first),
                 "by_secondary": sum(o.final.get("model") == "chaos-secondary" for o in mine),
                 "ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99),
                 "added_p50": pct(added, 50), "added_p99": pct(added, 99), "added_max": max(added, default=None),
+                "timed_out": len(hung), "after_timeout_p99": pct(hung, 99), "after_timeout_max": max(hung, default=None),
+                "why_primary_failed": codes,
                 "problems": sorted({o.problem for o in mine if o.problem}),
             })
-        recovery = self.phase_started["recovery"]
-        back = sorted(o.sent for o in self.outcomes if o.phase == "recovery" and o.final.get("model") == "chaos-primary")
+        back = {}
+        for calm in CALM:
+            answered = sorted(o.sent for o in self.outcomes if o.phase == calm and o.final.get("model") == "chaos-primary")
+            back[calm] = None if not answered else answered[0] - self.phase_started[calm]
         return {
             "users": self.args.users, "phase_seconds": self.args.phase_seconds, "cooldown": self.args.cooldown,
             "first_token_timeout": FIRST_TOKEN_TIMEOUT, "phases": phases,
-            "primary_back_after_s": None if not back else back[0] - recovery,
+            "primary_back_after_s": back,
             "transitions": self.transitions(),
         }
 
@@ -243,17 +260,19 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['users']} users, {result['phase_seconds']:g} s a phase, first-token timeout {result['first_token_timeout']:g} s,"
         f" breaker cool-down {result['cooldown']:g} s",
         "",
-        "| phase | replies | answered | primary failed first | answered by the chain | by secondary | TTFT p50 / p99 ms | added by failover p50 / p99 / max ms | problems |",
+        "| phase | replies | answered | primary failed first (why) | answered by the chain | TTFT p50 / p99 ms | added by failover p50 / p99 / max ms | after a timeout: replies, added p99 / max ms | problems |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in result["phases"]:
         lines.append(
-            f"| {p['phase']} | {p['replies']} | {p['answered']} | {p['primary_failed_first']} | {p['answered_by_chain']} |"
-            f" {p['by_secondary']} | {fmt(p['ttft_p50'], 0)} / {fmt(p['ttft_p99'], 0)} |"
-            f" {fmt(p['added_p50'], 0)} / {fmt(p['added_p99'], 0)} / {fmt(p['added_max'], 0)} | {', '.join(p['problems']) or '-'} |"
+            f"| {p['phase']} | {p['replies']} | {p['answered']} | {p['primary_failed_first']}"
+            f" ({', '.join(f'{code} {n}' for code, n in sorted(p['why_primary_failed'].items())) or '-'}) |"
+            f" {p['answered_by_chain']} | {fmt(p['ttft_p50'], 0)} / {fmt(p['ttft_p99'], 0)} |"
+            f" {fmt(p['added_p50'], 0)} / {fmt(p['added_p99'], 0)} / {fmt(p['added_max'], 0)} |"
+            f" {p['timed_out']}: {fmt(p['after_timeout_p99'], 0)} / {fmt(p['after_timeout_max'], 0)} | {', '.join(p['problems']) or '-'} |"
         )
-    back = result["primary_back_after_s"]
-    lines += ["", f"Primary answering again {fmt(back, 1)} s after its recovery began.", "", "Breaker transitions of the primary:"]
+    back = ", ".join(f"{calm} {fmt(seconds, 1)} s" for calm, seconds in result["primary_back_after_s"].items())
+    lines += ["", f"The primary answering again after the calm phase began: {back}.", "", "Breaker transitions of the primary:"]
     lines += [f"- {created}: {before} -> {after} ({reason})" for created, before, after, reason in result["transitions"]]
     return "\n".join(lines)
 
@@ -261,7 +280,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--phase-seconds", type=float, default=20.0)
+    parser.add_argument("--phase-seconds", type=float, default=15.0)
     parser.add_argument("--cooldown", type=float, default=5.0, help="PARLEY_BREAKER_COOLDOWN_SECONDS")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args(argv)

@@ -22,9 +22,9 @@ class UsageRecordAdmin(ViewOnlyAdmin):
     """The ledger: read-only, written by every model call."""
 
     # What fits a 1280-px screen beside the filters; the rest is on each row's page and in the filters.
-    list_display = ["created", "user", "kind", "model", "tokens", "cost", "outcome"]
+    list_display = ["created", "who", "kind", "model", "tokens", "cost", "outcome", "attempt"]
     list_filter = [
-        "kind", "outcome", "error_code", "estimated", "price_unknown", "overspend_alerted", "provider", "endpoint", "model",
+        "kind", "outcome", "attempt", "error_code", "estimated", "price_unknown", "overspend_alerted", "provider", "endpoint", "model",
     ]
     search_fields = ["user__username", "model"]
     list_select_related = ["user"]
@@ -33,6 +33,10 @@ class UsageRecordAdmin(ViewOnlyAdmin):
     @admin.display(description="Cost (USD)", ordering="cost_usd")
     def cost(self, entry: UsageRecord) -> str:
         return "0 (price unknown)" if entry.price_unknown else str(entry.cost_usd)
+
+    @admin.display(description="User", ordering="user")
+    def who(self, entry: UsageRecord) -> str:
+        return str(entry.user) if entry.user_id is not None else "the site (shadow run)"
 
     @admin.display(description="Tokens (prompt + completion)")
     def tokens(self, entry: UsageRecord) -> str:

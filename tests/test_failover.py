@@ -265,3 +265,16 @@ async def test_an_open_breaker_sends_replies_down_the_chain_until_its_probe_succ
     assert reply.model == "first" and text_of(seen) == expected_text(10) and len(primary.replies) == 3
     seen, reply = await run_reply(alice, first)
     assert reply.model == "first" and len(primary.replies) == 4, "the probe's success closed the breaker"
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_ledger_in_admin_shows_each_attempt_and_the_sites_own_rows(admin_client, django_user_model):
+    carol = django_user_model.objects.create_user("carol")
+    UsageRecord.objects.create(user=carol, kind="reply", provider="openai", model="first", outcome="failed", attempt=1,
+                               error_code="overloaded")
+    UsageRecord.objects.create(user=carol, kind="reply", provider="anthropic", model="second", outcome="complete", attempt=2)
+    UsageRecord.objects.create(user=None, kind="shadow", provider="openai", model="shadowing", outcome="complete")
+    page = admin_client.get("/admin/billing/usagerecord/?attempt=2").content.decode()
+    assert '<td class="field-model">second</td>' in page and '<td class="field-model">first</td>' not in page
+    page = admin_client.get("/admin/billing/usagerecord/").content.decode()
+    assert "the site (shadow run)" in page and '<td class="field-attempt">2</td>' in page

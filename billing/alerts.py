@@ -167,7 +167,9 @@ def overspent(entry: UsageRecord) -> None:
 def send_overspend_alert(record_id: int) -> bool:
     """Email the admins about one overspent call, once: True when this call sent it."""
     with transaction.atomic():
-        entry = UsageRecord.objects.select_for_update().select_related("user").filter(
+        # Only the ledger row is locked: its user may be empty (a shadow run's), and PostgreSQL locks no
+        # row on the outer-joined side.
+        entry = UsageRecord.objects.select_for_update(of=("self",)).select_related("user").filter(
             pk=record_id, over_reservation_tokens__gt=0, overspend_alerted=False
         ).first()
         if entry is None:
@@ -187,7 +189,7 @@ def _overspend_message(entry: UsageRecord, recipients: list[str]) -> EmailMessag
     record_url = settings.PARLEY_PUBLIC_URL + reverse("admin:billing_usagerecord_change", args=[entry.pk])
     subject = f"Parley: {entry.provider}/{entry.model} wrote more than a call reserved"
     body = (
-        f"A {entry.kind} call for {entry.user.username} asked {entry.provider}/{entry.model} for at most {reserved:,}"
+        f"A {entry.kind} call for {entry.user.username if entry.user else 'the site (a shadow run)'} asked {entry.provider}/{entry.model} for at most {reserved:,}"
         f" output tokens, and the provider reported {entry.completion_tokens:,}: {entry.over_reservation_tokens:,}"
         f" more than the reservation. The ledger bills what the provider reported (${entry.cost_usd:,.6f}).\n\n"
         f"Parley ends a reply at its reserved output when it can count it; a provider that ignores max_tokens"

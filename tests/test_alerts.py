@@ -138,3 +138,15 @@ def test_a_reply_that_crosses_half_the_budget_emails_the_admins_once(live_factor
     mails = [path.read_text() for path in Path(mail_dir).glob("*.log")]
     assert len(mails) == 1 and "alice has used 50 % of their monthly budget" in mails[0]
     assert "To: budget@example.com" in mails[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shadow_runs_overspend_is_alerted_as_the_sites(settings, mailoutbox):
+    settings.PARLEY_ALERT_EMAILS = ["ops@example.com"]
+    entry = UsageRecord.objects.create(
+        user=None, kind="shadow", provider="openai", model="shadowing", outcome="complete", completion_tokens=900,
+        over_reservation_tokens=600,
+    )
+    assert alerts.send_overspend_alert(entry.pk) is True
+    assert alerts.send_overspend_alert(entry.pk) is False  # once
+    assert len(mailoutbox) == 1 and "for the site (a shadow run)" in mailoutbox[0].body

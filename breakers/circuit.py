@@ -101,10 +101,7 @@ def check(endpoint: str, model: str) -> Gate:
             reply = check_script.run(client, keys, _check_args(mode))
     except (redis.RedisError, OSError) as error:
         return _fail_open(error)
-    gate, transition = _gate(endpoint, model, reply)
-    if transition is not None:
-        _write(transition)
-    return gate
+    return _answered(endpoint, model, reply)
 
 
 async def acheck(endpoint: str, model: str) -> Gate:
@@ -125,6 +122,11 @@ async def acheck(endpoint: str, model: str) -> Gate:
             reply = await check_script.arun(client, keys, _check_args(mode))
     except (redis.RedisError, OSError) as error:
         return _fail_open(error)
+    return _answered(endpoint, model, reply)
+
+
+def _answered(endpoint: str, model: str, reply: Any) -> Gate:
+    """The check script's answer as a Gate; a change of state it made goes to the history."""
     gate, transition = _gate(endpoint, model, reply)
     if transition is not None:
         _write(transition)

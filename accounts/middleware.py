@@ -1,4 +1,4 @@
-"""Bearer-token authentication for scripted clients, over HTTP and WebSocket."""
+"""Bearer-token authentication for scripted clients, over HTTP and WebSocket, with the token's scopes."""
 
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +10,10 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
 
 from accounts.models import ApiToken
+
+# The protocol doors (gateway/) read their own credentials (`Authorization: Bearer` or `x-api-key`)
+# and answer a bad one in their protocol's own error shape; this middleware leaves them alone.
+PROTOCOL_PREFIXES = ("/v1/", "/api/ai-sdk/", "/api/ag-ui/")
 
 
 def bearer_from_header(value: str | bytes | None) -> str | None:
@@ -24,7 +28,8 @@ def bearer_from_header(value: str | bytes | None) -> str | None:
 
 
 class BearerTokenMiddleware:
-    """Authenticates `Authorization: Bearer` requests; they skip CSRF since no cookie is involved."""
+    """Authenticates `Authorization: Bearer` requests; they skip CSRF since no cookie is involved.
+    A token without the scope the request needs gets 403 `insufficient_scope`."""
 
     sync_capable = True
     async_capable = True
@@ -38,37 +43,55 @@ class BearerTokenMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        raw = bearer_from_header(request.headers.get("Authorization"))
+        raw = _credentials(request)
         if raw is not None:
-            self._authenticate(request, ApiToken.user_for(raw))
+            refused = self._authenticate(request, ApiToken.find(raw))
+            if refused is not None:
+                return refused
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        raw = bearer_from_header(request.headers.get("Authorization"))
+        raw = _credentials(request)
         if raw is not None:
-            self._authenticate(request, await sync_to_async(ApiToken.user_for)(raw))
+            refused = self._authenticate(request, await sync_to_async(ApiToken.find)(raw))
+            if refused is not None:
+                return refused
         return await self.get_response(request)
 
     @staticmethod
-    def _authenticate(request: HttpRequest, user: Any) -> None:
-        resolved = user if user is not None else AnonymousUser()
+    def _authenticate(request: HttpRequest, token: ApiToken | None) -> HttpResponse | None:
+        if token is not None and not token.allows_request(request.method or "GET"):
+            from chat.responses import json_error  # the JSON error shape lives with the HTTP doors
+
+            return json_error("insufficient_scope")
+        resolved = token.user if token is not None else AnonymousUser()
 
         async def auser() -> Any:
             return resolved
 
         request.user = resolved
         request.auser = auser  # type: ignore[attr-defined]
+        request.api_token = token  # type: ignore[attr-defined]
         request.bearer_auth = True  # type: ignore[attr-defined]
         request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+        return None
+
+
+def _credentials(request: HttpRequest) -> str | None:
+    if request.path.startswith(PROTOCOL_PREFIXES):
+        return None
+    return bearer_from_header(request.headers.get("Authorization"))
 
 
 class WebSocketBearerMiddleware(BaseMiddleware):
-    """Puts the token's user in the scope when a WebSocket handshake carries a bearer token."""
+    """Puts the token's user in the scope when a WebSocket handshake carries a bearer token with
+    the chat scope (the socket sends as well as reads)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         headers = dict(scope.get("headers", []))
         raw = bearer_from_header(headers.get(b"authorization"))
         if raw is not None:
-            user = await database_sync_to_async(ApiToken.user_for)(raw)
+            token = await database_sync_to_async(ApiToken.find)(raw)
+            user = token.user if token is not None and token.allows(ApiToken.Scope.CHAT) else None
             scope = dict(scope, user=user or AnonymousUser(), bearer_auth=True)
         return await super().__call__(scope, receive, send)

@@ -108,7 +108,17 @@ def hash_token(raw: str) -> str:
 
 
 class ApiToken(models.Model):
-    """A personal token for scripted clients; only its hash is stored."""
+    """A personal token for scripted clients; only its hash is stored.
+
+    Its scopes say which doors it opens: `chat` the JSON API and the WebSocket (reading and
+    writing), `read` the JSON API's reads alone, `gateway` the protocol doors (the OpenAI- and
+    Anthropic-compatible gateway, the AI SDK and AG-UI endpoints). Every request reads the token
+    afresh, so a revoked or expired token is refused by every process at once."""
+
+    class Scope(models.TextChoices):
+        CHAT = "chat", "Chat: the JSON API and the WebSocket"
+        READ = "read", "Read-only: the JSON API's reads"
+        GATEWAY = "gateway", "Gateway: OpenAI, Anthropic, AI SDK and AG-UI endpoints"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
@@ -117,6 +127,17 @@ class ApiToken(models.Model):
     created = models.DateTimeField(default=timezone.now)
     last_used = models.DateTimeField(null=True, blank=True)
     revoked = models.DateTimeField(null=True, blank=True)
+    scopes = models.JSONField(default=list, help_text="Any of chat, read and gateway.")
+    expires = models.DateTimeField(null=True, blank=True, help_text="Empty: the token does not expire.")
+    # Gateway calls are conversations while they run (that is what makes them durable, stoppable
+    # and reaped); off, each is deleted once its reply ends, and only its ledger row stays.
+    stores_calls = models.BooleanField(
+        "store gateway calls", default=False,
+        help_text="Keep each gateway call as a conversation that support can review.",
+    )
+    allowed_origins = models.TextField(
+        blank=True, help_text="Web origins (one a line, e.g. https://app.example.com) whose pages may use this token.",
+    )
 
     class Meta:
         ordering = ["-created"]
@@ -125,24 +146,59 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, user: User, name: str) -> tuple["ApiToken", str]:
+    def issue(
+        cls, user: User, name: str, scopes: list[str] | None = None, expires: datetime | None = None,
+        stores_calls: bool = False, allowed_origins: str = "",
+    ) -> tuple["ApiToken", str]:
         """Create a token and return it with the raw secret, which is never stored."""
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name, token_hash=hash_token(raw), prefix=raw[:10])
+        token = cls.objects.create(
+            user=user, name=name, token_hash=hash_token(raw), prefix=raw[:10],
+            scopes=sorted(set(scopes if scopes is not None else [cls.Scope.CHAT])), expires=expires,
+            stores_calls=stores_calls, allowed_origins=allowed_origins,
+        )
         return token, raw
 
     @classmethod
-    def user_for(cls, raw: str) -> User | None:
+    def find(cls, raw: str) -> "ApiToken | None":
+        """The live token a raw secret names, its user loaded; None when it is unknown, revoked,
+        expired or its user inactive."""
         if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
             return None
         # Every API request and WebSocket handshake asks: precompiled rather than through the ORM.
         token = statements.select_one(cls, {"token_hash": hash_token(raw)}, related="user")
-        if not isinstance(token, ApiToken) or token.revoked is not None or not token.user.is_active:
+        if not isinstance(token, ApiToken) or not token.is_live or not token.user.is_active:
             return None
         now = timezone.now()
         if token.last_used is None or (now - token.last_used).total_seconds() > 60:
             statements.update(cls, token.pk, {"last_used": now})
-        return token.user
+            token.last_used = now
+        return token
+
+    @classmethod
+    def user_for(cls, raw: str) -> User | None:
+        token = cls.find(raw)
+        return token.user if token is not None else None
+
+    @property
+    def is_live(self) -> bool:
+        return self.revoked is None and (self.expires is None or self.expires > timezone.now())
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def allows_request(self, method: str) -> bool:
+        """Whether the JSON API lets this token make a request with this method."""
+        if self.allows(self.Scope.CHAT):
+            return True
+        return method in ("GET", "HEAD", "OPTIONS") and self.allows(self.Scope.READ)
+
+    @property
+    def origins(self) -> set[str]:
+        return {line.strip().rstrip("/").lower() for line in self.allowed_origins.splitlines() if line.strip()}
+
+    def allows_origin(self, origin: str) -> bool:
+        return origin.rstrip("/").lower() in self.origins
 
     def revoke(self) -> None:
         if self.revoked is None:

@@ -49,6 +49,7 @@ class Call:
     message_id: int | None = None
     reserved_output: int | None = None  # the most output its reservation covers (None: not known)
     endpoint: str = ""  # the provider endpoint that served it (chat.models.ChatModel.endpoint)
+    api_token_id: int | None = None  # the API token of a protocol door's call (gateway/)
 
 
 def billed_tokens(
@@ -86,7 +87,7 @@ def record(
         provider=call.provider, model=call.model, prompt_tokens=prompt, completion_tokens=completion,
         estimated=estimated, cost_usd=call.pricing.cost(prompt, completion), duration_ms=duration_ms, outcome=outcome,
         error_code=error_code[:40], over_reservation_tokens=over, endpoint=call.endpoint,
-        price_unknown=not call.pricing.known, attempt=attempt,
+        price_unknown=not call.pricing.known, attempt=attempt, api_token_id=call.api_token_id,
     )
     statements.insert(entry)  # on every reply's final write: precompiled, like the rest of that path
     if over:

@@ -20,12 +20,16 @@ class UsageRecord(models.Model):
         TITLE = "title"
         AGENT = "agent"  # one model step of an agent run
         SHADOW = "shadow"  # a shadow model's reply to compare, never shown: billed to the site (no user)
+        GATEWAY = "gateway"  # a call through the OpenAI- or Anthropic-compatible gateway (gateway/)
 
     # Empty for a call billed to the site itself (a shadow run, shadows/runner.py): no user pays for it.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="usage")
     conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     kind = models.CharField(max_length=10, choices=Kind.choices)
+    # The API token a call came through (the gateway and the other protocol doors), kept when the
+    # token is deleted so the usage page can still name what it was.
+    api_token = models.ForeignKey("accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     provider = models.CharField(max_length=20)
     model = models.CharField(max_length=100)
     endpoint = models.CharField(max_length=30, blank=True, help_text="The provider endpoint that served the call.")

@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 
 from accounts.models import User
 from chat import presets, search
-from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message, PromptPreset
+from chat.models import SYSTEM_PROMPT_MAX, ChatModel, Conversation, Message, PromptPreset, Source
 from parley import deferred, statements
 from streaming import events
 from streaming.writer import SyncWriter
@@ -64,7 +64,10 @@ def resolve_model(name: str | None) -> ChatModel:
 def user_conversations(user: User, query: str = "", archived: bool = False) -> QuerySet[Conversation]:
     """The user's conversations; with a query, those whose title or message text holds it, each
     with the first matching message's text as `matched_text` (chat/search.py)."""
-    conversations = Conversation.objects.filter(owner=user, archived=archived).select_related("model", "preset_version")
+    # The protocol doors' conversations (gateway/) are the scripts', not the page's.
+    conversations = Conversation.objects.filter(owner=user, archived=archived, source=Source.CHAT).select_related(
+        "model", "preset_version"
+    )
     query = search.clean_query(query)
     if query:
         conversations = search.matching(conversations, query)

@@ -28,10 +28,10 @@ from billing.ledger import Call, billed_tokens
 from chat.actions import ActionError
 from chat.enqueue import enqueue
 from chat.history import Turn
-from chat.models import ChatModel, Message, usage_of
+from chat.models import ChatModel, Conversation, Message, usage_of
 from parley import deferred, statements
 from providers import get_provider
-from providers.base import ErrorCode, Finish, Image, StreamError, TextDelta, Usage
+from providers.base import ErrorCode, Finish, Image, StreamError, TextDelta, ToolCall, Usage
 from resilience import attempts, cache
 from resilience.attempts import Target
 from shadows import sampling
@@ -50,6 +50,11 @@ class Readmission:
     limits: EffectiveLimits
     system: str
     turns: list[Turn]
+    # A protocol door's call (gateway/) sends the client's own messages and options to every model
+    # of the chain; None: the history `billing/calls.readmit` fits, as a chat reply sends.
+    messages: list[dict[str, Any]] | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)  # ChatRequest fields the client set (temperature, stop, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,7 @@ class ReplyPlan:
     readmission: Readmission | None = None
     notice: str = ""  # the reply's notice when it was stored (a fallback model, left-out turns)
     routing: dict[str, Any] = field(default_factory=dict)  # the reply's routing record when it was stored
+    discard: bool = False  # a gateway call kept by nobody: its conversation is deleted once it has ended
 
 
 @dataclass(slots=True)
@@ -73,6 +79,7 @@ class Outcome:
     usage: Usage | None = None
     finish: Finish | None = None
     error: StreamError | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
     status: str = Message.Status.COMPLETE
     run: attempts.Run | None = None
 
@@ -139,6 +146,8 @@ async def _pump(event_log: EventLog, plan: ReplyPlan, log: LocalLog, outcome: Ou
             outcome.finish = event
         elif isinstance(event, StreamError):
             outcome.error = event
+        elif isinstance(event, ToolCall):  # only a call that offered tools (a protocol door's) gets one
+            outcome.tool_calls.append(event)
         elif isinstance(event, attempts.Switched):
             buffers = get_provider(event.target.model.provider).buffers_unread_events
 
@@ -161,7 +170,9 @@ def _readmit(plan: ReplyPlan, readmission: Readmission, model: ChatModel, previo
         {"provider": model.provider, "model": model.name, "quota_claim": admitted.reservation.claim(admitted.call.prompt_estimate)},
         only_if=("status", Message.ACTIVE),
     )
-    return Target.of(admitted, readmission.system)
+    call = dataclasses.replace(admitted.call, api_token_id=previous.call.api_token_id)
+    target = Target.of(dataclasses.replace(admitted, call=call), readmission.system, readmission.messages, readmission.tools)
+    return target.with_options(readmission.options)
 
 
 class _Checkpoints:
@@ -222,7 +233,10 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
     run = outcome.run or attempts.Run(plan.target)
     answered = Answered.of(plan, run)
     billed = Billed.of(run.target.call, outcome.status, usage, text)
-    settled = await _save_final(plan, run, answered, text, outcome.status, usage, billed, finish, error, ttft_ms, duration_ms)
+    tool_calls = [{"id": call.call_id, "name": call.name, "arguments": call.arguments} for call in outcome.tool_calls]
+    settled = await _save_final(
+        plan, run, answered, text, outcome.status, usage, billed, finish, error, ttft_ms, duration_ms, tool_calls,
+    )
     if settled is not None:
         # A client that reads the meter on the final event must find this reply settled. The
         # settle runs on the deferred threads (parley/deferred.py): only this reply waits for it.
@@ -248,6 +262,7 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
         billed.estimated,
         usage_of(billed.prompt_tokens, billed.completion_tokens, billed.estimated, billed.cost)["cost_usd"],
         **answered.fields(),
+        tool_calls=tool_calls or None,
     )
 
 
@@ -305,6 +320,7 @@ def _save_final(
     error: StreamError | None,
     ttft_ms: int | None,
     duration_ms: int | None,
+    tool_calls: list[dict[str, str]],
 ) -> Future[None] | None:
     """The final write and the call's ledger row, in one transaction; returns the settlement of
     the call's reservation, which runs after the commit."""
@@ -326,6 +342,7 @@ def _save_final(
         "model": answered.model.name,
         "notice": answered.notice,
         "routing": answered.routing,
+        "tool_calls": tool_calls,
     }
     with transaction.atomic():
         call = run.target.call
@@ -344,4 +361,12 @@ def _save_final(
             )
         # A sampled share of a shadowed model's complete replies is asked again on the worker, never shown.
         sampling.after_final_write(plan.message_id, call.model, status)
+        if plan.discard:
+            deferred.after_commit(lambda: discard(plan.conversation_id), "discard of a gateway call")
     return settled.done if settled is not None else None
+
+
+def discard(conversation_id: int) -> None:
+    """A gateway call whose token stores nothing, ended: its conversation goes (its messages with
+    it); its ledger rows stay, with the token that made it."""
+    Conversation.objects.filter(pk=conversation_id, discard_when_done=True).delete()

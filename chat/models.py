@@ -239,6 +239,13 @@ class PromptPresetVersion(models.Model):
 NO_TITLE = "New chat"  # what a conversation is called before its first message, everywhere
 
 
+class Source(models.TextChoices):
+    CHAT = "chat", "Chat"
+    GATEWAY = "gateway", "OpenAI/Anthropic gateway"
+    AI_SDK = "ai_sdk", "AI SDK useChat"
+    AG_UI = "ag_ui", "AG-UI"
+
+
 class Conversation(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True)
@@ -264,11 +271,28 @@ class Conversation(models.Model):
     current_leaf = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
     )
+    # Which door the conversation came through: the chat page (and the JSON API), or one of the
+    # protocol doors (gateway/): their conversations stay out of the sidebar.
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.CHAT)
+    api_token = models.ForeignKey(
+        "accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The API token a protocol door's conversation was made with.",
+    )
+    # The client's own name for it: an AI SDK chat id, an AG-UI thread id. Unique per owner and door.
+    external_id = models.CharField(max_length=200, blank=True)
+    # A gateway call whose token does not store calls: deleted once its reply has ended.
+    discard_when_done = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-updated", "-id"]
         # By creation date: the support console's list sorts by it, page after page (keyset).
         indexes = [models.Index(fields=["owner", "archived", "-updated"]), models.Index(fields=["created"], name="chat_conversation_created")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "source", "external_id"], condition=~models.Q(external_id=""),
+                name="chat_conversation_external_id",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.display_title
@@ -331,6 +355,10 @@ class Message(models.Model):
         default=dict, blank=True,
         help_text="How a reply's model was chosen and reached: the model asked for, the routing rule, each failed attempt,"
         " a failover and why, a cached reply (routing/attempts.py).",
+    )
+    tool_calls = models.JSONField(
+        default=list, blank=True,
+        help_text="The tools a reply called ({id, name, arguments} each): only a gateway call offers tools.",
     )
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

@@ -4,7 +4,7 @@ These run on the event loop. Each does its database work in one short thread hop
 rest (admission, cursors, event log) in memory, so a send costs a few milliseconds of CPU.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -95,12 +95,20 @@ async def regenerate_message(user: User, message_id: object, origin: str = "") -
 
 
 async def _start(user: User, turn: Turn, origin: str) -> events.MessageEvent:
+    return await start_stored(user, lambda generator_id: _store_turn(user, turn, generator_id), origin)
+
+
+async def start_stored(
+    user: User, store: Callable[[str], Awaitable[StoredTurn]], origin: str = "", announce: bool = True,
+) -> events.MessageEvent:
+    """Take a generation slot, `store` the turn (given this process's generator id), start its reply
+    and, when `announce`, tell the user's tabs: the one way every door (chat, gateway/) starts a reply."""
     here = process.current()
     # Taken before the await so that concurrent sends cannot overshoot the bound.
     if not here.slots.take(settings.PARLEY_MAX_GENERATIONS):
         raise ActionError("busy", retry_after=BUSY_RETRY_AFTER)
     try:
-        stored = await _store_turn(user, turn, here.event_log.generator_id)
+        stored = await store(here.event_log.generator_id)
     except OperationalError as error:
         here.slots.give_back()
         if "locked" not in str(error):
@@ -111,7 +119,8 @@ async def _start(user: User, turn: Turn, origin: str) -> events.MessageEvent:
         here.slots.give_back()
         raise
     generation.start(here, stored.plan)
-    await here.feeds.publish(user.pk, {**stored.event, "origin": origin})
+    if announce:
+        await here.feeds.publish(user.pk, {**stored.event, "origin": origin})
     return stored.event
 
 

@@ -12,12 +12,13 @@ from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler
 
-API_PREFIX = "/api/"
+# The JSON API and the protocol doors (gateway/: /v1/...).
+API_PREFIXES = ("/api/", "/v1/")
 
 
 class ParleyASGIHandler(ASGIHandler):
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX):
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIXES):
             await self.handle(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)

@@ -280,6 +280,9 @@ PARLEY_BREAKER_PROBE_SECONDS = env_float(
 # The streaming pipeline.
 PARLEY_MAX_GENERATIONS = env_int("PARLEY_MAX_GENERATIONS", 240, minimum=1)
 PARLEY_MESSAGE_MAX_CHARS = env_int("PARLEY_MESSAGE_MAX_CHARS", 32_000, minimum=1)
+# The most text one protocol door call (gateway/) may carry, its whole history and system prompt
+# together; the model's context window is the real bound, this one keeps absurd bodies out early.
+PARLEY_GATEWAY_MAX_CHARS = env_int("PARLEY_GATEWAY_MAX_CHARS", 2_000_000, minimum=1)
 PARLEY_MAX_OUTPUT_TOKENS = env_int("PARLEY_MAX_OUTPUT_TOKENS", 2048, minimum=1)
 PARLEY_FLUSH_MS_MIN = env_int("PARLEY_FLUSH_MS_MIN", 30, minimum=1, maximum=1000)
 PARLEY_FLUSH_MS_MAX = env_int("PARLEY_FLUSH_MS_MAX", 100, minimum=1, maximum=2000)

@@ -24,6 +24,7 @@ urlpatterns = [
         RedirectView.as_view(url="/admin/billing/%(page)s", permanent=True, query_string=True),
     ),
     path("admin/", admin.site.urls),
+    path("v1/", include("gateway.urls")),
     path("api/", include("chat.api_urls")),
     path("api/", include("agents.api_urls")),
     path("api/", include("sharing.api_urls")),

@@ -138,6 +138,10 @@ class ChatRequest:
     base_url: str = ""
     tools: tuple[dict[str, Any], ...] = ()
     temperature: float | None = None  # None: the provider's default
+    stop: tuple[str, ...] = ()  # sequences that end the output where the model writes them
+    # Which of `tools` the model must or may call: "auto", "none", "required", or {"name": ...}; None: the API's default.
+    tool_choice: str | dict[str, str] | None = None
+    top_p: float | None = None
     # The endpoint's key for this call; None: the adapter's own (from the settings). Never shown.
     api_key: str | None = field(default=None, repr=False)
 

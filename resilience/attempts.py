@@ -75,6 +75,10 @@ class Target:
         )
         return cls(model, request, admitted.call, admitted.reservation)
 
+    def with_options(self, options: dict[str, Any]) -> "Target":
+        """The same target with request fields a client set itself (temperature, stop, tool choice)."""
+        return dataclasses.replace(self, request=dataclasses.replace(self.request, **options)) if options else self
+
 
 @dataclass(frozen=True, slots=True)
 class Attempt:

@@ -33,6 +33,9 @@ class DoneEvent(TypedDict):
     model: str | None  # the model that answered: another than the one asked for after a failover
     notice: str | None
     routing: dict[str, Any] | None  # how the model was chosen and reached (Message.routing)
+    # The tools a reply called instead of (or after) its text: {"id", "name", "arguments"} each.
+    # Only a call that offered tools (a protocol door's, gateway/) gets any.
+    tool_calls: NotRequired[list[dict[str, str]]]
 
 
 class ErrorEvent(TypedDict):
@@ -258,10 +261,11 @@ def done(
     model: str | None = None,
     notice: str | None = None,
     routing: dict[str, Any] | None = None,
+    tool_calls: list[dict[str, str]] | None = None,
 ) -> DoneEvent:
     """A reply's end. `usage` holds the tokens and cost as billed: estimated where the provider
     gave no counts (`estimated`), the cost in USD as exact decimal text."""
-    return {
+    event: DoneEvent = {
         "type": "done",
         "message": message_id,
         "cursor": cursor_for(offset, 1),
@@ -278,6 +282,9 @@ def done(
         "notice": notice,
         "routing": routing,
     }
+    if tool_calls:
+        event["tool_calls"] = tool_calls
+    return event
 
 
 def message_started(conversation: dict[str, Any], user_message: dict[str, Any], assistant_message: dict[str, Any]) -> MessageEvent:
@@ -331,6 +338,7 @@ REQUEST_ERRORS: dict[str, tuple[int, str]] = {
     "not_found": (404, "Not found."),
     "not_authenticated": (401, "Sign in first."),
     "forbidden": (403, "Not allowed."),
+    "insufficient_scope": (403, "This API token's scopes do not allow this request."),
     "method_not_allowed": (405, "Method not allowed."),
     "unsupported_media_type": (415, "Send the body as JSON (Content-Type: application/json)."),
     "uri_too_long": (414, "The web address is too long: at most 16 KiB."),

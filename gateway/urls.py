@@ -1,0 +1,8 @@
+from django.urls import path
+
+from gateway import openai_api
+
+urlpatterns = [
+    path("chat/completions", openai_api.chat_completions, name="gateway-chat-completions"),
+    path("models", openai_api.models, name="gateway-models"),
+]

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from billing import calls, ledger, quotas
 from billing.models import UsageRecord
-from chat.models import ChatModel, Message
+from chat.models import ChatModel, Conversation, Message, Source
 from parley.redis_clients import sync_client
 from streaming import events
 from streaming.keys import heartbeat_key
@@ -58,10 +58,13 @@ def _charge_orphan(message_id: int, text: str, status: str) -> None:
     reservation, prompt_estimate = parsed
     model = ChatModel.objects.filter(provider=message.provider, name=message.model).first()
     pricing = ledger.Pricing.of(model.input_price_per_million, model.output_price_per_million) if model else ledger.Pricing(known=False)
+    gateway = message.conversation.source == Source.GATEWAY
     call = ledger.Call(
-        user_id=reservation.user_id, kind=UsageRecord.Kind.REPLY, provider=message.provider, model=message.model,
+        user_id=reservation.user_id, kind=UsageRecord.Kind.GATEWAY if gateway else UsageRecord.Kind.REPLY,
+        provider=message.provider, model=message.model,
         pricing=pricing, prompt_estimate=prompt_estimate, conversation_id=message.conversation_id, message_id=message_id,
         reserved_output=reservation.tokens - prompt_estimate, endpoint=model.endpoint if model else "",
+        api_token_id=message.conversation.api_token_id,
     )
     settled = calls.settle(call, reservation, status, None, None, text, None)
     if settled is not None:  # the reply shows what its ledger row holds
@@ -99,4 +102,6 @@ def end_orphan(client: redis.Redis, message_id: int, checkpoint: str, status: st
             ending.append(events.delta(message_id, len(text), text[len(logged):]))
         ending.append(events.done(message_id, len(text), status))
         writer.append(message_id, ending)
+    # A gateway call its token does not store: charged and ended, its conversation goes.
+    Conversation.objects.filter(messages__pk=message_id, discard_when_done=True).delete()
     return True

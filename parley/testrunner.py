@@ -6,7 +6,8 @@ failure: the suite is never empty.
 
 In CI (CI set) browser tests must run rather than skip: Chromium must be present at
 PARLEY_CHROMIUM (default /usr/bin/chromium), and PARLEY_REQUIRE_BROWSER=1 is exported so that the
-tests fail instead of skipping when they cannot start it.
+tests fail instead of skipping when they cannot start it; PARLEY_NO_SKIPS=1 makes any other
+skipped test (the protocol clients' Node.js tests, say) a failure too.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         env["PARLEY_CHROMIUM"] = chromium
         env["PARLEY_REQUIRE_BROWSER"] = "1"
+        # Nor any other test: one that cannot run (Node.js or an npm client missing) fails.
+        env["PARLEY_NO_SKIPS"] = "1"
 
     redis = None
     if not env.get("REDIS_URL"):

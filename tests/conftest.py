@@ -12,6 +12,18 @@ os.environ.setdefault("PARLEY_CELERY_QUEUE", os.environ["PARLEY_KEY_PREFIX"])
 from tests.live import LiveApp, child_env
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """In CI nothing is skipped: a test that cannot run (no browser, no Node.js, no npm package)
+    is a failure there, so that a missing part never passes for a working one."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("PARLEY_NO_SKIPS") == "1" and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped in CI, which runs every test: {reason}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_the_shared_database_thread_connection(django_db_setup: None) -> Iterator[None]:
     """Async code reaches the database through one shared thread, whose connection persists; close it

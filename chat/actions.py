@@ -61,11 +61,16 @@ def resolve_model(name: str | None) -> ChatModel:
     return model
 
 
-def user_conversations(user: User, query: str = "", archived: bool = False) -> QuerySet[Conversation]:
-    """The user's conversations; with a query, those whose title or message text holds it, each
-    with the first matching message's text as `matched_text` (chat/search.py)."""
-    # The protocol doors' conversations (gateway/) are the scripts', not the page's.
-    conversations = Conversation.objects.filter(owner=user, archived=archived, source=Source.CHAT).select_related(
+def user_conversations(
+    user: User, query: str = "", archived: bool = False, source: str = Source.CHAT,
+) -> QuerySet[Conversation]:
+    """The user's conversations that came through one door (the chat by default: the protocol
+    doors' conversations, gateway/, are the scripts', not the page's); with a query, those whose
+    title or message text holds it, each with the first matching message's text as `matched_text`
+    (chat/search.py)."""
+    if source not in Source.values:
+        raise ActionError("invalid_input", f"source must be one of {', '.join(Source.values)}.")
+    conversations = Conversation.objects.filter(owner=user, archived=archived, source=source).select_related(
         "model", "preset_version"
     )
     query = search.clean_query(query)

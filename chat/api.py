@@ -40,7 +40,8 @@ def conversations(request: HttpRequest, user: Any) -> HttpResponse:
         return json_response(conversation.as_dict(), status=201)
     query = search.clean_query(request.GET.get("q", ""))
     archived = request.GET.get("archived") in {"1", "true"}
-    paginator = Paginator(actions.user_conversations(user, query, archived), PAGE_SIZE)
+    source = request.GET.get("source", "chat")
+    paginator = Paginator(actions.user_conversations(user, query, archived, source), PAGE_SIZE)
     try:
         page = paginator.page(request.GET.get("page", 1))
     except InvalidPage:

@@ -313,6 +313,7 @@ class Conversation(models.Model):
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),
             "archived": self.archived,
+            "source": self.source,
         }
 
 

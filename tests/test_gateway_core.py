@@ -122,3 +122,18 @@ def test_a_gateway_call_whose_process_died_is_charged_to_its_token(stores, alice
     entry = UsageRecord.objects.get(api_token=token)
     assert (entry.kind, entry.outcome, entry.user_id) == ("gateway", "interrupted", alice.pk)
     assert Conversation.objects.filter(pk=conversation.pk).exists() is stores
+
+
+@pytest.mark.django_db
+def test_the_chat_lists_its_own_conversations_and_a_script_can_list_the_gateways(alice, alice_client, bob):
+    demo = ChatModel.objects.get(name="parley-demo")
+    chat = Conversation.objects.create(owner=alice, model=demo, title="From the page")
+    stored = Conversation.objects.create(owner=alice, model=demo, title="From a script", source=Source.GATEWAY)
+    Conversation.objects.create(owner=bob, model=demo, title="Bob's script", source=Source.GATEWAY)
+    listed = alice_client.get("/api/conversations/").json()["results"]
+    assert [c["id"] for c in listed] == [chat.pk]
+    listed = alice_client.get("/api/conversations/?source=gateway").json()["results"]
+    assert [(c["id"], c["source"]) for c in listed] == [(stored.pk, "gateway")]
+    refused = alice_client.get("/api/conversations/?source=everything")
+    assert refused.status_code == 400 and "source must be one of" in refused.json()["error"]["text"]
+    assert "From a script" not in alice_client.get("/").content.decode()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CURSOR = re.compile(r"^[0-9]+-[01]$")
 INT_OR_NONE = (int, type(None))
 STR_OR_NONE = (str, type(None))
-CONVERSATION = {"id": int, "title": str, "model": str, "system_prompt": str, "preset": INT_OR_NONE, "preset_version": INT_OR_NONE, "created": str, "updated": str, "archived": bool}
+CONVERSATION = {"id": int, "title": str, "model": str, "system_prompt": str, "preset": INT_OR_NONE, "preset_version": INT_OR_NONE, "created": str, "updated": str, "archived": bool, "source": str}
 MESSAGE = {
     "id": int, "conversation": int, "parent": INT_OR_NONE, "siblings": list, "role": str, "content": str, "status": str,
     "error": (dict, type(None)), "notice": STR_OR_NONE, "routing": (dict, type(None)), "provider": STR_OR_NONE, "model": STR_OR_NONE,

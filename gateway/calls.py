@@ -117,6 +117,8 @@ def _store(token: ApiToken, request: CallRequest, generator_id: str) -> replies.
                 user.pk, limits, routed.model if routed else asked, request.system, turns, kind=UsageRecord.Kind.GATEWAY,
                 max_output=request.max_output,
             )
+            if not admitted.model.supports_vision and any(m.get("attachments") for m in request.messages):
+                raise ActionError("model_cannot_see_images", f"{admitted.model.label} cannot read images.")
             if admitted.fitted.dropped:  # a client's history is sent whole or not at all
                 raise ActionError(
                     "context_too_long",

@@ -1,5 +1,6 @@
 """A token revoked, or expiring, in one web process is refused by every other at once: two live
-daphne processes, the token in use on B while its owner revokes it on A's tokens page."""
+daphne processes, the token in use on B while its owner revokes it on A's tokens page. The chat
+sockets it opened on either are closed (4401) within a second."""
 
 import asyncio
 import threading
@@ -78,6 +79,35 @@ def socket_refused(url: str, raw: str) -> int | None:
     return asyncio.run(run())
 
 
+class OpenSocket:
+    """A chat socket held open in a thread with its own event loop, noting how it ended."""
+
+    def __init__(self, url: str, raw: str) -> None:
+        self.url, self.raw = url.replace("http", "ws") + "/ws/chat/", raw
+        self.opened = threading.Event()
+        self.closed_code: int | None = None
+        self.closed = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.thread.start()
+        assert self.opened.wait(10), "the socket did not open"
+
+    async def _run(self) -> None:
+        async with websockets.connect(self.url, additional_headers={"Authorization": f"Bearer {self.raw}"}) as ws:
+            self.opened.set()
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 30)
+            except websockets.ConnectionClosed as closed:
+                self.closed_code = closed.rcvd.code if closed.rcvd else 1006
+            except TimeoutError:
+                pass
+            self.closed.set()
+
+    def wait_closed(self) -> int | None:
+        assert self.closed.wait(10), "the socket stayed open"
+        return self.closed_code
+
+
 @pytest.fixture
 def two_processes(live_factory):
     app = live_factory()
@@ -92,8 +122,10 @@ def test_a_token_revoked_on_one_process_is_refused_by_another_at_once(two_proces
     page = browser.get("/accounts/tokens/").text
     assert "script" in page
     csrf = page.split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
+    sockets = [OpenSocket(a, raw), OpenSocket(b, raw)]
     with httpx.Client(headers={"Authorization": f"Bearer {raw}"}) as script, Hammer(b, raw) as hammer:
         assert script.get(f"{b}/api/conversations/").status_code == 200
+        assert not any(socket.closed.is_set() for socket in sockets)
         wait_until(lambda: len(hammer.uses) >= 5)
         revoked = browser.post(f"/accounts/tokens/{token.pk}/revoke/", data={"csrfmiddlewaretoken": csrf})
         done = time.time()
@@ -102,6 +134,7 @@ def test_a_token_revoked_on_one_process_is_refused_by_another_at_once(two_proces
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "not_authenticated"
         wait_until(lambda: any(use.started > done for use in hammer.uses))
+    assert [socket.wait_closed() for socket in sockets] == [4401, 4401]
     assert socket_refused(b, raw) == 4401
     assert hammer.uses[0].status == 200
     assert {use.status for use in hammer.uses if use.started > done} == {401}
@@ -111,11 +144,13 @@ def test_a_token_expiring_is_refused_by_every_process_from_that_moment(two_proce
     a, b = two_processes
     expires = timezone.now() + timedelta(seconds=2)
     token, raw = ApiToken.issue(alice, "short", scopes=["chat"], expires=expires)
+    socket = OpenSocket(b, raw)
     with Hammer(a, raw) as on_a, Hammer(b, raw) as on_b:
         wait_until(lambda: all(hammer.uses and hammer.uses[-1].started > expires.timestamp() + 0.5 for hammer in (on_a, on_b)))
     for hammer in (on_a, on_b):
         assert {use.status for use in hammer.uses if use.started < expires.timestamp() - 1} == {200}
         assert {use.status for use in hammer.uses if use.started > expires.timestamp()} == {401}
+    assert socket.wait_closed() == 4401
     assert socket_refused(b, raw) == 4401
     token.refresh_from_db()
     assert token.revoked is None and not token.is_live

@@ -62,7 +62,10 @@ class TokenSockets:
                 continue
             for token_id in dead:
                 for close in list(self.sockets.pop(token_id, {}).values()):
-                    await close()
+                    try:
+                        await close()
+                    except Exception:  # a socket gone meanwhile must not keep the others open
+                        logger.exception("Could not close a socket of a token no longer valid")
 
 
 _watched: TokenSockets | None = None

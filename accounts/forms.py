@@ -138,6 +138,12 @@ class TokenForm(forms.Form):
         help_text="One a line: web pages of these origins may use the token (AI SDK and AG-UI endpoints). Empty: none.",
     )
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # The browser's date picker offers future days only; the server checks again in `_expires`.
+        tomorrow = timezone.now().astimezone(UTC).date() + timedelta(days=1)
+        self.fields["expiry_date"].widget.attrs["min"] = tomorrow.isoformat()
+
     def clean_allowed_origins(self) -> str:
         lines = [line.strip() for line in self.cleaned_data["allowed_origins"].splitlines() if line.strip()]
         errors, origins = [], []

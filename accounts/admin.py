@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth.admin import UserAdmin
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -169,17 +169,68 @@ class ParleyUserAdmin(UserAdmin):
         return len(users)
 
 
+class ScopeFilter(admin.SimpleListFilter):
+    title = "scope"
+    parameter_name = "scope"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(value, value) for value in ApiToken.Scope.values]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> QuerySet[ApiToken]:
+        # Scopes are a short JSON list: a containment test that reads the same on SQLite and PostgreSQL.
+        value = self.value()
+        return queryset.filter(scopes__icontains=f'"{value}"') if value in ApiToken.Scope.values else queryset
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("live", "Live"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> QuerySet[ApiToken]:
+        now = timezone.now()
+        live = Q(revoked__isnull=True) & (Q(expires__isnull=True) | Q(expires__gt=now))
+        return {
+            "live": queryset.filter(live),
+            "expired": queryset.filter(revoked__isnull=True, expires__lte=now),
+            "revoked": queryset.filter(revoked__isnull=False),
+        }.get(self.value() or "", queryset)
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    """Tokens are issued by their owners; admins may only look and revoke (by setting `revoked`)."""
+    """Tokens are issued by their owners; admins may only look and revoke. The secret is never
+    stored, and its hash is not shown either: the prefix tells tokens apart."""
 
-    list_display = ["name", "user", "prefix", "created", "last_used", "revoked"]
-    list_filter = [("revoked", admin.EmptyFieldListFilter)]
+    list_display = ["name", "user", "prefix", "scope_list", "state", "expires", "last_used", "created", "stores_calls"]
+    list_filter = [StateFilter, ScopeFilter, "stores_calls"]
     search_fields = ["name", "prefix", "user__username"]
-    readonly_fields = ["user", "name", "token_hash", "prefix", "created", "last_used"]
+    fields = ["user", "name", "prefix", "scopes", "expires", "stores_calls", "allowed_origins", "created", "last_used", "revoked"]
+    readonly_fields = fields
     list_select_related = ["user"]
+    actions = ["revoke"]
 
-    def has_add_permission(self, request: object) -> bool:
+    @admin.display(description="scopes")
+    def scope_list(self, token: ApiToken) -> str:
+        return ", ".join(token.scopes) or "none"
+
+    @admin.display(description="state")
+    def state(self, token: ApiToken) -> str:
+        if token.revoked is not None:
+            return f"revoked {timezone.localtime(token.revoked):%Y-%m-%d %H:%M}"
+        return "live" if token.is_live else "expired"
+
+    @admin.action(description="Revoke: refused at once", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        tokens = list(queryset.filter(revoked__isnull=True))
+        for token in tokens:
+            token.revoke()
+            self.log_change(request, token, "Revoked")
+        self.message_user(request, f"{len(tokens)} token{'' if len(tokens) == 1 else 's'} revoked.", messages.SUCCESS)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         # A token made here would have no raw value anyone could ever see.
         return False
 

@@ -9,6 +9,7 @@ from channels.middleware import BaseMiddleware
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
 
+from accounts import token_sockets
 from accounts.models import ApiToken
 
 # The protocol doors (gateway/) read their own credentials (`Authorization: Bearer` or `x-api-key`)
@@ -85,13 +86,25 @@ def _credentials(request: HttpRequest) -> str | None:
 
 class WebSocketBearerMiddleware(BaseMiddleware):
     """Puts the token's user in the scope when a WebSocket handshake carries a bearer token with
-    the chat scope (the socket sends as well as reads)."""
+    the chat scope (the socket sends as well as reads, so a read-only token does not open it), and
+    has the socket closed once the token stops being valid (accounts/token_sockets.py)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         headers = dict(scope.get("headers", []))
         raw = bearer_from_header(headers.get(b"authorization"))
-        if raw is not None:
-            token = await database_sync_to_async(ApiToken.find)(raw)
-            user = token.user if token is not None and token.allows(ApiToken.Scope.CHAT) else None
-            scope = dict(scope, user=user or AnonymousUser(), bearer_auth=True)
-        return await super().__call__(scope, receive, send)
+        if raw is None:
+            return await super().__call__(scope, receive, send)
+        token = await database_sync_to_async(ApiToken.find)(raw)
+        if token is None or not token.allows(ApiToken.Scope.CHAT):
+            return await super().__call__(dict(scope, user=AnonymousUser(), bearer_auth=True), receive, send)
+        # Open while the token lives: closed once it is revoked or expires, from whichever process.
+        sockets, socket = token_sockets.watched(), id(scope)
+
+        async def close() -> None:
+            await send({"type": "websocket.close", "code": token_sockets.CLOSE_REVOKED})
+
+        sockets.add(token.pk, socket, close)
+        try:
+            return await super().__call__(dict(scope, user=token.user, bearer_auth=True), receive, send)
+        finally:
+            sockets.discard(token.pk, socket)

@@ -68,6 +68,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 
 def _active_tokens(user: User) -> list[ApiToken]:
+    """The tokens not revoked, expired ones included (the page says they are)."""
     return list(ApiToken.objects.filter(user=user, revoked__isnull=True))
 
 
@@ -82,7 +83,11 @@ def tokens(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         # Rendered straight from the POST rather than redirected, so the secret never rests in a
         # session or cookie on its way to the page.
-        created, raw_token = ApiToken.issue(user, form.cleaned_data["name"])
+        data = form.cleaned_data
+        created, raw_token = ApiToken.issue(
+            user, data["name"], scopes=data["scopes"], expires=data["expires"], stores_calls=data["stores_calls"],
+            allowed_origins=data["allowed_origins"],
+        )
         form = TokenForm()
     context = {"form": form, "tokens": _active_tokens(user), "created": created, "raw_token": raw_token}
     return render(request, "accounts/tokens.html", context, status=422 if form.errors else 200)

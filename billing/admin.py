@@ -22,12 +22,12 @@ class UsageRecordAdmin(ViewOnlyAdmin):
     """The ledger: read-only, written by every model call."""
 
     # What fits a 1280-px screen beside the filters; the rest is on each row's page and in the filters.
-    list_display = ["created", "who", "kind", "model", "tokens", "cost", "outcome", "attempt"]
+    list_display = ["created", "who", "kind", "model", "tokens", "cost", "outcome", "attempt", "api_token"]
     list_filter = [
-        "kind", "outcome", "attempt", "error_code", "estimated", "price_unknown", "overspend_alerted", "provider", "endpoint", "model",
+        "kind", ("api_token", admin.RelatedOnlyFieldListFilter), "outcome", "attempt", "error_code", "estimated", "price_unknown", "overspend_alerted", "provider", "endpoint", "model",
     ]
-    search_fields = ["user__username", "model"]
-    list_select_related = ["user"]
+    search_fields = ["user__username", "model", "api_token__name", "api_token__prefix"]
+    list_select_related = ["user", "api_token"]
     date_hierarchy = "created"
 
     @admin.display(description="Cost (USD)", ordering="cost_usd")
@@ -103,6 +103,7 @@ def usage_view(request: HttpRequest) -> HttpResponse:
     refusals = reports.refusal_report(days, user_id)
     top = reports.top_users(days)
     context |= {
+        "by_token": reports.by_token(days, user_id),
         "chosen": user,
         "report": report,
         "top_users": top,

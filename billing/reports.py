@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import redis
-from django.db.models import Count, F, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -33,6 +33,20 @@ class UserTotal:
     tokens: int
     cost: Decimal
     calls: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTotal:
+    """One API token's calls: the gateway's and the other protocol doors'."""
+
+    token_id: int | None  # None: a token deleted since (its rows keep no link)
+    name: str
+    prefix: str
+    user_id: int | None
+    username: str
+    calls: int
+    tokens: int
+    cost: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +141,24 @@ def top_users(days: list[date], limit: int = 20) -> list[UserTotal]:
     )
     return [UserTotal(row["user_id"], row["user__username"], int(row["tokens"] or 0), Decimal(row["cost"] or 0),
                       row["calls"]) for row in rows]
+
+
+def by_token(days: list[date], user_id: int | None = None, limit: int = 50) -> list[TokenTotal]:
+    """The calls made with API tokens over `days`, per token, costliest first; for everyone or one user.
+
+    Deleted tokens' rows lose their link but keep their user: they are summed per user as one row."""
+    rows = (
+        _ledger(days, user_id).filter(Q(api_token__isnull=False) | Q(kind=UsageRecord.Kind.GATEWAY)).order_by()
+        .values("api_token_id", "api_token__name", "api_token__prefix", "user_id", "user__username")
+        .annotate(tokens=_TOKENS, cost=Sum("cost_usd"), calls=Count("id"))
+        .order_by("-cost", "-tokens", "api_token__name", "api_token_id")[:limit]
+    )
+    return [
+        TokenTotal(row["api_token_id"], row["api_token__name"] or "(deleted token)", row["api_token__prefix"] or "",
+                   row["user_id"], row["user__username"] or "", row["calls"], int(row["tokens"] or 0),
+                   Decimal(row["cost"] or 0))
+        for row in rows
+    ]
 
 
 def refusal_report(days: list[date], user_id: int | None = None) -> RefusalReport | None:

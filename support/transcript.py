@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404
 from accounts.models import Plan
 from agents.models import AgentRun, AgentStep
 from chat import branches, paging
-from chat.models import Conversation, Message, Upload
+from chat.models import Conversation, Message, Source, Upload
 from support.listing import plan_label
 from support.masking import mask
 from support.models import Feedback, Flag, Note
@@ -132,12 +132,24 @@ class Transcript:
             "created": conversation.created.isoformat(),
             "updated": conversation.updated.isoformat(),
             "archived": conversation.archived,
+            "source": conversation.source,
+            "api_token": conversation.api_token.name if conversation.api_token_id else None,
             "masked": not self.revealed,
             "messages": [message.as_dict() for message in self.messages],
             "agent_runs": [run.as_dict() for run in self.runs],
             "flags": [flag_dict(flag) for flag in self.flags],
             "notes": [note_dict(note) for note in self.notes],
         }
+
+    @property
+    def came_through(self) -> str:
+        """Which protocol door a conversation came through, and with which token; empty for the chat's own."""
+        conversation = self.conversation
+        if conversation.source == Source.CHAT:
+            return ""
+        door = conversation.get_source_display()
+        token = conversation.api_token
+        return f"{door}, token '{token.name}'" if token is not None else f"{door} (its token since deleted)"
 
     @property
     def system_prompt(self) -> str:
@@ -193,7 +205,9 @@ def file_names() -> Prefetch:
 
 def conversation_for(pk: int) -> Conversation:
     return get_object_or_404(
-        Conversation.objects.select_related("owner", "owner__plan", "model", "preset__current_version", "preset_version"), pk=pk,
+        Conversation.objects.select_related(
+            "owner", "owner__plan", "model", "preset__current_version", "preset_version", "api_token",
+        ), pk=pk,
     )
 
 

@@ -79,7 +79,7 @@ def test_password_change_needs_old_password(client, user):
 
 def test_token_is_shown_once_then_only_prefix(client, user):
     client.force_login(user)
-    response = client.post(reverse("tokens"), {"name": "laptop script"})
+    response = client.post(reverse("tokens"), {"name": "laptop script", "scopes": ["chat"]})
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     raw = response.context["raw_token"]

@@ -122,3 +122,12 @@ def test_a_failed_run_ends_with_run_error(live_app, token):
     assert types(seen["events"])[-1] == "RUN_ERROR"
     assert seen["outcome"] == {"outcome": "error", "code": "run_limit", "message": "The run reached its limit of 3 steps."}
     assert seen["state"]["status"] == "failed"
+
+
+def test_a_cancelled_run_ends_with_the_cancelled_outcome(live_app, alice):
+    both = ApiToken.issue(alice, "ag-ui and chat", scopes=[ApiToken.Scope.GATEWAY, ApiToken.Scope.CHAT])[1]
+    seen = node_run(live_app, both, "cancel", "Write slowly about parley /slow 300", f"thread-{uuid.uuid4()}")
+    assert seen["cancelStatus"] == 202
+    assert seen["events"][-1]["type"] == "RUN_FINISHED" and seen["events"][-1]["outcome"] == {"type": "cancelled"}
+    assert seen["outcome"]["outcome"] == "cancelled" and seen["state"]["status"] == "cancelled"
+    assert AgentRun.objects.get().status == "cancelled"

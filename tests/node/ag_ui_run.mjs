@@ -6,7 +6,8 @@
 //   env: PARLEY_URL (http://127.0.0.1:port), PARLEY_TOKEN, AG_UI_THREAD (a thread id)
 //
 // Scenarios: run (one run to its end), approval (a run that asks for approval, answered through
-// the endpoint), resume (the connection dropped mid-run, then resumed with Last-Event-ID).
+// the endpoint), resume (the connection dropped mid-run, then resumed with Last-Event-ID),
+// cancel (the run cancelled through Parley's API while it streams).
 import assert from "node:assert/strict";
 import { HttpAgent, buildResumeArray, runHttpRequest, transformHttpEventStream, verifyEvents } from "@ag-ui/client";
 import { EventSchemas } from "@ag-ui/core/schemas";
@@ -73,13 +74,14 @@ function newAgent(dropAfter) {
   });
 }
 
-async function run(agent, parameters = {}) {
+async function run(agent, parameters = {}, onEach = () => {}) {
   const events = [];
   let outcome = null;
   let error = null;
   const subscriber = {
-    onEvent({ event }) {
+    async onEvent({ event, state }) {
       events.push(checked(structuredClone(event)));
+      await onEach(event, state, events);
     },
     onRunFinishedEvent(params) {
       outcome = params.outcome === "interrupt" ? { outcome: "interrupt", interrupts: params.interrupts } : { outcome: params.outcome, result: params.result };
@@ -141,6 +143,17 @@ if (scenario === "run") {
   await verified(whole);
   assert.deepStrictEqual(joined, whole, "the resumed run differs from the run read whole");
   Object.assign(out, { first: first.events, rest, whole, runId });
+} else if (scenario === "cancel") {
+  // Cancelled through Parley's own API once the first step is under way.
+  const agent = newAgent();
+  let cancelled = null;
+  Object.assign(out, await run(agent, {}, async (event, state) => {
+    if (event.type === "STEP_STARTED" && cancelled === null) {
+      cancelled = (await fetch(`${base}/api/runs/${state.run}/cancel`, { method: "POST", headers })).status;
+    }
+  }));
+  out.cancelStatus = cancelled;
+  await verified(out.events);
 } else {
   throw new Error(`unknown scenario ${scenario}`);
 }

@@ -167,6 +167,7 @@ class Translator:
     state: dict[str, Any] = field(default_factory=dict)
     steps: dict[int, str] = field(default_factory=dict)  # open steps: index -> the step's AG-UI name
     text: str | None = None  # the text message being written, if any
+    asking: int = 0  # the last model step: the tool calls that follow are its message's
 
     def __post_init__(self) -> None:
         self.state = {
@@ -209,15 +210,16 @@ class Translator:
             return []
         out: list[dict[str, Any]] = []
         if self.text is None:
-            self.text = f"parley-run-{self.segment.run}-step-{event['step']}-text"
+            self.text = self._text_id(event["step"])
             out.append({"type": "TEXT_MESSAGE_START", "messageId": self.text, "role": "assistant"})
         out.append({"type": "TEXT_MESSAGE_CONTENT", "messageId": self.text, "delta": event["text"]})
         return out
 
     def _on_tool_call(self, event: dict[str, Any], expires: str | None) -> list[dict[str, Any]]:
         call = self._call_id(event)
+        parent = self._text_id(self.asking)
         return [
-            {"type": "TOOL_CALL_START", "toolCallId": call, "toolCallName": event["tool"]},
+            {"type": "TOOL_CALL_START", "toolCallId": call, "toolCallName": event["tool"], "parentMessageId": parent},
             {"type": "TOOL_CALL_ARGS", "toolCallId": call, "delta": orjson.dumps(event["arguments"]).decode()},
             {"type": "TOOL_CALL_END", "toolCallId": call},
         ]
@@ -285,7 +287,9 @@ class Translator:
     def _fold(self, event: dict[str, Any]) -> None:
         """The run's progress after one more event: status, steps done, tokens, cost, percent."""
         state, kind = self.state, event["type"]
-        if kind in ("run_started", "approval_decided"):
+        if kind == "step_started" and event["kind"] == "model":
+            self.asking = event["step"]
+        elif kind in ("run_started", "approval_decided"):
             state["status"] = "running"
         elif kind == "approval_requested":
             state["status"] = "awaiting_approval"
@@ -300,6 +304,9 @@ class Translator:
             state["current"] = ""
             if event["status"] == "succeeded":
                 state["percent"] = 100
+
+    def _text_id(self, step: int) -> str:
+        return f"parley-run-{self.segment.run}-step-{step}-text"
 
     def _call_id(self, event: dict[str, Any]) -> str:
         # The model's own ids repeat from run to run; a thread holds many runs.

@@ -66,6 +66,12 @@ def test_a_run_streams_as_ag_ui_events_to_its_end(live_app, token, alice):
         "percent": 100, "current": "",
     }
     assert run.tokens > 0
+    # The client's messages: each model step's message holds the tool calls it made, each answered.
+    called = [m for m in seen["messages"] if m["role"] == "assistant" and m.get("toolCalls")]
+    assert [[c["function"]["name"] for c in m["toolCalls"]] for m in called] == [["search_conversations"], ["calculate"], ["write_report"]]
+    answered = {m["toolCallId"] for m in seen["messages"] if m["role"] == "tool"}
+    assert answered == {c["id"] for m in called for c in m["toolCalls"]}
+    assert seen["messages"][-1] == {"id": final_text, "role": "assistant", "content": run.result}
     conversation = Conversation.objects.get(owner=alice, source=Source.AG_UI, external_id=thread)
     assert run.conversation == conversation and run.goal == "Find what we said about parley and compute 12 * 7"
 

@@ -22,6 +22,7 @@ from typing import Any, cast
 import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -81,16 +82,15 @@ async def _run(request: HttpRequest, user: User, token: ApiToken | None) -> Http
         raise ActionError("unsupported_media_type")
     parsed = read_input(request.body)
     after = _after(request)
-    conversation_id = await _thread(user, token, parsed)
-    key = _segment_key(user.pk, conversation_id, parsed.run_id)
+    key = _segment_key(user.pk, parsed.thread_id, parsed.run_id)
     redis = process.event_log().redis
     known = await redis.get(key)
     if known == STARTING or (known is None and not await redis.set(key, STARTING, nx=True, ex=60)):
         raise ActionError("conversation_busy", "A run with this runId is being started on this thread; ask again in a moment.")
     if known is not None:  # the same POST again (a retry, a reconnect): the same run, never a second one
-        return _stream(user, parsed.thread_id, parsed.run_id, Segment.of_value(known.decode()), after)
+        return await _again(user, parsed.thread_id, parsed.run_id, known, after)
     try:
-        segment = await _begin(user, conversation_id, parsed)
+        segment = await _begin(user, token, parsed)
     except BaseException:
         await redis.delete(key)
         raise
@@ -105,11 +105,18 @@ async def _resume(request: HttpRequest, user: User) -> HttpResponse:
     if not thread_id or not run_id:
         raise ActionError("invalid_input", "Name the run to resume: ?threadId=…&runId=…")
     after = _after(request)
-    conversation_id = await _find_thread(user, thread_id)
-    known = await process.event_log().redis.get(_segment_key(user.pk, conversation_id, run_id))
+    # Keyed by the caller: another user's thread and run, whatever their names, are not found.
+    known = await process.event_log().redis.get(_segment_key(user.pk, thread_id, run_id))
     if known is None or known == STARTING:
         raise ActionError("not_found")
-    return _stream(user, thread_id, run_id, Segment.of_value(known.decode()), after)
+    return await _again(user, thread_id, run_id, known, after)
+
+
+async def _again(user: User, thread_id: str, run_id: str, known: bytes, after: int) -> HttpResponse:
+    """An AG-UI run read again; its Parley run may be gone since (its conversation deleted)."""
+    segment = Segment.of_value(known.decode())
+    await database_sync_to_async(actions.get_run_for)(user, segment.run)
+    return _stream(user, thread_id, run_id, segment, after)
 
 
 def _after(request: HttpRequest) -> int:
@@ -120,16 +127,26 @@ def _after(request: HttpRequest) -> int:
     return int(raw)
 
 
-def _segment_key(user_id: int, conversation_id: int, run_id: str) -> str:
-    """Which Parley run (and from which approval on) an AG-UI run of a thread streams."""
-    digest = hashlib.sha256(run_id.encode()).hexdigest()[:32]
-    return f"{settings.PARLEY_KEY_PREFIX}:ag-ui:{user_id}:{conversation_id}:{digest}"
+def _segment_key(user_id: int, thread_id: str, run_id: str) -> str:
+    """Which Parley run (and from which approval on) an AG-UI run of the caller's thread streams."""
+    digest = hashlib.sha256(f"{len(thread_id)}:{thread_id}:{run_id}".encode()).hexdigest()[:40]
+    return f"{settings.PARLEY_KEY_PREFIX}:ag-ui:{user_id}:{digest}"
 
 
 @database_sync_to_async
-def _thread(user: User, token: ApiToken | None, parsed: RunInput) -> int:
+def _begin(user: User, token: ApiToken | None, parsed: RunInput) -> Segment:
+    """The thread's conversation and the run started (or the interrupt answered) in one commit:
+    a refused start leaves nothing behind."""
+    with transaction.atomic():
+        conversation = _thread(user, token, parsed)
+        if parsed.answer is not None:
+            return _decide(user, conversation.pk, parsed.answer)
+        return Segment(actions.start_run(user, conversation.pk, parsed.goal, parsed.model).pk)
+
+
+def _thread(user: User, token: ApiToken | None, parsed: RunInput) -> Conversation:
     """The caller's conversation of this thread, made at its first run (never anyone else's)."""
-    found = Conversation.objects.filter(owner=user, source=Source.AG_UI, external_id=parsed.thread_id).values_list("pk", flat=True).first()
+    found = Conversation.objects.filter(owner=user, source=Source.AG_UI, external_id=parsed.thread_id).first()
     if found is not None:
         return found
     if parsed.answer is not None:
@@ -139,22 +156,7 @@ def _thread(user: User, token: ApiToken | None, parsed: RunInput) -> int:
         owner=user, source=Source.AG_UI, external_id=parsed.thread_id,
         defaults={"model": model, "title": fallback_title(parsed.goal), "title_is_auto": False, "api_token": token},
     )
-    return conversation.pk
-
-
-@database_sync_to_async
-def _find_thread(user: User, thread_id: str) -> int:
-    found = Conversation.objects.filter(owner=user, source=Source.AG_UI, external_id=thread_id).values_list("pk", flat=True).first()
-    if found is None:
-        raise ActionError("not_found")
-    return found
-
-
-@database_sync_to_async
-def _begin(user: User, conversation_id: int, parsed: RunInput) -> Segment:
-    if parsed.answer is not None:
-        return _decide(user, conversation_id, parsed.answer)
-    return Segment(actions.start_run(user, conversation_id, parsed.goal, parsed.model).pk)
+    return conversation
 
 
 def _decide(user: User, conversation_id: int, answer: Answer) -> Segment:

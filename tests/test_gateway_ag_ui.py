@@ -133,6 +133,8 @@ def test_other_bad_requests_are_refused_clearly(live_app, token):
     assert unknown.status_code == 404 and error_of(unknown)["code"] == "not_found"
     too_long = post(live_app.url, run_input("t", goal="x" * 5000), token)
     assert too_long.status_code == 413 and error_of(too_long)["code"] == "message_too_long"
+    # A refused start leaves no thread behind, and its runId may be used again.
+    assert not Conversation.objects.filter(source=Source.AG_UI).exists()
 
 
 def test_the_same_run_id_again_replays_that_run_and_never_starts_a_second(live_app, token):
@@ -148,6 +150,11 @@ def test_the_same_run_id_again_replays_that_run_and_never_starts_a_second(live_a
     # A new runId on the same thread is a new run in the same conversation.
     frames(post(live_app.url, run_input(body["threadId"]), token))
     assert AgentRun.objects.count() == 2 and len({r.conversation_id for r in AgentRun.objects.all()}) == 1
+    # Once the conversation is deleted, its runs are not found, by the GET or the same POST.
+    Conversation.objects.filter(source=Source.AG_UI).delete()
+    gone = httpx.get(live_app.url + PATH, params={"threadId": body["threadId"], "runId": body["runId"]},
+                     headers={"Authorization": f"Bearer {token}"})
+    assert gone.status_code == 404 and post(live_app.url, body, token).status_code == 404
 
 
 def test_nobody_reaches_another_user_s_thread_run_or_approval(live_app, token, alice, bob):

@@ -46,6 +46,8 @@ STARTING = b"starting"  # a run id taken by a POST whose run is being started
 
 @csrf_exempt
 async def agent(request: HttpRequest) -> HttpResponse:
+    if request.method == "OPTIONS":
+        return _preflight(request)
     if request.method not in ("POST", "GET"):
         return json_error("method_not_allowed")
     caller = await _caller(request)
@@ -53,28 +55,51 @@ async def agent(request: HttpRequest) -> HttpResponse:
         return caller
     user, token = caller
     try:
-        if request.method == "POST":
-            return await _run(request, user, token)
-        return await _resume(request, user)
+        response = await (_run(request, user, token) if request.method == "POST" else _resume(request, user))
     except ActionError as error:
-        return json_error(error.code, error.detail, error.retry_after, error.limit)
+        response = json_error(error.code, error.detail, error.retry_after, error.limit)
+    return _shared(request, response) if token is not None else response
 
 
 async def _caller(request: HttpRequest) -> tuple[User, ApiToken | None] | HttpResponse:
-    """An API token with the gateway scope; else a session, whose POSTs must come from the site's
-    own origin (this view is exempt from the CSRF check, which this replaces)."""
+    """An API token with the gateway scope (from a page of another origin, one the token lists);
+    else a session, whose POSTs must come from the site's own origin (this view is exempt from the
+    CSRF check, which this replaces)."""
+    origin = request.headers.get("Origin")
+    own = origin is not None and origin_allowed(origin, request.headers.get("Host", ""), request.is_secure())
     if auth.raw_key(request) is not None:
         token = await auth.gateway_token(request)
         if isinstance(token, auth.Refusal):
             return json_error("insufficient_scope" if token.reason == "scope" else "not_authenticated", token.words)
+        if origin is not None and not own and not token.allows_origin(origin):
+            return json_error("forbidden", f"This API token may not be used from {origin}: add it to the token's allowed origins.")
         return token.user, token
     user = await request.auser()
     if not user.is_authenticated:
         return json_error("not_authenticated", "Send a Parley API token as 'Authorization: Bearer <token>', or sign in.")
-    origin = request.headers.get("Origin")
-    if request.method == "POST" and (not origin or not origin_allowed(origin, request.headers.get("Host", ""), request.is_secure())):
+    if request.method == "POST" and not own:
         return json_error("forbidden", "A signed-in page may start runs only from this site; other origins send an API token.")
     return cast(User, user), None
+
+
+def _preflight(request: HttpRequest) -> HttpResponse:
+    """A browser's CORS preflight carries no token, so it cannot be judged here: it is answered for
+    any origin, and the request itself is refused unless its token lists the page's origin."""
+    response = HttpResponse(status=204)
+    response["Access-Control-Allow-Methods"] = "GET, POST"
+    response["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID, x-api-key"
+    response["Access-Control-Max-Age"] = "600"
+    return _shared(request, response)
+
+
+def _shared(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """A page of another origin may read the answer (its token was checked to allow that origin)."""
+    origin = request.headers.get("Origin")
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Expose-Headers"] = "x-parley-run"
+        response["Vary"] = "Origin"
+    return response
 
 
 async def _run(request: HttpRequest, user: User, token: ApiToken | None) -> HttpResponse:

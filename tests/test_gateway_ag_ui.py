@@ -185,3 +185,21 @@ def test_nobody_reaches_another_user_s_thread_run_or_approval(live_app, token, a
     assert went_on[-1][1]["type"] == "RUN_FINISHED" and went_on[-1][1]["outcome"] == {"type": "success"}
     twice = post(live_app.url, {**answer, "runId": f"run-{uuid.uuid4()}"}, token)
     assert twice.status_code == 409 and error_of(twice)["code"] == "not_awaiting_approval"
+
+
+def test_a_page_of_another_origin_may_use_a_token_that_lists_it(live_app, alice):
+    listed = ApiToken.issue(alice, "app", scopes=[ApiToken.Scope.GATEWAY], allowed_origins="https://app.example.com\n")[1]
+    preflight = httpx.options(live_app.url + PATH, headers={
+        "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    })
+    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "Authorization" in preflight.headers["access-control-allow-headers"]
+    elsewhere = post(live_app.url, run_input("t"), listed, headers={"Origin": "https://evil.example"})
+    assert elsewhere.status_code == 403 and "access-control-allow-origin" not in elsewhere.headers
+    assert "https://evil.example" in error_of(elsewhere)["text"] and not AgentRun.objects.exists()
+    allowed = post(live_app.url, run_input(f"thread-{uuid.uuid4()}"), listed, headers={"Origin": "https://app.example.com"})
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert frames(allowed)[-1][1]["type"] == "RUN_FINISHED"
+    # Scripts send no Origin: the token alone decides.
+    assert frames(post(live_app.url, run_input(f"thread-{uuid.uuid4()}"), listed))[-1][1]["type"] == "RUN_FINISHED"

@@ -10,8 +10,8 @@ translated by gateway/ag_ui_wire.py. Nothing here calls a provider or the ledger
 Every SSE frame's id is the event's number in its AG-UI run, from 1. A client that lost its
 connection asks for the same run again (the GET, or the same POST: a runId already known on the
 thread is never started twice) with `Last-Event-ID: <the last number it got>` and gets what came
-after, exactly. Who calls: an API token with the gateway scope, or a signed-in session from the
-site's own origin.
+after, exactly. Who calls: an API token with the gateway scope (from a page of another origin only
+if the token lists it), or a signed-in session from the site's own origin. docs/ag-ui.md has it all.
 """
 
 import contextlib

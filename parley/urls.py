@@ -25,6 +25,8 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("v1/", include("gateway.urls")),
+    # Before the generic "api/" includes: the AG-UI door authenticates itself (gateway/ag_ui.py).
+    path("api/ag-ui/", include("gateway.ag_ui_urls")),
     path("api/", include("chat.api_urls")),
     path("api/", include("agents.api_urls")),
     path("api/", include("sharing.api_urls")),

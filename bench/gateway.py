@@ -56,13 +56,16 @@ if str(ROOT) not in sys.path:  # run as a script (bench/gateway.py) as well as a
 
 from bench.gateway_proc import tree_cpu_seconds, tree_rss_kib  # noqa: E402
 from bench.load import (  # noqa: E402
-    TOKEN_RE_BYTES, Child, Reply, cpu_seconds, fmt, free_port, log, machine_facts, pct, remove_redis_keys,
+    TOKEN_RE_BYTES, Child, Reply, cpu_seconds, fmt, free_port, log, machine_facts, pct, redis_server_pid,
+    remove_redis_keys,
 )
 
 CONTENT = "Benchmark: please stream a reply."
 CALL_TIMEOUT = 120.0
 PG = "postgres://postgres@127.0.0.1:5432"
 LITELLM_MASTER_KEY = "sk-bench-master"
+# LiteLLM's per-key limits, as Parley's plan's (bench/gateway_setup.py): checked on every call, never reached.
+KEY_LIMITS = {"rpm_limit": 100_000, "tpm_limit": 10**12, "max_parallel_requests": 1_000}
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Target:
     url: str
     keys: list[str]
     pid: int | None
+    database: str = ""  # its PostgreSQL database, whose server processes' CPU is counted apart
+    uses_redis: bool = False
 
 
 def create_database(name: str) -> str:
@@ -91,6 +96,48 @@ def drop_database(name: str) -> None:
         db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class Backing:
+    """CPU of the services a proxy leans on, counted apart from its own process: the PostgreSQL server
+    processes connected to its database (found by pg_stat_activity at each sample; a connection
+    closed within the window loses its share) and, for Parley, the Redis server (shared with
+    anything else using that server: on a quiet machine, Parley alone)."""
+
+    def __init__(self, target: Target, redis_pid: int | None) -> None:
+        self.target = target
+        self.redis_pid = redis_pid if target.uses_redis else None
+        self.db = None
+        if target.database:
+            import psycopg
+
+            self.db = psycopg.connect(f"{PG}/postgres", autocommit=True)
+
+    @property
+    def used(self) -> bool:
+        return self.db is not None or self.redis_pid is not None
+
+    def sample(self) -> dict[int, float]:
+        pids = []
+        if self.db is not None:
+            pids = [row[0] for row in self.db.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                                                      [self.target.database])]
+        if self.redis_pid:
+            pids.append(self.redis_pid)
+        found = {}
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                found[pid] = cpu_seconds(pid)
+        return found
+
+    @staticmethod
+    def spent(first: dict[int, float], last: dict[int, float]) -> float:
+        """Over the processes seen at the end: what each spent since the first sample (or since it started)."""
+        return sum(value - first.get(pid, 0.0) for pid, value in last.items())
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -104,6 +151,7 @@ class Bench:
         self.tokens_received = 0
         self.results: dict[str, Any] = {"phases": []}
         self.redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/3")
+        self.redis_pid = redis_server_pid(self.redis_url)
 
     # Setup ---------------------------------------------------------------------------------------
 
@@ -151,11 +199,16 @@ class Bench:
                                             "parley.asgi:application"], env, self.tmp / "parley.log"))
         child.wait_for_port(port)
         log(f"parley listening on {port} (pid {child.pid}), {streams} users with gateway tokens")
-        return Target("parley", f"http://127.0.0.1:{port}/v1/chat/completions", data["tokens"], child.pid)
+        return Target("parley", f"http://127.0.0.1:{port}/v1/chat/completions", data["tokens"], child.pid,
+                      database=self.parley_db, uses_redis=True)
 
-    def litellm_config(self) -> Path:
+    def litellm_config(self, keys: str) -> Path:
         from bench.gateway_setup import INPUT_PRICE_PER_MILLION, MODEL, OUTPUT_PRICE_PER_MILLION
 
+        general: dict[str, Any] = {"master_key": LITELLM_MASTER_KEY}
+        if keys == "custom":
+            shutil.copy(ROOT / "bench" / "gateway_litellm_auth.py", self.tmp / "gateway_litellm_auth.py")
+            general.update({"custom_auth": "gateway_litellm_auth.user_api_key_auth", "custom_auth_run_common_checks": True})
         config = {
             "model_list": [{
                 "model_name": MODEL,
@@ -166,13 +219,32 @@ class Bench:
                 },
             }],
             "litellm_settings": {"drop_params": True, "telemetry": False, "set_verbose": False},
-            "general_settings": {"master_key": LITELLM_MASTER_KEY},
+            "general_settings": general,
         }
         path = self.tmp / "litellm.json"  # YAML is a superset of JSON
         path.write_text(json.dumps(config))
         return path
 
     def start_litellm(self, streams: int) -> Target:
+        """LiteLLM's proxy with the keys asked for; `auto` tries virtual keys first and, when its
+        database cannot start (Prisma's engines cannot be downloaded), falls back to `custom`."""
+        keys = self.args.litellm_keys
+        if keys != "auto":
+            return self._start_litellm(streams, keys)
+        try:
+            return self._start_litellm(streams, "virtual")
+        except RuntimeError as error:
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            reason = next((line for line in lines if line.startswith("Error:")), lines[-1] if lines else str(error))
+            self.results["litellm_fallback"] = reason
+            log(f"LiteLLM's virtual keys could not run ({reason}); per-key limits through custom auth instead")
+            drop_database(self.litellm_db)
+            self.databases.remove(self.litellm_db)
+            return self._start_litellm(streams, "custom")
+
+    def _start_litellm(self, streams: int, keys: str) -> Target:
+        from bench.gateway_setup import BUDGET, MODEL
+
         a = self.args
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_"))}
         env.update({
@@ -183,29 +255,37 @@ class Bench:
             "LITELLM_DONT_SHOW_FEEDBACK_BOX": "True",
             "PYTHONUNBUFFERED": "1",
             "PATH": f"{Path(a.litellm) / 'bin'}:{os.environ.get('PATH', '')}",
+            # The limits of every key, as Parley's plan's (bench/gateway_setup.py)
+            "GWBENCH_MAX_BUDGET": str(BUDGET), "GWBENCH_RPM": str(KEY_LIMITS["rpm_limit"]),
+            "GWBENCH_TPM": str(KEY_LIMITS["tpm_limit"]), "GWBENCH_PARALLEL": str(KEY_LIMITS["max_parallel_requests"]),
+            "GWBENCH_MODEL": MODEL, "GWBENCH_KEYS": str(streams),
         })
-        if a.litellm_keys == "virtual":
+        if keys == "virtual":
             env["DATABASE_URL"] = create_database(self.litellm_db).replace("postgres://", "postgresql://", 1)
             self.databases.append(self.litellm_db)
             env["STORE_MODEL_IN_DB"] = "False"
         port = free_port()
-        child = self.start(Child("litellm", [str(Path(a.litellm) / "bin" / "litellm"), "--config", str(self.litellm_config()),
-                                             "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
-                                 env, self.tmp / "litellm.log"))
+        child = self.start(Child(f"litellm-{keys}", [str(Path(a.litellm) / "bin" / "litellm"), "--config",
+                                                     str(self.litellm_config(keys)), "--host", "127.0.0.1", "--port",
+                                                     str(port), "--num_workers", "1"], env, self.tmp / f"litellm-{keys}.log"))
         child.wait_for_port(port, timeout=300)
         base = f"http://127.0.0.1:{port}"
-        keys = [LITELLM_MASTER_KEY] * streams
-        if a.litellm_keys == "virtual":
-            keys = asyncio.run(self.litellm_keys(base, streams))
-        log(f"litellm listening on {port} (pid {child.pid}), keys: {a.litellm_keys}")
-        return Target("litellm", f"{base}/chat/completions", keys, child.pid)
+        if keys == "virtual":
+            key_list = asyncio.run(self.litellm_keys(base, streams))
+        elif keys == "custom":
+            key_list = [f"sk-gwbench-{index}" for index in range(streams)]
+        else:
+            key_list = [LITELLM_MASTER_KEY] * streams
+        self.results["litellm_keys"] = keys
+        log(f"litellm listening on {port} (pid {child.pid}), keys: {keys}")
+        return Target("litellm", f"{base}/chat/completions", key_list, child.pid,
+                      database=self.litellm_db if keys == "virtual" else "")
 
     async def litellm_keys(self, base: str, streams: int) -> list[str]:
         """One virtual key per stream, with a budget and limits as high as Parley's plan's."""
         from bench.gateway_setup import BUDGET, MODEL
 
-        body = {"max_budget": float(BUDGET), "budget_duration": "30d", "rpm_limit": 100_000, "tpm_limit": 10**12,
-                "max_parallel_requests": 1_000, "models": [MODEL]}
+        body = {"max_budget": float(BUDGET), "budget_duration": "30d", **KEY_LIMITS, "models": [MODEL]}
         headers = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
             async def one(index: int) -> str:
@@ -254,9 +334,13 @@ class Bench:
     async def warm_up(self, target: Target) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT)) as session:
             replies = await asyncio.gather(*(self.call(session, target.url, key) for key in target.keys[:3]))
-        problems = [r.problem for r in replies if r.problem]
-        if problems:
-            raise RuntimeError(f"{target.name} warm-up failed: {problems[0]}")
+            problems = [r.problem for r in replies if r.problem]
+            if problems:
+                raise RuntimeError(f"{target.name} warm-up failed: {problems[0]}")
+            if target.pid is not None:  # a proxy that checks keys refuses an unknown one
+                refused = await self.call(session, target.url, "sk-gwbench-unknown")
+                if not (refused.problem or "").startswith(("401", "403")):
+                    raise RuntimeError(f"{target.name} did not refuse an unknown key: {refused.problem}")
 
     async def run_phase(self, target: Target, n: int) -> dict[str, Any]:
         """N slots, spread over one reply's duration, each sending calls back to back."""
@@ -302,13 +386,14 @@ class Bench:
                 if round_ <= a.rounds:  # a crashed slot must not hold up the end of the phase
                     slot_done()
 
-        samples: list[tuple[int, float, float, float, int, int]] = []
+        samples: list[tuple[int, float, float, float, int, int, dict[int, float]]] = []
+        backing = Backing(target, self.redis_pid)
 
         async def sampler() -> None:
             while True:
                 samples.append((time.time_ns(), tree_cpu_seconds(target.pid) if target.pid else 0.0,
                                 cpu_seconds(self.upstream.pid), cpu_seconds(os.getpid()), self.tokens_received,
-                                tree_rss_kib(target.pid) if target.pid else 0))
+                                tree_rss_kib(target.pid) if target.pid else 0, backing.sample()))
                 await asyncio.sleep(0.25)
 
         sampling = asyncio.create_task(sampler())
@@ -328,6 +413,8 @@ class Bench:
         relay = [us / 1000 for r in measured for us in r.relay_us]
         ttft = [r.ttft_ms for r in measured if r.ttft_ms is not None]
         proxy_cpu = last[1] - first[1]
+        backing_cpu = Backing.spent(first[6], last[6])
+        backing.close()
         return {
             "target": target.name,
             "streams": n,
@@ -347,6 +434,8 @@ class Bench:
             "window_tokens": tokens,
             "proxy_cpu_s_per_1k_tokens": proxy_cpu / tokens * 1000 if target.pid and tokens else None,
             "proxy_cpu_pct": proxy_cpu / seconds * 100 if target.pid else None,
+            "backing_cpu_s_per_1k_tokens": backing_cpu / tokens * 1000 if backing.used and tokens else None,
+            "backing_cpu_pct": backing_cpu / seconds * 100 if backing.used else None,
             "proxy_peak_rss_mib": max(s[5] for s in samples) / 1024 if target.pid and samples else None,
             "upstream_cpu_pct": (last[2] - first[2]) / seconds * 100,
             "client_cpu_pct": (last[3] - first[3]) / seconds * 100,
@@ -384,13 +473,13 @@ class Bench:
             targets.append(self.start_litellm(streams))
         self.results["machine"] = machine_facts()
         self.results["command"] = " ".join(["bench/gateway.py", *sys.argv[1:]])
-        self.results["settings"] = {"tokens": a.tokens, "rate": a.rate, "rounds": a.rounds, "litellm_keys": a.litellm_keys,
+        self.results["settings"] = {"tokens": a.tokens, "rate": a.rate, "rounds": a.rounds,
                                     "litellm_version": litellm_version(a.litellm)}
         asyncio.run(self.measure(targets))
         if "parley" in a.targets:
             self.results["parley_ledger"] = self.parley_ledger()
             log(f"parley ledger: {self.results['parley_ledger']}")
-        if "litellm" in a.targets and a.litellm_keys == "virtual":
+        if self.results.get("litellm_keys") == "virtual":
             time.sleep(a.litellm_flush)  # LiteLLM writes spend in batches
             self.results["litellm_spend"] = self.litellm_spend()
             log(f"litellm spend: {self.results['litellm_spend']}")
@@ -420,6 +509,17 @@ class Bench:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+LITELLM_KEYS_SHORT = {"virtual": " (virtual keys, budgets)", "custom": " (key limits, no DB)", "master": " (no key limits)"}
+LITELLM_KEYS_LONG = {
+    "virtual": "a virtual key per stream (`/key/generate` with max_budget, rpm_limit, tpm_limit, max_parallel_requests), "
+               "spend tracked in its PostgreSQL database.",
+    "custom": "a key per stream answered by custom auth (bench/gateway_litellm_auth.py) with max_budget, rpm_limit, "
+              "tpm_limit and max_parallel_requests, checked and enforced in memory on every call (common checks on); "
+              "no database, so no spend written.",
+    "master": "the master key for every stream: no budget, no per-key limit, no database.",
+}
+
+
 def litellm_version(venv: str) -> str:
     try:
         return subprocess.run([str(Path(venv) / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
@@ -431,7 +531,8 @@ def litellm_version(venv: str) -> str:
 def summary_line(p: dict[str, Any]) -> str:
     return (f"{p['target']:>7} N={p['streams']:<4} TTFT p50/p99 {fmt(p['ttft_ms_p50'])}/{fmt(p['ttft_ms_p99'])} ms  "
             f"relay p50/p99 {fmt(p['relay_ms_p50'])}/{fmt(p['relay_ms_p99'])} ms  lost {p['lost']} dup {p['duplicated']}  "
-            f"failures {p['failures']} of {p['calls_total']}  cpu/1k {fmt(p['proxy_cpu_s_per_1k_tokens'], 3)}  "
+            f"failures {p['failures']} of {p['calls_total']}  cpu/1k {fmt(p['proxy_cpu_s_per_1k_tokens'], 3)} "
+            f"(+{fmt(p['backing_cpu_s_per_1k_tokens'], 3)} db/redis)  "
             f"proxy {fmt(p['proxy_cpu_pct'], 0)}%  upstream {fmt(p['upstream_cpu_pct'], 0)}%  client {fmt(p['client_cpu_pct'], 0)}%")
 
 
@@ -443,8 +544,8 @@ def markdown(results: dict[str, Any]) -> str:
     phases = results["phases"]
     direct = {p["streams"]: p for p in phases if p["target"] == "direct"}
     out = ["| N | target | TTFT p50 / p99 (ms) | TTFT added p50 / p99 (ms) | relay p50 / p99 (ms) | relay added p50 / p99 (ms) | "
-           "CPU-s per 1k tokens | proxy CPU | peak RSS (MiB) | tokens/s | lost / dup | failed |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "CPU-s per 1k tokens | + database / Redis | proxy CPU | peak RSS (MiB) | tokens/s | lost / dup | failed |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in phases:
         base = direct.get(p["streams"]) if p["target"] != "direct" else None
         ttft_added = relay_added = "–"
@@ -453,17 +554,22 @@ def markdown(results: dict[str, Any]) -> str:
             relay_added = f"{added(p['relay_ms_p50'], base['relay_ms_p50'])} / {added(p['relay_ms_p99'], base['relay_ms_p99'])}"
         name = p["target"]
         if name == "litellm":
-            name += " (per-key budgets)" if results["settings"]["litellm_keys"] == "virtual" else " (master key, no budgets)"
+            name += LITELLM_KEYS_SHORT[results.get("litellm_keys", "master")]
         out.append(
             f"| {p['streams']} | {name} | {fmt(p['ttft_ms_p50'])} / {fmt(p['ttft_ms_p99'])} | {ttft_added} | "
             f"{fmt(p['relay_ms_p50'])} / {fmt(p['relay_ms_p99'])} | {relay_added} | {fmt(p['proxy_cpu_s_per_1k_tokens'], 3)} | "
+            f"{fmt(p['backing_cpu_s_per_1k_tokens'], 3)} | "
             f"{fmt(p['proxy_cpu_pct'], 0)}% | {fmt(p['proxy_peak_rss_mib'], 0)} | {fmt(p['window_tokens'] / p['window_s'], 0)} | "
             f"{p['lost']} / {p['duplicated']} | {p['failures']} of {p['calls_total']} |"
         )
     s = results["settings"]
     out.append("")
     out.append(f"{s['tokens']} tokens at {s['rate']:g} tokens/s per call, {s['rounds']} measured calls per stream; "
-               f"LiteLLM {s['litellm_version']}, keys: {s['litellm_keys']}.")
+               f"LiteLLM {s['litellm_version']}.")
+    if "litellm_keys" in results:
+        out.append(f"LiteLLM's keys: {LITELLM_KEYS_LONG[results['litellm_keys']]}")
+    if "litellm_fallback" in results:
+        out.append(f"LiteLLM's virtual keys could not run here: {results['litellm_fallback']}")
     ledger = results.get("parley_ledger")
     if ledger:
         out.append(f"Parley's ledger: {ledger['rows']} gateway rows ({ledger['complete']} complete, {ledger['with_token']} "
@@ -483,8 +589,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=50.0, help="tokens a second per call")
     parser.add_argument("--rounds", type=int, default=2, help="measured calls per stream")
     parser.add_argument("--litellm", default="/work/litellm-venv", help="the virtualenv LiteLLM's proxy is installed in")
-    parser.add_argument("--litellm-keys", choices=["virtual", "master"], default="virtual",
-                        help="virtual: per-key budgets and limits (needs its database and Prisma); master: neither")
+    parser.add_argument("--litellm-keys", choices=["auto", "virtual", "custom", "master"], default="auto",
+                        help="virtual: its virtual keys with budgets and limits (needs its database, so Prisma's engines); "
+                        "custom: the same limits through custom auth, no database; master: neither; auto: virtual, else custom")
     parser.add_argument("--litellm-flush", type=float, default=15.0, help="seconds to wait for LiteLLM's batched spend writes")
     parser.add_argument("--nice", type=int, default=0, help="scheduling priority of every process started (e.g. -10; root)")
     parser.add_argument("--out", default="", help="write the results as JSON here")

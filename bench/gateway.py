@@ -76,6 +76,7 @@ class Target:
     url: str
     keys: list[str]
     pid: int | None
+    probe: str = ""  # a key allowed one request a minute
     database: str = ""  # its PostgreSQL database, whose server processes' CPU is counted apart
     uses_redis: bool = False
 
@@ -200,7 +201,7 @@ class Bench:
         child.wait_for_port(port)
         log(f"parley listening on {port} (pid {child.pid}), {streams} users with gateway tokens")
         return Target("parley", f"http://127.0.0.1:{port}/v1/chat/completions", data["tokens"], child.pid,
-                      database=self.parley_db, uses_redis=True)
+                      probe=data["probe"], database=self.parley_db, uses_redis=True)
 
     def litellm_config(self, keys: str) -> Path:
         from bench.gateway_setup import INPUT_PRICE_PER_MILLION, MODEL, OUTPUT_PRICE_PER_MILLION
@@ -270,26 +271,28 @@ class Bench:
                                                      str(port), "--num_workers", "1"], env, self.tmp / f"litellm-{keys}.log"))
         child.wait_for_port(port, timeout=300)
         base = f"http://127.0.0.1:{port}"
+        probe = ""
         if keys == "virtual":
-            key_list = asyncio.run(self.litellm_keys(base, streams))
+            key_list = asyncio.run(self.litellm_keys(base, streams, "gwbench"))
+            probe = asyncio.run(self.litellm_keys(base, 1, "gwbench-probe", rpm_limit=1))[0]
         elif keys == "custom":
-            key_list = [f"sk-gwbench-{index}" for index in range(streams)]
+            key_list, probe = [f"sk-gwbench-{index}" for index in range(streams)], "sk-gwbench-probe"
         else:
             key_list = [LITELLM_MASTER_KEY] * streams
         self.results["litellm_keys"] = keys
         log(f"litellm listening on {port} (pid {child.pid}), keys: {keys}")
-        return Target("litellm", f"{base}/chat/completions", key_list, child.pid,
+        return Target("litellm", f"{base}/chat/completions", key_list, child.pid, probe=probe,
                       database=self.litellm_db if keys == "virtual" else "")
 
-    async def litellm_keys(self, base: str, streams: int) -> list[str]:
-        """One virtual key per stream, with a budget and limits as high as Parley's plan's."""
+    async def litellm_keys(self, base: str, streams: int, alias: str, **limits: int) -> list[str]:
+        """One virtual key per stream, with a budget and limits as high as Parley's plan's (or `limits`)."""
         from bench.gateway_setup import BUDGET, MODEL
 
-        body = {"max_budget": float(BUDGET), "budget_duration": "30d", **KEY_LIMITS, "models": [MODEL]}
+        body = {"max_budget": float(BUDGET), "budget_duration": "30d", **KEY_LIMITS, **limits, "models": [MODEL]}
         headers = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
             async def one(index: int) -> str:
-                async with session.post(f"{base}/key/generate", json={**body, "key_alias": f"gwbench{index}"},
+                async with session.post(f"{base}/key/generate", json={**body, "key_alias": f"{alias}{index}"},
                                         headers=headers) as response:
                     data = await response.json(content_type=None)
                     if response.status != 200:
@@ -341,6 +344,13 @@ class Bench:
                 refused = await self.call(session, target.url, "sk-gwbench-unknown")
                 if not (refused.problem or "").startswith(("401", "403")):
                     raise RuntimeError(f"{target.name} did not refuse an unknown key: {refused.problem}")
+            if target.probe:  # the per-key limits are live: one request a minute, so the second is refused
+                first = await self.call(session, target.url, target.probe)
+                second = await self.call(session, target.url, target.probe)
+                if first.problem or not (second.problem or "").startswith("429"):
+                    raise RuntimeError(f"{target.name}'s limits are not live: {first.problem}, then {second.problem}")
+                self.results.setdefault("limit_probes", {})[target.name] = second.problem[:200]
+                log(f"{target.name} refused the second call of a key allowed one a minute: {second.problem[:120]}")
 
     async def run_phase(self, target: Target, n: int) -> dict[str, Any]:
         """N slots, spread over one reply's duration, each sending calls back to back."""
@@ -570,6 +580,10 @@ def markdown(results: dict[str, Any]) -> str:
         out.append(f"LiteLLM's keys: {LITELLM_KEYS_LONG[results['litellm_keys']]}")
     if "litellm_fallback" in results:
         out.append(f"LiteLLM's virtual keys could not run here: {results['litellm_fallback']}")
+    probes = results.get("limit_probes", {})
+    if probes:
+        out.append("Limits live: a key allowed one request a minute had its second call refused by "
+                   + " and by ".join(f"{name} ({refusal.split(':')[0]})" for name, refusal in probes.items()) + ".")
     ledger = results.get("parley_ledger")
     if ledger:
         out.append(f"Parley's ledger: {ledger['rows']} gateway rows ({ledger['complete']} complete, {ledger['with_token']} "

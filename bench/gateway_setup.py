@@ -5,7 +5,8 @@ every call is priced and its cost reserved and settled), one plan that sets ever
 call is checked against (requests a minute and a day, concurrent replies, tokens a day and a
 month, a monthly budget, the most output tokens, the allowed models), and one user per concurrent
 stream on that plan, each with a gateway-scoped API token. The limits are high enough never to be
-reached by the benchmark: they are checked on every call, not hit. Prints JSON.
+reached by the benchmark: they are checked on every call, not hit. A probe user on a plan of one
+request a minute shows that they are live. Prints JSON.
 
     python -m bench.gateway_setup --upstream http://127.0.0.1:8001/v1 --users 200
 
@@ -44,12 +45,17 @@ def setup(upstream: str, users: int) -> dict:
             max_output_tokens=4096,
         )
         plan.allowed_models.set([model])
+        # The probe: one request a minute, so a second call in a row must be refused (bench/gateway.py
+        # checks that the limits are live before measuring).
+        probe_plan = Plan.objects.create(name="Gateway benchmark (probe)", requests_per_minute=1, cost_per_month=BUDGET)
+        probe_plan.allowed_models.set([model])
+        _, probe = ApiToken.issue(User.objects.create_user("gwbench-probe", plan=probe_plan), "probe", scopes=["gateway"])
         tokens = []
         for index in range(users):
             user = User.objects.create_user(f"gwbench{index}", plan=plan)
             _, raw = ApiToken.issue(user, "gateway bench", scopes=["gateway"])
             tokens.append(raw)
-    return {"model": MODEL, "tokens": tokens}
+    return {"model": MODEL, "tokens": tokens, "probe": probe}
 
 
 def ledger() -> dict:

@@ -188,8 +188,11 @@ class Bench:
         return env
 
     def start_parley(self, streams: int) -> Target:
-        self.parley_database_url = create_database(self.parley_db)
-        self.databases.append(self.parley_db)
+        if self.args.parley_db == "sqlite":
+            self.parley_database_url = f"sqlite:///{self.tmp / 'parley.sqlite3'}"
+        else:
+            self.parley_database_url = create_database(self.parley_db)
+            self.databases.append(self.parley_db)
         env = self.parley_env()
         subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
         out = subprocess.run([sys.executable, "-m", "bench.gateway_setup", "--upstream", self.upstream_url, "--users",
@@ -201,7 +204,8 @@ class Bench:
         child.wait_for_port(port)
         log(f"parley listening on {port} (pid {child.pid}), {streams} users with gateway tokens")
         return Target("parley", f"http://127.0.0.1:{port}/v1/chat/completions", data["tokens"], child.pid,
-                      probe=data["probe"], database=self.parley_db, uses_redis=True)
+                      probe=data["probe"], database=self.parley_db if self.args.parley_db == "postgres" else "",
+                      uses_redis=True)
 
     def litellm_config(self, keys: str) -> Path:
         from bench.gateway_setup import INPUT_PRICE_PER_MILLION, MODEL, OUTPUT_PRICE_PER_MILLION
@@ -483,7 +487,7 @@ class Bench:
             targets.append(self.start_litellm(streams))
         self.results["machine"] = machine_facts()
         self.results["command"] = " ".join(["bench/gateway.py", *sys.argv[1:]])
-        self.results["settings"] = {"tokens": a.tokens, "rate": a.rate, "rounds": a.rounds,
+        self.results["settings"] = {"tokens": a.tokens, "rate": a.rate, "rounds": a.rounds, "parley_db": a.parley_db,
                                     "litellm_version": litellm_version(a.litellm)}
         asyncio.run(self.measure(targets))
         if "parley" in a.targets:
@@ -506,9 +510,22 @@ class Bench:
                 log(summary_line(phase))
                 await asyncio.sleep(2.0)
 
+    def server_errors(self) -> dict[str, Any]:
+        """Errors the proxies logged (Parley at WARNING, LiteLLM at ERROR): their count and the first."""
+        found: dict[str, Any] = {}
+        for child in self.children:
+            if child.name == "upstream" or child.name == "litellm-virtual" or not child.log_path.exists():
+                continue  # the virtual keys' failed start is reported as the fallback's reason
+            lines = child.log_path.read_text(errors="replace").splitlines()
+            starts = [i for i, line in enumerate(lines) if " ERROR " in line or line.startswith("Traceback")]
+            if starts:
+                found[child.name] = {"errors": len(starts), "first": "\n".join(lines[starts[0]:starts[0] + 30])}
+        return found
+
     def cleanup(self) -> None:
         for child in reversed(self.children):
             child.stop()
+        self.results["server_errors"] = self.server_errors()
         for name in self.databases:
             if not self.args.keep:
                 drop_database(name)
@@ -575,7 +592,7 @@ def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     out.append("")
     out.append(f"{s['tokens']} tokens at {s['rate']:g} tokens/s per call, {s['rounds']} measured calls per stream; "
-               f"LiteLLM {s['litellm_version']}.")
+               f"Parley on {s['parley_db']}; LiteLLM {s['litellm_version']}.")
     if "litellm_keys" in results:
         out.append(f"LiteLLM's keys: {LITELLM_KEYS_LONG[results['litellm_keys']]}")
     if "litellm_fallback" in results:
@@ -602,6 +619,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=200, help="tokens per call")
     parser.add_argument("--rate", type=float, default=50.0, help="tokens a second per call")
     parser.add_argument("--rounds", type=int, default=2, help="measured calls per stream")
+    parser.add_argument("--parley-db", choices=["postgres", "sqlite"], default="postgres",
+                        help="Parley's database: a fresh one on the PostgreSQL at 127.0.0.1:5432, or SQLite in the temp dir")
     parser.add_argument("--litellm", default="/work/litellm-venv", help="the virtualenv LiteLLM's proxy is installed in")
     parser.add_argument("--litellm-keys", choices=["auto", "virtual", "custom", "master"], default="auto",
                         help="virtual: its virtual keys with budgets and limits (needs its database, so Prisma's engines); "
@@ -635,6 +654,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(bench.results, indent=2, default=str))
     print(markdown(bench.results))
+    for name, errors in bench.results.get("server_errors", {}).items():
+        print(f"\n{name} logged {errors['errors']} errors; the first:\n{errors['first']}")
 
 
 if __name__ == "__main__":

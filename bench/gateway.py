@@ -387,6 +387,8 @@ class Bench:
                         started_slots += 1
                         if started_slots == n:
                             marks["steady_from"] = time.time_ns()
+                            if a.profile and target.pid:
+                                profiles.append(self.profile(target, n, reply_seconds * a.rounds * 0.8))
                     reply = await self.call(session, target.url, key)
                     calls_total += 1
                     if reply.problem:
@@ -401,6 +403,7 @@ class Bench:
                     slot_done()
 
         samples: list[tuple[int, float, float, float, int, int, dict[int, float]]] = []
+        profiles: list[asyncio.Task[None]] = []
         backing = Backing(target, self.redis_pid)
 
         async def sampler() -> None:
@@ -418,6 +421,8 @@ class Bench:
             sampling.cancel()
             await session.close()
         failures += [f"slot crashed: {type(r).__name__}: {r}" for r in results if isinstance(r, BaseException)]
+        for task in profiles:
+            await task
         ended = time.time_ns()
         lo, hi = marks.get("steady_from", started), marks.get("steady_to", ended)
         window = [s for s in samples if lo <= s[0] <= hi] or samples
@@ -455,6 +460,21 @@ class Bench:
             "client_cpu_pct": (last[3] - first[3]) / seconds * 100,
             "duration_s": (ended - started) / 1e9,
         }
+
+    def profile(self, target: Target, n: int, seconds: float) -> asyncio.Task[None]:
+        """py-spy on the proxy's main process, every thread, waiting included (--idle): where a call's
+        time goes when the process is not busy; collapsed stacks in --profile DIR/<target>-<n>.txt."""
+        out = Path(self.args.profile) / f"{target.name}-{n}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+        async def run() -> None:
+            process = await asyncio.create_subprocess_exec(
+                self.args.py_spy, "record", "--pid", str(target.pid), "--duration", str(max(1, int(seconds))), "--rate", "100",
+                "--nonblocking", "--idle", "--threads", "--format", "raw", "--output", str(out),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            await process.wait()
+
+        return asyncio.create_task(run())
 
     # Checks after the run ------------------------------------------------------------------------
 
@@ -627,6 +647,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "custom: the same limits through custom auth, no database; master: neither; auto: virtual, else custom")
     parser.add_argument("--litellm-flush", type=float, default=15.0, help="seconds to wait for LiteLLM's batched spend writes")
     parser.add_argument("--nice", type=int, default=0, help="scheduling priority of every process started (e.g. -10; root)")
+    parser.add_argument("--profile", default="", help="record py-spy profiles of each proxy (all threads, idle too) into this dir")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                        help="the py-spy executable for --profile")
     parser.add_argument("--out", default="", help="write the results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) and the databases")
     args = parser.parse_args(argv)

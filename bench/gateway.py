@@ -675,6 +675,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         bench.cleanup()
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(bench.results, indent=2, default=str))
     print(markdown(bench.results))
     for name, errors in bench.results.get("server_errors", {}).items():

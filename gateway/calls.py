@@ -221,3 +221,12 @@ async def stop(user: Any, message_id: int) -> None:
         await replies.stop_message(user, message_id)
     except ActionError:
         pass  # already ended
+
+
+# Plan limits that reset within minutes are worth a client's retry; a day's or a month's are not.
+RETRYABLE_LIMITS = frozenset({"requests_per_minute", "concurrent_replies"})
+
+
+def worth_retrying(limit: dict[str, Any]) -> bool:
+    """Whether a client refused by this plan limit should try again by itself (its SDK's retries)."""
+    return limit["name"] in RETRYABLE_LIMITS

@@ -110,10 +110,12 @@ def request_params(request: ChatRequest) -> dict[str, Any]:
     }
     if request.system:
         params["system"] = request.system
-    if request.temperature is not None:
-        params["temperature"] = request.temperature
-    if request.top_p is not None:
-        params["top_p"] = request.top_p
+    # The SDK (2.x) no longer names the sampling options, though the API takes them: they go as
+    # extra body fields, which the SDK merges into the JSON it sends.
+    sampling = {"temperature": request.temperature, "top_p": request.top_p}
+    sampling = {key: value for key, value in sampling.items() if value is not None}
+    if sampling:
+        params["extra_body"] = sampling
     if request.stop:
         params["stop_sequences"] = list(request.stop)
     if request.tools:

@@ -29,6 +29,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "invalid_input": (400, "invalid_request_error"),
     "invalid_json": (400, "invalid_request_error"),
     "unsupported_media_type": (400, "invalid_request_error"),
+    "unsupported_file_type": (400, "invalid_request_error"),
+    "unreadable_file": (400, "invalid_request_error"),
     "empty_message": (400, "invalid_request_error"),
     "context_too_long": (400, "invalid_request_error"),
     "model_cannot_see_images": (400, "invalid_request_error"),
@@ -37,6 +39,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "file_too_large": (413, "request_too_large"),
     "not_authenticated": (401, "authentication_error"),
     "insufficient_scope": (403, "permission_error"),
+    "forbidden": (403, "permission_error"),
     "model_not_allowed": (403, "permission_error"),
     "suspended": (403, "permission_error"),
     "unknown_model": (404, "not_found_error"),
@@ -122,6 +125,22 @@ async def messages(request: HttpRequest) -> HttpResponse:
     response["Cache-Control"] = "no-cache, no-transform"
     response["X-Accel-Buffering"] = "no"
     return response
+
+
+@csrf_exempt
+async def count_tokens(request: HttpRequest) -> HttpResponse:
+    """`POST /v1/messages/count_tokens`: Parley's own estimate of the prompt, the one its budgets reserve."""
+    if request.method != "POST":
+        return error_response("method_not_allowed")
+    token = await auth.gateway_token(request)
+    if isinstance(token, auth.Refusal):
+        return _refused(token)
+    try:
+        parsed = anthropic_wire.read_request(request.body, request.content_type, counting=True)
+        counted = await calls.count(parsed.call)
+    except ActionError as error:
+        return error_response(error.code, error.detail, error.retry_after, error.limit)
+    return HttpResponse(orjson.dumps({"input_tokens": counted}), content_type="application/json")
 
 
 async def _whole(

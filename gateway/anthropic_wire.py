@@ -28,13 +28,14 @@ class Parsed:
     stream: bool
 
 
-def read_request(body: bytes, content_type: str) -> Parsed:
+def read_request(body: bytes, content_type: str, counting: bool = False) -> Parsed:
+    """A Messages request; `counting`, one to `messages/count_tokens`, which sends no max_tokens."""
     data = read_json_bytes(body, content_type)
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("model", "Field required: the name of one of Parley's models.")
     most = inputs.optional_int(data, "max_tokens")
-    if most is None:
+    if most is None and not counting:
         raise invalid("max_tokens", "Field required: the most tokens the reply may have.")
     if data.get("thinking") not in (None, {"type": "disabled"}):
         raise invalid("thinking", "extended thinking is not offered by this gateway.")

@@ -26,7 +26,7 @@ from billing import calls
 from billing.models import UsageRecord
 from chat import generation, replies
 from chat.actions import ActionError, resolve_model
-from chat.history import Turn
+from chat.history import Turn, fit_history
 from chat.models import Conversation, Message, Source
 from chat.titles import fallback_title
 from parley import statements
@@ -182,6 +182,14 @@ def _stored_turn(conversation: Conversation, parent_id: int | None, message: dic
         conversation=conversation, parent_id=parent_id, role=role, content=text.strip() or "(empty)",
         status=Message.Status.COMPLETE, created=now,
     )
+
+
+@database_sync_to_async
+def count(request: CallRequest) -> int:
+    """The call's prompt tokens as Parley reckons them when it reserves a budget (chat/history.py):
+    an estimate of the whole call, made without asking a model. ActionError for an unknown model."""
+    resolve_model(request.model)
+    return fit_history(request.turns(), request.system, 10**12, 0).prompt_estimate
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,8 +167,7 @@ async def _events(
     token: ApiToken, message_id: int, reply: anthropic_wire.Reply, first: Piece, pieces: AsyncIterator[Piece],
 ) -> AsyncIterator[bytes]:
     ended = False
-    index = 0  # the content block being written
-    text_open = False
+    text_open = False  # the text block (always the first, index 0) has started
     # aclosing: a client that goes away closes this generator at a `yield` (or cancels it at an
     # `await`); the reply's reader ends with it, and the reply stops (nobody can resume the call).
     async with contextlib.aclosing(pieces), contextlib.aclosing(_with_pings(first, pieces)) as stream:
@@ -182,25 +181,17 @@ async def _events(
                 if piece.text:
                     if not text_open:
                         text_open = True
-                        yield reply.sse(reply.text_start(index))
-                    yield reply.sse(reply.text_delta(index, piece.text))
-                if piece.final is None:
-                    continue
-                ended = True
-                final = piece.final
-                if final["type"] == "error":
-                    _, kind = error_kind(final["code"])
-                    yield reply.sse(anthropic_wire.error_event(kind, final["text"]))
+                        yield reply.sse(reply.text_start(0))
+                    yield reply.sse(reply.text_delta(0, piece.text))
+                if piece.final is not None:
+                    ended = True
+                    if piece.final["type"] == "error":
+                        _, kind = error_kind(piece.final["code"])
+                        yield reply.sse(anthropic_wire.error_event(kind, piece.final["text"]))
+                        return
+                    for event in reply.ending(piece.final, text_open):
+                        yield reply.sse(event)
                     return
-                if not text_open and not final.get("tool_calls"):
-                    text_open = True  # a message holds at least one block, even an empty reply's
-                    yield reply.sse(reply.text_start(index))
-                if text_open:
-                    yield reply.sse(reply.block_stop(index))
-                    index += 1
-                for event in reply.tool_blocks(index, final) + reply.closing(final):
-                    yield reply.sse(event)
-                return
         finally:
             if not ended:
                 await calls.stop(token.user, message_id)

@@ -201,8 +201,8 @@ def _tool_choice(value: object, tools: tuple[dict[str, Any], ...]) -> str | dict
         return str(kind)
     if kind == "any":
         return "required"
-    if kind == "tool" and isinstance(value.get("name"), str):  # type: ignore[union-attr]
-        name = value["name"]  # type: ignore[index]
+    name = value.get("name") if isinstance(value, dict) and kind == "tool" else None
+    if isinstance(name, str):
         if name not in {tool["name"] for tool in tools}:
             raise invalid("tool_choice.name", f"names {name!r}, which is not among tools.")
         return {"name": name}
@@ -250,12 +250,23 @@ class Reply:
             ]
         return events
 
+    def ending(self, final: dict[str, Any], text_open: bool) -> list[dict[str, Any]]:
+        """The events after the last text: its block's stop (a message holds at least one block,
+        so a reply with neither text nor tool calls has an empty one), the tool calls' blocks,
+        `message_delta` and `message_stop`."""
+        events: list[dict[str, Any]] = []
+        if not text_open and not final.get("tool_calls"):
+            events.append(self.text_start(0))
+            text_open = True
+        if text_open:
+            events.append(self.block_stop(0))
+        return events + self.tool_blocks(1 if text_open else 0, final) + self.closing(final)
+
     def closing(self, final: dict[str, Any]) -> list[dict[str, Any]]:
         """`message_delta` (the stop reason and the usage as billed), then `message_stop`."""
         reason, sequence = self.stop_reason(final)
-        used = usage(final)
         return [
-            {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": used},
+            {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": usage(final)},
             {"type": "message_stop"},
         ]
 

@@ -3,11 +3,15 @@ back as the Anthropic API's: blocks to turns, without a server."""
 
 import orjson
 import pytest
+from anthropic.types import Message, RawMessageStreamEvent
+from pydantic import TypeAdapter
 
 from chat.actions import ActionError
-from gateway.anthropic_wire import read_request
+from gateway.anthropic_wire import Reply, read_request
 from providers.anthropic_messages import request_params
 from providers.base import ChatRequest
+
+EVENT = TypeAdapter(RawMessageStreamEvent)
 
 
 def read(**body) -> object:
@@ -80,3 +84,25 @@ def test_malformed_fields_are_refused(body):
     with pytest.raises(ActionError) as refused:
         read(**body)
     assert refused.value.code == "invalid_input"
+
+
+def test_tool_calls_after_text_take_the_blocks_after_it():
+    reply = Reply("msg_1", "m")
+    final = {"type": "done", "finish_reason": "tool_calls", "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+             "tool_calls": [{"id": "a", "name": "look", "arguments": '{"q": 1}'}, {"id": "b", "name": "look", "arguments": "not json"}]}
+    events = [EVENT.validate_python(event, strict=True) for event in reply.ending(final, text_open=True)]
+    assert [(e.type, getattr(e, "index", None)) for e in events] == [
+        ("content_block_stop", 0),
+        ("content_block_start", 1), ("content_block_delta", 1), ("content_block_stop", 1),
+        ("content_block_start", 2), ("content_block_delta", 2), ("content_block_stop", 2),
+        ("message_delta", None), ("message_stop", None),
+    ]
+    assert [events[2].delta.partial_json, events[5].delta.partial_json] == ['{"q":1}', "{}"]
+    assert events[7].delta.stop_reason == "tool_use" and (events[7].usage.input_tokens, events[7].usage.output_tokens) == (7, 3)
+    whole = Message.model_validate(reply.whole("Looking.", final), strict=True)
+    assert [block.type for block in whole.content] == ["text", "tool_use", "tool_use"]
+
+
+def test_an_empty_reply_still_has_one_text_block():
+    events = Reply("msg_2", "m").ending({"type": "done", "finish_reason": "stop"}, text_open=False)
+    assert [e["type"] for e in events] == ["content_block_start", "content_block_stop", "message_delta", "message_stop"]

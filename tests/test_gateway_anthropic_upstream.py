@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 
 from accounts.models import ApiToken
 from billing.models import UsageRecord
-from chat.models import ChatModel
+from chat.models import ChatModel, Conversation
 from tests.fakes import Scenario, expected_text
 from tests.fakes.anthropic_server import AnthropicFake
 from tests.files import png
@@ -179,3 +179,37 @@ async def test_an_upstream_that_refuses_parleys_key_is_not_retried(gateway, alic
     assert statuses == [500]  # the SDK obeyed: one request, though it may retry three times
     rows = await sync_to_async(list)(UsageRecord.objects.filter(user=alice).values_list("kind", "outcome"))
     assert rows and set(rows) == {(UsageRecord.Kind.GATEWAY, "failed")}
+
+
+async def test_an_upstream_rate_limit_is_a_rate_limit_error_the_sdk_retries(gateway, alice, model, upstream):
+    upstream.scenario = Scenario("rate_limited", retry_after="1")
+    raw = (await sync_to_async(ApiToken.issue)(alice, "retrying", scopes=[ApiToken.Scope.GATEWAY]))[1]
+    statuses: list[int] = []
+
+    async def seen(response: httpx2.Response) -> None:
+        statuses.append(response.status_code)
+
+    http = httpx2.AsyncClient(event_hooks={"response": [seen]})
+    sdk = anthropic.AsyncAnthropic(api_key=raw, base_url=gateway.url, max_retries=1, http_client=http)
+    with pytest.raises(anthropic.RateLimitError) as raised:
+        await sdk.messages.create(model="claude-fake", max_tokens=20, messages=[{"role": "user", "content": "Hi"}])
+    await sdk.close()
+    assert raised.value.body["error"]["type"] == "rate_limit_error"
+    assert raised.value.response.headers["retry-after"] == "1" and "x-should-retry" not in raised.value.response.headers
+    assert statuses == [429, 429]  # the SDK retried once, as it may
+    assert len(upstream.replies) == 4  # each of its requests had Parley's two attempts
+
+
+async def test_each_token_bills_its_own_owner(gateway, alice, bob, model, upstream):
+    keys = [
+        (await sync_to_async(ApiToken.issue)(person, "own", scopes=[ApiToken.Scope.GATEWAY], stores_calls=True))[1]
+        for person in (alice, bob)
+    ]
+    for raw in keys:
+        sdk = anthropic.AsyncAnthropic(api_key=raw, base_url=gateway.url, max_retries=0)
+        await sdk.messages.create(model="claude-fake", max_tokens=5, messages=[{"role": "user", "content": "Mine."}])
+        await sdk.close()
+    rows = await sync_to_async(list)(UsageRecord.objects.values_list("user__username", "api_token__user__username", "kind"))
+    assert sorted(rows) == [("alice", "alice", "gateway"), ("bob", "bob", "gateway")]
+    owners = await sync_to_async(list)(Conversation.objects.values_list("owner__username", "api_token__user__username"))
+    assert sorted(owners) == [("alice", "alice"), ("bob", "bob")]

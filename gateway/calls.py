@@ -26,7 +26,7 @@ from billing import calls
 from billing.models import UsageRecord
 from chat import generation, replies
 from chat.actions import ActionError, resolve_model
-from chat.history import Turn
+from chat.history import Turn, fit_history
 from chat.models import Conversation, Message, Source
 from chat.titles import fallback_title
 from parley import statements
@@ -186,6 +186,14 @@ def _stored_turn(conversation: Conversation, parent_id: int | None, message: dic
     )
 
 
+@database_sync_to_async
+def count(request: CallRequest) -> int:
+    """The call's prompt tokens as Parley reckons them when it reserves a budget (chat/history.py):
+    an estimate of the whole call, made without asking a model. ActionError for an unknown model."""
+    resolve_model(request.model)
+    return fit_history(request.turns(), request.system, 10**12, 0).prompt_estimate
+
+
 @dataclass(frozen=True, slots=True)
 class Piece:
     """What a door reads of a reply's log: text as it streams, then the final event once."""
@@ -223,3 +231,12 @@ async def stop(user: Any, message_id: int) -> None:
         await replies.stop_message(user, message_id)
     except ActionError:
         pass  # already ended
+
+
+# Plan limits that reset within minutes are worth a client's retry; a day's or a month's are not.
+RETRYABLE_LIMITS = frozenset({"requests_per_minute", "concurrent_replies"})
+
+
+def worth_retrying(limit: dict[str, Any]) -> bool:
+    """Whether a client refused by this plan limit should try again by itself (its SDK's retries)."""
+    return limit["name"] in RETRYABLE_LIMITS

@@ -36,7 +36,8 @@ PLACEHOLDER_KEY = "no-key-configured"
 
 STOP_REASONS = {
     "end_turn": "stop",
-    "stop_sequence": "stop",
+    # Kept apart from "stop": Parley's Anthropic-compatible door reports it as Anthropic does.
+    "stop_sequence": "stop_sequence",
     "pause_turn": "stop",
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
@@ -109,8 +110,14 @@ def request_params(request: ChatRequest) -> dict[str, Any]:
     }
     if request.system:
         params["system"] = request.system
-    if request.temperature is not None:
-        params["temperature"] = request.temperature
+    # The SDK (2.x) no longer names the sampling options, though the API takes them: they go as
+    # extra body fields, which the SDK merges into the JSON it sends.
+    sampling = {"temperature": request.temperature, "top_p": request.top_p}
+    sampling = {key: value for key, value in sampling.items() if value is not None}
+    if sampling:
+        params["extra_body"] = sampling
+    if request.stop:
+        params["stop_sequences"] = list(request.stop)
     if request.tools:
         # Only a call that offers tools can hold tool turns: plain chat sends its messages as they are.
         params["messages"] = tool_turns(request.messages)
@@ -118,7 +125,16 @@ def request_params(request: ChatRequest) -> dict[str, Any]:
             {"name": spec["name"], "description": spec["description"], "input_schema": spec["parameters"]}
             for spec in request.tools
         ]
+        if request.tool_choice is not None:
+            params["tool_choice"] = tool_choice(request.tool_choice)
     return params
+
+
+def tool_choice(choice: str | dict[str, str]) -> dict[str, str]:
+    """Parley's "auto", "none", "required" or {"name"} as the API's {type: auto|none|any|tool}."""
+    if isinstance(choice, dict):
+        return {"type": "tool", "name": choice["name"]}
+    return {"type": "any" if choice == "required" else choice}
 
 
 def tool_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 
 Wire format as the real API sends it: `event: message_start` (model, input token usage),
 `content_block_start`, a `ping`, one `content_block_delta`/`text_delta` per token,
-`content_block_stop`, `message_delta` (stop_reason and output token usage), `message_stop`.
+`content_block_stop`, `message_delta` (stop_reason and output token usage), `message_stop`. A
+request's `stop_sequences` end the reply at the token that would write one (`stop_sequence`).
 Overload comes either as an HTTP 529 or, mid-reply, as an `event: error` with `overloaded_error`.
 While stalled or slow to start it keeps sending pings, as the real API does, so clients must not
 mistake pings for progress.
@@ -79,6 +80,7 @@ class AnthropicFake(FakeServer):
         count = min(scenario.tokens, int(body.get("max_tokens", scenario.tokens)))
         if scenario.ignore_max_tokens:
             count = scenario.tokens
+        stopped_at, sequence = _stop_point(body.get("stop_sequences") or [], count)
         response = await self.open_stream(request)
         start = {
             "type": "message_start",
@@ -99,7 +101,7 @@ class AnthropicFake(FakeServer):
                                           "content_block": {"type": "text", "text": ""}}),
             PING,
         ]
-        for index in range(count):
+        for index in range(stopped_at):
             if index == scenario.after and scenario.kind in {"cut", "truncate", "stall", "malformed",
                                                                "overloaded_in_stream"}:
                 await self.send(response, frames, scenario)
@@ -125,12 +127,12 @@ class AnthropicFake(FakeServer):
                 await self.send(response, frames, scenario)
                 frames = []
                 await self.pace(scenario)
-        stop_reason = "max_tokens" if count < scenario.tokens else "end_turn"
+        stop_reason = "stop_sequence" if sequence else "max_tokens" if count < scenario.tokens else "end_turn"
         frames += [
             event("content_block_stop", {"type": "content_block_stop", "index": 0}),
             event("message_delta", {"type": "message_delta",
-                                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                    "usage": {"output_tokens": count}}),
+                                    "delta": {"stop_reason": stop_reason, "stop_sequence": sequence},
+                                    "usage": {"output_tokens": stopped_at}}),
             event("message_stop", {"type": "message_stop"}),
         ]
         await self.send(response, frames, scenario)
@@ -165,6 +167,18 @@ class AnthropicFake(FakeServer):
 def _answers_a_tool(body: dict[str, Any]) -> bool:
     content = (body.get("messages") or [{}])[-1].get("content")
     return isinstance(content, list) and any(block.get("type") == "tool_result" for block in content)
+
+
+def _stop_point(sequences: list[str], count: int) -> tuple[int, str | None]:
+    """How many tokens come before the reply would first hold one of the request's stop sequences
+    (the API stops there and leaves the sequence out), and which one; else all of them."""
+    text = ""
+    for index in range(count):
+        text += token(index)
+        for sequence in sequences:
+            if sequence in text:
+                return index, sequence
+    return count, None
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:

@@ -25,6 +25,7 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("v1/", include("gateway.urls")),
+    path("api/ai-sdk/", include("gateway.ai_sdk_urls")),  # before the JSON API's own "api/" routes
     path("api/", include("chat.api_urls")),
     path("api/", include("agents.api_urls")),
     path("api/", include("sharing.api_urls")),

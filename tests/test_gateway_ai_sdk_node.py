@@ -106,3 +106,32 @@ def test_a_failed_reply_reaches_the_reader_as_an_error_chunk(live_app, alice, to
     reply = Message.objects.get(conversation__external_id="failing", role="assistant")
     assert reply.status == Message.Status.FAILED
     assert text_of(out["message"]) == reply.content
+
+
+def test_a_reloaded_chat_resumes_the_reply_its_page_left(live_factory, alice, token):
+    app = live_factory()
+    first, second = app.start_daphne(), app.start_daphne()
+    words = 300
+    out = node(
+        "ai_sdk_chat.mjs", url=first.url, resumeUrl=second.url, token=token, chatId="reloaded",
+        text=f"long /words {words} /slow 15", reloadAfterWords=10,
+    )
+    expected = " ".join(f"word{n}" for n in range(1, words + 1))
+    assert len(out["before"].split()) >= 10 and len(out["before"]) < len(expected)
+    assert out["status"] == "ready" and out["error"] is None
+    [assistant] = out["messages"]  # a reloaded page knows only what it resumed
+    assert assistant["role"] == "assistant" and text_of(assistant) == expected
+    assert out["finished"] == [assistant["id"]]
+    assert Message.objects.get(pk=int(assistant["id"])).content == expected
+
+
+def test_a_stopped_reply_ends_the_stream_with_an_abort(live_app, alice, token):
+    stopper = ApiToken.issue(alice, "stop", scopes=[ApiToken.Scope.CHAT])[1]
+    out = node(
+        "ai_sdk_transport.mjs", mode="stop", url=live_app.url, token=token, stopToken=stopper, chatId="stop",
+        text="long /words 300 /slow 15", words=5,
+    )
+    assert out["chunks"][-3:] == ["text-end", "finish-step", "abort"]
+    reply = Message.objects.get(pk=int(out["message"]["id"]))
+    assert reply.status == Message.Status.STOPPED
+    assert text_of(out["message"]) == reply.content and 5 <= len(reply.content.split()) < 300

@@ -6,6 +6,9 @@
 //     sends, aborts the fetch once `words` words have arrived, then resumes from `resumeUrl`
 //     -> {"before": <text read before the drop>, "message": <resumed UIMessage>, "chunks": [...]}
 //   {"mode": "resume", "url", "token", "chatId"} -> {"message": <UIMessage or null>}
+//   {"mode": "stop", "url", "token", "stopToken", "chatId", "text", "words"}
+//     sends, and once `words` words have come stops the reply with POST /api/messages/<id>/stop
+//     (a chat-scoped `stopToken`), reading on to the end -> {"message", "chunks"}
 import { DefaultChatTransport, readUIMessageStream } from "ai";
 
 const args = JSON.parse(process.argv[2]);
@@ -70,7 +73,38 @@ async function resume() {
   return stream === null ? { message: null } : readAll(stream);
 }
 
-const modes = { send, "drop-and-resume": dropAndResume, resume };
+async function sendAndStop() {
+  const stream = await transport(args.url).sendMessages({
+    chatId: args.chatId,
+    messages: [userMessage(args.text)],
+    trigger: "submit-message",
+    messageId: undefined,
+    abortSignal: undefined,
+  });
+  let text = "";
+  let stopped = false;
+  let messageId = null;
+  const watched = stream.pipeThrough(
+    new TransformStream({
+      async transform(chunk, controller) {
+        if (chunk.type === "start") messageId = chunk.messageId;
+        if (chunk.type === "text-delta") text += chunk.delta;
+        controller.enqueue(chunk);
+        if (!stopped && text.split(/\s+/).filter(Boolean).length >= args.words) {
+          stopped = true;
+          const response = await fetch(`${args.url}/api/messages/${messageId}/stop`, {
+            method: "POST",
+            headers: { Authorization: `Bearer ${args.stopToken}` },
+          });
+          if (response.status !== 202) throw new Error(`stop: ${response.status} ${await response.text()}`);
+        }
+      },
+    }),
+  );
+  return readAll(watched);
+}
+
+const modes = { send, "drop-and-resume": dropAndResume, resume, stop: sendAndStop };
 try {
   console.log(JSON.stringify(await modes[args.mode]()));
 } catch (error) {

@@ -250,3 +250,22 @@ def test_ai_sdk_chats_stay_out_of_the_chat_pages_list(live_app, alice, token):
 def test_other_methods_are_405(live_app, alice, token):
     assert httpx.get(f"{live_app.url}/api/ai-sdk/chat", headers=bearer(token)).status_code == 405
     assert httpx.post(f"{live_app.url}/api/ai-sdk/chat/x/stream", headers=bearer(token)).status_code == 405
+
+
+def test_a_signed_in_page_may_resume_but_not_from_another_site(live_app, alice):
+    url = f"{live_app.url}/api/ai-sdk/chat/nothing/stream"
+    assert httpx.get(url, headers=session_cookie(alice) | {"Sec-Fetch-Site": "same-origin"}).status_code == 204
+    refused = httpx.get(url, headers=session_cookie(alice) | {"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"})
+    assert refused.status_code == 403
+    assert httpx.get(url).status_code == 401
+
+
+def test_a_regenerate_writes_a_new_version_of_the_last_reply(live_app, alice, token):
+    first = chunks(post(live_app.url, body("again", text="q /words 4"), bearer(token)))[0]["messageId"]
+    response = post(live_app.url, body("again", trigger="regenerate-message"), bearer(token))
+    second = chunks(response)[0]["messageId"]
+    conversation = Conversation.objects.get(external_id="again")
+    old, new = Message.objects.get(pk=int(first)), Message.objects.get(pk=int(second))
+    assert old.pk != new.pk and old.parent_id == new.parent_id
+    assert conversation.current_leaf_id == new.pk and new.content == "word1 word2 word3 word4"
+    assert conversation.messages.filter(role="user").count() == 1

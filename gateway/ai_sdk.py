@@ -90,6 +90,15 @@ def _same_site_page(request: HttpRequest, origin: str | None) -> bool:
     return request.method == "GET" or fetch_site is not None
 
 
+async def _readable(request: HttpRequest, refusal: HttpResponse) -> HttpResponse:
+    """A refusal a page of a token's origin can read (an expired token, say), rather than a
+    network error; other origins learn nothing."""
+    origin = request.headers.get("Origin")
+    if origin is not None and not _own_origin(request, origin) and await _token_origin_known(origin):
+        return _with(refusal, _cors(origin))
+    return refusal
+
+
 @database_sync_to_async
 def _token_origin_known(origin: str) -> bool:
     """Whether some live token with the gateway scope lists this origin (a preflight carries no token)."""
@@ -118,7 +127,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
         return json_error("method_not_allowed")
     caller = await _caller(request)
     if isinstance(caller, HttpResponse):
-        return caller
+        return await _readable(request, caller)
     try:
         post = ai_sdk_wire.read_post(read_json_bytes(request.body, request.content_type))
         started = await _start(caller.user, post)
@@ -137,7 +146,7 @@ async def resume(request: HttpRequest, chat_id: str) -> HttpResponse:
         return json_error("method_not_allowed")
     caller = await _caller(request)
     if isinstance(caller, HttpResponse):
-        return caller
+        return await _readable(request, caller)
     running = await _running_reply(caller.user, chat_id)
     if running is None:
         return HttpResponse(status=204, headers=caller.cors)

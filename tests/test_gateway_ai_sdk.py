@@ -111,6 +111,14 @@ def test_a_token_page_on_a_listed_origin_gets_cors(live_app, alice, token):
     assert "x-vercel-ai-ui-message-stream" in response.headers["access-control-expose-headers"]
 
 
+def test_a_page_of_a_listed_origin_can_read_why_its_token_is_refused(live_app, alice, token):
+    response = post(live_app.url, body(), bearer("prl_revoked-or-unknown", Origin=PAGE))
+    assert response.status_code == 401
+    assert response.headers["access-control-allow-origin"] == PAGE
+    stranger = post(live_app.url, body(), bearer("prl_revoked-or-unknown", Origin="https://other.example.com"))
+    assert stranger.status_code == 401 and "access-control-allow-origin" not in stranger.headers
+
+
 def test_a_token_page_on_an_unlisted_origin_is_refused(live_app, alice, token):
     response = post(live_app.url, body("elsewhere"), bearer(token, Origin="https://other.example.com"))
     assert response.status_code == 403

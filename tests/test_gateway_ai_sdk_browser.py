@@ -4,14 +4,16 @@ streams, and a reload in the middle of it resumes the whole reply."""
 
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from accounts.models import ApiToken
 from chat.models import Message
-from tests.browser.conftest import browser  # noqa: F401  (the fixture)
+from tests.browser.conftest import browser, context, page, user  # noqa: F401  (fixtures)
 from tests.live import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -105,6 +107,14 @@ def page_site():
     server.server_close()
 
 
+def wait_for_log(log: Path, after: int, text: str) -> None:
+    """The server logs a refused request as it answers; the browser's opaque answer may come first."""
+    deadline = time.monotonic() + 10
+    while text not in log.read_bytes()[after:].decode(errors="replace"):
+        assert time.monotonic() < deadline, f"the server never logged {text!r}"
+        time.sleep(0.05)
+
+
 def wait_for(tab, condition: str, problems: list[str]) -> None:
     """Waits for the page's condition; a timeout says what went wrong in the page."""
     try:
@@ -117,9 +127,9 @@ def test_the_example_page_streams_and_resumes_after_a_reload(browser, live_app, 
     origin, served = page_site
     token = ApiToken.issue(alice, "page", scopes=[ApiToken.Scope.GATEWAY], allowed_origins=origin)[1]
     served["page"] = example_page(live_app.url, token)
-    context = browser.new_context()
-    context.set_default_timeout(20_000)
-    tab = context.new_page()
+    profile = browser.new_context()
+    profile.set_default_timeout(20_000)
+    tab = profile.new_page()
     problems: list[str] = []
     tab.on("pageerror", lambda error: problems.append(str(error)))
     tab.on("dialog", lambda dialog: (problems.append(dialog.message), dialog.dismiss()))
@@ -134,9 +144,55 @@ def test_the_example_page_streams_and_resumes_after_a_reload(browser, live_app, 
     expected = " ".join(f"word{n}" for n in range(1, words + 1))
     wait_for(tab, f"() => document.getElementById('log').textContent.endsWith('word{words}')", problems)
     shown = tab.locator("#log p").all_text_contents()
-    context.close()
+    profile.close()
     assert shown == [f"assistant: {expected}"]  # the whole reply, once: nothing lost or repeated
     # the only failure: the send's stream, cut by the reload
     assert problems == [f"failed: {live_app.url}/api/ai-sdk/chat net::ERR_ABORTED"]
     reply = Message.objects.get(conversation__external_id="from-the-page", role="assistant")
     assert (reply.status, reply.content) == (Message.Status.COMPLETE, expected)
+
+
+POST_FROM_PAGE = """async ([url, chatId, text]) => {
+  const response = await fetch(url, {
+    method: "POST", credentials: "include", headers: {"content-type": "application/json"},
+    body: JSON.stringify({id: chatId, trigger: "submit-message",
+                          messages: [{id: "u1", role: "user", parts: [{type: "text", text}]}]}),
+  });
+  return {status: response.status, body: await response.text()};
+}"""
+
+
+def test_the_sites_own_page_posts_with_its_session_and_its_tabs_cope(page, live_app, user, page_site):  # noqa: F811
+    """Chromium's own Origin and Sec-Fetch-Site let the signed-in page through; the chat page, told
+    of the new reply of a conversation it does not list, lists nothing new and breaks nothing."""
+    # The chat page's socket is told of the send and redraws its list of conversations.
+    with page.expect_response(lambda response: urlsplit(response.url).path == "/conversations/") as redrawn:
+        answer = page.evaluate(POST_FROM_PAGE, [f"{live_app.url}/api/ai-sdk/chat", "own-page", "hi /words 5"])
+    assert redrawn.value.ok
+    assert answer["status"] == 200, answer["body"]
+    assert '"type":"finish"' in answer["body"] and answer["body"].endswith("data: [DONE]\n\n")
+    reply = Message.objects.get(conversation__external_id="own-page", role="assistant")
+    assert reply.conversation.owner == user and reply.content == "word1 word2 word3 word4 word5"
+    page.wait_for_load_state("networkidle")
+    assert "hi /words 5" not in page.inner_text("#conversation-list")  # not listed, and the page still works
+    # Another origin's page in the same browser sends the user's cookie: refused, nothing stored.
+    origin, served = page_site
+    served["page"] = b"<!doctype html><title>elsewhere</title>"
+    elsewhere = page.context.new_page()
+    elsewhere.goto(f"{origin}/")
+    log = live_app.servers[0].log_path
+    seen = log.stat().st_size
+    forged = elsewhere.evaluate(
+        """async ([url]) => {
+          try {
+            const response = await fetch(url, {method: "POST", mode: "no-cors", credentials: "include",
+              headers: {"content-type": "text/plain"}, body: JSON.stringify({id: "forged", trigger: "submit-message",
+                messages: [{id: "u1", role: "user", parts: [{type: "text", text: "planted"}]}]})});
+            return response.type;
+          } catch (error) { return String(error); }
+        }""",
+        [f"{live_app.url}/api/ai-sdk/chat"],
+    )
+    assert forged == "opaque"  # the page learns nothing; the server says why it refused:
+    wait_for_log(log, seen, "Forbidden: /api/ai-sdk/chat")
+    assert not Message.objects.filter(conversation__external_id="forged").exists()

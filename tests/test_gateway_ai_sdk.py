@@ -9,7 +9,8 @@ import pytest
 from django.test import Client
 
 from accounts.models import ApiToken, Plan
-from chat.models import Conversation, Message, Source
+from billing.models import UsageRecord
+from chat.models import ChatModel, Conversation, Message, Source
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -277,3 +278,24 @@ def test_a_regenerate_writes_a_new_version_of_the_last_reply(live_app, alice, to
     assert old.pk != new.pk and old.parent_id == new.parent_id
     assert conversation.current_leaf_id == new.pk and new.content == "word1 word2 word3 word4"
     assert conversation.messages.filter(role="user").count() == 1
+
+
+def test_the_body_may_name_the_model_and_the_plan_decides(live_app, alice, token):
+    other = ChatModel.objects.create(name="only-this", label="Only this", provider="demo")
+    Plan.objects.get(name="Free").allowed_models.add(other)
+    refused = post(live_app.url, body("models"), bearer(token))  # the default model is not in the plan
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+    assert post(live_app.url, body("models", model="only-this"), bearer(token)).status_code == 200
+    reply = Message.objects.get(conversation__external_id="models", role="assistant")
+    assert reply.model == "only-this" and reply.conversation.model == other
+
+
+def test_a_reply_is_billed_in_the_ledger_like_the_chats(live_app, alice, token):
+    start = chunks(post(live_app.url, body("billed", text="pay /words 12"), bearer(token)))[0]
+    deadline = time.monotonic() + 10
+    while not UsageRecord.objects.filter(message_id=int(start["messageId"])).exists():
+        assert time.monotonic() < deadline, "no ledger row for the reply"
+        time.sleep(0.1)
+    record = UsageRecord.objects.get(message_id=int(start["messageId"]))
+    assert (record.user, record.kind, record.conversation_id) == (alice, UsageRecord.Kind.REPLY, start["messageMetadata"]["conversation"])
+    assert record.completion_tokens > 0

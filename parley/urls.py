@@ -25,8 +25,9 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("v1/", include("gateway.urls")),
-    # Before the generic "api/" includes: the AG-UI door authenticates itself (gateway/ag_ui.py).
+    # Before the generic "api/" includes: the protocol doors authenticate themselves (gateway/).
     path("api/ag-ui/", include("gateway.ag_ui_urls")),
+    path("api/ai-sdk/", include("gateway.ai_sdk_urls")),
     path("api/", include("chat.api_urls")),
     path("api/", include("agents.api_urls")),
     path("api/", include("sharing.api_urls")),

@@ -6,7 +6,8 @@ A chat is a Parley conversation of the caller keyed by the chat's id (`source=ai
 through chat/replies.py, like the chat page's own sends (limits, budgets, the ledger, routing and
 failover all apply). The reply runs on whether or not the page stays: a resume from any web
 process replays it from its start out of the event log, as the SDK's transport expects; the
-chat page's Stop (`POST /api/messages/<id>/stop`, the id being the reply's `messageId`) stops it.
+chat page's Stop (`POST /api/messages/<id>/stop`, the id being the reply's `messageId`) or
+`POST /api/ai-sdk/chat/<id>/stop` (for a page elsewhere, with its token) stops it.
 
 Who may call: a signed-in page of this site (its session cookie; the transport sends no CSRF
 token, so the Origin and Sec-Fetch-Site headers must say this site), or an API token with the
@@ -28,7 +29,7 @@ from accounts.models import ApiToken, User
 from chat import replies
 from chat.actions import ActionError, create_conversation
 from chat.models import Conversation, Message, Source
-from chat.responses import json_error, read_json_bytes
+from chat.responses import json_error, json_response, read_json_bytes
 from gateway import ai_sdk_wire, auth, calls
 from gateway.ai_sdk_wire import ChatPost
 from parley.origin import origin_allowed
@@ -151,6 +152,27 @@ async def resume(request: HttpRequest, chat_id: str) -> HttpResponse:
     if running is None:
         return HttpResponse(status=204, headers=caller.cors)
     return _stream(caller, ai_sdk_wire.Reply(*running))
+
+
+@csrf_exempt
+async def stop(request: HttpRequest, chat_id: str) -> HttpResponse:
+    """Stop the chat's running reply (a page elsewhere, with its gateway token, cannot reach the
+    chat page's own Stop); its stream ends with `abort` for every reader. 204 when none runs."""
+    if request.method == "OPTIONS":
+        return await _preflight(request, "POST")
+    if request.method != "POST":
+        return json_error("method_not_allowed")
+    caller = await _caller(request)
+    if isinstance(caller, HttpResponse):
+        return await _readable(request, caller)
+    running = await _running_reply(caller.user, chat_id)
+    if running is None:
+        return HttpResponse(status=204, headers=caller.cors)
+    try:
+        stopping = await replies.stop_message(caller.user, running[0])
+    except ActionError as error:  # it ended meanwhile
+        return _with(json_error(error.code, error.detail), caller.cors)
+    return _with(json_response(dict(stopping), status=202), caller.cors)
 
 
 async def _start(user: User, post: ChatPost) -> dict[str, Any]:

@@ -250,6 +250,29 @@ def test_a_stop_reaches_the_reader_as_an_abort(live_app, alice, token):
     assert "".join(c["delta"] for c in read if isinstance(c, dict) and c["type"] == "text-delta") == reply.content
 
 
+def test_a_page_elsewhere_stops_its_chat_with_its_token_and_nobody_elses(live_app, alice, bob, token):
+    read: list = []
+    url = f"{live_app.url}/api/ai-sdk/chat/elsewhere/stop"
+    with httpx.stream("POST", f"{live_app.url}/api/ai-sdk/chat", json=body("elsewhere", text="long /words 300 /slow 20"),
+                      headers=bearer(token, Origin=PAGE), timeout=30) as response:
+        lines = (line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: "))
+        for payload in lines:
+            read.append(json.loads(payload))
+            if read[-1]["type"] == "text-delta":
+                break
+        bobs = ApiToken.issue(bob, "bob", scopes=[ApiToken.Scope.GATEWAY])[1]
+        assert httpx.post(url, headers=bearer(bobs)).status_code == 204  # bob has no such chat running
+        preflight = httpx.options(url, headers={"Origin": PAGE, "Access-Control-Request-Method": "POST"})
+        assert preflight.headers["Access-Control-Allow-Origin"] == PAGE and "POST" in preflight.headers["Access-Control-Allow-Methods"]
+        stopped = httpx.post(url, headers=bearer(token, Origin=PAGE))
+        assert stopped.status_code == 202 and stopped.headers["Access-Control-Allow-Origin"] == PAGE
+        assert stopped.json()["message"] == int(read[0]["messageId"])
+        read += [payload if payload == "[DONE]" else json.loads(payload) for payload in lines]
+    assert [c["type"] for c in read[-4:-1]] == ["text-end", "finish-step", "abort"]
+    assert Message.objects.get(pk=int(read[0]["messageId"])).status == Message.Status.STOPPED
+    assert httpx.post(url, headers=bearer(token)).status_code == 204  # nothing runs any more
+
+
 def test_ai_sdk_chats_stay_out_of_the_chat_pages_list(live_app, alice, token):
     assert post(live_app.url, body("hidden"), bearer(token)).status_code == 200
     listed = httpx.get(f"{live_app.url}/api/conversations/", headers=session_cookie(alice)).json()

@@ -41,6 +41,8 @@ ERRORS: dict[str, tuple[int, str, str | None]] = {
     "insufficient_scope": (403, "permission_error", "insufficient_scope"),
     "method_not_allowed": (405, "invalid_request_error", None),
     "not_found": (404, "invalid_request_error", None),
+    "forbidden": (403, "permission_error", None),
+    "server_error": (500, "server_error", None),
     "quota_exceeded": (429, "requests", "rate_limit_exceeded"),
     "busy": (503, "server_error", "server_busy"),
     "rate_limited": (429, "requests", "rate_limit_exceeded"),
@@ -156,6 +158,7 @@ async def _prepend(first: Piece, pieces: AsyncIterator[Piece]) -> AsyncIterator[
         yield piece
 
 
+@csrf_exempt
 async def models(request: HttpRequest) -> HttpResponse:
     """The models this token's owner may call: the offered catalogue within their plan."""
     if request.method != "GET":

@@ -1,0 +1,177 @@
+"""The OpenAI-compatible gateway's refusals, as the official openai SDK reads them: its exception
+classes, the `param` and `code` it names, and its retries, which honour `retry-after` for a limit
+that frees within seconds and give up at once on one that does not."""
+
+import time
+from datetime import timedelta
+
+import httpx
+import openai
+import pytest
+from django.utils import timezone
+
+from accounts.models import ApiToken, PlanOverride
+from billing.models import UsageRecord
+from tests import gateway_live
+from tests.fakes import Scenario
+from tests.gateway_live import UPSTREAM, Counter, client, upstream_model
+
+DEMO = "parley-demo"
+# The shared fixtures, used by name.
+fake_upstream, upstream, gateway_app = gateway_live.fake_upstream, gateway_live.upstream, gateway_live.gateway_app
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+HELLO = [{"role": "user", "content": "hello /words 3"}]
+
+
+@pytest.fixture
+def key(alice) -> str:
+    return ApiToken.issue(alice, "gateway", scopes=["gateway"])[1]
+
+
+def test_a_call_without_a_key_is_refused_401(gateway_app):
+    with pytest.raises(openai.AuthenticationError) as refused:
+        # The SDK insists on a key of its own; Omit takes its Authorization header away.
+        client(gateway_app, "unused").chat.completions.create(
+            model=DEMO, messages=HELLO, extra_headers={"Authorization": openai.Omit()},
+        )
+    assert refused.value.status_code == 401
+    assert refused.value.code == "invalid_api_key" and refused.value.type == "invalid_request_error"
+    assert refused.value.body["message"].startswith("No API key")
+
+
+@pytest.mark.parametrize("state", ["unknown", "revoked", "expired"])
+def test_a_dead_key_is_refused_401(gateway_app, alice, state):
+    token, raw = ApiToken.issue(alice, "gateway", scopes=["gateway"])
+    if state == "unknown":
+        raw = raw[:-4] + "AAAA"
+    elif state == "revoked":
+        token.revoke()
+    else:
+        token.expires = timezone.now() - timedelta(seconds=1)
+        token.save()
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client(gateway_app, raw).chat.completions.create(model=DEMO, messages=HELLO)
+    assert refused.value.code == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        client(gateway_app, raw).models.list()
+
+
+def test_a_chat_token_is_refused_403(gateway_app, alice):
+    raw = ApiToken.issue(alice, "chat only", scopes=["chat"])[1]
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        client(gateway_app, raw).chat.completions.create(model=DEMO, messages=HELLO)
+    assert refused.value.code == "insufficient_scope" and refused.value.type == "permission_error"
+
+
+def test_an_unknown_model_is_refused_404(gateway_app, key):
+    with pytest.raises(openai.NotFoundError) as refused:
+        client(gateway_app, key).chat.completions.create(model="no-such-model", messages=HELLO)
+    assert refused.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"temperature": 3}, "temperature"),
+    ({"top_p": -1}, "top_p"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+    ({"tool_choice": {"type": "function", "function": {"name": "absent"}}}, "tool_choice"),
+    ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name"),
+])
+def test_bad_fields_are_refused_400_naming_the_field(gateway_app, key, fields, param):
+    body = {"model": DEMO, "messages": HELLO, **fields}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(gateway_app, key).chat.completions.create(**body)
+    assert refused.value.param == param and refused.value.type == "invalid_request_error"
+    assert UsageRecord.objects.count() == 0
+
+
+def test_a_call_longer_than_the_context_window_is_refused_400(gateway_app, upstream, key):
+    upstream_model(upstream, context_window=300, max_output_tokens=100)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(gateway_app, key).chat.completions.create(model=UPSTREAM, messages=[{"role": "user", "content": "word " * 2000}])
+    assert refused.value.code == "context_length_exceeded"
+    assert upstream.requests == []
+
+
+def test_a_spent_requests_per_minute_limit_is_a_429_with_the_rate_limit_headers(gateway_app, alice, key):
+    PlanOverride.objects.create(user=alice, requests_per_minute=1)
+    sdk = client(gateway_app, key)
+    sdk.chat.completions.create(model=DEMO, messages=HELLO)
+    with pytest.raises(openai.RateLimitError) as refused:
+        sdk.chat.completions.create(model=DEMO, messages=HELLO)
+    headers = refused.value.response.headers
+    assert refused.value.code == "rate_limit_exceeded"
+    assert 1 <= int(headers["retry-after"]) <= 60
+    assert headers["x-ratelimit-limit-requests"] == "1" and headers["x-ratelimit-remaining-requests"] == "0"
+    assert headers["x-ratelimit-reset-requests"].endswith("s")
+    assert "x-should-retry" not in headers
+
+
+def test_the_sdk_waits_out_retry_after_and_succeeds(gateway_app, alice, key):
+    """One reply at a time: a second call while the first streams is refused with `retry-after`,
+    and the SDK's own retry, after that wait, gets its answer."""
+    PlanOverride.objects.create(user=alice, concurrent_replies=1)
+    first = client(gateway_app, key).chat.completions.create(
+        model=DEMO, messages=[{"role": "user", "content": "slow /words 10 /slow 100"}], stream=True,
+    )
+    next(iter(first))  # the first call holds the one slot while it streams for another second
+    counter = Counter()
+    started = time.monotonic()
+    second = client(gateway_app, key, counter, max_retries=2).chat.completions.create(model=DEMO, messages=HELLO)
+    waited = time.monotonic() - started
+    assert second.choices[0].message.content == "word1 word2 word3"
+    assert counter.sent == 2  # refused once, then answered
+    assert waited >= 1.5  # the SDK waited as `retry-after` (2 s) said, not its own half-second backoff
+    assert "".join(c.choices[0].delta.content or "" for c in first if c.choices).split()[-1] == "word10"
+    assert UsageRecord.objects.filter(kind="gateway").count() == 2
+
+
+def test_a_spent_monthly_budget_is_insufficient_quota_and_the_sdk_does_not_retry(gateway_app, alice, key):
+    PlanOverride.objects.create(user=alice, tokens_per_month=5)
+    counter = Counter()
+    with pytest.raises(openai.RateLimitError) as refused:
+        client(gateway_app, key, counter, max_retries=3).chat.completions.create(model=DEMO, messages=HELLO)
+    assert refused.value.code == "insufficient_quota" and refused.value.type == "insufficient_quota"
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert refused.value.response.headers["x-ratelimit-limit-tokens"] == "5"
+    assert counter.sent == 1
+    assert UsageRecord.objects.count() == 0
+
+
+@pytest.mark.parametrize(("scenario", "error", "status"), [
+    (Scenario("rate_limited", retry_after="0"), openai.RateLimitError, 429),
+    (Scenario("status", status=503), openai.InternalServerError, 503),
+    (Scenario("status", status=529), openai.InternalServerError, 503),
+])
+def test_an_upstream_that_keeps_failing_before_its_first_token_maps_to_429_or_503(gateway_app, upstream, key, scenario, error, status):
+    upstream_model(upstream)
+    upstream.server.scenario = scenario
+    with pytest.raises(error) as refused:
+        client(gateway_app, key).chat.completions.create(model=UPSTREAM, messages=HELLO)
+    assert refused.value.status_code == status
+    assert len(upstream.requests) >= 2  # Parley's own retries first
+    # Each attempt is a ledger row of its own, nothing billed for any.
+    rows = list(UsageRecord.objects.values_list("kind", "outcome", "completion_tokens"))
+    assert rows == [("gateway", "failed", 0)] * len(upstream.requests)
+
+
+def test_an_upstream_that_fails_once_is_retried_by_parley(gateway_app, upstream, key):
+    upstream_model(upstream)
+    upstream.server.scenario = Scenario("status", status=503, times=1)
+    completion = client(gateway_app, key).chat.completions.create(model=UPSTREAM, messages=HELLO)
+    assert completion.choices[0].finish_reason == "stop" and len(upstream.requests) == 2
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/v1/nowhere", 404),
+    ("GET", "/v1/chat/completions", 405),
+    ("POST", "/v1/models", 405),
+])
+def test_unknown_paths_and_methods_answer_in_openais_error_shape(gateway_app, key, method, path, status):
+    answer = httpx.request(method, f"{gateway_app.url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert answer.status_code == status
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]

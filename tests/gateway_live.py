@@ -19,6 +19,7 @@ from tests.fakes.openai_server import OpenAIFake
 from tests.live import LiveApp, child_env
 
 UPSTREAM = "fake-gpt"
+IMAGE_MAX_BYTES = 100_000  # the gateway's Parley takes images up to this size
 
 
 class ThreadedFake:
@@ -66,6 +67,7 @@ def gateway_app(django_db_setup, django_db_blocker, tmp_path_factory: pytest.Tem
         env = child_env(
             OPENAI_API_KEY="sk-test", PARLEY_RETRY_ATTEMPTS="2", PARLEY_RETRY_BASE_SECONDS="0.02",
             PARLEY_RETRY_MAX_BACKOFF_SECONDS="0.05", PARLEY_RETRY_AFTER_CAP_SECONDS="0.1",
+            PARLEY_IMAGE_MAX_BYTES=str(IMAGE_MAX_BYTES),
         )
     app = LiveApp(tmp_path_factory.mktemp("gateway"), env)
     try:

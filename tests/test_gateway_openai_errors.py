@@ -2,6 +2,7 @@
 classes, the `param` and `code` it names, and its retries, which honour `retry-after` for a limit
 that frees within seconds and give up at once on one that does not."""
 
+import base64
 import time
 from datetime import timedelta
 
@@ -14,7 +15,8 @@ from accounts.models import ApiToken, PlanOverride
 from billing.models import UsageRecord
 from tests import gateway_live
 from tests.fakes import Scenario
-from tests.gateway_live import UPSTREAM, Counter, client, upstream_model
+from tests.files import png
+from tests.gateway_live import IMAGE_MAX_BYTES, UPSTREAM, Counter, client, upstream_model
 
 DEMO = "parley-demo"
 # The shared fixtures, used by name.
@@ -175,3 +177,38 @@ def test_unknown_paths_and_methods_answer_in_openais_error_shape(gateway_app, ke
     assert answer.status_code == status
     error = answer.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
+
+
+def test_a_reply_that_fails_part_way_is_an_error_streamed_or_not(gateway_app, key):
+    sdk = client(gateway_app, key)
+    failing = [{"role": "user", "content": "/words 20 /fail provider_unavailable"}]
+    with pytest.raises(openai.APIStatusError) as refused:
+        sdk.chat.completions.create(model=DEMO, messages=failing)
+    assert refused.value.status_code == 502 and refused.value.code == "provider_unavailable"
+    text = []
+    with pytest.raises(openai.APIError) as broke:
+        for chunk in sdk.chat.completions.create(model=DEMO, messages=failing, stream=True):
+            text.append(chunk.choices[0].delta.content or "")
+    assert "".join(text) == "word1 word2"  # what came before the failure reached the client
+    assert broke.value.code == "provider_unavailable"
+
+
+def image_part(size: int) -> dict:
+    padded = png(40, 30) + b"\0" * (size - len(png(40, 30)))  # a PNG reader stops at its end
+    return {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(padded).decode()}}
+
+
+def test_an_image_over_the_size_limit_is_refused_400(gateway_app, key):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(gateway_app, key).chat.completions.create(model=DEMO, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Look"}, image_part(IMAGE_MAX_BYTES + 1),
+        ]}])
+    assert refused.value.code == "image_too_large"
+
+
+def test_a_body_too_large_to_hold_is_refused_413_in_openais_shape(gateway_app, key):
+    with pytest.raises(openai.APIStatusError) as refused:
+        client(gateway_app, key).chat.completions.create(model=DEMO, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Look"}, image_part(3_000_000),
+        ]}])
+    assert refused.value.status_code == 413 and refused.value.code == "request_too_large"

@@ -79,9 +79,10 @@ def gateway_app(django_db_setup, django_db_blocker, tmp_path_factory: pytest.Tem
 
 def upstream_model(fake: ThreadedFake, name: str = UPSTREAM, remote: str = "", **fields: Any) -> ChatModel:
     chains.forget()
+    fields.setdefault("supports_vision", True)
     return ChatModel.objects.create(
         name=name, label=name.upper(), provider="openai", base_url=fake.server.base_url, remote_name=remote,
-        input_price_per_million=Decimal("1"), output_price_per_million=Decimal("2"), supports_vision=True, **fields,
+        input_price_per_million=Decimal("1"), output_price_per_million=Decimal("2"), **fields,
     )
 
 

@@ -298,3 +298,27 @@ def test_a_client_that_hangs_up_mid_stream_stops_the_reply_billed_for_what_was_p
     # A stopped reply has no count from its model: it is billed at the estimate of what it wrote.
     assert 3 <= len(reply.content.split()) < 400
     assert row.estimated and row.completion_tokens == estimate_tokens(reply.content)
+
+
+def test_a_model_that_cannot_see_is_never_sent_an_image(gateway_app, upstream, key):
+    upstream_model(upstream, supports_vision=False)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(gateway_app, key).chat.completions.create(model=UPSTREAM, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What colour?"}, {"type": "image_url", "image_url": {"url": png_data_url()}},
+        ]}])
+    assert refused.value.code == "image_not_supported"
+    assert upstream.requests == [] and UsageRecord.objects.count() == 0
+
+
+def test_a_failover_keeps_the_clients_options_and_most_output(gateway_app, upstream, key):
+    from chat.models import FailoverLink
+
+    first = upstream_model(upstream, remote=f"{UPSTREAM}#scenario=status&status=503")
+    second = upstream_model(upstream, name="fake-second")
+    FailoverLink.objects.create(model=first, fallback=second, position=1)
+    completion = client(gateway_app, key).chat.completions.create(
+        model=UPSTREAM, messages=[{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0.5, stop=["END"],
+    )
+    assert completion.model.startswith("fake-second") and completion.usage.completion_tokens == 4
+    answered = upstream.requests[-1].json
+    assert (answered["model"], answered["max_tokens"], answered["temperature"], answered["stop"]) == ("fake-second", 4, 0.5, ["END"])

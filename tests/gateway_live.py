@@ -87,20 +87,28 @@ def upstream_model(fake: ThreadedFake, name: str = UPSTREAM, remote: str = "", *
 
 
 class Counter:
-    """Counts the HTTP requests an SDK client sends (its retries included)."""
+    """Counts the HTTP requests an SDK client sends (its retries included), and keeps each
+    answer's status and `retry-after`."""
 
     def __init__(self) -> None:
         self.sent = 0
+        self.answers: list[tuple[int, str | None]] = []
 
-    def __call__(self, request: httpx.Request) -> None:
+    def sending(self, request: httpx.Request) -> None:
         self.sent += 1
 
-    async def async_hook(self, request: httpx.Request) -> None:
-        self.sent += 1
+    def answered(self, response: httpx.Response) -> None:
+        self.answers.append((response.status_code, response.headers.get("retry-after")))
+
+    async def async_sending(self, request: httpx.Request) -> None:
+        self.sending(request)
+
+    async def async_answered(self, response: httpx.Response) -> None:
+        self.answered(response)
 
 
 def client(app: LiveApp, key: str, counter: Counter | None = None, **options: Any) -> openai.OpenAI:
-    hooks = {"request": [counter]} if counter else {}
+    hooks = {"request": [counter.sending], "response": [counter.answered]} if counter else {}
     options.setdefault("max_retries", 0)
     return openai.OpenAI(
         base_url=f"{app.url}/v1", api_key=key, http_client=httpx.Client(event_hooks=hooks, timeout=30), **options,
@@ -108,7 +116,7 @@ def client(app: LiveApp, key: str, counter: Counter | None = None, **options: An
 
 
 def async_client(app: LiveApp, key: str, counter: Counter | None = None, **options: Any) -> openai.AsyncOpenAI:
-    hooks = {"request": [counter.async_hook]} if counter else {}
+    hooks = {"request": [counter.async_sending], "response": [counter.async_answered]} if counter else {}
     options.setdefault("max_retries", 0)
     return openai.AsyncOpenAI(
         base_url=f"{app.url}/v1", api_key=key, http_client=httpx.AsyncClient(event_hooks=hooks, timeout=30), **options,

@@ -66,6 +66,17 @@ def test_a_chat_token_is_refused_403(gateway_app, alice):
     assert refused.value.code == "insufficient_scope" and refused.value.type == "permission_error"
 
 
+def test_a_model_outside_the_plan_is_refused_403_and_not_listed(gateway_app, upstream, alice, key):
+    allowed = upstream_model(upstream)
+    PlanOverride.objects.create(user=alice).allowed_models.set([allowed])
+    sdk = client(gateway_app, key)
+    listed = {model.id for model in sdk.models.list()}
+    assert UPSTREAM in listed and DEMO not in listed
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        sdk.chat.completions.create(model=DEMO, messages=HELLO)
+    assert refused.value.code == "model_not_allowed"
+
+
 def test_an_unknown_model_is_refused_404(gateway_app, key):
     with pytest.raises(openai.NotFoundError) as refused:
         client(gateway_app, key).chat.completions.create(model="no-such-model", messages=HELLO)
@@ -125,7 +136,7 @@ def test_the_sdk_waits_out_retry_after_and_succeeds(gateway_app, alice, key):
     second = client(gateway_app, key, counter, max_retries=2).chat.completions.create(model=DEMO, messages=HELLO)
     waited = time.monotonic() - started
     assert second.choices[0].message.content == "word1 word2 word3"
-    assert counter.sent == 2  # refused once, then answered
+    assert counter.sent == 2 and counter.answers == [(429, "2"), (200, None)]  # refused once, then answered
     assert waited >= 1.5  # the SDK waited as `retry-after` (2 s) said, not its own half-second backoff
     assert "".join(c.choices[0].delta.content or "" for c in first if c.choices).split()[-1] == "word10"
     assert UsageRecord.objects.filter(kind="gateway").count() == 2
@@ -139,7 +150,7 @@ def test_a_spent_monthly_budget_is_insufficient_quota_and_the_sdk_does_not_retry
     assert refused.value.code == "insufficient_quota" and refused.value.type == "insufficient_quota"
     assert refused.value.response.headers["x-should-retry"] == "false"
     assert refused.value.response.headers["x-ratelimit-limit-tokens"] == "5"
-    assert counter.sent == 1
+    assert counter.sent == 1 and [status for status, _ in counter.answers] == [429]
     assert UsageRecord.objects.count() == 0
 
 

@@ -138,14 +138,12 @@ def request_params(request: ChatRequest, base_url: str) -> dict[str, Any]:
         params["top_p"] = request.top_p
     if request.stop:
         params["stop"] = list(request.stop)
+    # A gateway client's history may hold tool turns even in a call that offers no tools now.
+    messages.extend(map(_tool_turn, request.messages))
     if request.tools:
-        # Only a call that offers tools can hold tool turns: plain chat sends its messages as they are.
-        messages.extend(map(_tool_turn, request.messages))
         params["tools"] = [{"type": "function", "function": spec} for spec in request.tools]
         if request.tool_choice is not None:
             params["tool_choice"] = tool_choice_param(request.tool_choice)
-    else:
-        messages.extend(map(_plain_turn, request.messages))
     return params
 
 

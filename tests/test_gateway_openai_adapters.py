@@ -77,3 +77,16 @@ def test_error_handlers_answer_in_openais_shape_under_v1(handler, status):
 def test_error_handlers_keep_the_apis_shape_under_api():
     response = errors.not_found(RequestFactory().get("/api/nowhere"))
     assert orjson.loads(response.content)["error"]["code"] == "not_found"
+
+
+def test_tool_turns_go_out_in_openais_shape_even_without_tools_on_offer():
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "name": "weather", "arguments": "{}"}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
+    ]
+    sent = request_params(ChatRequest("m", history), "http://127.0.0.1/v1")["messages"]
+    assert sent[1] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}},
+    ]}
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"}

@@ -171,6 +171,15 @@ def test_an_upstream_that_keeps_failing_before_its_first_token_maps_to_429_or_50
     assert rows == [("gateway", "failed", 0)] * len(upstream.requests)
 
 
+def test_an_upstream_wait_longer_than_parley_waits_is_passed_on_to_the_client(gateway_app, upstream, key):
+    upstream_model(upstream)
+    upstream.server.scenario = Scenario("rate_limited", retry_after="3")
+    with pytest.raises(openai.RateLimitError) as refused:
+        client(gateway_app, key).chat.completions.create(model=UPSTREAM, messages=HELLO)
+    assert refused.value.response.headers["retry-after"] == "3"
+    assert len(upstream.requests) == 1  # beyond Parley's cap on waiting: the client's retry waits instead
+
+
 def test_an_upstream_that_fails_once_is_retried_by_parley(gateway_app, upstream, key):
     upstream_model(upstream)
     upstream.server.scenario = Scenario("status", status=503, times=1)

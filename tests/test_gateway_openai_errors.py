@@ -171,6 +171,18 @@ def test_an_upstream_that_keeps_failing_before_its_first_token_maps_to_429_or_50
     assert rows == [("gateway", "failed", 0)] * len(upstream.requests)
 
 
+def test_when_every_model_of_the_chain_fails_the_client_gets_a_503(gateway_app, upstream, key):
+    from chat.models import FailoverLink
+
+    first = upstream_model(upstream, remote=f"{UPSTREAM}#scenario=status&status=503")
+    second = upstream_model(upstream, name="fake-second", remote="fake-second#scenario=status&status=529")
+    FailoverLink.objects.create(model=first, fallback=second, position=1)
+    with pytest.raises(openai.InternalServerError) as refused:
+        client(gateway_app, key).chat.completions.create(model=UPSTREAM, messages=HELLO)
+    assert refused.value.status_code == 503
+    assert {recorded.json["model"].partition("#")[0] for recorded in upstream.requests} == {UPSTREAM, "fake-second"}
+
+
 def test_an_upstream_wait_longer_than_parley_waits_is_passed_on_to_the_client(gateway_app, upstream, key):
     upstream_model(upstream)
     upstream.server.scenario = Scenario("rate_limited", retry_after="3")

@@ -300,6 +300,25 @@ def test_a_client_that_hangs_up_mid_stream_stops_the_reply_billed_for_what_was_p
     assert row.estimated and row.completion_tokens == estimate_tokens(reply.content)
 
 
+def test_a_hung_up_call_its_token_does_not_store_leaves_only_its_stopped_ledger_row(gateway_app, alice):
+    from chat.models import Conversation
+    from tests.test_models_live import wait_for
+
+    token, raw = ApiToken.issue(alice, "unkept", scopes=["gateway"])
+    stream = client(gateway_app, raw).chat.completions.create(
+        model=DEMO, messages=[{"role": "user", "content": "long /words 400 /slow 20"}], stream=True,
+    )
+    for seen, _chunk in enumerate(stream):
+        if seen == 4:
+            break
+    stream.close()
+    wait_for(lambda: UsageRecord.objects.filter(api_token=token).exists(), 10, "the stopped call's ledger row")
+    wait_for(lambda: not Conversation.objects.exists(), 5, "the call's conversation to go")
+    row = UsageRecord.objects.get(api_token=token)
+    assert (row.kind, row.outcome, row.message_id) == ("gateway", "stopped", None)
+    assert 0 < row.completion_tokens < estimate_tokens(" ".join(f"word{n}" for n in range(1, 401)))
+
+
 def test_a_model_that_cannot_see_is_never_sent_an_image(gateway_app, upstream, key):
     upstream_model(upstream, supports_vision=False)
     with pytest.raises(openai.BadRequestError) as refused:

@@ -16,7 +16,7 @@ from chat.models import ChatModel
 from resilience import chains
 from tests.fakes import Recorded, Scenario
 from tests.fakes.openai_server import OpenAIFake
-from tests.live import LiveApp, child_env
+from tests.live import LiveApp, LiveProcess, child_env
 
 UPSTREAM = "fake-gpt"
 IMAGE_MAX_BYTES = 100_000  # the gateway's Parley takes images up to this size
@@ -107,7 +107,7 @@ class Counter:
         self.answered(response)
 
 
-def client(app: LiveApp, key: str, counter: Counter | None = None, **options: Any) -> openai.OpenAI:
+def client(app: LiveApp | LiveProcess, key: str, counter: Counter | None = None, **options: Any) -> openai.OpenAI:
     hooks = {"request": [counter.sending], "response": [counter.answered]} if counter else {}
     options.setdefault("max_retries", 0)
     return openai.OpenAI(
@@ -115,7 +115,7 @@ def client(app: LiveApp, key: str, counter: Counter | None = None, **options: An
     )
 
 
-def async_client(app: LiveApp, key: str, counter: Counter | None = None, **options: Any) -> openai.AsyncOpenAI:
+def async_client(app: LiveApp | LiveProcess, key: str, counter: Counter | None = None, **options: Any) -> openai.AsyncOpenAI:
     hooks = {"request": [counter.async_sending], "response": [counter.async_answered]} if counter else {}
     options.setdefault("max_retries", 0)
     return openai.AsyncOpenAI(

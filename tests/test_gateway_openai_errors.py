@@ -59,6 +59,17 @@ def test_a_dead_key_is_refused_401(gateway_app, alice, state):
         client(gateway_app, raw).models.list()
 
 
+def test_a_revoked_key_is_refused_at_once_by_every_web_process(gateway_app, alice):
+    other = gateway_app.servers[1] if len(gateway_app.servers) > 1 else gateway_app.start_daphne()
+    token, raw = ApiToken.issue(alice, "gateway", scopes=["gateway"])
+    for server in (gateway_app.servers[0], other):
+        assert len(client(server, raw).models.list().data) > 0
+    token.revoke()
+    for server in (gateway_app.servers[0], other):
+        with pytest.raises(openai.AuthenticationError):
+            client(server, raw).chat.completions.create(model=DEMO, messages=HELLO)
+
+
 def test_a_chat_token_is_refused_403(gateway_app, alice):
     raw = ApiToken.issue(alice, "chat only", scopes=["chat"])[1]
     with pytest.raises(openai.PermissionDeniedError) as refused:

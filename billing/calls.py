@@ -90,13 +90,14 @@ def admit(
 def readmit(
     user_id: int, limits: EffectiveLimits, previous: Reservation | None, model: ChatModel, system: str, turns: list[Turn],
     *, kind: str, conversation_id: int | None, message_id: int | None, background: bool = False,
+    max_output: int | None = None,
 ) -> Admitted:
     """The same call moved to another model of its failover chain before its first token: the
     plan must allow that model, the history is fitted to its context window and the call reserved
     again at its price; the first reservation is given back (nothing was produced). Not another
     request: it counts toward no request limit. Raises ActionError when the model cannot take it."""
     admission.check_model(limits, model)
-    shape = _Shape.of(model, system, turns, limits.max_output_tokens, None)
+    shape = _Shape.of(model, system, turns, limits.max_output_tokens, max_output)
     if previous is not None:
         admission.release(previous)
     reservation = admission.reserve(

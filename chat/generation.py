@@ -55,6 +55,7 @@ class Readmission:
     messages: list[dict[str, Any]] | None = None
     tools: tuple[dict[str, Any], ...] = ()
     options: dict[str, Any] = field(default_factory=dict)  # ChatRequest fields the client set (temperature, stop, ...)
+    max_output: int | None = None  # the client's own cap on the output, kept on every model of the chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ def _readmit(plan: ReplyPlan, readmission: Readmission, model: ChatModel, previo
     admitted = calls.readmit(
         readmission.user_id, readmission.limits, previous.reservation, model, readmission.system, readmission.turns,
         kind=previous.call.kind, conversation_id=plan.conversation_id, message_id=plan.message_id,
+        max_output=readmission.max_output,
     )
     statements.update(
         Message, plan.message_id,

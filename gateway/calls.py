@@ -162,7 +162,7 @@ def _store(token: ApiToken, request: CallRequest, generator_id: str) -> replies.
         wants_title=False,
         chain=chains.chain_of(admitted.model),
         readmission=generation.Readmission(
-            user.pk, limits, request.system, turns, request.messages, request.tools, request.options,
+            user.pk, limits, request.system, turns, request.messages, request.tools, request.options, request.max_output,
         ),
         notice=reply.notice,
         routing=reply.routing,

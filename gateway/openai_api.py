@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -34,6 +35,8 @@ ERRORS: dict[str, tuple[int, str, str | None]] = {
     "message_too_long": (400, "invalid_request_error", "string_above_max_length"),
     "context_too_long": (400, "invalid_request_error", "context_length_exceeded"),
     "model_cannot_see_images": (400, "invalid_request_error", "image_not_supported"),
+    "file_too_large": (400, "invalid_request_error", "image_too_large"),
+    "request_too_large": (413, "invalid_request_error", "request_too_large"),
     "unknown_model": (404, "invalid_request_error", "model_not_found"),
     "model_not_allowed": (403, "permission_error", "model_not_allowed"),
     "suspended": (403, "permission_error", "account_suspended"),
@@ -41,6 +44,8 @@ ERRORS: dict[str, tuple[int, str, str | None]] = {
     "insufficient_scope": (403, "permission_error", "insufficient_scope"),
     "method_not_allowed": (405, "invalid_request_error", None),
     "not_found": (404, "invalid_request_error", None),
+    "forbidden": (403, "permission_error", None),
+    "server_error": (500, "server_error", None),
     "quota_exceeded": (429, "requests", "rate_limit_exceeded"),
     "busy": (503, "server_error", "server_busy"),
     "rate_limited": (429, "requests", "rate_limit_exceeded"),
@@ -80,7 +85,12 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     if isinstance(token, auth.Refusal):
         return _refused(token)
     try:
-        parsed = openai_wire.read_request(request.body, request.content_type)
+        body = request.body
+    except RequestDataTooBig:
+        # Django's bound on a body held in memory (DATA_UPLOAD_MAX_MEMORY_SIZE), said in OpenAI's shape.
+        return error_response("request_too_large", "The request body is too large: send smaller images or fewer of them.")
+    try:
+        parsed = openai_wire.read_request(body, request.content_type)
         started = await calls.start(token, parsed.call)
     except ActionError as error:
         return error_response(error.code, error.detail, error.retry_after, error.limit, getattr(error, "param", None))
@@ -120,7 +130,8 @@ async def _whole(
         if final is None:  # the client went away: nobody can resume an OpenAI call
             await calls.stop(token.user, message_id)
     assert final is not None
-    if final["type"] == "error" and not "".join(text):
+    if final["type"] == "error":
+        # A reply that failed part way is no completion: the client gets the error, as from OpenAI.
         return error_response(final["code"], final["text"], final.get("retry_after"))
     body = reply.whole("".join(text), final)
     return HttpResponse(orjson.dumps(body), content_type="application/json", headers=headers)
@@ -156,6 +167,7 @@ async def _prepend(first: Piece, pieces: AsyncIterator[Piece]) -> AsyncIterator[
         yield piece
 
 
+@csrf_exempt
 async def models(request: HttpRequest) -> HttpResponse:
     """The models this token's owner may call: the offered catalogue within their plan."""
     if request.method != "GET":

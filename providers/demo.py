@@ -7,6 +7,8 @@ provider whose output they control. Control words in the last user message:
 - `/fail CODE` after a couple of words the stream ends with `StreamError(ErrorCode(CODE))`;
 - `/slow MS`  each word waits MS milliseconds (up to 5000) instead of the configured pace.
 
+A request's `stop` sequences cut the reply where the first of them begins, as the APIs do.
+
 A call that offers tools follows a fixed plan instead (providers/demo_plan.py).
 
 The canned reply names each file the last user message carries ("I read a file: notes.txt (120
@@ -89,6 +91,7 @@ class DemoProvider(Provider):
             return
         said = last_user_text(request)
         pieces = _PIECE.findall(demo_plan.final_answer(request)) if request.tools else reply_pieces(request, said)
+        pieces = cut_at_stop(pieces, request.stop)
         failure = requested_failure(said)
         delay = self._delay(said)
         loop = asyncio.get_running_loop()
@@ -155,6 +158,25 @@ def requested_failure(said: str) -> StreamError | None:
         code = ErrorCode.PROVIDER_UNAVAILABLE
     retry_after = 2.0 if code in {ErrorCode.RATE_LIMITED, ErrorCode.OVERLOADED} else None
     return StreamError(code, f"The demo model was asked to fail with {match.group(1)!r}.", retry_after)
+
+
+def cut_at_stop(pieces: list[str], stops: tuple[str, ...]) -> list[str]:
+    """The pieces up to the first of the stop sequences, which is left out, as the APIs do: the
+    reply then ends with finish reason "stop". A sequence may straddle pieces."""
+    text = "".join(pieces)
+    found = [index for index in (text.find(stop) for stop in stops if stop) if index >= 0]
+    if not found:
+        return pieces
+    end = min(found)
+    kept, length = [], 0
+    for piece in pieces:
+        if length + len(piece) >= end:
+            if end > length:
+                kept.append(piece[: end - length])
+            break
+        kept.append(piece)
+        length += len(piece)
+    return kept
 
 
 def reply_pieces(request: ChatRequest, said: str) -> list[str]:

@@ -134,13 +134,25 @@ def request_params(request: ChatRequest, base_url: str) -> dict[str, Any]:
     }
     if request.temperature is not None:
         params["temperature"] = request.temperature
+    if request.top_p is not None:
+        params["top_p"] = request.top_p
+    if request.stop:
+        params["stop"] = list(request.stop)
+    # A gateway client's history may hold tool turns even in a call that offers no tools now.
+    messages.extend(map(_tool_turn, request.messages))
     if request.tools:
-        # Only a call that offers tools can hold tool turns: plain chat sends its messages as they are.
-        messages.extend(map(_tool_turn, request.messages))
         params["tools"] = [{"type": "function", "function": spec} for spec in request.tools]
-    else:
-        messages.extend(map(_plain_turn, request.messages))
+        if request.tool_choice is not None:
+            params["tool_choice"] = tool_choice_param(request.tool_choice)
     return params
+
+
+def tool_choice_param(choice: str | dict[str, str]) -> str | dict[str, Any]:
+    """Parley's tool choice in OpenAI's shape: "auto", "none", "required" as they are, a named
+    tool as {type: function, function: {name}}."""
+    if isinstance(choice, str):
+        return choice
+    return {"type": "function", "function": {"name": choice["name"]}}
 
 
 def _plain_turn(message: dict[str, Any]) -> dict[str, Any]:

@@ -303,6 +303,10 @@ PARLEY_UPLOAD_MAX_BYTES = env_int("PARLEY_UPLOAD_MAX_BYTES", 5 * 1024 * 1024, mi
 PARLEY_UPLOADS_PER_CONVERSATION = env_int("PARLEY_UPLOADS_PER_CONVERSATION", 20, minimum=0)
 # Anthropic refuses an image over 5 MB of base64: 3.75 MiB of bytes. Images are also held to PARLEY_UPLOAD_MAX_BYTES.
 PARLEY_IMAGE_MAX_BYTES = env_int("PARLEY_IMAGE_MAX_BYTES", 3840 * 1024, minimum=1, maximum=100 * 1024 * 1024)
+# The largest request body Django holds in memory (files are streamed to disk, not counted): a
+# protocol door's call carries its images inline as base64, a third larger than the image, so the
+# body must hold PARLEY_IMAGE_MAX_BYTES of image and some text beside it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("PARLEY_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=64 * 1024, maximum=256 * 1024 * 1024)
 # The most files one message may carry.
 PARLEY_ATTACHMENTS_PER_MESSAGE = env_int("PARLEY_ATTACHMENTS_PER_MESSAGE", 10, minimum=0, maximum=100)
 # A file's text beyond this is not kept (a 5 MiB text file would otherwise be 5 million characters).

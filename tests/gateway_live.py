@@ -20,6 +20,7 @@ from tests.live import LiveApp, LiveProcess, child_env
 
 UPSTREAM = "fake-gpt"
 IMAGE_MAX_BYTES = 100_000  # the gateway's Parley takes images up to this size
+MAX_BODY_BYTES = 1_000_000  # and bodies up to this size (PARLEY_MAX_BODY_BYTES)
 
 
 class ThreadedFake:
@@ -67,7 +68,7 @@ def gateway_app(django_db_setup, django_db_blocker, tmp_path_factory: pytest.Tem
         env = child_env(
             OPENAI_API_KEY="sk-test", PARLEY_RETRY_ATTEMPTS="2", PARLEY_RETRY_BASE_SECONDS="0.02",
             PARLEY_RETRY_MAX_BACKOFF_SECONDS="0.05", PARLEY_RETRY_AFTER_CAP_SECONDS="0.1",
-            PARLEY_IMAGE_MAX_BYTES=str(IMAGE_MAX_BYTES),
+            PARLEY_IMAGE_MAX_BYTES=str(IMAGE_MAX_BYTES), PARLEY_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
         )
     app = LiveApp(tmp_path_factory.mktemp("gateway"), env)
     try:

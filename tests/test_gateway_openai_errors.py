@@ -16,7 +16,7 @@ from billing.models import UsageRecord
 from tests import gateway_live
 from tests.fakes import Scenario
 from tests.files import png
-from tests.gateway_live import IMAGE_MAX_BYTES, UPSTREAM, Counter, client, upstream_model
+from tests.gateway_live import IMAGE_MAX_BYTES, MAX_BODY_BYTES, UPSTREAM, Counter, client, upstream_model
 
 DEMO = "parley-demo"
 # The shared fixtures, used by name.
@@ -252,6 +252,6 @@ def test_an_image_over_the_size_limit_is_refused_400(gateway_app, key):
 def test_a_body_too_large_to_hold_is_refused_413_in_openais_shape(gateway_app, key):
     with pytest.raises(openai.APIStatusError) as refused:
         client(gateway_app, key).chat.completions.create(model=DEMO, messages=[{"role": "user", "content": [
-            {"type": "text", "text": "Look"}, image_part(3_000_000),
+            {"type": "text", "text": "Look"}, image_part(MAX_BODY_BYTES),  # a third more as base64
         ]}])
     assert refused.value.status_code == 413 and refused.value.code == "request_too_large"

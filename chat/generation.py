@@ -348,7 +348,10 @@ def _save_final(
     }
     with transaction.atomic():
         call = run.target.call
-        if not statements.update(Message, plan.message_id, final_state):
+        if plan.discard:
+            # Kept by nobody: the reply's text is never written, its row goes once this commits.
+            deferred.after_commit(lambda: discard(plan.conversation_id), "discard of a gateway call")
+        elif not statements.update(Message, plan.message_id, final_state):
             # The conversation was deleted while the reply ran; the tokens were spent all the same.
             call = dataclasses.replace(call, conversation_id=None, message_id=None)
         settled = calls.settle(
@@ -361,10 +364,10 @@ def _save_final(
             deferred.after_commit(
                 lambda: enqueue("generate_title", plan.conversation_id, why_it_matters="no title"), "title request"
             )
-        # A sampled share of a shadowed model's complete replies is asked again on the worker, never shown.
-        sampling.after_final_write(plan.message_id, call.model, status)
-        if plan.discard:
-            deferred.after_commit(lambda: discard(plan.conversation_id), "discard of a gateway call")
+        # A sampled share of a shadowed model's complete replies is asked again on the worker, never
+        # shown; not a reply that is not kept, which it could not read.
+        if not plan.discard:
+            sampling.after_final_write(plan.message_id, call.model, status)
     return settled.done if settled is not None else None
 
 

@@ -2,8 +2,8 @@
 
 A client of the OpenAI- or Anthropic-compatible gateway sends a whole call at once: its history,
 system prompt, options and tools. It is stored as a conversation of the token's owner with a
-queued reply (kept for support when the token stores calls, deleted once the reply has ended when
-it does not), admitted by `billing/calls.admit` like any reply (plan, allowed model, budget, the
+queued reply: its whole history, kept for support, when the token stores calls; else the reply's
+row alone (no text of the call is ever written), deleted once the reply has ended. It is admitted by `billing/calls.admit` like any reply (plan, allowed model, budget, the
 ledger row marked `gateway` with its token), run by `chat/generation` through
 `resilience/attempts` (retries, failover, the cache, the breakers) and followed through its event
 log. The doors translate; nothing here knows a wire format.
@@ -35,6 +35,9 @@ from resilience.attempts import Target
 from routing import router
 from streaming import events
 from streaming.entries import Entry
+
+
+UNTITLED = "Gateway call"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,7 @@ async def start(token: ApiToken, request: CallRequest) -> events.MessageEvent:
 @database_sync_to_async
 def _store(token: ApiToken, request: CallRequest, generator_id: str) -> replies.StoredTurn:
     """The call stored in one transaction: admitted, its conversation (the whole history when the
-    token stores calls, else just the last turn, to be deleted at the end) and its queued reply."""
+    token stores calls, else nothing of its text, to be deleted at the end) and its queued reply."""
     admitted: calls.Admitted | None = None
     user = token.user
     try:
@@ -126,14 +129,17 @@ def _store(token: ApiToken, request: CallRequest, generator_id: str) -> replies.
                     f"has room for {admitted.model.context_window:,} with the output.",
                 )
             now = timezone.now()
+            kept_text = token.stores_calls
             conversation = Conversation(
-                owner=user, model=asked, title=fallback_title(request.last_user_text or "Gateway call"), title_is_auto=False,
-                system_prompt=request.system, source=Source.GATEWAY, api_token=token,
-                discard_when_done=not token.stores_calls, created=now, updated=now,
+                owner=user, model=asked, title_is_auto=False, source=Source.GATEWAY, api_token=token,
+                title=fallback_title(request.last_user_text or UNTITLED) if kept_text else UNTITLED,
+                system_prompt=request.system if kept_text else "",
+                discard_when_done=not kept_text, created=now, updated=now,
             )
             statements.insert(conversation)
             parent_id = None
-            kept = request.messages if token.stores_calls else request.messages[-1:]
+            # Unkept, the call's text is never written: its reply row alone stands for it while it runs.
+            kept = request.messages if kept_text else []
             for message in kept:
                 turn = _stored_turn(conversation, parent_id, message, now)
                 statements.insert(turn)

@@ -137,3 +137,22 @@ def test_the_chat_lists_its_own_conversations_and_a_script_can_list_the_gateways
     refused = alice_client.get("/api/conversations/?source=everything")
     assert refused.status_code == 400 and "source must be one of" in refused.json()["error"]["text"]
     assert "From a script" not in alice_client.get("/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_unkept_call_never_writes_its_text(alice):
+    token, _ = await database_sync_to_async(ApiToken.issue)(alice, "private", scopes=["gateway"])
+    secret = "my secret plan /words 200 /slow 10"
+    started = await calls.start(
+        token, CallRequest(model="parley-demo", messages=[{"role": "user", "content": secret}], system="secret system"),
+    )
+    pieces = calls.follow(started)
+    await anext(pieces)  # the reply is streaming
+    rows = [(m.role, m.content) async for m in Message.objects.filter(conversation_id=started["conversation"]["id"])]
+    assert rows == [("assistant", "")]
+    conversation = await Conversation.objects.aget(pk=started["conversation"]["id"])
+    assert (conversation.title, conversation.system_prompt) == ("Gateway call", "")
+    assert not await Message.objects.filter(content__contains="secret").aexists()
+    await calls.stop(alice, started["assistant_message"]["id"])
+    async for _ in pieces:
+        pass

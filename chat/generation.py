@@ -99,7 +99,9 @@ def start(here: Process, plan: ReplyPlan) -> asyncio.Task[None]:
 async def _run(here: Process, log: LocalLog, plan: ReplyPlan) -> None:
     await here.event_log.clear(plan.message_id)
     outcome = Outcome()
-    checkpoints = _Checkpoints(plan.message_id, log)
+    # A reply kept by nobody (an unkept gateway call) is never checkpointed: its text is not to be
+    # written, and if its process dies the reaper bills it from its event log all the same.
+    checkpoints = _Checkpoints(plan.message_id, log, most=0 if plan.discard else settings.PARLEY_CHECKPOINTS_MAX)
     pump = asyncio.create_task(_pump(here.event_log, plan, log, outcome, checkpoints))
     log.on_stop = pump.cancel
     if log.stop_requested:
@@ -180,12 +182,12 @@ def _readmit(plan: ReplyPlan, readmission: Readmission, model: ChatModel, previo
 class _Checkpoints:
     """Saves the partial text at doubling intervals, in the background, never more than a fixed count."""
 
-    def __init__(self, message_id: int, log: LocalLog) -> None:
+    def __init__(self, message_id: int, log: LocalLog, most: int) -> None:
         self.message_id = message_id
         self.log = log
         self.interval = settings.PARLEY_CHECKPOINT_FIRST_SECONDS
         self.next_at = time.monotonic() + self.interval
-        self.remaining = settings.PARLEY_CHECKPOINTS_MAX
+        self.remaining = most
         self.ttft_ms: int | None = None
         self.task: asyncio.Task[None] | None = None
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -37,6 +38,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "bad_request": (400, "invalid_request_error"),
     "message_too_long": (413, "request_too_large"),
     "file_too_large": (413, "request_too_large"),
+    "request_too_large": (413, "request_too_large"),
     "not_authenticated": (401, "authentication_error"),
     "insufficient_scope": (403, "permission_error"),
     "forbidden": (403, "permission_error"),
@@ -105,7 +107,11 @@ async def messages(request: HttpRequest) -> HttpResponse:
     if isinstance(token, auth.Refusal):
         return _refused(token)
     try:
-        parsed = anthropic_wire.read_request(request.body, request.content_type)
+        body = request.body
+    except RequestDataTooBig:  # Django's bound on a body held in memory (DATA_UPLOAD_MAX_MEMORY_SIZE)
+        return error_response("request_too_large", "The request body is too large: send smaller images or fewer of them.")
+    try:
+        parsed = anthropic_wire.read_request(body, request.content_type)
         started = await calls.start(token, parsed.call)
     except ActionError as error:
         return error_response(error.code, error.detail, error.retry_after, error.limit)
@@ -113,7 +119,7 @@ async def messages(request: HttpRequest) -> HttpResponse:
     pieces = calls.follow(started)
     # The first piece decides the status: a call that failed before its first token answers with
     # an error status that the SDKs' retries understand, not a 200 stream holding an error.
-    first = await anext(pieces)
+    first = await calls.first_piece(token.user, started, pieces)
     if first.final is not None and first.final["type"] == "error":
         await pieces.aclose()
         return error_response(first.final["code"], first.final["text"], first.final.get("retry_after"))

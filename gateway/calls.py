@@ -9,6 +9,7 @@ ledger row marked `gateway` with its token), run by `chat/generation` through
 log. The doors translate; nothing here knows a wire format.
 """
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ def _store(token: ApiToken, request: CallRequest, generator_id: str) -> replies.
     try:
         with transaction.atomic():
             asked = resolve_model(request.model)
-            suspended, limits = limits_for(user.pk)
+            suspended, limits = limits_for(user.pk, user)  # the token's user was read with it, just now
             if suspended:
                 raise ActionError("suspended")
             turns = request.turns()
@@ -229,6 +230,16 @@ def _piece(entry: Entry) -> Piece:
     if entry.kind == "delta":
         return Piece(text=entry.text)
     return Piece(final=orjson.loads(entry.payload)) if entry.is_final else Piece()
+
+
+async def first_piece(user: Any, event: events.MessageEvent, pieces: AsyncIterator[Piece]) -> Piece:
+    """A started call's first piece (its first text, or its end), which decides a door's status.
+    A client that goes away while it waits (the request is cancelled) stops the reply."""
+    try:
+        return await anext(pieces)
+    except asyncio.CancelledError:
+        await stop(user, event["assistant_message"]["id"])
+        raise
 
 
 async def stop(user: Any, message_id: int) -> None:

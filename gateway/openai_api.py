@@ -98,7 +98,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     pieces = calls.follow(started)
     # The first piece decides the status: a call that failed before its first token answers with
     # an error status that the SDKs' retries understand, not a 200 stream holding an error.
-    first = await anext(pieces)
+    first = await calls.first_piece(token.user, started, pieces)
     if first.final is not None and first.final["type"] == "error":
         await pieces.aclose()
         final = first.final

@@ -218,3 +218,11 @@ def test_a_failure_after_the_first_token_is_an_error_event_in_the_stream(live_ap
                 received.append(text)
     assert raised.value.body["type"] == "error" and raised.value.body["error"]["type"] == "rate_limit_error"
     assert "".join(received).split()[:1] == ["word1"]  # the words before the failure came through
+
+
+def test_a_body_too_large_to_hold_is_request_too_large(live_app, key):
+    # Past PARLEY_MAX_BODY_BYTES (8 MiB here) Django will not hold the body: still Anthropic's shape.
+    body = b'{"model": "parley-demo", "max_tokens": 5, "messages": [{"role": "user", "content": "' + b"x" * (9 * 1024 * 1024) + b'"}]}'
+    response = httpx.post(f"{live_app.url}/v1/messages", content=body, headers={"x-api-key": key, "content-type": "application/json"}, timeout=60)
+    assert response.status_code == 413
+    assert (response.json()["type"], response.json()["error"]["type"]) == ("error", "request_too_large")

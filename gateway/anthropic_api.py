@@ -153,20 +153,11 @@ async def _whole(
     token: ApiToken, message_id: int, reply: anthropic_wire.Reply, first: Piece, pieces: AsyncIterator[Piece],
     headers: dict[str, str],
 ) -> HttpResponse:
-    text = [first.text]
-    final = first.final
-    try:
-        async for piece in pieces:
-            text.append(piece.text)
-            final = piece.final or final
-    finally:
-        if final is None:  # the client went away: nobody can resume an Anthropic call
-            await calls.stop(token.user, message_id)
-    assert final is not None
+    text, final = await calls.collect(token.user, message_id, first, pieces)
     if final["type"] == "error":
         # A message is whole or an error: the API has no partial message to give.
         return error_response(final["code"], final["text"], final.get("retry_after"))
-    return HttpResponse(orjson.dumps(reply.whole("".join(text), final)), content_type="application/json", headers=headers)
+    return HttpResponse(orjson.dumps(reply.whole(text, final)), content_type="application/json", headers=headers)
 
 
 async def _events(

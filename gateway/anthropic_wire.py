@@ -179,13 +179,8 @@ def _assistant_turn(blocks: list[Any], field: str) -> dict[str, Any]:
 
 
 def _tools(value: object) -> tuple[dict[str, Any], ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise invalid("tools", "must be a list.")
-    inputs.check_tool_count(value, "tools")
     tools = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(inputs.tool_list(value, "tools")):
         if not isinstance(item, dict) or item.get("type", "custom") != "custom":
             raise invalid(f"tools[{index}]", "must be a client tool {name, description, input_schema}; server tools are not offered.")
         tools.append(inputs.tool(item.get("name"), item.get("description"), item.get("input_schema"), f"tools[{index}]"))

@@ -242,6 +242,22 @@ async def first_piece(user: Any, event: events.MessageEvent, pieces: AsyncIterat
         raise
 
 
+async def collect(user: Any, message_id: int, first: Piece, pieces: AsyncIterator[Piece]) -> tuple[str, dict[str, Any]]:
+    """A started call read to its end for a door that answers it whole: its text and final event.
+    A client that goes away meanwhile stops the reply (nobody can resume such a call)."""
+    text = [first.text]
+    final = first.final
+    try:
+        async for piece in pieces:
+            text.append(piece.text)
+            final = piece.final or final
+    finally:
+        if final is None:
+            await stop(user, message_id)
+    assert final is not None
+    return "".join(text), final
+
+
 async def stop(user: Any, message_id: int) -> None:
     """The client went away from a call nobody can resume: its reply stops, billed as far as it got."""
     try:

@@ -82,9 +82,16 @@ def tool(name: object, description: object, parameters: object, field: str) -> d
     return {"name": name, "description": description or "", "parameters": parameters}
 
 
-def check_tool_count(tools: list[Any], field: str) -> None:
-    if len(tools) > MAX_TOOLS:
+def tool_list(value: object, field: str) -> list[Any]:
+    """A call's list of tool declarations, as sent (each read by its wire format): none, or a list
+    of at most MAX_TOOLS."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise invalid(field, "must be a list.")
+    if len(value) > MAX_TOOLS:
         raise invalid(field, f"at most {MAX_TOOLS} tools.")
+    return value
 
 
 def image(media_type: object, data: object, field: str) -> Image:

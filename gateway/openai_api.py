@@ -120,20 +120,11 @@ async def _whole(
     token: ApiToken, message_id: int, reply: "openai_wire.Completion", first: Piece, pieces: AsyncIterator[Piece],
     headers: dict[str, str],
 ) -> HttpResponse:
-    text = [first.text]
-    final = first.final
-    try:
-        async for piece in pieces:
-            text.append(piece.text)
-            final = piece.final or final
-    finally:
-        if final is None:  # the client went away: nobody can resume an OpenAI call
-            await calls.stop(token.user, message_id)
-    assert final is not None
+    text, final = await calls.collect(token.user, message_id, first, pieces)
     if final["type"] == "error":
         # A reply that failed part way is no completion: the client gets the error, as from OpenAI.
         return error_response(final["code"], final["text"], final.get("retry_after"))
-    body = reply.whole("".join(text), final)
+    body = reply.whole(text, final)
     return HttpResponse(orjson.dumps(body), content_type="application/json", headers=headers)
 
 

@@ -139,13 +139,8 @@ def _tool_calls(value: object, field: str) -> list[dict[str, str]]:
 
 
 def _tools(value: object) -> tuple[dict[str, Any], ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise invalid("tools", "must be a list.")
-    inputs.check_tool_count(value, "tools")
     tools = []
-    for index, item in enumerate(value):
+    for index, item in enumerate(inputs.tool_list(value, "tools")):
         function = item.get("function") if isinstance(item, dict) and item.get("type") == "function" else None
         if not isinstance(function, dict):
             raise invalid(f"tools[{index}]", "must be {type: function, function: {name, description, parameters}}.")

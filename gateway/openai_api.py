@@ -170,6 +170,19 @@ async def models(request: HttpRequest) -> HttpResponse:
     return HttpResponse(orjson.dumps({"object": "list", "data": listed}), content_type="application/json")
 
 
+async def model(request: HttpRequest, name: str) -> HttpResponse:
+    """One model of the list (the SDK's `models.retrieve`), or 404 in OpenAI's shape."""
+    if request.method != "GET":
+        return error_response("method_not_allowed")
+    token = await auth.gateway_token(request)
+    if isinstance(token, auth.Refusal):
+        return _refused(token)
+    found = [entry for entry in await _models_for(token) if entry["id"] == name]
+    if not found:
+        return error_response("unknown_model", f"The model {name!r} is not offered to this token.", param="model")
+    return HttpResponse(orjson.dumps(found[0]), content_type="application/json")
+
+
 @database_sync_to_async
 def _models_for(token: ApiToken) -> list[dict[str, Any]]:
     _, limits = limits_for(token.user_id)

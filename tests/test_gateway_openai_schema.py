@@ -90,3 +90,13 @@ def test_the_model_list_matches_the_sdk_types(live_app, key):
     assert listed["object"] == "list"
     models = [Model.model_validate(entry, strict=True) for entry in listed["data"]]
     assert DEMO in {model.id for model in models}
+
+
+def test_one_model_is_retrieved_through_the_sdk_and_an_unknown_one_is_404(live_app, key):
+    import openai
+
+    sdk = openai.OpenAI(base_url=f"{live_app.url}/v1", api_key=key, max_retries=0)
+    assert sdk.models.retrieve(DEMO).id == DEMO
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.models.retrieve("no-such-model")
+    assert missing.value.code == "model_not_found"

@@ -245,7 +245,9 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
         # A client that reads the meter on the final event must find this reply settled. The
         # settle runs on the deferred threads (parley/deferred.py): only this reply waits for it.
         await asyncio.wrap_future(settled)
-    if outcome.status == Message.Status.COMPLETE and run.cached is None and cache.eligible(run.target.model, run.target.request):
+    # The cache keeps text: a reply that called tools is not one it could give again.
+    complete = outcome.status == Message.Status.COMPLETE and not outcome.tool_calls
+    if complete and run.cached is None and cache.eligible(run.target.model, run.target.request):
         await cache.store(
             process.event_log().redis, cache.key_of(run.target.model, run.target.request), text, finish, ttft_ms, duration_ms,
         )

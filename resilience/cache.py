@@ -42,6 +42,7 @@ def key_of(model: ChatModel, request: ChatRequest) -> str:
         "model": model.name, "remote": request.model, "endpoint": model.endpoint or model.provider,
         "base_url": request.base_url, "system": request.system, "messages": [_turn(message) for message in request.messages],
         "max_output_tokens": request.max_output_tokens, "tools": list(request.tools), "temperature": request.temperature,
+        "stop": list(request.stop), "top_p": request.top_p, "tool_choice": request.tool_choice,
     }
     digest = hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f"{settings.PARLEY_KEY_PREFIX}:cache:{digest}"

@@ -116,3 +116,42 @@ async def test_a_failed_reply_is_not_cached(alice, fake):
     fake.scenario = Scenario(tokens=60)
     second, reply, _ = await ask(alice, model)
     assert len(fake.replies) == 2 and text_of(second) == expected_text(60) and not reply.routing.get("cached")
+
+
+async def gateway_call(user, model: ChatModel, **fields) -> dict:
+    """A gateway call to the cached model (gateway/calls.py), read to its end: its final event."""
+    from accounts.models import ApiToken
+    from gateway import calls
+    from gateway.calls import CallRequest
+
+    token, _ = await database_sync_to_async(ApiToken.issue)(user, "cache", scopes=["gateway"])
+    request = CallRequest(model=model.name, messages=[{"role": "user", "content": "What is 6 * 7?"}], **fields)
+    started = await calls.start(token, request)
+    final = None
+    async for piece in calls.follow(started):
+        final = piece.final or final
+    assert final is not None
+    return final
+
+
+async def test_a_gateway_calls_stop_sequences_and_sampling_are_part_of_the_key(alice, fake):
+    model = await cached_model(fake)
+    await gateway_call(alice, model, options={"stop": ("word9",)})
+    await gateway_call(alice, model, options={"stop": ("word9",)})
+    assert len(fake.replies) == 1
+    await gateway_call(alice, model, options={"stop": ("word3",)})
+    await gateway_call(alice, model, options={"stop": ("word9",), "top_p": 0.5})
+    await gateway_call(alice, model, options={"stop": ("word9",), "tool_choice": "none"})
+    assert len(fake.replies) == 4, "another stop, top_p or tool choice is another request"
+
+
+async def test_a_reply_that_called_tools_is_not_cached(alice, fake):
+    from tests.fakes import Scenario
+
+    model = await cached_model(fake)
+    fake.scenario = Scenario(kind="tool_call", tokens=4)
+    tools = ({"name": "calculate", "description": "", "parameters": {"type": "object", "properties": {}}},)
+    first = await gateway_call(alice, model, tools=tools)
+    second = await gateway_call(alice, model, tools=tools)
+    assert first["tool_calls"] and second["tool_calls"] == [{**first["tool_calls"][0], "id": second["tool_calls"][0]["id"]}]
+    assert len(fake.replies) == 2 and "cached" not in (second["routing"] or {})

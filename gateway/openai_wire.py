@@ -151,8 +151,10 @@ def _tools(value: object) -> tuple[dict[str, Any], ...]:
 def _tool_choice(value: object, tools: tuple[dict[str, Any], ...]) -> str | dict[str, str] | None:
     if value is None:
         return None
+    if value == "required" and not tools:
+        raise invalid("tool_choice", '"required" needs tools to choose from.')
     if value in ("none", "auto", "required"):
-        return str(value)
+        return str(value) if tools else None  # "auto" or "none" without tools asks nothing
     function = value.get("function") if isinstance(value, dict) and value.get("type") == "function" else None
     if isinstance(function, dict) and isinstance(function.get("name"), str):
         if function["name"] not in {tool["name"] for tool in tools}:

@@ -102,6 +102,7 @@ def test_an_unknown_model_is_refused_404(gateway_app, key):
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
     ({"tool_choice": {"type": "function", "function": {"name": "absent"}}}, "tool_choice"),
+    ({"tool_choice": "required"}, "tool_choice"),
     ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name"),
 ])
 def test_bad_fields_are_refused_400_naming_the_field(gateway_app, key, fields, param):

@@ -346,7 +346,7 @@ class Bench:
         data = json.loads(out.strip().splitlines()[-1])
         self.models = data["models"]
         self.users = [BenchUser(u["token"], u["conversations"]) for u in data["users"]]
-        log(f"database ready: {users} users with {conversations} conversations each in {self.tmp / 'bench.sqlite3'}")
+        log(f"database ready: {users} users with {conversations} conversations each in {env['DATABASE_URL']}")
 
     def start_daphne(self, name: str, **extra: str) -> tuple[Child, str]:
         port = free_port()
@@ -386,10 +386,11 @@ class Bench:
                     self.tokens_received += reply.on_text(event["text"], now)
                 elif kind == "message":
                     reply.message_id = event["assistant_message"]["id"]
-                else:
+                elif kind in {"done", "error"}:
                     reply.final = event
                     reply.check_final()
                     return reply
+                # else a notice for the user's tabs (`conversation`: a title, from the worker): not this reply's
 
     async def sse_reply(self, session: aiohttp.ClientSession, base: str, user: BenchUser, conversation: int) -> Reply:
         reply = Reply(self.args.tokens)

@@ -60,6 +60,7 @@ PG_STATS_SETTLE_S = 11.0
 OWN_COMMANDS = {"info", "memory", "scan", "ttl"}
 EVENT_LOG = re.compile(rb":msg:\d+:events$")
 STREAM_TTL = int(os.environ.get("PARLEY_STREAM_TTL", 3600))
+FINISHED_SAMPLE = 200
 
 
 def key_kind(key: bytes, prefix: str) -> str:
@@ -247,31 +248,44 @@ class ScaleBench(Bench):
         return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
     def redis_keys(self) -> dict[str, Any]:
-        """MEMORY USAGE of every key under the prefix, by kind; the running replies' logs apart.
+        """MEMORY USAGE of the keys under the prefix, by kind; the running replies' logs apart.
 
         A running reply's log expires in a day and a finished one's in PARLEY_STREAM_TTL
-        (streaming/eventlog.py), so the TTL tells them apart."""
+        (streaming/eventlog.py), so the TTL tells them apart. Every running log and every other
+        key is measured, and up to FINISHED_SAMPLE finished logs (the earlier phases' are kept
+        too), in small pipelines, so that Redis never stalls the streams for long."""
         client = self.redis()
         keys = list(client.scan_iter(f"{self.prefix}*", count=1000))
-        pipe = client.pipeline(transaction=False)
+        ttls = self.pipelined(client, [("ttl", key) for key in keys])
+        finished = [key for key, ttl in zip(keys, ttls, strict=True) if EVENT_LOG.search(key) and ttl <= STREAM_TTL]
+        finished_set = set(finished)
+        step = max(1, len(finished) // FINISHED_SAMPLE)
+        measured = [key for key in keys if key not in finished_set] + finished[::step]
+        sizes = dict(zip(measured, self.pipelined(client, [("memory_usage", key) for key in measured]), strict=True))
+        running = [sizes[key] or 0 for key in measured if key not in finished_set and EVENT_LOG.search(key)]
+        sampled = [sizes[key] or 0 for key in finished[::step]]
+        finished_mean = sum(sampled) / len(sampled) if sampled else None
+        kinds: dict[str, dict[str, float]] = {}
         for key in keys:
-            pipe.memory_usage(key, samples=0)
-            pipe.ttl(key)
-        answers = pipe.execute()
-        sizes, ttls = answers[0::2], answers[1::2]
-        kinds: dict[str, dict[str, int]] = {}
-        running: list[int] = []
-        finished: list[int] = []
-        for key, size, ttl in zip(keys, sizes, ttls, strict=True):
-            size = size or 0
             kind = kinds.setdefault(key_kind(key, self.prefix), {"keys": 0, "bytes": 0})
             kind["keys"] += 1
-            kind["bytes"] += size
-            if EVENT_LOG.search(key):
-                (running if ttl > STREAM_TTL else finished).append(size)
+            kind["bytes"] += (sizes[key] or 0) if key in sizes else (finished_mean or 0)  # an unsampled finished log: the mean
         return {"kinds": kinds, "running_logs": len(running), "running_log_bytes_mean": sum(running) / len(running) if running else None,
-                "finished_logs": len(finished), "finished_log_bytes_mean": sum(finished) / len(finished) if finished else None,
+                "finished_logs": len(finished), "finished_log_bytes_mean": finished_mean, "finished_logs_sampled": len(sampled),
                 "used_memory": int(client.info("memory")["used_memory"])}
+
+    @staticmethod
+    def pipelined(client: Any, calls: list[tuple[str, bytes]], size: int = 200) -> list[Any]:
+        answers: list[Any] = []
+        for start in range(0, len(calls), size):
+            pipe = client.pipeline(transaction=False)
+            for method, key in calls[start:start + size]:
+                if method == "memory_usage":
+                    pipe.memory_usage(key, samples=0)
+                else:
+                    pipe.ttl(key)
+            answers.extend(pipe.execute())
+        return answers
 
     def settle_and_count(self) -> dict[str, int]:
         assert self.db is not None
@@ -298,8 +312,19 @@ class ScaleBench(Bench):
         def tokens_now() -> int:
             return sum(c.tokens_received for c in counters)
 
+        pids = {"upstream": self.upstream.pid, "driver": os.getpid()}
+        pids.update({f"web{i}": web.pid for i, web in enumerate(self.webs)})
+        if self.redis_pid:
+            pids["redis"] = self.redis_pid
+
         def snapshot(name: str) -> None:
-            marks[name] = {"ns": time.time_ns(), "tokens": tokens_now(), "per_web": [c.tokens_received for c in counters]}
+            """Counters at a moment: the steady window runs from the last stream's start to the
+            moment every stream has finished its measured replies ("start"/"end" if it never formed)."""
+            cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cpu.update({"machine": machine_busy_seconds(), "worker": tree_cpu_seconds(self.worker.pid),
+                        "postgres": self.db.cpu_seconds()})
+            marks[name] = {"ns": time.time_ns(), "tokens": tokens_now(), "per_web": [c.tokens_received for c in counters],
+                           "cpu": cpu}
             if webs:
                 marks[name]["commands"] = self.commandstats()
 
@@ -341,6 +366,7 @@ class ScaleBench(Bench):
                     state["replies"] += 1
                     if reply.problem:
                         failures.append(reply.problem)
+                        await asyncio.sleep(1.0)  # a refused send (busy) is not retried in a tight loop
                     if 1 <= round_ <= a.rounds:
                         measured.append(reply)
                     round_ += 1
@@ -352,43 +378,22 @@ class ScaleBench(Bench):
                 if ws is not None:
                     await ws.close()
 
-        pids = {"upstream": self.upstream.pid, "driver": os.getpid(), "worker": self.worker.pid}
-        if self.redis_pid:
-            pids["redis"] = self.redis_pid
-        samples: list[dict[str, float]] = []
-
-        def sample() -> dict[str, float]:
-            s = {"ns": time.time_ns(), "tokens": tokens_now(), "machine": machine_busy_seconds(), "postgres": self.db.cpu_seconds()}
-            for name, pid in pids.items():
-                s[name] = tree_cpu_seconds(pid) if name == "worker" else cpu_seconds(pid)
-            for i, web in enumerate(self.webs):
-                s[f"web{i}"] = cpu_seconds(web.pid)
-            return s
-
-        async def sampler() -> None:
-            while True:
-                samples.append(sample())
-                await asyncio.sleep(0.2)
-
         tasks: list[asyncio.Task[None]] = []
-        sampling = asyncio.create_task(sampler())
-        started = time.time_ns()
+        snapshot("start")
         try:
             results = await asyncio.gather(*(slot(i) for i in range(n)), return_exceptions=True)
         finally:
-            sampling.cancel()
             await session.close()
         for task in tasks:
             await task
-        samples.append(sample())
+        snapshot("end")
         for result in results:
             if isinstance(result, BaseException):
                 failures.append(f"slot crashed: {type(result).__name__}: {result}")
-        ended = time.time_ns()
-        lo = marks.get("steady_from", {}).get("ns", started)
-        hi = marks.get("steady_to", {}).get("ns", ended)
-        window = [s for s in samples if lo <= s["ns"] <= hi] or samples
-        first, last = window[0], window[-1]
+        if "steady_from" not in marks or "steady_to" not in marks:
+            marks["steady_from"], marks["steady_to"] = marks["start"], marks["end"]
+        first, last = marks["steady_from"], marks["steady_to"]
+        started, ended = marks["start"]["ns"], marks["end"]["ns"]
         seconds = (last["ns"] - first["ns"]) / 1e9 or 1e-9
         tokens = last["tokens"] - first["tokens"]
         relay = [us / 1000 for r in measured for us in r.relay_us]
@@ -405,31 +410,29 @@ class ScaleBench(Bench):
             "window_s": seconds, "window_tokens": tokens,
             "tokens_per_s": tokens / seconds, "tokens_per_s_asked": n * a.rate,
             "duration_s": (ended - started) / 1e9,
-            "cpu_pct": {name: (last[name] - first[name]) / seconds * 100 for name in first if name not in {"ns", "tokens"}},
+            "cpu_pct": {name: (last["cpu"][name] - value) / seconds * 100 for name, value in first["cpu"].items()},
         }
         phase["cpu_pct"]["others"] = phase["cpu_pct"]["machine"] - sum(
             v for k, v in phase["cpu_pct"].items() if k != "machine" and (k != "postgres" or self.db.is_postgres))
         if webs:
-            self.web_figures(phase, webs, marks, first, last)
+            self.web_figures(phase, webs, marks)
             self.redis_figures(phase, marks, used_before, n)
             self.db_count = self.settle_and_count()
             self.db_figures(phase, db_before, self.db_count)
         return phase
 
-    def web_figures(self, phase: dict[str, Any], webs: list[Web], marks: dict[str, Any], first: dict[str, float],
-                    last: dict[str, float]) -> None:
-        lo, hi = marks.get("steady_from"), marks.get("steady_to")
-        per_web_tokens = ([b - a for a, b in zip(lo["per_web"], hi["per_web"], strict=True)] if lo and hi else
-                          [phase["window_tokens"] / len(webs)] * len(webs))
-        phase["web_cpu_s_per_1k_tokens"] = [
-            (last[f"web{i}"] - first[f"web{i}"]) / t * 1000 if t else None for i, t in enumerate(per_web_tokens)]
-        total_cpu = sum(last[f"web{i}"] - first[f"web{i}"] for i in range(len(webs)))
+    def web_figures(self, phase: dict[str, Any], webs: list[Web], marks: dict[str, Any]) -> None:
+        lo, hi = marks["steady_from"], marks["steady_to"]
+        per_web_tokens = [b - a for a, b in zip(lo["per_web"], hi["per_web"], strict=True)]
+        spent = [hi["cpu"][f"web{i}"] - lo["cpu"][f"web{i}"] for i in range(len(webs))]
+        phase["web_cpu_s_per_1k_tokens"] = [cpu / t * 1000 if t else None for cpu, t in zip(spent, per_web_tokens, strict=True)]
+        total_cpu = sum(spent)
         phase["cpu_s_per_1k_tokens"] = total_cpu / phase["window_tokens"] * 1000 if phase["window_tokens"] else None
         phase["web_cpu_pct"] = [phase["cpu_pct"][f"web{i}"] for i in range(len(webs))]
 
     def redis_figures(self, phase: dict[str, Any], marks: dict[str, Any], used_before: int, n: int) -> None:
-        lo, hi = marks.get("steady_from"), marks.get("steady_to")
-        if lo and hi:
+        lo, hi = marks["steady_from"], marks["steady_to"]
+        if "commands" in lo and "commands" in hi:
             calls = {k: v - lo["commands"].get(k, 0) for k, v in hi["commands"].items() if k not in OWN_COMMANDS}
             calls = {k: v for k, v in calls.items() if v}
             tokens = hi["tokens"] - lo["tokens"]

@@ -213,6 +213,8 @@ class ScaleBench(Bench):
             self.embedded = embedded_redis.start()
             self.redis_url = self.embedded.url
         self._redis_pid = redis_server_pid(self.redis_url)
+        if self.embedded is not None and self._redis_pid:
+            self.prioritize(self._redis_pid)
         self.db = Database.make(os.environ.get("DATABASE_URL", ""), self.tmp / "bench.sqlite3")
         self.start_upstream()
         phases = len(a.streams) * len(a.webs) * len(a.transports)
@@ -320,7 +322,7 @@ class ScaleBench(Bench):
         def snapshot(name: str) -> None:
             """Counters at a moment: the steady window runs from the last stream's start to the
             moment every stream has finished its measured replies ("start"/"end" if it never formed)."""
-            cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            cpu = {who: cpu_seconds(pid) for who, pid in pids.items()}
             cpu.update({"machine": machine_busy_seconds(), "worker": tree_cpu_seconds(self.worker.pid),
                         "postgres": self.db.cpu_seconds()})
             marks[name] = {"ns": time.time_ns(), "tokens": tokens_now(), "per_web": [c.tokens_received for c in counters],
@@ -482,7 +484,7 @@ class ScaleBench(Bench):
         a = self.args
         self.results["command"] = " ".join(["python -m bench.scale", *sys.argv[1:]])
         self.results["settings"] = {k: getattr(a, k) for k in ("streams", "webs", "transports", "tokens", "rate", "rounds",
-                                                                "ttft_target_ms", "relay_target_ms", "find_max", "max_generations")}
+                                                                "ttft_target_ms", "relay_target_ms", "find_max", "max_generations", "nice")}
         log("warming up")
         await self.warm_up_all()
         for n in a.streams:

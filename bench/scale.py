@@ -407,7 +407,8 @@ class ScaleBench(Bench):
             "connect_failures": len(connect_failures), "connect_failure_examples": connect_failures[:2],
             "ttft_ms_p50": pct(ttft, 50), "ttft_ms_p99": pct(ttft, 99),
             "relay_ms_p50": pct(relay, 50), "relay_ms_p99": pct(relay, 99), "relay_ms_max": max(relay, default=None),
-            "lost": sum(r.lost for r in measured if r.final is not None),
+            # Over the replies that ended with `done`: one refused or ended by an error is a failed reply.
+            "lost": sum(r.lost for r in measured if (r.final or {}).get("type") == "done"),
             "duplicated": sum(r.duplicated for r in measured if r.final is not None),
             "window_s": seconds, "window_tokens": tokens,
             "tokens_per_s": tokens / seconds, "tokens_per_s_asked": n * a.rate,
@@ -562,6 +563,7 @@ def find_max(phases: list[dict[str, Any]], webs: list[int], transports: list[str
             found[f"{w}/{transport}"] = {
                 "webs": w, "transport": transport, "largest_streams": best["streams"] if best else None,
                 "tokens_per_s": best["tokens_per_s"] if best else None,
+                "web_cpu_s_per_1k_tokens": best.get("web_cpu_s_per_1k_tokens") if best else None,
                 "first_miss": next((p["streams"] for p in steps if not p["targets"]["met"]), None),
             }
     return found
@@ -646,12 +648,13 @@ def markdown(results: dict[str, Any]) -> str:
                                                               sorted(kinds.items(), key=lambda kv: -kv[1]["bytes"])[:10]))
     fm = results.get("find_max") or {}
     if fm:
-        out += ["", "| web processes | transport | largest N within the targets | tokens/s there | streams per web process | first N that missed |",
-                "|---|---|---|---|---|---|"]
+        out += ["", "| web processes | transport | largest N within the targets | tokens/s there | streams per web process | "
+                "CPU-s per 1k tokens there, per web process | first N that missed |", "|---|---|---|---|---|---|---|"]
         for f in fm.values():
             per = fmt(f["largest_streams"] / f["webs"], 0) if f["largest_streams"] else "–"
+            cpu = " · ".join(fmt(v, 3) for v in f.get("web_cpu_s_per_1k_tokens") or []) or "–"
             out.append(f"| {f['webs']} | {f['transport']} | {f['largest_streams'] or 'none'} | {fmt(f['tokens_per_s'], 0)} | {per} | "
-                       f"{f['first_miss'] or '–'} |")
+                       f"{cpu} | {f['first_miss'] or '–'} |")
     for w, inputs in (results.get("sizing_inputs") or {}).items():
         out += ["", f"Sizing from {w} web process(es) (bench/sizing.py):", "", sizing.markdown(sizing.Measured(**inputs))]
     return "\n".join(out)

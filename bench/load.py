@@ -392,7 +392,9 @@ class Bench:
                     return reply
                 # else a notice for the user's tabs (`conversation`: a title, from the worker): not this reply's
 
-    async def sse_reply(self, session: aiohttp.ClientSession, base: str, user: BenchUser, conversation: int) -> Reply:
+    async def sse_reply(self, session: aiohttp.ClientSession, base: str, user: BenchUser, conversation: int,
+                        attach_base: str | None = None) -> Reply:
+        """POST the message to `base`, then GET its events from `attach_base` (default the same process)."""
         reply = Reply(self.args.tokens)
         reply.sent_ns = time.time_ns()
         async with asyncio.timeout(REPLY_TIMEOUT):
@@ -403,7 +405,7 @@ class Bench:
                     reply.problem = f"send answered {response.status}: {body[:200]!r}"
                     return reply
             reply.message_id = orjson.loads(body)["assistant_message"]["id"]
-            async with session.get(f"{base}/api/messages/{reply.message_id}/events", headers=user.auth) as response:
+            async with session.get(f"{attach_base or base}/api/messages/{reply.message_id}/events", headers=user.auth) as response:
                 buffer = b""
                 async for chunk in response.content.iter_any():
                     now = time.time_ns()

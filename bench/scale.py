@@ -345,8 +345,11 @@ class ScaleBench(Bench):
             round_ = 0
             user = self.users[index]
             conversation = user.next_conversation()  # one conversation per stream: its replies are turns in it
-            counter = counters[index % len(counters)]
             web = webs[index % len(webs)] if webs else None
+            # --sse-attach next: the GET of the events goes to the next process, as behind a balancer
+            # without affinity; that process follows the reply through Redis (streaming/remote.py).
+            attach = webs[(index + (a.sse_attach == "next")) % len(webs)] if webs else None
+            counter = counters[(index + (a.sse_attach == "next" and transport == "sse")) % len(counters)]
             await asyncio.sleep(index * reply_seconds / n)
             ws = None
             try:
@@ -364,7 +367,7 @@ class ScaleBench(Bench):
                     elif transport == "ws":
                         reply = await counter.ws_reply(ws, conversation)
                     else:
-                        reply = await counter.sse_reply(session, web.base, user, conversation)
+                        reply = await counter.sse_reply(session, web.base, user, conversation, attach.base)
                     state["replies"] += 1
                     if reply.problem:
                         failures.append(reply.problem)
@@ -485,7 +488,7 @@ class ScaleBench(Bench):
         a = self.args
         self.results["command"] = " ".join(["python -m bench.scale", *sys.argv[1:]])
         self.results["settings"] = {k: getattr(a, k) for k in ("streams", "webs", "transports", "tokens", "rate", "rounds",
-                                                                "ttft_target_ms", "relay_target_ms", "find_max", "max_generations", "nice")}
+                                                                "ttft_target_ms", "relay_target_ms", "find_max", "max_generations", "nice", "sse_attach")}
         log("warming up")
         await self.warm_up_all()
         for n in a.streams:
@@ -672,6 +675,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="measured replies per stream")
     parser.add_argument("--ttft-target-ms", type=float, default=TTFT_TARGET_MS, help="p99 of TTFT added")
     parser.add_argument("--relay-target-ms", type=float, default=RELAY_TARGET_MS, help="p99 of relay delay")
+    parser.add_argument("--sse-attach", choices=["same", "next"], default="same", help="where an SSE stream's GET "
+                        "of its events goes: the process that took its POST, or the next one (cross-process attach)")
     parser.add_argument("--max-generations", type=int, default=0, help="PARLEY_MAX_GENERATIONS per web process "
                         "(default: Parley's own, 240)")
     parser.add_argument("--out", default="", help="write every number as JSON here (bench/sizing.py --from reads it)")

@@ -13,6 +13,11 @@ if [ "$role" = manage ]; then
     exec python manage.py "$@"
 fi
 if python -m parley.procfile --has "$role"; then
+    # prometheus-client's multiprocess files of an earlier run of this container are stale.
+    if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+        mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+        rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
+    fi
     exec python -m parley.procfile "$role" "$@"
 fi
 exec "$role" "$@"

@@ -98,7 +98,8 @@ def test_migrations_run_once_before_every_other_parley_process(services):
 
 def test_beat_runs_exactly_once_and_workers_can_be_scaled(services):
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
-    assert "-B" not in command_of(services["worker"]) and "--beat" not in procfile.entries()["worker"]
+    worker = procfile.command("worker", {})
+    assert "-B" not in worker and "--beat" not in worker  # beat is a service of its own
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
 
 

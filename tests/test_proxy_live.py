@@ -1,7 +1,7 @@
 """docker/Caddyfile for real: Caddy on this machine in front of two real daphne processes. Server-
 Sent Events arrive as they are written, WebSockets pass, requests alternate between the two web
 processes with nothing sticky, upstreams are health-checked as the site, and the forwarded scheme
-is the proxy's to set."""
+and client address are the proxy's to set."""
 
 import asyncio
 import json
@@ -207,3 +207,38 @@ def test_web_processes_that_fail_their_health_check_get_no_requests(site):
             break
         time.sleep(0.2)
     assert httpx.get(caddy.url + STATIC_PATH, timeout=15).status_code == 503, caddy.log()
+
+
+def sign_in_addresses(app: LiveApp) -> str:
+    """The sign-in throttle's Redis keys, which name the address each failure was counted for."""
+    import redis
+
+    prefix = app.env.get("PARLEY_KEY_PREFIX", "parley")
+    client = redis.Redis.from_url(app.env["REDIS_URL"])
+    try:
+        return " ".join(key.decode() for key in client.scan_iter(f"{prefix}:auth:*"))
+    finally:
+        client.close()
+
+
+def fail_a_sign_in(base_url: str, **headers: str) -> None:
+    with httpx.Client(base_url=base_url, headers=headers) as client:
+        client.get("/accounts/login/")
+        refused = client.post(
+            "/accounts/login/",
+            data={"username": "nobody", "password": "wrong-password", "csrfmiddlewaretoken": client.cookies["csrftoken"]},
+        )
+        assert refused.status_code == 200, refused.text[:500]  # the form again, with its error (CSRF refusals are 403)
+
+
+def test_the_proxy_puts_the_client_alone_in_x_forwarded_for(site):
+    app, servers, proxy = site
+    caddy = proxy()
+    # Straight to daphne, a forged header would be believed (PARLEY_TRUSTED_PROXIES=1) ...
+    fail_a_sign_in(servers[0].url, Host=SITE, **{"X-Forwarded-For": "198.51.100.7"})
+    assert "198.51.100.7" in sign_in_addresses(app)
+    # ... through Caddy, the forged address is dropped and the client's own is counted.
+    fail_a_sign_in(caddy.url, **{"X-Forwarded-For": "203.0.113.9"})
+    counted = sign_in_addresses(app)
+    assert "203.0.113.9" not in counted
+    assert "127.0.0.1" in counted or "::" in counted, counted

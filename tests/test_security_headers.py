@@ -187,7 +187,7 @@ def objects(alice):
         ("uploads", "pk"): upload.pk, ("runs", "pk"): run.pk, ("shares", "pk"): share.pk, ("tokens", "pk"): token.pk,
         ("approvals", "step"): 1, ("artifacts", "name"): "result.md", ("messages", "message_id"): reply.pk,
         ("flags", "flag_id"): flag.pk, ("s", "token"): share.token, ("models", "name"): "parley-demo",
-        ("chat", "chat_id"): f"conversation-{conversation.pk}", ("r", "content_type_id"): None,
+        ("chat", "chat_id"): f"conversation-{conversation.pk}", "__user_pk__": alice.pk,
     }  # fmt: skip
     return alice, by_segment
 
@@ -269,7 +269,6 @@ def test_every_url_pattern_carries_the_security_headers_for_anonymous_and_signed
     from django.test import Client
 
     alice, by_segment = objects
-    by_segment["__user_pk__"] = alice.pk
     urls, unknown = concrete_urls(by_segment)
     assert not unknown, "URL patterns this test cannot fill yet:\n" + "\n".join(unknown)
     assert len(urls) > 200  # the whole map, the admin's included

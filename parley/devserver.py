@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from observability import multiproc
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 10.0
 WORKER_READY_WAIT = 30.0  # seconds the banner waits for the worker before showing anyway
@@ -238,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # PARLEY_LOCAL_RUN: the worker leaves out its warning about running as root (parley/celery.py).
         env = dict(os.environ, PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="parley.settings", PARLEY_LOCAL_RUN="1")
+        # Every process of the run writes its metrics here, emptied first (observability/multiproc.py).
+        env[multiproc.ENV] = multiproc.fresh_dir(Path(os.environ.get(multiproc.ENV) or var / "prometheus"))
         python = sys.executable
         say("setup", "Migrating the database and collecting static files ...")
         for step in (["migrate", "--noinput", "--verbosity", "0"], ["collectstatic", "--noinput", "--verbosity", "0"]):

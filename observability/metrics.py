@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -224,11 +225,25 @@ class _Sources:
             yield from source.collect()  # type: ignore[attr-defined]
 
 
+def _forget_dead_processes(directory: str) -> None:
+    """A process killed outright (SIGKILL, the OOM killer) ran no cleanup: its live gauges would
+    count forever. The directory is this host's own, so a pid that is gone is a dead process."""
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid, directory)
+        except PermissionError:
+            pass  # alive, someone else's
+
+
 def render() -> bytes:
     """The text exposition: every process's metrics when they share a directory, else this one's,
     and the scrape-time readings. Reads the database: call it from a thread, not the event loop."""
     directory = multiproc.current_dir()
     if directory:
+        _forget_dead_processes(directory)
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=directory)
         own: object = merged

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 
 import httpx
@@ -60,7 +61,8 @@ def metric_tokens(samples: list) -> tuple[int, int]:
 
 
 def test_one_process_serves_the_sum_of_every_process(live_factory, alice):
-    app = live_factory()
+    # A queue of its own: the session's worker (live_app) must not take this app's tasks.
+    app = live_factory(PARLEY_CELERY_QUEUE=f"metrics-{uuid.uuid4().hex[:8]}")
     first, second = app.start_daphne(), app.start_daphne()
     app.start_worker()
     token = ApiToken.issue(alice, "metrics")[1]

@@ -5,13 +5,15 @@ one with `Authorization: Bearer <PARLEY_METRICS_TOKEN>` (compared in constant ti
 
 Which address counts. With PARLEY_TRUSTED_PROXIES=N (the proxies that append to X-Forwarded-For,
 as for the sign-in throttles), the address the outermost of them added; a request with fewer
-entries than that is refused. With no trusted proxies it is the connection's own address, except
-that a request showing it came through a proxy Parley was not told about (X-Forwarded-For,
-Forwarded, X-Real-IP or X-Forwarded-Proto/-Host present), or any request while BEHIND_TLS_PROXY is
-set, may not count as loopback: a reverse proxy on the same host would otherwise hand every outside
-request a loopback address. Listed networks still count for the connection's address then, since a
-scraper inside them connects directly; the token always works. Better still, the proxy does not
-forward `/metrics` at all.
+entries than that is refused. With no trusted proxies it is the connection's own address, but:
+- a request showing it came through a proxy Parley was not told about (X-Forwarded-For, Forwarded,
+  X-Real-IP or X-Forwarded-Proto/-Host present) is let in by the token alone. Its connection may be
+  a same-host proxy's loopback, and daphne run with `--proxy-headers` (docker/entrypoint.sh) takes
+  the connection's address from the client's own first X-Forwarded-For entry, so no address of it
+  can be trusted;
+- while BEHIND_TLS_PROXY is set, loopback does not count (a same-host proxy may not add any of
+  those headers); listed networks do, for a scraper that connects directly.
+Better still, the proxy does not forward `/metrics` at all.
 """
 
 import hmac
@@ -27,24 +29,25 @@ PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP", "HT
 def may_read_metrics(request: HttpRequest) -> bool:
     if _has_token(request):
         return True
-    address, proxied = client_address(request)
+    address, loopback_counts = client_address(request)
     if address is None:
         return False
-    if address.is_loopback and not proxied:
+    if address.is_loopback and loopback_counts:
         return True
     return any(address in network for network in settings.PARLEY_METRICS_ALLOW)
 
 
 def client_address(request: HttpRequest) -> tuple[Address | None, bool]:
-    """The address that counts, and whether it may have been a proxy's rather than the client's."""
+    """The address that counts (None: none can be trusted), and whether loopback may count as such."""
     proxies = settings.PARLEY_TRUSTED_PROXIES
     if proxies:
         forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
         if len(forwarded) < proxies:
-            return None, True
-        return _parse(forwarded[-proxies]), False
-    proxied = settings.BEHIND_TLS_PROXY or any(request.META.get(header) for header in PROXY_HEADERS)
-    return _parse(request.META.get("REMOTE_ADDR", "")), proxied
+            return None, False
+        return _parse(forwarded[-proxies]), True
+    if any(request.META.get(header) for header in PROXY_HEADERS):
+        return None, False
+    return _parse(request.META.get("REMOTE_ADDR", "")), not settings.BEHIND_TLS_PROXY
 
 
 def _has_token(request: HttpRequest) -> bool:

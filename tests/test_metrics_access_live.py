@@ -25,6 +25,7 @@ def families(response: httpx.Response) -> set[str]:
 
 
 def test_loopback_may_read_metrics(live_app):
+    httpx.get(f"{live_app.url}/healthz")  # a counter shows once it has counted something
     response = httpx.get(f"{live_app.url}/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -37,6 +38,23 @@ def test_loopback_through_an_unknown_proxy_is_refused(live_app):
         response = httpx.get(f"{live_app.url}/metrics", headers=header)
         assert response.status_code == 403, header
         assert response.json()["error"]["code"] == "forbidden"
+
+
+def test_a_listed_network_does_not_count_through_an_unknown_proxy(live_factory):
+    # daphne --proxy-headers (the image's web role) takes the address from the client's own header.
+    app = live_factory(PARLEY_METRICS_ALLOW="10.0.0.0/8,127.0.0.0/8", PARLEY_METRICS_TOKEN=TOKEN)
+    app.start_daphne()
+    url = f"{app.url}/metrics"
+    assert httpx.get(url).status_code == 200
+    assert httpx.get(url, headers={"X-Forwarded-For": "10.1.1.1"}).status_code == 403
+    assert httpx.get(url, headers={"X-Forwarded-For": "10.1.1.1", "Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_behind_a_tls_proxy_loopback_alone_does_not_count(live_factory):
+    app = live_factory(BEHIND_TLS_PROXY="1")
+    app.start_daphne()
+    assert httpx.get(f"{app.url}/metrics").status_code == 403
+    assert httpx.get(f"{app.url}/healthz").status_code == 200
 
 
 def test_another_address_needs_an_allowed_network_or_the_token(live_factory):

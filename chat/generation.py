@@ -29,8 +29,8 @@ from chat.actions import ActionError
 from chat.enqueue import enqueue
 from chat.history import Turn
 from chat.models import ChatModel, Conversation, Message, usage_of
-from parley import deferred, statements
 from observability import metrics
+from parley import deferred, statements
 from providers import get_provider
 from providers.base import ErrorCode, Finish, Image, StreamError, TextDelta, ToolCall, Usage
 from resilience import attempts, cache

@@ -48,3 +48,16 @@ def test_a_path_no_pattern_matches_is_counted_as_unmatched():
     before = value("parley_http_requests_total", route="unmatched", method="GET", status="404")
     assert Client().get("/no/such/page/12345").status_code == 404
     assert value("parley_http_requests_total", route="unmatched", method="GET", status="404") == before + 1
+
+
+@pytest.mark.django_db
+def test_without_a_metrics_directory_a_process_serves_its_own(monkeypatch):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    Client().get("/healthz")
+    response = Client().get("/metrics")  # the test client's address is 127.0.0.1
+    assert response.status_code == 200
+    samples = {s.name: s for f in text_string_to_metric_families(response.content.decode()) for s in f.samples}
+    assert samples["parley_active_streams"].value == 0
+    assert "parley_http_requests_total" in samples

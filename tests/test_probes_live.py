@@ -28,8 +28,12 @@ def test_healthz_answers_a_probe_by_ip_without_cookies_or_an_allowed_host(live_a
 
 
 def test_readyz_names_every_check_with_its_time(live_app):
-    response = httpx.get(f"{live_app.url}/readyz", headers={"Host": "10.1.2.3"})
-    assert response.status_code == 200, response.text
+    # A process's first look at the migrations loads their graph, which a busy machine may take
+    # longer than the probe's timeout over: the next probe finds the answer remembered.
+    deadline = time.monotonic() + 10
+    while (response := httpx.get(f"{live_app.url}/readyz", headers={"Host": "10.1.2.3"})).status_code != 200:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.5)
     body = response.json()
     assert body["status"] == "ok"
     assert set(body["checks"]) == CHECKS
@@ -40,7 +44,7 @@ def test_readyz_names_every_check_with_its_time(live_app):
 
 
 def test_readyz_is_503_naming_redis_and_the_broker_when_redis_is_down(live_factory):
-    app = live_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    app = live_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", PARLEY_PROBE_TIMEOUT_SECONDS="5")
     app.start_daphne()
     response = httpx.get(f"{app.url}/readyz", timeout=10)
     assert response.status_code == 503
@@ -97,7 +101,7 @@ def test_readyz_is_503_while_a_migration_is_not_applied(live_factory):
         row = cursor.fetchone()
         cursor.execute("DELETE FROM django_migrations WHERE id = %s", [row[0]])
     try:
-        app = live_factory()
+        app = live_factory(PARLEY_PROBE_TIMEOUT_SECONDS="5")  # room for loading the migration graph
         app.start_daphne()
         response = httpx.get(f"{app.url}/readyz", timeout=10)
         assert response.status_code == 503

@@ -70,7 +70,7 @@ def check_broker() -> None:
     from kombu import Connection
 
     with Connection(url, connect_timeout=settings.PARLEY_PROBE_TIMEOUT_SECONDS) as broker:
-        broker.ensure_connection(max_retries=1, timeout=settings.PARLEY_PROBE_TIMEOUT_SECONDS)
+        broker.ensure_connection(max_retries=1, interval_start=0, timeout=settings.PARLEY_PROBE_TIMEOUT_SECONDS)
 
 
 CHECKS: dict[str, Callable[[], None]] = {

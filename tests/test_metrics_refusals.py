@@ -48,6 +48,10 @@ def test_a_path_no_pattern_matches_is_counted_as_unmatched():
     before = value("parley_http_requests_total", route="unmatched", method="GET", status="404")
     assert Client().get("/no/such/page/12345").status_code == 404
     assert value("parley_http_requests_total", route="unmatched", method="GET", status="404") == before + 1
+    other = value("parley_http_requests_total", route="unmatched", method="other", status="404")
+    assert Client().generic("BREW", "/no/such/pot").status_code == 404
+    assert value("parley_http_requests_total", route="unmatched", method="other", status="404") == other + 1
+    assert value("parley_http_requests_total", route="unmatched", method="BREW", status="404") == 0
 
 
 @pytest.mark.django_db

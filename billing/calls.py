@@ -36,6 +36,7 @@ from billing.quotas import Reservation, Windows
 from chat.actions import ActionError
 from chat.history import DoesNotFit, FittedHistory, Turn, fit_history
 from chat.models import ChatModel
+from observability import metrics
 from parley import deferred
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,20 @@ def admit(
 ) -> Admitted:
     """Admit a call or raise ActionError. A `background` call (a title) keeps the chosen model and
     counts toward no request limit; `max_output` caps the output below the model's and the plan's."""
+    try:
+        return _admit(
+            user_id, limits, model, system, turns, kind=kind, max_output=max_output, background=background,
+            conversation_id=conversation_id,
+        )
+    except ActionError as refused:
+        metrics.admission_refused(refused.code, (refused.limit or {}).get("name") if refused.code == "quota_exceeded" else None)
+        raise
+
+
+def _admit(
+    user_id: int, limits: EffectiveLimits, model: ChatModel, system: str, turns: list[Turn], *,
+    kind: str, max_output: int | None, background: bool, conversation_id: int | None,
+) -> Admitted:
     admission.check_model(limits, model)
     notice = ""
     if not background:

@@ -29,6 +29,7 @@ from chat.actions import ActionError
 from chat.enqueue import enqueue
 from chat.history import Turn
 from chat.models import ChatModel, Conversation, Message, usage_of
+from observability import metrics
 from parley import deferred, statements
 from providers import get_provider
 from providers.base import ErrorCode, Finish, Image, StreamError, TextDelta, ToolCall, Usage
@@ -241,6 +242,7 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
     settled = await _save_final(
         plan, run, answered, text, outcome.status, usage, billed, finish, error, ttft_ms, duration_ms, tool_calls,
     )
+    metrics.reply_ended(answered.model.name, outcome.status, ttft_ms, duration_ms)
     if settled is not None:
         # A client that reads the meter on the final event must find this reply settled. The
         # settle runs on the deferred threads (parley/deferred.py): only this reply waits for it.

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from observability import multiproc
 from parley import procfile
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -252,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             # The Procfile says `python` and `celery`: this virtualenv's.
             PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         )
+        # Every process of the run writes its metrics here, emptied first (observability/multiproc.py).
+        env[multiproc.ENV] = multiproc.fresh_dir(Path(os.environ.get(multiproc.ENV) or var / "prometheus"))
         try:
             commands = {name: procfile.command(name, env) for name in ("release", "web", "worker", "beat")}
         except procfile.ProcfileError as exc:

@@ -6,6 +6,7 @@ and client address are the proxy's to set."""
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -198,15 +199,30 @@ def test_the_proxy_sets_the_forwarded_scheme_itself(site):
 
 def test_web_processes_that_fail_their_health_check_get_no_requests(site):
     app, servers, proxy = site
-    # Checked under a name the web processes do not answer to, both fail (400) and are taken out.
-    caddy = proxy(domain="not-this-site.example")
-    # With no healthy upstream, Caddy waits lb_try_duration (5 s) for one, then answers 503.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if httpx.get(caddy.url + STATIC_PATH, timeout=15).status_code == 503:
-            break
-        time.sleep(0.2)
-    assert httpx.get(caddy.url + STATIC_PATH, timeout=15).status_code == 503, caddy.log()
+    caddy = proxy()
+    hung, healthy = servers
+    # A web process that stops answering (stopped, not dead: its socket still accepts) fails its
+    # health check by timing out; then every request goes to the other one.
+    os.kill(hung.process.pid, signal.SIGSTOP)
+    try:
+        quick_in_a_row = 0
+        deadline = time.monotonic() + 30
+        with httpx.Client(base_url=caddy.url) as client:
+            while quick_in_a_row < 6:
+                assert time.monotonic() < deadline, f"the stopped process kept getting requests:\n{caddy.log()}"
+                try:
+                    quick_in_a_row = quick_in_a_row + 1 if client.get(STATIC_PATH, timeout=2).status_code == 200 else 0
+                except httpx.TimeoutException:
+                    quick_in_a_row = 0
+            before = access_lines(healthy, STATIC_PATH)
+            for _ in range(6):
+                assert client.get(STATIC_PATH, timeout=2).status_code == 200
+        deadline = time.monotonic() + 5
+        while access_lines(healthy, STATIC_PATH) - before < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert access_lines(healthy, STATIC_PATH) - before == 6, caddy.log()
+    finally:
+        os.kill(hung.process.pid, signal.SIGCONT)
 
 
 def sign_in_addresses(app: LiveApp) -> str:

@@ -36,6 +36,7 @@ from billing.quotas import Reservation, Windows
 from chat.actions import ActionError
 from chat.history import DoesNotFit, FittedHistory, Turn, fit_history
 from chat.models import ChatModel
+from observability import tracing
 from parley import deferred
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,27 @@ def admit(
 ) -> Admitted:
     """Admit a call or raise ActionError. A `background` call (a title) keeps the chosen model and
     counts toward no request limit; `max_output` caps the output below the model's and the plan's."""
+    with tracing.span("parley.admission", {"parley.call.kind": kind, "gen_ai.request.model": model.model_id}) as span:
+        try:
+            admitted = _admit(
+                user_id, limits, model, system, turns, kind=kind, max_output=max_output, background=background,
+                conversation_id=conversation_id,
+            )
+        except ActionError as refused:
+            tracing.fail(span, refused.code)
+            raise
+        if span.is_recording():
+            span.set_attributes({
+                "parley.model": admitted.model.name, "parley.fallback": admitted.model.pk != model.pk,
+                "parley.prompt_estimate": admitted.call.prompt_estimate, "parley.max_output": admitted.max_output,
+            })
+        return admitted
+
+
+def _admit(
+    user_id: int, limits: EffectiveLimits, model: ChatModel, system: str, turns: list[Turn], *,
+    kind: str, max_output: int | None, background: bool, conversation_id: int | None,
+) -> Admitted:
     admission.check_model(limits, model)
     notice = ""
     if not background:

@@ -4,11 +4,16 @@ import os
 from celery import Celery
 from celery.signals import worker_ready
 
+from observability import tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "parley.settings")
 
 app = Celery("parley")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Each pool process sets up its own traces; a task's run continues the trace and request id its
+# publish sent (observability/tracing.py).
+tracing.install_celery_hooks()
 
 
 @worker_ready.connect

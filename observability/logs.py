@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from daphne.access import AccessLogGenerator
 from opentelemetry import trace
 
 from observability import context
@@ -56,6 +57,21 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
         return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class JsonAccessLog(AccessLogGenerator):
+    """daphne's access log as log records (so JSON lines too), instead of NCSA lines on stdout."""
+
+    logger = logging.getLogger("parley.access")
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def write_entry(
+        self, host: str, date: object, request: str, status: int | None = None, length: int | None = None,
+        ident: str | None = None, user: str | None = None,
+    ) -> None:
+        self.logger.info("%s %s", request, status or "-", extra={"client": host, "status": status, "size": length})
 
 
 class Text:

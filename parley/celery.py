@@ -1,8 +1,9 @@
 import logging
 import os
+from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import celeryd_init, worker_ready
 
 from observability import tracing
 
@@ -35,9 +36,20 @@ class QuietReaper(logging.Filter):
 for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
     logging.getLogger(name).addFilter(QuietReaper())
 
-if os.environ.get("PARLEY_LOCAL_RUN"):
+
+@celeryd_init.connect
+def _no_banner_among_json_lines(sender: object, instance: Any, **kwargs: object) -> None:
+    """With JSON logs every line is a JSON object: the start-up banner (`--quiet`) is left out."""
+    from django.conf import settings
+
+    if settings.PARLEY_LOG_FORMAT == "json":
+        instance.quiet = True
+
+
+if os.environ.get("PARLEY_LOCAL_RUN") or os.environ.get("PARLEY_LOG_FORMAT", "").lower() == "json":
     # `bin/parley run` on a laptop or in a container often runs as root; the worker accepts only
-    # JSON, so Celery's warning (meant for pickle) is noise that pushes the banner out of view.
+    # JSON, so Celery's warning (meant for pickle) is noise that pushes the banner out of view,
+    # and, printed before logging is set up, the one line of a JSON log that is not JSON.
     import warnings
 
     from celery.exceptions import SecurityWarning

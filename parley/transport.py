@@ -30,6 +30,13 @@ class Server(server.Server):
     accepts a connection (daphne calls `ready_callable` there)."""
 
     def __init__(self, *args: Any, ready_callable: Any = None, **kwargs: Any) -> None:
+        from django.conf import settings
+
+        if kwargs.get("action_logger") is not None and settings.PARLEY_LOG_FORMAT == "json":
+            from observability.logs import JsonAccessLog
+
+            kwargs["action_logger"] = JsonAccessLog()
+
         def ready() -> None:
             self.adjust_factories()
             if ready_callable is not None:

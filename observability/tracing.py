@@ -82,6 +82,11 @@ def configure(role: str, environ: Mapping[str, str] = os.environ) -> bool:
     _provider = _tracer = None
     if not wanted(environ):
         return False
+    if environ is os.environ:
+        # An empty variable (compose's `${X:-}`) means unset; the SDK would take "" as the endpoint.
+        for name in [*ENDPOINT_VARIABLES, "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_RESOURCE_ATTRIBUTES"]:
+            if os.environ.get(name) == "":
+                del os.environ[name]
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor

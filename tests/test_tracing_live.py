@@ -1,6 +1,7 @@
 """OpenTelemetry traces from real processes: daphne and a Celery worker export to a small OTLP/HTTP
 receiver run by the test, which decodes what the SDK's exporter sends as the collector would."""
 
+import asyncio
 import gzip
 import json
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
 from accounts.models import ApiToken
@@ -190,6 +192,34 @@ def test_a_reply_is_one_trace_from_the_request_to_the_provider_call_and_into_the
     # JSON log lines written inside a span name its trace and span.
     ended = next(json.loads(line) for line in server.log_path.read_text().splitlines() if f'"Reply {reply_id} complete' in line)
     assert (ended["trace_id"], ended["span_id"]) == (trace_id, reply_span["span_id"])
+
+    # A WebSocket: its handshake is a span, answered with the request id; each frame starts a
+    # trace of its own, linked to the handshake's, with the reply it asked for inside.
+    socket_id = f"ws-{uuid.uuid4().hex[:8]}"
+
+    async def over_websocket() -> tuple[str, int]:
+        async with websockets.connect(
+            server.url.replace("http", "ws") + "/ws/chat/", additional_headers={**headers, "X-Request-ID": socket_id},
+        ) as ws:
+            answered_id = ws.response.headers["x-request-id"]
+            await ws.send(json.dumps({"type": "send", "conversation": conversation, "content": "Again"}))
+            while True:
+                event = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                if event["type"] == "message":
+                    message_id = event["assistant_message"]["id"]
+                if event["type"] in ("done", "error") and event.get("message") == message_id:
+                    return answered_id, message_id
+
+    answered_id, ws_reply = asyncio.run(over_websocket())
+    assert answered_id == socket_id
+    handshake = wait_until(lambda: [span for span in receiver.named("WebSocket")
+                                    if span["attributes"].get("parley.request_id") == socket_id], what="the handshake")[0]
+    assert handshake["attributes"]["parley.websocket.accepted"] is True
+    ws_reply_span = wait_until(lambda: [span for span in receiver.named("parley.reply")
+                                        if span["attributes"]["parley.message_id"] == ws_reply], what="the socket's reply")[0]
+    frame = next(span for span in receiver.named("WebSocket send") if span["trace_id"] == ws_reply_span["trace_id"])
+    assert frame["parent"] == "" and frame["links"] == [handshake["trace_id"]]
+    assert ws_reply_span["parent"] == frame["span_id"]
 
     # An incoming W3C traceparent is continued.
     parent_trace = uuid.uuid4().hex

@@ -265,3 +265,27 @@ def test_which_variables_turn_traces_on():
     assert not tracing.wanted({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"})
     with pytest.raises(Exception, match="unknown exporter 'jaeger'"):
         tracing.wanted({"OTEL_TRACES_EXPORTER": "jaeger"})
+
+
+def test_spans_still_held_are_exported_when_the_processes_stop(live_factory, alice, fake_openai, receiver):
+    ChatModel.objects.create(name="flushed", label="Flushed", provider="openai", base_url=fake_openai)
+    queue = f"tracing-stop-{uuid.uuid4().hex[:8]}"
+    # A batch held for a minute: only the exit can send it within the test.
+    app = live_factory(
+        OPENAI_BASE_URL=fake_openai, OPENAI_API_KEY="sk-test", PARLEY_CELERY_QUEUE=queue,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{receiver.url}/v1/traces", OTEL_BSP_SCHEDULE_DELAY="60000",
+    )
+    server = app.start_daphne()
+    worker = app.start_worker()
+    headers = {"Authorization": f"Bearer {ApiToken.issue(alice, 'flush')[1]}"}
+    conversation, reply_id = send(server.url, headers, "flushed", "Hello")
+    wait_until(lambda: Message.objects.filter(pk=reply_id, status="complete").exists(), what="the reply")
+    wait_until(lambda: any("generate_title" in line and "succeeded" in line for line in worker.log_path.read_text().splitlines()),
+               what="the title task")
+    time.sleep(1)
+    assert receiver.spans == []
+    server.stop()
+    worker.stop()
+    wait_until(lambda: receiver.named("parley.reply") and receiver.named("process chat.tasks.generate_title"),
+               timeout=15, what="the spans sent at exit")
+    assert receiver.named("parley.reply")[0]["resource"]["service.name"] == "parley"

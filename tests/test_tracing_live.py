@@ -231,6 +231,29 @@ def test_a_reply_is_one_trace_from_the_request_to_the_provider_call_and_into_the
     assert continued[0]["parent"] == "ab" * 8
     assert continued[0]["name"] == "GET /api/conversations/<int:pk>/"
 
+    # An agent run: the request that started it, its task in the worker, the run, its model steps.
+    goal = f"Look up the tapir {uuid.uuid4().hex}"
+    started = httpx.post(f"{server.url}/api/conversations/{conversation}/runs", json={"goal": goal}, headers=headers, timeout=20)
+    assert started.status_code == 201, started.text
+    run_id = started.json()["run"]["id"]
+    run_span = wait_until(lambda: [span for span in receiver.named("parley.agent_run")
+                                   if span["attributes"]["parley.run_id"] == run_id], what="the run's span")[0]
+    assert run_span["attributes"]["parley.run.status"] == "succeeded"
+    run_trace = [span for span in receiver.spans if span["trace_id"] == run_span["trace_id"]]
+    run_ids = {span["span_id"]: span for span in run_trace}
+    assert run_ids[run_span["parent"]]["name"] == "process agents.tasks.execute_run"
+    starter = next(span for span in run_trace if span["parent"] == "")
+    assert starter["name"] == "POST /api/conversations/<int:pk>/runs"
+    steps = [span for span in run_trace if span["parent"] == run_span["span_id"] and span["name"] == "chat traced"]
+    assert steps and all(span["attributes"]["gen_ai.usage.output_tokens"] > 0 for span in steps)
+
+    # No span anywhere carries the prompt, the reply or the goal.
+    reply_text = Message.objects.get(pk=reply_id).content
+    assert reply_text
+    for span in receiver.spans:
+        for value in [span["name"], *map(str, span["attributes"].values())]:
+            assert prompt not in value and "okapi" not in value and reply_text not in value and "tapir" not in value
+
 
 def test_tracing_is_off_unless_asked_and_the_sdk_switch_wins(live_factory, alice, fake_openai, receiver):
     ChatModel.objects.create(name="untraced", label="Untraced", provider="openai", base_url=fake_openai)

@@ -283,21 +283,23 @@ class ProviderSpan:
 
     span: Span
     requested: str = ""
+    recording: bool = False  # read once per event: the off case costs one attribute read per token
 
     @classmethod
     def start(cls, target: Target, attempt: int) -> "ProviderSpan":
         if not tracing.enabled():
             return cls(INVALID_SPAN)
         provider = target.model.provider
-        return cls(tracing.start(f"chat {target.request.model}", {
+        span = tracing.start(f"chat {target.request.model}", {
             "gen_ai.operation.name": "chat", "gen_ai.system": provider, "gen_ai.provider.name": provider,
             "gen_ai.request.model": target.request.model, "gen_ai.request.max_tokens": target.request.max_output_tokens,
             "server.address": urlsplit(target.request.base_url or "").hostname or provider,
             "parley.model": target.model.name, "parley.attempt": attempt,
-        }, SpanKind.CLIENT), target.request.model)
+        }, SpanKind.CLIENT)
+        return cls(span, target.request.model, span.is_recording())  # a sampled-out call records nothing
 
     def saw(self, event: StreamEvent) -> None:
-        if not self.span.is_recording():
+        if not self.recording or isinstance(event, TextDelta):
             return
         if isinstance(event, Usage):
             if event.prompt_tokens is not None:

@@ -14,7 +14,8 @@ from typing import Any
 
 from asgiref.sync import markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
-from opentelemetry import propagate
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from observability import context, tracing
@@ -59,9 +60,6 @@ class Observed:
         name = method if http else "WebSocket"
         current = tracing.start(name, attributes, SpanKind.SERVER, parent=parent)
         handshake_open = not http
-        from opentelemetry import context as otel_context
-        from opentelemetry import trace
-
         token = otel_context.attach(trace.set_span_in_context(current, parent))
 
         async def send_traced(message: dict[str, Any]) -> None:
@@ -83,7 +81,8 @@ class Observed:
         try:
             await self.app(scope, receive, send_traced)
         except BaseException as error:
-            tracing.fail(current, type(error).__qualname__)
+            if http or handshake_open:  # an ended span takes no more attributes
+                tracing.fail(current, type(error).__qualname__)
             raise
         finally:
             if http or handshake_open:
@@ -112,8 +111,6 @@ class RouteMiddleware:
         if getattr(loaded, "is_authenticated", False):
             context.set_user(loaded.pk)
         if tracing.enabled():
-            from opentelemetry import trace
-
             current = trace.get_current_span()
             match = request.resolver_match
             if current.is_recording() and match is not None and match.route:

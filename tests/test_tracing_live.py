@@ -312,3 +312,21 @@ def test_spans_still_held_are_exported_when_the_processes_stop(live_factory, ali
     wait_until(lambda: receiver.named("parley.reply") and receiver.named("process chat.tasks.generate_title"),
                timeout=15, what="the spans sent at exit")
     assert receiver.named("parley.reply")[0]["resource"]["service.name"] == "parley"
+
+
+def test_a_failed_provider_call_has_its_error_type_and_so_has_the_reply(live_factory, alice, fake_openai, receiver):
+    ChatModel.objects.create(name="failing#scenario=server_error", label="Failing", provider="openai", base_url=fake_openai)
+    app = live_factory(
+        OPENAI_BASE_URL=fake_openai, OPENAI_API_KEY="sk-test", PROVIDER_MAX_RETRIES="0",
+        OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{receiver.url}/v1/traces", OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    server = app.start_daphne()
+    headers = {"Authorization": f"Bearer {ApiToken.issue(alice, 'errors')[1]}"}
+    _, reply_id = send(server.url, headers, "failing#scenario=server_error", "Hello")
+    wait_until(lambda: Message.objects.filter(pk=reply_id, status="failed").exists(), what="the failed reply")
+    reply_span = wait_until(lambda: receiver.named("parley.reply"), what="the reply's span")[0]
+    calls = [span for span in receiver.spans if span["parent"] == reply_span["span_id"] and span["name"].startswith("chat ")]
+    assert calls and all(span["attributes"]["error.type"] == "provider_unavailable" and span["status"] == 2 for span in calls)
+    assert "gen_ai.usage.output_tokens" not in calls[0]["attributes"]
+    assert reply_span["attributes"]["error.type"] == "provider_unavailable" and reply_span["status"] == 2
+    assert reply_span["attributes"]["parley.reply.status"] == "failed"

@@ -258,9 +258,11 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
     settled = await _save_final(
         plan, run, answered, text, outcome.status, usage, billed, finish, error, ttft_ms, duration_ms, tool_calls,
     )
+    # A gateway call its token keeps no text of (`discard`) is hashed even while the switch is on.
     logger.info(
         "Reply %s %s on %s: %s prompt and %s output tokens; text %s", plan.message_id, outcome.status,
-        answered.model.name, billed.prompt_tokens, billed.completion_tokens, logs.text(text),
+        answered.model.name, billed.prompt_tokens, billed.completion_tokens,
+        logs.digest(text) if plan.discard else logs.text(text),
     )
     if settled is not None:
         # A client that reads the meter on the final event must find this reply settled. The

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
-from opentelemetry.trace import SpanKind
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.consumer import get_handler_name
+from opentelemetry.trace import SpanKind
 
 from agents.attach import attach_run
 from chat.actions import ActionError
-from observability import context, tracing
 from chat.replies import attach, edit_message, follow_sent, regenerate_message, send_message, stop_message
+from observability import context, tracing
 from streaming import events, process
 from streaming.entries import Entry
 

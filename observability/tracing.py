@@ -56,6 +56,15 @@ def wanted(environ: Mapping[str, str] = os.environ) -> bool:
     return any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
 
 
+def check(environ: Mapping[str, str] = os.environ) -> None:
+    """Refuse values the exporter could not use, at a process's start rather than at its first span."""
+    if not wanted(environ):
+        return
+    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    if protocol and protocol != "http/protobuf" and "otlp" in (exporter_names(environ) or ["otlp"]):
+        raise ImproperlyConfigured(f"OTLP protocol {protocol!r}: Parley exports traces over http/protobuf only")
+
+
 def exporter_names(environ: Mapping[str, str] = os.environ) -> list[str] | None:
     """OTEL_TRACES_EXPORTER as a list (None: not set); an unknown name is a configuration error."""
     raw = environ.get("OTEL_TRACES_EXPORTER", "").strip()
@@ -106,12 +115,10 @@ def configure(role: str, environ: Mapping[str, str] = os.environ) -> bool:
 
 
 def _exporters(environ: Mapping[str, str]) -> list[Any]:
+    check(environ)
     names = exporter_names(environ) or ["otlp"]
     out: list[Any] = []
     if "otlp" in names:
-        protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
-        if protocol and protocol != "http/protobuf":
-            raise ImproperlyConfigured(f"OTLP protocol {protocol!r}: Parley exports traces over http/protobuf only")
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         out.append(OTLPSpanExporter())
@@ -241,6 +248,7 @@ def install_celery_hooks() -> None:
     """Connect the hooks above to Celery's signals (parley/celery.py calls this once)."""
     from celery import signals
 
+    check()  # a bad value stops the worker at its start, not each pool process it forks
     signals.worker_process_init.connect(_on_worker_process_init, weak=False)
     signals.worker_process_shutdown.connect(_on_worker_process_shutdown, weak=False)
     signals.task_prerun.connect(_on_task_prerun, weak=False)

@@ -3,6 +3,7 @@ receiver run by the test, which decodes what the SDK's exporter sends as the col
 
 import asyncio
 import gzip
+import subprocess
 import json
 import sys
 import threading
@@ -16,13 +17,14 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from django.core.exceptions import ImproperlyConfigured
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 
 from accounts.models import ApiToken
 from billing.models import UsageRecord
 from chat.models import ChatModel, Message
 from observability import tracing
-from tests.live import LiveProcess, free_port
+from tests.live import ROOT, LiveProcess, child_env, free_port
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -286,8 +288,22 @@ def test_which_variables_turn_traces_on():
     assert tracing.wanted({"OTEL_TRACES_EXPORTER": "console"})
     assert not tracing.wanted({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"})
     assert not tracing.wanted({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"})
-    with pytest.raises(Exception, match="unknown exporter 'jaeger'"):
+    with pytest.raises(ImproperlyConfigured, match="unknown exporter 'jaeger'"):
         tracing.wanted({"OTEL_TRACES_EXPORTER": "jaeger"})
+    with pytest.raises(ImproperlyConfigured, match="http/protobuf only"):
+        tracing.check({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+    tracing.check({"OTEL_TRACES_EXPORTER": "console", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})  # no OTLP: no matter
+    tracing.check({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"})
+
+
+@pytest.mark.django_db
+def test_a_worker_with_a_bad_exporter_refuses_to_start():
+    ended = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "parley", "worker", "--concurrency", "1", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=child_env(OTEL_TRACES_EXPORTER="zipkin"), capture_output=True, text=True, timeout=60,
+    )
+    assert ended.returncode != 0
+    assert "OTEL_TRACES_EXPORTER: unknown exporter 'zipkin' (otlp, console or none)" in ended.stderr + ended.stdout
 
 
 def test_spans_still_held_are_exported_when_the_processes_stop(live_factory, alice, fake_openai, receiver):

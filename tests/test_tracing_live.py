@@ -155,7 +155,7 @@ def test_a_reply_is_one_trace_from_the_request_to_the_provider_call_and_into_the
 
     admission = next(span for span in in_trace if span["name"] == "parley.admission")
     assert admission["parent"] == request["span_id"]
-    assert admission["attributes"]["parley.call.kind"] == "reply"
+    assert (admission["attributes"]["parley.call.kind"], admission["attributes"]["parley.admission"]) == ("reply", "admit")
     assert reply_span["parent"] == request["span_id"]
     assert reply_span["attributes"]["parley.message_id"] == reply_id
     assert reply_span["attributes"]["parley.reply.status"] == "complete"

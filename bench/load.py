@@ -346,7 +346,7 @@ class Bench:
         data = json.loads(out.strip().splitlines()[-1])
         self.models = data["models"]
         self.users = [BenchUser(u["token"], u["conversations"]) for u in data["users"]]
-        log(f"database ready: {users} users with {conversations} conversations each in {self.tmp / 'bench.sqlite3'}")
+        log(f"database ready: {users} users with {conversations} conversations each in {env['DATABASE_URL']}")
 
     def start_daphne(self, name: str, **extra: str) -> tuple[Child, str]:
         port = free_port()
@@ -386,12 +386,15 @@ class Bench:
                     self.tokens_received += reply.on_text(event["text"], now)
                 elif kind == "message":
                     reply.message_id = event["assistant_message"]["id"]
-                else:
+                elif kind in {"done", "error"}:
                     reply.final = event
                     reply.check_final()
                     return reply
+                # else a notice for the user's tabs (`conversation`: a title, from the worker): not this reply's
 
-    async def sse_reply(self, session: aiohttp.ClientSession, base: str, user: BenchUser, conversation: int) -> Reply:
+    async def sse_reply(self, session: aiohttp.ClientSession, base: str, user: BenchUser, conversation: int,
+                        attach_base: str | None = None) -> Reply:
+        """POST the message to `base`, then GET its events from `attach_base` (default the same process)."""
         reply = Reply(self.args.tokens)
         reply.sent_ns = time.time_ns()
         async with asyncio.timeout(REPLY_TIMEOUT):
@@ -402,7 +405,7 @@ class Bench:
                     reply.problem = f"send answered {response.status}: {body[:200]!r}"
                     return reply
             reply.message_id = orjson.loads(body)["assistant_message"]["id"]
-            async with session.get(f"{base}/api/messages/{reply.message_id}/events", headers=user.auth) as response:
+            async with session.get(f"{attach_base or base}/api/messages/{reply.message_id}/events", headers=user.auth) as response:
                 buffer = b""
                 async for chunk in response.content.iter_any():
                     now = time.time_ns()

@@ -36,7 +36,7 @@ from billing.quotas import Reservation, Windows
 from chat.actions import ActionError
 from chat.history import DoesNotFit, FittedHistory, Turn, fit_history
 from chat.models import ChatModel
-from observability import tracing
+from observability import metrics, tracing
 from parley import deferred
 
 logger = logging.getLogger(__name__)
@@ -64,10 +64,14 @@ def admit(
 ) -> Admitted:
     """Admit a call or raise ActionError. A `background` call (a title) keeps the chosen model and
     counts toward no request limit; `max_output` caps the output below the model's and the plan's."""
-    return _traced("admit", kind, model, lambda: _admit(
-        user_id, limits, model, system, turns, kind=kind, max_output=max_output, background=background,
-        conversation_id=conversation_id,
-    ))
+    try:
+        return _traced("admit", kind, model, lambda: _admit(
+            user_id, limits, model, system, turns, kind=kind, max_output=max_output, background=background,
+            conversation_id=conversation_id,
+        ))
+    except ActionError as refused:
+        metrics.admission_refused(refused.code, (refused.limit or {}).get("name") if refused.code == "quota_exceeded" else None)
+        raise
 
 
 def _traced(how: str, kind: str, model: ChatModel, admit_it: Callable[[], Admitted]) -> Admitted:

@@ -3,12 +3,16 @@
 A model whose price is unknown (no admin has set it, and it is not an official API's model of a
 known name) is billed at 0 and its rows are flagged `price_unknown`: never another model's price."""
 
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
+
+from django.db import transaction
 
 from billing import alerts
 from billing.models import UsageRecord
 from chat.models import Message
+from observability import metrics
 from parley import statements
 from providers.base import estimate_tokens
 
@@ -90,6 +94,10 @@ def record(
         price_unknown=not call.pricing.known, attempt=attempt, api_token_id=call.api_token_id,
     )
     statements.insert(entry)  # on every reply's final write: precompiled, like the rest of that path
+    # Counted once the row is committed: the counters never hold a call the ledger rolled back.
+    transaction.on_commit(functools.partial(
+        metrics.billed, entry.provider, entry.model, prompt, completion, entry.cost_usd, entry.error_code,
+    ))
     if over:
         alerts.overspent(entry)
     return entry

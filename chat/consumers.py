@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 from agents.attach import attach_run
 from chat.actions import ActionError
 from chat.replies import attach, edit_message, follow_sent, regenerate_message, send_message, stop_message
-from observability import context, tracing
+from observability import context, metrics, tracing
 from streaming import events, process
 from streaming.entries import Entry
 
@@ -43,6 +43,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.socket_id = uuid.uuid4().hex
         self.notice_sends: set[asyncio.Task[None]] = set()
         await self.accept()
+        metrics.socket_opened()
+        self.counted = True
         await process.current().feeds.listen(user.pk, self._on_notice)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -58,6 +60,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         # Leaving never stops a generation: only the readers of this socket go away.
+        if getattr(self, "counted", False):
+            self.counted = False
+            metrics.socket_closed()
         if hasattr(self, "socket_id"):
             process.current().feeds.stop_listening(self.user.pk, self._on_notice)
         for task in [*getattr(self, "attachments", {}).values(), *getattr(self, "run_attachments", {}).values()]:

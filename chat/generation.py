@@ -29,7 +29,7 @@ from chat.enqueue import enqueue
 from chat.history import Turn
 from chat.models import ChatModel, Conversation, Message, usage_of
 from observability import context as observed
-from observability import logs, tracing
+from observability import logs, metrics, tracing
 from parley import deferred, statements
 from providers import get_provider
 from providers.base import ErrorCode, Finish, Image, StreamError, TextDelta, ToolCall, Usage
@@ -264,6 +264,7 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
         answered.model.name, billed.prompt_tokens, billed.completion_tokens,
         logs.digest(text) if plan.discard else logs.text(text),
     )
+    metrics.reply_ended(answered.model.name, outcome.status, ttft_ms, duration_ms)
     if settled is not None:
         # A client that reads the meter on the final event must find this reply settled. The
         # settle runs on the deferred threads (parley/deferred.py): only this reply waits for it.

@@ -1,31 +1,23 @@
 #!/bin/sh
-# Roles of the Parley image:
-#   web      daphne on 0.0.0.0:$PORT (run `migrate` first, once per release)
-#   worker   a Celery worker with the beat scheduler (run exactly one with beat)
-#   migrate  apply database migrations and exit
+# Roles of the Parley image: every entry of the Procfile (release, web, worker, beat; see the
+# Procfile for what each does), plus
 #   manage   any manage.py command, e.g. `manage createsuperuser`
-# Anything else is executed as given.
+# Anything else is executed as given. The Procfile is the one list of processes: roles are looked
+# up in it, not repeated here.
 set -eu
 
 role="${1:-web}"
 [ $# -gt 0 ] && shift
 
-case "$role" in
-    web)
-        exec python -m parley.serve -b 0.0.0.0 -p "${PORT:-8000}" --proxy-headers "$@" parley.asgi:application
-        ;;
-    worker)
-        exec celery -A parley worker -B -l "${CELERY_LOG_LEVEL:-info}" \
-            --concurrency "${CELERY_CONCURRENCY:-2}" --without-gossip --without-mingle \
-            -s "${PARLEY_VAR_DIR:-/var/lib/parley}/celerybeat-schedule" "$@"
-        ;;
-    migrate)
-        exec python manage.py migrate --noinput "$@"
-        ;;
-    manage)
-        exec python manage.py "$@"
-        ;;
-    *)
-        exec "$role" "$@"
-        ;;
-esac
+if [ "$role" = manage ]; then
+    exec python manage.py "$@"
+fi
+if python -m parley.procfile --has "$role"; then
+    # prometheus-client's multiprocess files of an earlier run of this container are stale.
+    if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+        mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+        rm -f "$PROMETHEUS_MULTIPROC_DIR"/*.db
+    fi
+    exec python -m parley.procfile "$role" "$@"
+fi
+exec "$role" "$@"

@@ -21,6 +21,8 @@ from opentelemetry.trace import SpanKind
 from observability import context, tracing
 
 HEADER_BYTES = context.HEADER.lower().encode()
+# Probes and scrapes come every few seconds and say nothing of a user's request: no span each.
+UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class Observed:
@@ -38,7 +40,7 @@ class Observed:
         rid = context.accept(incoming)
         context.bind(rid)
         echoed = (HEADER_BYTES, rid.encode())
-        if not tracing.enabled():
+        if not tracing.enabled() or scope.get("path") in UNTRACED:
             async def send_with_id(message: dict[str, Any]) -> None:
                 if message["type"] in ("http.response.start", "websocket.accept"):
                     message["headers"] = [*message.get("headers", ()), echoed]

@@ -3,7 +3,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import celeryd_init, worker_ready
+from celery.signals import celeryd_init, task_postrun, task_prerun, worker_process_shutdown, worker_ready
 
 from observability import tracing
 
@@ -21,6 +21,30 @@ tracing.install_celery_hooks()
 def _refresh_models_at_start(sender: object, **kwargs: object) -> None:
     """A fresh `bin/parley run` lists the endpoints' models within seconds, not at beat's first tick."""
     app.send_task("chat.tasks.refresh_models")
+
+
+@task_prerun.connect
+def _task_started(task_id: str, **kwargs: object) -> None:
+    from observability import metrics
+
+    metrics.task_started(task_id)
+
+
+@task_postrun.connect
+def _task_ended(task_id: str, task: object, state: str | None = None, **kwargs: object) -> None:
+    """Every outcome (success, failure, retry, ...) ends in task_postrun, so one handler counts them
+    all and none twice; task_failure and task_retry would each count a subset again."""
+    from observability import metrics
+
+    metrics.task_ended(task_id, getattr(task, "name", "unknown"), state or "unknown")
+
+
+@worker_process_shutdown.connect
+def _pool_process_ended(pid: int | None = None, **kwargs: object) -> None:
+    """A prefork child leaves without running atexit: its live gauges are let go here."""
+    from observability import metrics
+
+    metrics.process_ended(pid)
 
 
 class QuietReaper(logging.Filter):

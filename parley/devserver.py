@@ -1,7 +1,9 @@
 """`bin/parley run`: everything Parley needs in one terminal, on embedded defaults.
 
-Starts an embedded Redis unless REDIS_URL is set, migrates the database, then supervises daphne
-(the web and WebSocket server) and a Celery worker with embedded beat. Each child's output is
+Starts an embedded Redis unless REDIS_URL is set, runs the Procfile's `release` entry (migrations)
+and collects static files, then supervises its `web` (daphne), `worker` and `beat` entries, the same
+commands the container image runs (parley/procfile.py): HOST, PORT and REDIS_URL reach them through
+the environment, and the virtualenv's `python` and `celery` come first on PATH. Each child's output is
 prefixed with its name. Ctrl-C or SIGTERM stops everything in order and exits 0; a child that dies
 on its own stops everything and exits non-zero.
 """
@@ -18,12 +20,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from observability import multiproc
+from parley import procfile
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 10.0
 WORKER_READY_WAIT = 30.0  # seconds the banner waits for the worker before showing anyway
 
 _print_lock = threading.Lock()
-_COLOURS = {"redis": "31", "setup": "33", "web": "36", "worker": "35", "parley": "32"}
+_COLOURS = {"redis": "31", "setup": "33", "web": "36", "worker": "35", "beat": "34", "parley": "32"}
 
 
 def say(name: str, line: str, stream=None) -> None:
@@ -237,32 +242,40 @@ def main(argv: list[str] | None = None) -> int:
         var.mkdir(parents=True, exist_ok=True)
 
         # PARLEY_LOCAL_RUN: the worker leaves out its warning about running as root (parley/celery.py).
-        env = dict(os.environ, PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="parley.settings", PARLEY_LOCAL_RUN="1")
-        python = sys.executable
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            DJANGO_SETTINGS_MODULE="parley.settings",
+            PARLEY_LOCAL_RUN="1",
+            HOST=host,
+            PORT=str(port),
+            PARLEY_VAR_DIR=str(var),
+            # The Procfile says `python` and `celery`: this virtualenv's.
+            PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        )
+        # Every process of the run writes its metrics here, emptied first (observability/multiproc.py).
+        env[multiproc.ENV] = multiproc.fresh_dir(Path(os.environ.get(multiproc.ENV) or var / "prometheus"))
+        try:
+            commands = {name: procfile.command(name, env) for name in ("release", "web", "worker", "beat")}
+        except procfile.ProcfileError as exc:
+            fail(str(exc))
+            return 1
         say("setup", "Migrating the database and collecting static files ...")
-        for step in (["migrate", "--noinput", "--verbosity", "0"], ["collectstatic", "--noinput", "--verbosity", "0"]):
-            code = run_step("setup", [python, "manage.py", *step], env, stopping)
+        collectstatic = [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"]
+        for step in (commands["release"], collectstatic):
+            code = run_step("setup", step, env, stopping)
             if code is None:
                 return 0
             if code != 0:
-                fail(f"`manage.py {' '.join(step)}` failed with exit code {code}.")
+                fail(f"`{' '.join(step)}` failed with exit code {code}.")
                 return 1
         if stopping.is_set():
             return 0
 
-        children.append(Child("web", [python, "-m", "parley.serve", "-b", host, "-p", str(port), "parley.asgi:application"], env))
-        # --quiet: no Celery banner; the one banner below says what runs where.
-        worker = Child(
-            "worker",
-            [
-                python, "-m", "celery", "-A", "parley", "--quiet", "worker", "-B",
-                "-l", "info", "--concurrency", "2", "--without-gossip", "--without-mingle",
-                "-s", str(var / "celerybeat-schedule"),
-            ],
-            env,
-            ready_text=" ready.",
-        )  # fmt: skip
+        children.append(Child("web", commands["web"], env))
+        worker = Child("worker", commands["worker"], env, ready_text=" ready.")
         children.append(worker)
+        children.append(Child("beat", commands["beat"], env))
         started = time.monotonic()
 
         display_host = f"[{host}]" if ":" in host else host

@@ -1,5 +1,6 @@
 """Small typed readers for environment variables that fail loudly on bad values."""
 
+import ipaddress
 import os
 import re
 from decimal import Decimal, InvalidOperation
@@ -70,6 +71,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None or raw.strip() == "":
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma-separated networks (`10.0.0.0/8`) or single addresses (`192.0.2.7`)."""
+    networks = []
+    for item in env_list(name, []):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not a network such as 10.0.0.0/8 or an address.") from None
+    return networks
 
 
 def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:

@@ -17,6 +17,9 @@ from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from django.http import HttpRequest, HttpResponse
 from django.middleware import clickjacking, common, csp, csrf, security
+from django.utils.decorators import async_only_middleware
+
+from observability import metrics
 
 
 class InlineHooks:
@@ -93,3 +96,28 @@ class XFrameOptionsMiddleware(InlineHooks, clickjacking.XFrameOptionsMiddleware)
 
 class ContentSecurityPolicyMiddleware(InlineHooks, csp.ContentSecurityPolicyMiddleware):
     """Gives the request its lazy nonce and the response its policy."""
+
+
+# Labels come from a fixed set: a client's made-up method or path must not add a series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@async_only_middleware
+def request_metrics(get_response: Any) -> Any:
+    """Outermost: counts every answer by the URL pattern it resolved to (never the raw path, which
+    holds ids) and its final status; a response is counted when its headers are ready (an SSE
+    stream as it starts). Static files, served before any URL is resolved, count as `static`."""
+    static_prefix = "/" + settings.STATIC_URL.lstrip("/")
+
+    async def middleware(request: HttpRequest) -> HttpResponse:
+        response = await get_response(request)
+        match = getattr(request, "resolver_match", None)
+        if match is not None:
+            route = match.route or match.view_name
+        else:
+            route = "static" if request.path.startswith(static_prefix) else "unmatched"
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        metrics.request_answered(route, method, response.status_code)
+        return response
+
+    return middleware

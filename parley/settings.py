@@ -7,7 +7,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from parley.env import env_bool, env_decimal, env_endpoints, env_float, env_int, env_list, env_str, env_url
+from parley.env import env_bool, env_decimal, env_endpoints, env_float, env_int, env_list, env_networks, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PARLEY_VAR_DIR", str(BASE_DIR / "var")))
@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 # (parley/middleware.py). Everything here must be async-capable: a sync-only middleware would
 # push every request, SSE included, through a worker thread (docs/benchmarks.md).
 MIDDLEWARE = [
+    "parley.middleware.request_metrics",  # outermost: sees every final status
+    "observability.middleware.probes",  # /healthz, /readyz, /metrics: before host checks, sessions, sign-in
     "parley.middleware.SecurityMiddleware",
     "servestatic.middleware.ServeStaticMiddleware",  # an async-capable whitenoise fork
     "parley.middleware.ContentSecurityPolicyMiddleware",
@@ -179,7 +181,8 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 # Strict-Transport-Security goes only with responses to HTTPS requests (behind a proxy: those it
 # marked with X-Forwarded-Proto), and only once SECURE_HSTS_SECONDS is set: off in development.
@@ -329,6 +332,13 @@ PARLEY_SIGNIN_LOCK_MAX_SECONDS = env_int("PARLEY_SIGNIN_LOCK_MAX_SECONDS", 900, 
 PARLEY_SIGNUPS_PER_HOUR = env_int("PARLEY_SIGNUPS_PER_HOUR", 3, minimum=1)  # per address
 # Proxies in front of Parley that append the client's address to X-Forwarded-For; 0: trust no header.
 PARLEY_TRUSTED_PROXIES = env_int("PARLEY_TRUSTED_PROXIES", 0, minimum=0, maximum=10)
+
+# Observability (docs/metrics.md): who may read /metrics besides loopback (observability/access.py
+# says which address counts), and how long /readyz waits for each part it checks.
+PARLEY_METRICS_ALLOW = env_networks("PARLEY_METRICS_ALLOW")
+PARLEY_METRICS_TOKEN = env_str("PARLEY_METRICS_TOKEN")
+PARLEY_PROBE_TIMEOUT_SECONDS = env_float("PARLEY_PROBE_TIMEOUT_SECONDS", 1.0, minimum=0.05)
+
 if PARLEY_SIGNIN_LOCK_MAX_SECONDS < PARLEY_SIGNIN_LOCK_SECONDS:
     raise ImproperlyConfigured("PARLEY_SIGNIN_LOCK_MAX_SECONDS must not be below PARLEY_SIGNIN_LOCK_SECONDS.")
 

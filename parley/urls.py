@@ -16,6 +16,7 @@ def favicon(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("favicon.ico", favicon),
+    path("", include("observability.urls")),
     # Before the admin's own URLs, whose catch-all would otherwise answer it with a 404.
     path("admin/usage/", admin.site.admin_view(usage_view), name="admin_usage"),
     # The ledger and cost alerts moved to the billing app: old bookmarks still arrive.

@@ -8,6 +8,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
+from observability import metrics
+
 
 class Slots:
     def __init__(self) -> None:
@@ -17,6 +19,7 @@ class Slots:
     def take(self, limit: int) -> bool:
         """Take a slot, or refuse when the process already runs `limit` replies."""
         if self.taken >= limit:
+            metrics.admission_refused("slots_full")
             return False
         self.taken += 1
         return True
@@ -28,8 +31,13 @@ class Slots:
         """Run a generation that holds a slot, tracked until it ends."""
         task = asyncio.create_task(coroutine, name=name, context=context)
         self.generations.add(task)
-        task.add_done_callback(self.generations.discard)
+        metrics.stream_started()
+        task.add_done_callback(self._ended)
         return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.generations.discard(task)
+        metrics.stream_ended()
 
     async def interrupt_all(self, grace: float) -> int:
         """The process is stopping: cancel every running generation (a generation cancelled from

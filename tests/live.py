@@ -12,6 +12,8 @@ from urllib.parse import quote
 
 from django.db import connection
 
+from observability.multiproc import fresh_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -112,12 +114,17 @@ class LiveApp:
     def url(self) -> str:
         return self.servers[0].url
 
-    def start_daphne(self, port: int | None = None) -> LiveProcess:
-        """A daphne process; on `port` to stand in for one that was stopped (a restart)."""
+    def __post_init__(self) -> None:
+        # The processes of one app share a metrics directory, so any daphne serves their sum.
+        self.env = {**self.env, "PROMETHEUS_MULTIPROC_DIR": fresh_dir(self.tmp / "prometheus")}
+
+    def start_daphne(self, port: int | None = None, host: str = "127.0.0.1") -> LiveProcess:
+        """A daphne process; on `port` to stand in for one that was stopped (a restart), on `host`
+        to be reached at another address than loopback."""
         port = port or free_port()
         server = LiveProcess(
             f"daphne-{port}",
-            [sys.executable, "-m", "parley.serve", "-b", "127.0.0.1", "-p", str(port), "parley.asgi:application"],
+            [sys.executable, "-m", "parley.serve", "-b", host, "-p", str(port), "parley.asgi:application"],
             self.env,
             self.tmp / f"daphne-{port}.log",
             port=port,

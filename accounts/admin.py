@@ -250,7 +250,7 @@ class SiteSettingsAdmin(admin.ModelAdmin):
     """One row: the list goes straight to it. Changes apply from the next request."""
 
     fields = ["signup", "run_max_steps", "run_max_seconds", "run_max_tokens", "run_max_cost", "approval_expiry_minutes",
-              "retention_days"]
+              "retention_days", "log_message_text"]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, object] | None = None) -> HttpResponse:
         site, _ = SiteSettings.objects.get_or_create(pk=1)

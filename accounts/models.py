@@ -256,6 +256,13 @@ class SiteSettings(models.Model):
         " last activity, unless the owner's plan sets its own period. Empty: kept forever.",
     )
 
+    # Off: logs show a prompt or a reply as a hash and its length (observability/logs.py).
+    log_message_text = models.BooleanField(
+        "log message text", default=False,
+        help_text="Write the text of users' messages and models' replies into the logs, instead of a hash. For"
+        " debugging only: the logs then hold what users wrote. Applies within a few seconds.",
+    )
+
     class Meta:
         verbose_name = verbose_name_plural = "site settings"
 
@@ -265,6 +272,9 @@ class SiteSettings(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.pk = 1  # there is only ever the one row
         super().save(*args, **kwargs)
+        from observability import logs
+
+        logs.forget_switch()  # this process applies a change at once, the others within seconds
 
     @classmethod
     def current(cls) -> "SiteSettings":

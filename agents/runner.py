@@ -42,6 +42,8 @@ from billing.models import UsageRecord
 from chat import branches, presets
 from chat.actions import ActionError
 from chat.models import ChatModel
+from observability import context as observed
+from observability import logs, tracing
 from parley.redis_clients import sync_client
 from providers import new_provider
 from providers.base import Provider, StreamError, TextDelta, ToolCall, Usage
@@ -134,8 +136,18 @@ class Runner:
     # The loop ------------------------------------------------------------------------------------
 
     def work(self) -> None:
+        observed.set_user(self.run.owner_id)
+        attributes = {"parley.run_id": self.run.pk, "parley.conversation_id": self.run.conversation_id,
+                      "parley.resume": self.run.attempts}
+        with tracing.span("parley.agent_run", attributes) as span:
+            self._work()
+            if span.is_recording():
+                span.set_attribute("parley.run.status", str(self.run.status))
+
+    def _work(self) -> None:
         if not self._mark_running():
             return
+        logger.info("Run %s working (resume %d); goal %s", self.run.pk, self.run.attempts, logs.text(self.run.goal))
         try:
             steps = list(self.run.steps.order_by("index"))
             self._settle_interrupted(steps)
@@ -465,7 +477,8 @@ class Runner:
             self._end_tool(steps, step, AgentStep.Status.FAILED, error=f"The tool took longer than {tool.timeout_seconds:g} seconds.")
             return
         except Exception as error:  # a tool's failure is the model's to read, not the worker's
-            logger.info("Run %s: tool %s failed: %s", self.run.pk, tool.name, error)
+            # The error may quote the arguments the model wrote.
+            logger.info("Run %s: tool %s failed: %s", self.run.pk, tool.name, logs.text(str(error)))
             self._end_tool(steps, step, AgentStep.Status.FAILED, error=_plain(error))
             return
         self._end_tool(steps, step, AgentStep.Status.SUCCEEDED, result=result)

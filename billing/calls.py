@@ -20,7 +20,7 @@ counted or billed another way.
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,7 +36,7 @@ from billing.quotas import Reservation, Windows
 from chat.actions import ActionError
 from chat.history import DoesNotFit, FittedHistory, Turn, fit_history
 from chat.models import ChatModel
-from observability import metrics
+from observability import metrics, tracing
 from parley import deferred
 
 logger = logging.getLogger(__name__)
@@ -65,13 +65,30 @@ def admit(
     """Admit a call or raise ActionError. A `background` call (a title) keeps the chosen model and
     counts toward no request limit; `max_output` caps the output below the model's and the plan's."""
     try:
-        return _admit(
+        return _traced("admit", kind, model, lambda: _admit(
             user_id, limits, model, system, turns, kind=kind, max_output=max_output, background=background,
             conversation_id=conversation_id,
-        )
+        ))
     except ActionError as refused:
         metrics.admission_refused(refused.code, (refused.limit or {}).get("name") if refused.code == "quota_exceeded" else None)
         raise
+
+
+def _traced(how: str, kind: str, model: ChatModel, admit_it: Callable[[], Admitted]) -> Admitted:
+    """An admission in its span (observability/tracing.py): what was asked for and what was
+    admitted, or the refusal's code."""
+    with tracing.span("parley.admission", {"parley.admission": how, "parley.call.kind": kind, "gen_ai.request.model": model.model_id}) as span:
+        try:
+            admitted = admit_it()
+        except ActionError as refused:
+            tracing.fail(span, refused.code)
+            raise
+        if span.is_recording():
+            span.set_attributes({
+                "parley.model": admitted.model.name, "parley.fallback": admitted.model.pk != model.pk,
+                "parley.prompt_estimate": admitted.call.prompt_estimate, "parley.max_output": admitted.max_output,
+            })
+        return admitted
 
 
 def _admit(
@@ -111,6 +128,16 @@ def readmit(
     plan must allow that model, the history is fitted to its context window and the call reserved
     again at its price; the first reservation is given back (nothing was produced). Not another
     request: it counts toward no request limit. Raises ActionError when the model cannot take it."""
+    return _traced("readmit", kind, model, lambda: _readmit(
+        user_id, limits, previous, model, system, turns, kind=kind, conversation_id=conversation_id, message_id=message_id,
+        background=background, max_output=max_output,
+    ))
+
+
+def _readmit(
+    user_id: int, limits: EffectiveLimits, previous: Reservation | None, model: ChatModel, system: str, turns: list[Turn],
+    *, kind: str, conversation_id: int | None, message_id: int | None, background: bool, max_output: int | None,
+) -> Admitted:
     admission.check_model(limits, model)
     shape = _Shape.of(model, system, turns, limits.max_output_tokens, max_output)
     if previous is not None:
@@ -133,6 +160,15 @@ def admit_for_site(
     """Admit a call the site pays for, or raise ActionError: the model's context window and output
     cap (and `plan_max_output`, the cap the call it stands beside had) as for any call, no user's
     limits or counters. Refused once the site's monthly budget is spent."""
+    return _traced("site", kind, model, lambda: _admit_for_site(
+        model, system, turns, kind=kind, plan_max_output=plan_max_output, conversation_id=conversation_id,
+    ))
+
+
+def _admit_for_site(
+    model: ChatModel, system: str, turns: list[Turn], *, kind: str, plan_max_output: int | None,
+    conversation_id: int | None,
+) -> Admitted:
     try:
         spent = admission.site_budget_spent()
     except RedisError:

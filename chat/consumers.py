@@ -9,11 +9,12 @@ from typing import Any
 import orjson
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.consumer import get_handler_name
+from opentelemetry.trace import SpanKind
 
 from agents.attach import attach_run
 from chat.actions import ActionError
 from chat.replies import attach, edit_message, follow_sent, regenerate_message, send_message, stop_message
-from observability import metrics
+from observability import context, metrics, tracing
 from streaming import events, process
 from streaming.entries import Entry
 
@@ -100,14 +101,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if handler is None:
             await self.send_event(events.request_error("invalid_frame", "Unknown frame type; use send, edit, regenerate, attach, stop, detach, attach_run or detach_run.", ref=ref))
             return
-        try:
-            await handler(self, frame)
-        except ActionError as error:
-            await self.send_event(error.event(ref))
-        except Exception:
-            # One frame's failure must not close the socket (1011) and with it every reply it follows.
-            logger.exception("A %s frame failed", frame["type"])
-            await self.send_event(events.request_error("server_error", ref=ref))
+        context.set_user(self.user.pk)
+        with tracing.span(f"WebSocket {frame['type']}", {"parley.frame": frame["type"]}, SpanKind.SERVER, new_trace=True) as span:
+            try:
+                await handler(self, frame)
+            except ActionError as error:
+                tracing.fail(span, error.code)
+                await self.send_event(error.event(ref))
+            except Exception as error:
+                # One frame's failure must not close the socket (1011) and with it every reply it follows.
+                logger.exception("A %s frame failed", frame["type"])
+                tracing.fail(span, type(error).__qualname__)
+                await self.send_event(events.request_error("server_error", ref=ref))
 
     async def on_send(self, frame: dict[str, Any]) -> None:
         event = await send_message(

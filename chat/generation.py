@@ -7,7 +7,6 @@ PARLEY_CHECKPOINTS_MAX checkpoints at doubling intervals (the first also turns `
 """
 
 import asyncio
-import contextvars
 import dataclasses
 import functools
 import logging
@@ -29,7 +28,8 @@ from chat.actions import ActionError
 from chat.enqueue import enqueue
 from chat.history import Turn
 from chat.models import ChatModel, Conversation, Message, usage_of
-from observability import metrics
+from observability import context as observed
+from observability import logs, metrics, tracing
 from parley import deferred, statements
 from providers import get_provider
 from providers.base import ErrorCode, Finish, Image, StreamError, TextDelta, ToolCall, Usage
@@ -84,6 +84,7 @@ class Outcome:
     tool_calls: list[ToolCall] = field(default_factory=list)
     status: str = Message.Status.COMPLETE
     run: attempts.Run | None = None
+    shutting_down: bool = False
 
     def ms_since_start(self, moment: float | None) -> int | None:
         return None if moment is None else int((moment - self.started) * 1000)
@@ -94,10 +95,25 @@ def start(here: Process, plan: ReplyPlan) -> asyncio.Task[None]:
     log = here.event_log.open_log(plan.message_id)
     # A fresh context: the request that started the reply ends long before it, and its
     # thread-sensitive executor with it; the reply's database calls must not be bound to it.
-    return here.slots.run(_run(here, log, plan), name=f"parley-reply-{plan.message_id}", context=contextvars.Context())
+    # Only the request id, user and trace context come along (observability/context.py).
+    return here.slots.run(_run(here, log, plan), name=f"parley-reply-{plan.message_id}", context=observed.fresh())
 
 
 async def _run(here: Process, log: LocalLog, plan: ReplyPlan) -> None:
+    # One span per reply, never one per token: the provider calls it makes are its children.
+    attributes = {"parley.message_id": plan.message_id, "parley.conversation_id": plan.conversation_id,
+                  "gen_ai.request.model": plan.target.request.model, "parley.model": plan.target.model.name}
+    with tracing.span("parley.reply", attributes) as span:
+        outcome = await _generate(here, log, plan)
+        if span.is_recording():
+            span.set_attribute("parley.reply.status", str(outcome.status))
+            if outcome.error is not None:
+                tracing.fail(span, str(outcome.error.code))
+    if outcome.shutting_down:
+        raise asyncio.CancelledError
+
+
+async def _generate(here: Process, log: LocalLog, plan: ReplyPlan) -> "Outcome":
     await here.event_log.clear(plan.message_id)
     outcome = Outcome()
     # A reply kept by nobody (an unkept gateway call) is never checkpointed: its text is not to be
@@ -126,8 +142,8 @@ async def _run(here: Process, log: LocalLog, plan: ReplyPlan) -> None:
     finally:
         here.event_log.close_log(log)
         here.slots.give_back()
-    if shutting_down:
-        raise asyncio.CancelledError
+    outcome.shutting_down = shutting_down
+    return outcome
 
 
 async def _pump(event_log: EventLog, plan: ReplyPlan, log: LocalLog, outcome: Outcome, checkpoints: "_Checkpoints") -> None:
@@ -241,6 +257,12 @@ async def _finalize(plan: ReplyPlan, text: str, offset: int, outcome: Outcome) -
     tool_calls = [{"id": call.call_id, "name": call.name, "arguments": call.arguments} for call in outcome.tool_calls]
     settled = await _save_final(
         plan, run, answered, text, outcome.status, usage, billed, finish, error, ttft_ms, duration_ms, tool_calls,
+    )
+    # A gateway call its token keeps no text of (`discard`) is hashed even while the switch is on.
+    logger.info(
+        "Reply %s %s on %s: %s prompt and %s output tokens; text %s", plan.message_id, outcome.status,
+        answered.model.name, billed.prompt_tokens, billed.completion_tokens,
+        logs.digest(text) if plan.discard else logs.text(text),
     )
     metrics.reply_ended(answered.model.name, outcome.status, ttft_ms, duration_ms)
     if settled is not None:

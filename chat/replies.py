@@ -4,6 +4,7 @@ These run on the event loop. Each does its database work in one short thread hop
 rest (admission, cursors, event log) in memory, so a send costs a few milliseconds of CPU.
 """
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -21,6 +22,7 @@ from chat import attachments, branches, generation, presets, reaper
 from chat.actions import ActionError, create_conversation, get_message_for, parse_pk, resolve_model
 from chat.models import Conversation, Message, Upload, usage_of
 from chat.titles import fallback_title
+from observability import logs
 from parley import statements
 from parley.redis_clients import sync_client
 from resilience import chains
@@ -28,6 +30,8 @@ from resilience.attempts import Target
 from routing import router
 from streaming import events, process
 from streaming.entries import Entry, merged
+
+logger = logging.getLogger(__name__)
 
 BUSY_RETRY_AFTER = 2.0
 
@@ -276,6 +280,10 @@ def _store_turn(user: User, turn: Turn, generator_id: str) -> StoredTurn:
             calls.release(admitted)
         raise
     admitted = admitted.for_message(conversation.pk, reply.pk)
+    logger.info(
+        "Message %s in conversation %s: reply %s queued on %s; text %s",
+        user_message.pk, conversation.pk, reply.pk, model.name, logs.text(text or ""),
+    )
     plan = generation.ReplyPlan(
         message_id=reply.pk,
         conversation_id=conversation.pk,

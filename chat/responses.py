@@ -10,6 +10,7 @@ import orjson
 from django.http import HttpRequest, HttpResponse, RawPostDataException
 
 from chat.actions import ActionError
+from observability import context
 from streaming import events
 
 
@@ -92,6 +93,7 @@ def api_view(methods: set[str]) -> Callable[..., Any]:
                 user = await request.auser()
                 if not user.is_authenticated:
                     return json_error("not_authenticated")
+                context.set_user(user.pk)  # for the log lines of what the view does
                 try:
                     return await view(request, user, *args, **kwargs)
                 except ActionError as error:
@@ -105,6 +107,7 @@ def api_view(methods: set[str]) -> Callable[..., Any]:
                 return json_error("method_not_allowed")
             if not request.user.is_authenticated:
                 return json_error("not_authenticated")
+            context.set_user(request.user.pk)
             try:
                 return view(request, request.user, *args, **kwargs)
             except ActionError as error:

@@ -16,15 +16,21 @@ from django.urls import path  # noqa: E402
 
 from accounts.middleware import WebSocketBearerMiddleware  # noqa: E402
 from chat.consumers import ChatConsumer  # noqa: E402
+from observability import tracing  # noqa: E402
+from observability.requests import Observed  # noqa: E402
 from parley.origin import OriginCheck  # noqa: E402
+
+tracing.configure("web")
 
 websocket_routes = URLRouter([path("ws/chat/", ChatConsumer.as_asgi())])
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_application,
-        "websocket": OriginCheck(AuthMiddlewareStack(WebSocketBearerMiddleware(websocket_routes))),
-    }
+application = Observed(
+    ProtocolTypeRouter(
+        {
+            "http": django_application,
+            "websocket": OriginCheck(AuthMiddlewareStack(WebSocketBearerMiddleware(websocket_routes))),
+        }
+    )
 )
 
 # A full garbage collection stops every stream at once: under load (bench/load.py) each took

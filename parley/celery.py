@@ -1,14 +1,20 @@
 import logging
 import os
+from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun, worker_process_shutdown, worker_ready
+from celery.signals import celeryd_init, task_postrun, task_prerun, worker_process_shutdown, worker_ready
+
+from observability import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "parley.settings")
 
 app = Celery("parley")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Each pool process sets up its own traces; a task's run continues the trace and request id its
+# publish sent (observability/tracing.py).
+tracing.install_celery_hooks()
 
 
 @worker_ready.connect
@@ -54,9 +60,20 @@ class QuietReaper(logging.Filter):
 for name in ("celery.beat", "celery.worker.strategy", "celery.app.trace"):
     logging.getLogger(name).addFilter(QuietReaper())
 
-if os.environ.get("PARLEY_LOCAL_RUN"):
+
+@celeryd_init.connect
+def _no_banner_among_json_lines(sender: object, instance: Any, **kwargs: object) -> None:
+    """With JSON logs every line is a JSON object: the start-up banner (`--quiet`) is left out."""
+    from django.conf import settings
+
+    if settings.PARLEY_LOG_FORMAT == "json":
+        instance.quiet = True
+
+
+if os.environ.get("PARLEY_LOCAL_RUN") or os.environ.get("PARLEY_LOG_FORMAT", "").lower() == "json":
     # `bin/parley run` on a laptop or in a container often runs as root; the worker accepts only
-    # JSON, so Celery's warning (meant for pickle) is noise that pushes the banner out of view.
+    # JSON, so Celery's warning (meant for pickle) is noise that pushes the banner out of view,
+    # and, printed before logging is set up, the one line of a JSON log that is not JSON.
     import warnings
 
     from celery.exceptions import SecurityWarning

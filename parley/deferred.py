@@ -21,6 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from asgiref.sync import SyncToAsync
 from django.db import connections, transaction
 
+from observability import context
+
 logger = logging.getLogger(__name__)
 
 # Each job is a Redis round trip or a broker publish, each bounded by its client's timeout: a few
@@ -46,6 +48,7 @@ def after_commit(fn: Callable[[], object], what: str) -> Future[None]:
     The future is done once `fn` has run, whether it failed or not (a failure is logged, never
     raised). Wait on it only after the commit: a rollback drops `fn` and the future never ends."""
     done: Future[None] = Future()
+    fn = context.carry(fn)  # the request id and trace of the work that asked, not of the thread that runs it
     transaction.on_commit(lambda: _start(fn, what, done))
     return done
 
@@ -54,7 +57,7 @@ def soon(fn: Callable[[], object], what: str) -> Future[None]:
     """Run `fn` now, as `after_commit` would at a commit: a deferred job uses it so that what it
     asks of a broker does not hold up the job's own waiters."""
     done: Future[None] = Future()
-    _start(fn, what, done)
+    _start(context.carry(fn), what, done)
     return done
 
 

@@ -61,6 +61,7 @@ MIDDLEWARE = [
     "parley.middleware.MessageMiddleware",
     "parley.middleware.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "observability.requests.RouteMiddleware",  # last: names the request's span after its URL pattern
 ]
 
 ROOT_URLCONF = "parley.urls"
@@ -351,12 +352,29 @@ def _not_a_busy_refusal(record: object) -> bool:
     return getattr(record, "status_code", None) != 503
 
 
+# text: one readable line per record (local runs); json: one JSON object per line with the request
+# id, user, trace and span ids and any extra fields, for a log collector (docs/observability.md).
+PARLEY_LOG_FORMAT = env_str("PARLEY_LOG_FORMAT", "text").lower()
+if PARLEY_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"PARLEY_LOG_FORMAT must be text or json, not {PARLEY_LOG_FORMAT!r}.")
+# A JSON worker keeps this configuration; Celery's own would replace it with its text format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = PARLEY_LOG_FORMAT == "text"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"not_busy": {"()": "django.utils.log.CallbackFilter", "callback": _not_a_busy_refusal}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["not_busy"]}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "observability.logs.JsonFormatter"},
+    },
+    "filters": {
+        "not_busy": {"()": "django.utils.log.CallbackFilter", "callback": _not_a_busy_refusal},
+        "context": {"()": "observability.logs.ContextFilter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if PARLEY_LOG_FORMAT == "json" else "plain",
+                    "filters": ["not_busy", "context"]},
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # pypdf warns about each flaw of a broken PDF; a user's broken upload is refused with the reason (chat/uploads.py).
     "loggers": {"django.channels.server": {"level": "WARNING"}, "pypdf": {"level": "ERROR"}},

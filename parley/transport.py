@@ -14,7 +14,7 @@ choosing the loop.
 
 from typing import Any
 
-from daphne import cli, server
+from daphne import cli, server, ws_protocol
 from twisted.web import http
 
 # The largest WebSocket message (and frame) daphne reads. chat.consumers refuses frames over
@@ -30,6 +30,13 @@ class Server(server.Server):
     accepts a connection (daphne calls `ready_callable` there)."""
 
     def __init__(self, *args: Any, ready_callable: Any = None, **kwargs: Any) -> None:
+        from django.conf import settings
+
+        if kwargs.get("action_logger") is not None and settings.PARLEY_LOG_FORMAT == "json":
+            from observability.logs import JsonAccessLog
+
+            kwargs["action_logger"] = JsonAccessLog()
+
         def ready() -> None:
             self.adjust_factories()
             if ready_callable is not None:
@@ -41,7 +48,22 @@ class Server(server.Server):
         # RFC 6455 asks for a close frame before the connection is failed; with it the client
         # learns the code (1009 for a message over the limit) and autobahn's reason.
         self.ws_factory.setProtocolOptions(failByDrop=False)
+        self.ws_factory.protocol = WebSocketProtocol
         self.http_factory.protocol = _http_protocol
+
+
+class WebSocketProtocol(ws_protocol.WebSocketProtocol):
+    """daphne's, also sending the headers of the application's `websocket.accept` (ASGI allows
+    them; daphne drops them): the handshake's answer carries the request id (observability/)."""
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "websocket.accept" and message.get("headers"):
+            headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in message["headers"]}
+            # autobahn takes (subprotocol, headers) as what its onConnect handshake resolves to.
+            self.handshake_deferred.callback((message.get("subprotocol"), headers))
+            del self.handshake_deferred
+            return
+        super().handle_reply(message)
 
 
 class CommandLineInterface(cli.CommandLineInterface):

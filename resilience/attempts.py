@@ -20,8 +20,10 @@ from contextlib import aclosing
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
 
 from billing import ledger
 from billing.quotas import Reservation
@@ -30,8 +32,10 @@ from chat.actions import ActionError
 from chat.models import ChatModel
 from providers import get_provider, new_provider
 from providers.base import (
-    ChatRequest, CollectedReply, ErrorCode, Provider, StreamError, StreamEvent, TextDelta, ToolCall, collect_events,
+    ChatRequest, CollectedReply, ErrorCode, Finish, Provider, StreamError, StreamEvent, TextDelta, ToolCall, Usage,
+    collect_events,
 )
+from observability import tracing
 from resilience import cache
 from resilience.retry import Policy, hung
 
@@ -168,19 +172,24 @@ class Run:
                 began = time.monotonic()
                 last = None
                 provider = self.provider_for(self.target.model.provider)
-                async with aclosing(provider.stream(self.target.request)) as stream:
-                    async for event in stream:
-                        if not self.delivered:
-                            if isinstance(event, StreamError):
-                                last = event
-                                break
-                            if isinstance(event, (TextDelta, ToolCall)):
-                                self.delivered = True
-                                await circuit.arecord(self.target.endpoint, self.target.request.model, True, probe=gate.probe)
-                        elif isinstance(event, StreamError) and event.retryable:
-                            # Cut off mid-reply: the reply fails as it is, and the provider counts a failure.
-                            await circuit.arecord(self.target.endpoint, self.target.request.model, False, event.code)
-                        yield event
+                span = ProviderSpan.start(self.target, self.number)
+                try:
+                    async with aclosing(provider.stream(self.target.request)) as stream:
+                        async for event in stream:
+                            span.saw(event)
+                            if not self.delivered:
+                                if isinstance(event, StreamError):
+                                    last = event
+                                    break
+                                if isinstance(event, (TextDelta, ToolCall)):
+                                    self.delivered = True
+                                    await circuit.arecord(self.target.endpoint, self.target.request.model, True, probe=gate.probe)
+                            elif isinstance(event, StreamError) and event.retryable:
+                                # Cut off mid-reply: the reply fails as it is, and the provider counts a failure.
+                                await circuit.arecord(self.target.endpoint, self.target.request.model, False, event.code)
+                            yield event
+                finally:
+                    span.end()
                 if last is None:
                     if not self.delivered:  # an empty answer is still an answer
                         await circuit.arecord(self.target.endpoint, self.target.request.model, True, probe=gate.probe)
@@ -265,6 +274,46 @@ class Run:
                 "to_label": last.target.model.label, "why": first.reason,
             }
         return out
+
+
+@dataclass(slots=True)
+class ProviderSpan:
+    """One provider call's span, with the GenAI semantic conventions' attributes: the model asked
+    and the one that answered, the tokens the provider reported, an error's code. Never text."""
+
+    span: Span
+    requested: str = ""
+    recording: bool = False  # read once per event: the off case costs one attribute read per token
+
+    @classmethod
+    def start(cls, target: Target, attempt: int) -> "ProviderSpan":
+        if not tracing.enabled():
+            return cls(INVALID_SPAN)
+        provider = target.model.provider
+        span = tracing.start(f"chat {target.request.model}", {
+            "gen_ai.operation.name": "chat", "gen_ai.system": provider, "gen_ai.provider.name": provider,
+            "gen_ai.request.model": target.request.model, "gen_ai.request.max_tokens": target.request.max_output_tokens,
+            "server.address": urlsplit(target.request.base_url or "").hostname or provider,
+            "parley.model": target.model.name, "parley.attempt": attempt,
+        }, SpanKind.CLIENT)
+        return cls(span, target.request.model, span.is_recording())  # a sampled-out call records nothing
+
+    def saw(self, event: StreamEvent) -> None:
+        if not self.recording or isinstance(event, TextDelta):
+            return
+        if isinstance(event, Usage):
+            if event.prompt_tokens is not None:
+                self.span.set_attribute("gen_ai.usage.input_tokens", event.prompt_tokens)
+            if event.completion_tokens is not None:
+                self.span.set_attribute("gen_ai.usage.output_tokens", event.completion_tokens)
+        elif isinstance(event, Finish):
+            self.span.set_attribute("gen_ai.response.finish_reasons", (event.reason,))
+            self.span.set_attribute("gen_ai.response.model", event.model_version or self.requested)
+        elif isinstance(event, StreamError):
+            tracing.fail(self.span, str(event.code))
+
+    def end(self) -> None:
+        self.span.end()
 
 
 def collect_once(target: Target) -> tuple[CollectedReply, Run]:

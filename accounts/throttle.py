@@ -139,7 +139,9 @@ client = sync_client  # bounded waits: a Redis that does not answer delays a sig
 
 
 def _base() -> str:
-    return f"{settings.PARLEY_KEY_PREFIX}:auth"
+    # One hash tag for every sign-in key: the failure script reads the pair's, the address's and
+    # the account's counts together, which on a Redis Cluster must live in one slot.
+    return f"{settings.PARLEY_KEY_PREFIX}:auth:{{auth}}"
 
 
 def _scope_keys(account: str, address: str) -> dict[Scope, str]:

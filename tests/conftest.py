@@ -9,6 +9,7 @@ import redis
 os.environ.setdefault("PARLEY_KEY_PREFIX", f"parley-test-{os.getpid()}")
 os.environ.setdefault("PARLEY_CELERY_QUEUE", os.environ["PARLEY_KEY_PREFIX"])
 
+from parley.redis_clients import sync_client_for
 from tests.live import LiveApp, child_env
 
 
@@ -100,7 +101,7 @@ def _clean_event_logs(request: pytest.FixtureRequest) -> Iterator[None]:
     if {"db", "transactional_db"} & set(request.fixturenames) or request.node.get_closest_marker("django_db"):
         from django.conf import settings
 
-        client = redis.Redis.from_url(settings.REDIS_URL)
+        client = sync_client_for(settings.REDIS_URL)
         keys = list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:msg:*", count=1000))
         keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:quota:*", count=1000))  # user ids restart too
         # Failed sign-ins and sign-ups from 127.0.0.1 must not carry over into the next test.
@@ -118,7 +119,7 @@ def _clean_event_logs(request: pytest.FixtureRequest) -> Iterator[None]:
 def redis_client() -> Iterator[redis.Redis]:
     from django.conf import settings
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = sync_client_for(settings.REDIS_URL)
     yield client
     client.close()
 

@@ -29,7 +29,7 @@ from accounts.models import CounterReset, User
 from accounts.plans import EffectiveLimits
 from billing.models import UsageRecord
 from chat.models import Message
-from parley.redis_clients import sync_client
+from parley.redis_clients import is_cluster, sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +309,9 @@ def _run(redis_client: redis.Redis, script: str, keys: list[str], args: list[obj
 
 def _run_pipelined(redis_client: redis.Redis, calls: list[tuple[str, list[str], list[object]]]) -> list[Any]:
     """Several scripts in one round trip (each routed to its own node on a cluster); any that Redis
-    does not have yet is sent in full after."""
+    does not have yet is sent in full after. A cluster's pipeline takes no scripts: one at a time."""
+    if is_cluster(redis_client):
+        return [_run(redis_client, script, keys, args) for script, keys, args in calls]
     pipe = redis_client.pipeline(transaction=False)
     for script, keys, args in calls:
         pipe.evalsha(_SHAS[script], len(keys), *keys, *args)

@@ -10,6 +10,7 @@ A cluster client routes each command by its key; a command or script over severa
 in one slot, which the key builders see to with hash tags. `get_many` reads keys of any slots.
 """
 
+import asyncio
 import os
 from typing import Any
 
@@ -81,7 +82,14 @@ def bounded_async_client(max_connections: int, timeout: float) -> aioredis.Redis
     """A client for the running event loop whose every wait is bounded by `timeout`: for a free
     connection of its pool (a caller beyond `max_connections` waits rather than fails), to
     connect, and for each reply. (A cluster or Sentinel client bounds the connect and the reply.)"""
-    if parse(settings.REDIS_URL).kind != "single":
+    target = parse(settings.REDIS_URL)
+    if target.kind == "cluster":
+        nodes = [AsyncClusterNode(host, port) for host, port in target.nodes]
+        return _WaitingCluster(  # type: ignore[return-value]
+            startup_nodes=nodes, max_connections=max_connections, queue_timeout=timeout,
+            socket_connect_timeout=timeout, socket_timeout=timeout, **_auth(target),
+        )
+    if target.kind == "sentinel":
         return async_client_for(
             settings.REDIS_URL, max_connections, socket_connect_timeout=timeout, socket_timeout=timeout
         )
@@ -90,6 +98,26 @@ def bounded_async_client(max_connections: int, timeout: float) -> aioredis.Redis
         socket_connect_timeout=timeout, socket_timeout=timeout,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+class _WaitingCluster(aioredis.RedisCluster):
+    """A cluster client whose callers beyond its pool wait for a turn (for `queue_timeout` at most)
+    instead of failing: a cluster node's pool refuses a connection past its size at once."""
+
+    def __init__(self, *args: Any, queue_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turns = asyncio.Semaphore(kwargs["max_connections"])
+        self._queue_timeout = queue_timeout
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            await asyncio.wait_for(self._turns.acquire(), self._queue_timeout)
+        except TimeoutError:
+            raise redis.exceptions.ConnectionError("No free Redis connection in time") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._turns.release()
 
 
 def is_cluster(client: object) -> bool:

@@ -81,18 +81,19 @@ def async_client(max_connections: int) -> aioredis.Redis:
 def bounded_async_client(max_connections: int, timeout: float) -> aioredis.Redis:
     """A client for the running event loop whose every wait is bounded by `timeout`: for a free
     connection of its pool (a caller beyond `max_connections` waits rather than fails), to
-    connect, and for each reply. (A cluster or Sentinel client bounds the connect and the reply.)"""
-    target = parse(settings.REDIS_URL)
+    connect, and for each reply."""
+    target, timeouts = parse(settings.REDIS_URL), {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     if target.kind == "cluster":
         nodes = [AsyncClusterNode(host, port) for host, port in target.nodes]
-        return _WaitingCluster(  # type: ignore[return-value]
-            startup_nodes=nodes, max_connections=max_connections, queue_timeout=timeout,
-            socket_connect_timeout=timeout, socket_timeout=timeout, **_auth(target),
-        )
+        made = _QueuedCluster(startup_nodes=nodes, max_connections=max_connections, **_auth(target), **timeouts)
+        return _queued(made, max_connections, timeout)
     if target.kind == "sentinel":
-        return async_client_for(
-            settings.REDIS_URL, max_connections, socket_connect_timeout=timeout, socket_timeout=timeout
+        sentinel = aiosentinel.Sentinel(list(target.nodes), **timeouts)
+        made = sentinel.master_for(
+            target.service, redis_class=_QueuedRedis, db=target.db, max_connections=max_connections,
+            **_auth(target), **timeouts,
         )
+        return _queued(made, max_connections, timeout)
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.REDIS_URL, max_connections=max_connections, timeout=timeout,
         socket_connect_timeout=timeout, socket_timeout=timeout,
@@ -100,14 +101,12 @@ def bounded_async_client(max_connections: int, timeout: float) -> aioredis.Redis
     return aioredis.Redis(connection_pool=pool)
 
 
-class _WaitingCluster(aioredis.RedisCluster):
-    """A cluster client whose callers beyond its pool wait for a turn (for `queue_timeout` at most)
-    instead of failing: a cluster node's pool refuses a connection past its size at once."""
+class _Queued:
+    """Callers beyond the pool's size wait for a turn (for `queue_timeout` at most) instead of
+    failing: a cluster node's pool, and a Sentinel one, refuse a connection past their size at once."""
 
-    def __init__(self, *args: Any, queue_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._turns = asyncio.Semaphore(kwargs["max_connections"])
-        self._queue_timeout = queue_timeout
+    _turns: asyncio.Semaphore
+    _queue_timeout: float
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -115,9 +114,22 @@ class _WaitingCluster(aioredis.RedisCluster):
         except TimeoutError:
             raise redis.exceptions.ConnectionError("No free Redis connection in time") from None
         try:
-            return await super().execute_command(*args, **kwargs)
+            return await super().execute_command(*args, **kwargs)  # type: ignore[misc]
         finally:
             self._turns.release()
+
+
+class _QueuedCluster(_Queued, aioredis.RedisCluster):
+    pass
+
+
+class _QueuedRedis(_Queued, aioredis.Redis):
+    pass
+
+
+def _queued(client: Any, max_connections: int, timeout: float) -> Any:
+    client._turns, client._queue_timeout = asyncio.Semaphore(max_connections), timeout
+    return client
 
 
 def is_cluster(client: object) -> bool:

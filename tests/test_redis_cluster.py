@@ -19,7 +19,7 @@ from accounts.plans import EffectiveLimits
 from billing import quotas
 from breakers.scripts import breaker_keys, check_script
 from parley import embedded_redis
-from parley.redis_clients import async_client_for, is_cluster, sync_client_for
+from parley.redis_clients import async_client_for, bounded_async_client, is_cluster, sync_client_for
 from parley.redis_urls import RedisUrlError, parse
 from streaming import events
 from streaming.eventlog import EventLog
@@ -78,6 +78,15 @@ def test_scripts_and_pipelines_run_on_a_cluster(on_cluster):
     assert replies[:3] == [0, 0, 0]
     assert check_script.run(client, breaker_keys("cluster-test", f"m{user_id}"), [1000, 1000, "closed"])
     client.delete(*keys, *(key for result in admitted[:2] for key in quotas.keys_of(user_id, result.windows)))
+
+
+async def test_a_bounded_cluster_client_queues_callers_beyond_its_pool(on_cluster):
+    client = bounded_async_client(4, 5.0)
+    try:
+        replies = await asyncio.gather(*(client.get(f"parley-bounded-{index}") for index in range(200)))
+        assert replies == [None] * 200
+    finally:
+        await client.aclose()
 
 
 def _message_ids_on_every_node(client) -> list[int]:
@@ -201,6 +210,9 @@ async def test_sentinel_finds_the_primary(settings):
         aclient = async_client_for(sentinel.url, 5)
         assert await aclient.get("parley-sentinel-check") == b"1"
         await aclient.aclose()
+        bounded = bounded_async_client(4, 5.0)  # callers beyond its pool wait for a turn
+        assert await asyncio.gather(*(bounded.get("parley-sentinel-check") for _ in range(100))) == [b"1"] * 100
+        await bounded.aclose()
         client.close()
         direct.close()
     finally:

@@ -38,7 +38,9 @@ MICRO_USD = Decimal(1_000_000)
 SLOT_SECONDS = 15 * 60
 
 # KEYS: requests-this-minute, requests-today, tokens-today, tokens-this-month, cost-this-month, active slots
-#       (all of one user, so in one cluster slot: their hash tag is the user id)
+#       (all of one user, so in one cluster slot: their hash tag is the user id), then on one server
+#       today's refusals (a hash of "user:limit" to a count, for the admins' usage page; a cluster
+#       keeps it in another slot, so there the caller counts a refusal itself)
 # ARGV[1]: numbers separated by spaces (one argument packs far faster than twenty): now, the slot
 #          limit (-1: none), the slot's deadline, the user id, then for each of the five counters
 #          above its limit (-1: none), increment and time to live; ARGV[2]: the slot member
@@ -47,6 +49,10 @@ local w = {}
 for word in string.gmatch(ARGV[1], '%S+') do w[#w + 1] = word end
 local now, slot_limit = tonumber(w[1]), tonumber(w[2])
 local function refuse(index, used, limit)
+  if KEYS[7] then
+    redis.call('HINCRBY', KEYS[7], w[4] .. ':' .. index, 1)
+    redis.call('EXPIRE', KEYS[7], 40 * 86400)
+  end
   return {'refused', index, used, limit}
 end
 -- The month's cost counter stands for all of the user's counters: with it present, a missing
@@ -263,7 +269,8 @@ def admit(
     """Count one model call and reserve its tokens and cost, or say which limit refuses it."""
     now = time.time() if now is None else now
     windows = Windows.at(now)
-    keys = keys_of(user_id, windows)
+    cluster = is_cluster(redis_client)
+    keys = keys_of(user_id, windows) + ([] if cluster else [refusals_key(windows.day)])
     cost_micro = int(cost_usd * MICRO_USD)
     increments = (requests, requests, tokens, tokens, cost_micro)
     limit_values = (
@@ -281,15 +288,15 @@ def admit(
             return Reservation(user_id, member, windows, tokens, cost_micro, limit_values[4], int(result[1]))
         if outcome == "refused":
             index, used, allowed = int(result[1]) - 1, int(result[2]), int(result[3])
-            _count_refusal(redis_client, user_id, index + 1, windows.day)
+            if cluster:
+                _count_refusal(redis_client, user_id, index + 1, windows.day)
             return Refusal(LIMIT_NAMES[index], allowed, used, windows.ends()[index])
         seed(redis_client, user_id, windows, totals or ledger_totals, now)
     raise RuntimeError("quota counters could not be seeded")
 
 
 def _count_refusal(redis_client: redis.Redis, user_id: int, index: int, day: str) -> None:
-    """Today's refusals, a hash of "user:limit" to a count for the admins' usage page: one key for
-    all users, so not in the script (on a cluster it lives in another slot than the user's keys)."""
+    """A refusal counted on a cluster, where today's refusals live in another slot than the user's keys."""
     pipe = redis_client.pipeline(transaction=False)
     pipe.hincrby(refusals_key(day), f"{user_id}:{index}", 1)
     pipe.expire(refusals_key(day), 40 * 86400)

@@ -34,7 +34,8 @@ def post_message(client: Client, content: str, **extra):
 
 @pytest.mark.django_db(transaction=True)
 def test_past_the_requests_per_minute_a_send_gets_429_naming_the_limit(alice):
-    set_free(requests_per_minute=3)
+    # Only the minute's count is at issue: the earlier replies may still be running on a busy machine.
+    set_free(requests_per_minute=3, concurrent_replies=None)
     client = Client()
     client.force_login(alice)
     for _ in range(3):

@@ -139,7 +139,9 @@ client = sync_client  # bounded waits: a Redis that does not answer delays a sig
 
 
 def _base() -> str:
-    return f"{settings.PARLEY_KEY_PREFIX}:auth"
+    # One hash tag for every sign-in key: the failure script reads the pair's, the address's and
+    # the account's counts together, which on a Redis Cluster must live in one slot.
+    return f"{settings.PARLEY_KEY_PREFIX}:auth:{{auth}}"
 
 
 def _scope_keys(account: str, address: str) -> dict[Scope, str]:
@@ -205,13 +207,23 @@ def refusal_before_check(request: HttpRequest, username: str) -> Refusal | None:
     return _refusal(pair_ms, address_ms, account_ms, known_since)
 
 
+def failure_keys(account: str, address: str) -> list[str]:
+    """The FAILED script's keys, in its order."""
+    names = _scope_keys(account, address)
+    keys = [f"{_base()}:{part}:{scope}:{names[scope]}" for scope in SCOPES for part in ("fail", "lock", "level")]
+    return [*keys, f"{_base()}:known:{account}"]
+
+
+def signup_keys(address: str) -> list[str]:
+    """The SIGNUP script's keys: the address's count this hour, and whether its refusal was noted."""
+    return [f"{_base()}:signup:{address}", f"{_base()}:signup-noted:{address}"]
+
+
 def count_failure(request: HttpRequest, username: str) -> Refusal | None:
     """Count a wrong password; locks it set are recorded for admins. Returns the lock the client
     now meets, so the page can say so at once instead of at the next attempt."""
     account, address = account_id(username), client_address(request)
-    names = _scope_keys(account, address)
-    keys = [f"{_base()}:{part}:{scope}:{names[scope]}" for scope in SCOPES for part in ("fail", "lock", "level")]
-    keys.append(f"{_base()}:known:{account}")
+    keys = failure_keys(account, address)
     limits = (settings.PARLEY_SIGNIN_FAILURES, settings.PARLEY_SIGNIN_ADDRESS_FAILURES,
               settings.PARLEY_SIGNIN_ACCOUNT_FAILURES)
     args = (settings.PARLEY_SIGNIN_WINDOW_SECONDS, settings.PARLEY_SIGNIN_LOCK_SECONDS * 1000,
@@ -236,7 +248,8 @@ def count_success(request: HttpRequest, username: str) -> None:
     pair = _scope_keys(account, address)["pair"]
     known = f"{_base()}:known:{account}"
     pipe = client().pipeline(transaction=False)
-    pipe.delete(f"{_base()}:fail:pair:{pair}", f"{_base()}:level:pair:{pair}")
+    pipe.delete(f"{_base()}:fail:pair:{pair}")  # one key each: a cluster's pipeline takes no more
+    pipe.delete(f"{_base()}:level:pair:{pair}")
     pipe.zadd(known, {address: time.time()})
     pipe.zremrangebyrank(known, 0, -KNOWN_MAX - 1)
     pipe.expire(known, KNOWN_DAYS * 86_400)
@@ -249,7 +262,7 @@ def count_success(request: HttpRequest, username: str) -> None:
 def lift(event: AuthEvent) -> None:
     """End the lock an event recorded, and its escalation (an admin's decision)."""
     if event.kind == AuthEvent.Kind.SIGNUP:
-        names = [f"{_base()}:signup:{event.address}", f"{_base()}:signup-noted:{event.address}"]
+        names = signup_keys(event.address)
     else:
         scope = next(scope for scope, kind in EVENT_KINDS.items() if kind == event.kind)
         name = _scope_keys(account_id(event.username), event.address)[scope]
@@ -297,7 +310,7 @@ def signup_refusal(request: HttpRequest, username: str = "", count: bool = False
     """Whether this address has used up its sign-ups this hour; with `count`, a sign-up about to
     be made is counted unless it is refused. The first refusal in an hour is recorded for admins."""
     address = client_address(request)
-    keys = [f"{_base()}:signup:{address}", f"{_base()}:signup-noted:{address}"]
+    keys = signup_keys(address)
     limit = settings.PARLEY_SIGNUPS_PER_HOUR
     try:
         admitted, left_ms, first = client().eval(SIGNUP, 2, *keys, limit, SIGNUP_WINDOW, int(count))

@@ -9,7 +9,7 @@ import uuid
 import redis
 from django.conf import settings
 
-from parley.redis_clients import sync_client
+from parley.redis_clients import get_many, sync_client
 from streaming.keys import run_lease_key
 
 logger = logging.getLogger(__name__)
@@ -66,5 +66,5 @@ class Lease:
 def is_held(run_ids: list[int], client: redis.Redis | None = None) -> dict[int, bool]:
     if not run_ids:
         return {}
-    held = (client or sync_client()).mget([run_lease_key(run_id) for run_id in run_ids])
+    held = get_many(client or sync_client(), [run_lease_key(run_id) for run_id in run_ids])
     return {run_id: value is not None for run_id, value in zip(run_ids, held, strict=True)}

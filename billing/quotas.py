@@ -29,7 +29,7 @@ from accounts.models import CounterReset, User
 from accounts.plans import EffectiveLimits
 from billing.models import UsageRecord
 from chat.models import Message
-from parley.redis_clients import sync_client
+from parley.redis_clients import is_cluster, sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,10 @@ MICRO_USD = Decimal(1_000_000)
 # A reply that holds a concurrency slot longer than this is presumed dead (its process crashed).
 SLOT_SECONDS = 15 * 60
 
-# KEYS: requests-this-minute, requests-today, tokens-today, tokens-this-month, cost-this-month, active slots,
-#       today's refusals (a hash of "user:limit" to a count, for the admins' usage page)
+# KEYS: requests-this-minute, requests-today, tokens-today, tokens-this-month, cost-this-month, active slots
+#       (all of one user, so in one cluster slot: their hash tag is the user id), then on one server
+#       today's refusals (a hash of "user:limit" to a count, for the admins' usage page; a cluster
+#       keeps it in another slot, so there the caller counts a refusal itself)
 # ARGV[1]: numbers separated by spaces (one argument packs far faster than twenty): now, the slot
 #          limit (-1: none), the slot's deadline, the user id, then for each of the five counters
 #          above its limit (-1: none), increment and time to live; ARGV[2]: the slot member
@@ -47,8 +49,10 @@ local w = {}
 for word in string.gmatch(ARGV[1], '%S+') do w[#w + 1] = word end
 local now, slot_limit = tonumber(w[1]), tonumber(w[2])
 local function refuse(index, used, limit)
-  redis.call('HINCRBY', KEYS[7], w[4] .. ':' .. index, 1)
-  redis.call('EXPIRE', KEYS[7], 40 * 86400)
+  if KEYS[7] then
+    redis.call('HINCRBY', KEYS[7], w[4] .. ':' .. index, 1)
+    redis.call('EXPIRE', KEYS[7], 40 * 86400)
+  end
   return {'refused', index, used, limit}
 end
 -- The month's cost counter stands for all of the user's counters: with it present, a missing
@@ -77,18 +81,16 @@ end
 return {'ok', redis.call('GET', KEYS[5])}
 """
 
-# KEYS: tokens-today, tokens-this-month, cost-this-month, active slots, the site's cost this month
-# ARGV: token change, cost change, slot member, the call's cost
-# Returns the user's and the site's cost this month after the call (-1: not counted), for the cost alerts.
+# KEYS: tokens-today, tokens-this-month, cost-this-month, active slots (one user's, one slot)
+# ARGV: token change, cost change, slot member
+# Returns the user's cost this month after the call (-1: not counted), for the cost alerts. The
+# site's counter is another slot on a cluster, so SETTLE_SITE counts the call there after this.
 SETTLE = """
 for i = 1, 3 do
   if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[i < 3 and 1 or 2]) end
 end
 redis.call('ZREM', KEYS[4], ARGV[3])
-local user_cost = tonumber(redis.call('GET', KEYS[3]) or '-1')
-local site_cost = -1
-if redis.call('EXISTS', KEYS[5]) == 1 then site_cost = redis.call('INCRBY', KEYS[5], ARGV[4]) end
-return {user_cost, site_cost}
+return tonumber(redis.call('GET', KEYS[3]) or '-1')
 """
 
 # KEYS: the site's cost this month; ARGV: the call's cost. A call the site pays for (a shadow run)
@@ -240,11 +242,16 @@ LedgerTotals = Callable[[int, Windows], tuple[int, int, int, int, int]]
 client = sync_client
 
 
+def user_base(user_id: int) -> str:
+    """What every counter of one user starts with; `{id}` is its hash tag, so that on a Redis
+    Cluster the admission and settle scripts find all of them in one slot."""
+    return f"{settings.PARLEY_KEY_PREFIX}:quota:{{{user_id}}}"
+
+
 def keys_of(user_id: int, windows: Windows) -> list[str]:
-    base = f"{settings.PARLEY_KEY_PREFIX}:quota:{user_id}"
+    base = user_base(user_id)
     return [f"{base}:rpm:{windows.minute}", f"{base}:rpd:{windows.day}", f"{base}:tok:{windows.day}",
-            f"{base}:tok:{windows.month}", f"{base}:cost:{windows.month}", f"{base}:active",
-            refusals_key(windows.day)]
+            f"{base}:tok:{windows.month}", f"{base}:cost:{windows.month}", f"{base}:active"]
 
 
 def refusals_key(day: str) -> str:
@@ -262,7 +269,8 @@ def admit(
     """Count one model call and reserve its tokens and cost, or say which limit refuses it."""
     now = time.time() if now is None else now
     windows = Windows.at(now)
-    keys = keys_of(user_id, windows)
+    cluster = is_cluster(redis_client)
+    keys = keys_of(user_id, windows) + ([] if cluster else [refusals_key(windows.day)])
     cost_micro = int(cost_usd * MICRO_USD)
     increments = (requests, requests, tokens, tokens, cost_micro)
     limit_values = (
@@ -280,9 +288,19 @@ def admit(
             return Reservation(user_id, member, windows, tokens, cost_micro, limit_values[4], int(result[1]))
         if outcome == "refused":
             index, used, allowed = int(result[1]) - 1, int(result[2]), int(result[3])
+            if cluster:
+                _count_refusal(redis_client, user_id, index + 1, windows.day)
             return Refusal(LIMIT_NAMES[index], allowed, used, windows.ends()[index])
         seed(redis_client, user_id, windows, totals or ledger_totals, now)
     raise RuntimeError("quota counters could not be seeded")
+
+
+def _count_refusal(redis_client: redis.Redis, user_id: int, index: int, day: str) -> None:
+    """A refusal counted on a cluster, where today's refusals live in another slot than the user's keys."""
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.hincrby(refusals_key(day), f"{user_id}:{index}", 1)
+    pipe.expire(refusals_key(day), 40 * 86400)
+    pipe.execute()
 
 
 _SHAS = {script: hashlib.sha1(script.encode()).hexdigest() for script in (ADMIT, SETTLE, SETTLE_SITE)}
@@ -294,6 +312,23 @@ def _run(redis_client: redis.Redis, script: str, keys: list[str], args: list[obj
         return redis_client.evalsha(_SHAS[script], len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
         return redis_client.eval(script, len(keys), *keys, *args)
+
+
+def _run_pipelined(redis_client: redis.Redis, calls: list[tuple[str, list[str], list[object]]]) -> list[Any]:
+    """Several scripts in one round trip (each routed to its own node on a cluster); any that Redis
+    does not have yet is sent in full after. A cluster's pipeline takes no scripts: one at a time."""
+    if is_cluster(redis_client):
+        return [_run(redis_client, script, keys, args) for script, keys, args in calls]
+    pipe = redis_client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(_SHAS[script], len(keys), *keys, *args)
+    replies = pipe.execute(raise_on_error=False)
+    for index, ((script, keys, args), reply) in enumerate(zip(calls, replies, strict=True)):
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            replies[index] = redis_client.eval(script, len(keys), *keys, *args)
+        elif isinstance(reply, Exception):
+            raise reply
+    return replies
 
 
 def _ttls(windows: Windows, now: float) -> list[int]:
@@ -318,10 +353,9 @@ def settle(
     cost = int(cost_usd * MICRO_USD)
     token_change = tokens - reservation.tokens
     cost_change = cost - reservation.cost_micro_usd
-    site_key = site_cost_key(reservation.windows.month)
-    user_cost, site_cost = _run(
-        redis_client, SETTLE, [keys[2], keys[3], keys[4], keys[5], site_key], [token_change, cost_change, reservation.member, cost]
-    )
+    calls = [(SETTLE, keys[2:6], [token_change, cost_change, reservation.member]),
+             (SETTLE_SITE, [site_cost_key(reservation.windows.month)], [cost])]
+    user_cost, site_cost = (int(value) for value in _run_pipelined(redis_client, calls))
     return (None if user_cost < 0 else user_cost), (None if site_cost < 0 else site_cost)
 
 
@@ -382,7 +416,7 @@ def reset_counters(user: User, by: User | None, note: str = "") -> CounterReset:
     are rebuilt from), then the user's counters are dropped so the next call rebuilds them.
     Replies still running keep their concurrency slots."""
     reset = CounterReset.objects.create(user=user, by=by, note=note[:200])
-    base = f"{settings.PARLEY_KEY_PREFIX}:quota:{user.pk}:"
+    base = f"{user_base(user.pk)}:"
     keys = [key for key in client().scan_iter(f"{base}*", count=500) if not key.endswith(b":active")]
     if keys:
         client().delete(*keys)

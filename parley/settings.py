@@ -7,6 +7,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from parley import redis_urls
 from parley.env import env_bool, env_decimal, env_endpoints, env_float, env_int, env_list, env_networks, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -105,13 +106,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": env_str("PARLEY_TEST_SQLITE", str(VAR_DIR / f"test-{os.getpid()}.sqlite3"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
+# One server, a cluster (redis+cluster://host:port,host:port) or Sentinel
+# (redis+sentinel://host:port,host:port/service[/db]): parley/redis_urls.py, docs/redis.md.
+REDIS_URL = env_url("REDIS_URL", "redis://127.0.0.1:6379/0", redis_urls.ALL_SCHEMES)
+try:
+    REDIS_TARGET = redis_urls.parse(REDIS_URL)
+except redis_urls.RedisUrlError as error:
+    raise ImproperlyConfigured(f"REDIS_URL: {error}") from None
 # No CHANNEL_LAYERS: replies reach sockets through the event log (streaming/eventlog.py), and a channel
 # layer would hold one blocking Redis read open per socket for nothing.
 
 # Lets several Parley installations, or concurrent test runs, share one Redis without collisions.
 PARLEY_KEY_PREFIX = env_str("PARLEY_KEY_PREFIX", "parley")
 CELERY_TASK_DEFAULT_QUEUE = env_str("PARLEY_CELERY_QUEUE", "parley")
+if REDIS_TARGET.kind != "single" and not os.environ.get("CELERY_BROKER_URL", "").strip():
+    # Celery's Redis transport speaks to one server: it cannot use a cluster, nor find a primary
+    # through these Sentinel URLs.
+    raise ImproperlyConfigured(
+        f"REDIS_URL names a Redis {REDIS_TARGET.kind}, which Celery cannot use as its broker: set "
+        "CELERY_BROKER_URL to a single Redis (redis://host:port/db) or to RabbitMQ (amqp://...)."
+    )
 CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", REDIS_URL, ("redis", "rediss", "amqp", "unix"))
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True

@@ -1,6 +1,7 @@
 """`bin/parley test [pytest args]`: the whole test suite on embedded defaults.
 
-Starts an embedded Redis unless REDIS_URL is set, runs `python -m pytest` with the given arguments
+Starts an embedded Redis unless REDIS_URL is set (with PARLEY_TEST_REDIS=cluster, an embedded
+3-primary Redis Cluster whatever REDIS_URL says, and a plain Redis for Celery's broker), runs `python -m pytest` with the given arguments
 in that environment and returns pytest's exit code. "No tests collected" (pytest's 5) counts as a
 failure: the suite is never empty.
 
@@ -49,7 +50,27 @@ def main(argv: list[str] | None = None) -> int:
         env["PARLEY_NO_SKIPS"] = "1"
 
     redis = None
-    if not env.get("REDIS_URL"):
+    servers: list = []
+    wanted = env.get("PARLEY_TEST_REDIS", "").strip().lower()
+    if wanted not in {"", "single", "cluster"}:
+        say(f"PARLEY_TEST_REDIS={wanted!r} must be 'single' (the default) or 'cluster'.")
+        return 1
+    if wanted == "cluster":
+        from parley.embedded_redis import EmbeddedRedisError, start_cluster
+        from parley.embedded_redis import start as start_redis
+
+        try:
+            servers.append(start_cluster())
+            # Celery's broker is one plain Redis beside the cluster (settings refuse a cluster there).
+            servers.append(start_redis())
+        except EmbeddedRedisError as exc:
+            for server in servers:
+                server.stop()
+            say(str(exc))
+            return 1
+        env["REDIS_URL"], env["CELERY_BROKER_URL"] = servers[0].url, servers[1].url
+        say(f"embedded 3-primary Redis Cluster at {servers[0].url}; Celery's broker at {servers[1].url}")
+    elif not env.get("REDIS_URL"):
         from parley.embedded_redis import EmbeddedRedisError
         from parley.embedded_redis import start as start_redis
 
@@ -93,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGHUP, previous_hup)
         if redis is not None:
             redis.stop()
+        for server in servers:
+            server.stop()
 
     if code == NO_TESTS_COLLECTED:
         say("no tests ran (pytest exit code 5); the suite must never be empty, so this is a failure.")

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from parley.redis_clients import async_client
+from parley.redis_clients import async_client, is_cluster
 from streaming import events
 from streaming.entries import FINAL_SEQ, Cursor, Entry, visible
 from streaming.keys import events_key, heartbeat_key, run_events_key, stop_key
@@ -97,6 +97,7 @@ class EventLog:
     def __init__(self, client: aioredis.Redis | None = None) -> None:
         self.generator_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.redis = client or async_client(max_connections=1000)
+        self.cluster = is_cluster(self.redis)
         self.logs: dict[int, LocalLog] = {}
         self.writing = 0  # logs still being written: the load that sets the flush window
         self.remote = RemoteFeeds(self.generator_id, self.redis)
@@ -209,7 +210,10 @@ class EventLog:
             touched.append(log)
         watched = [log for log in self.logs.values() if not log.finished and not log.stop_requested]
         flags_at = len(pipe)
-        if watched:
+        if watched and self.cluster:  # stop flags live in many slots: one GET each, routed by key
+            for log in watched:
+                pipe.get(stop_key(log.message_id))
+        elif watched:
             pipe.mget([stop_key(log.message_id) for log in watched])
         now = time.monotonic()
         if self.writing and now - self.last_heartbeat >= settings.PARLEY_HEARTBEAT_SECONDS:
@@ -222,9 +226,9 @@ class EventLog:
             if isinstance(result, Exception) and not _is_duplicate_id(result):
                 logger.error("Redis refused a reply event: %s", result)
         if watched:
-            flags = results[flags_at]
-            for log, flag in zip(watched, flags or [], strict=False):
-                if flag is not None:
+            flags = results[flags_at : flags_at + len(watched)] if self.cluster else results[flags_at]
+            for log, flag in zip(watched, flags if isinstance(flags, list) else [], strict=False):
+                if flag is not None and not isinstance(flag, Exception):
                     log.request_stop()
         for log in touched:
             log.unsent.clear()

@@ -15,7 +15,7 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
-from parley.redis_clients import sync_client
+from parley.redis_clients import is_cluster, sync_client
 from streaming.keys import user_channel
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,15 @@ class UserFeeds:
     async def _loop(self) -> None:
         prefix = user_channel(0)[:-1]
         while True:
+            if is_cluster(self.client):
+                # A cluster client learns its slots on its first command; the subscription picks its
+                # node from them. Any one node will do: a classic PUBLISH reaches every node.
+                try:
+                    await self.client.initialize()
+                except aioredis.RedisError:
+                    logger.warning("Redis Cluster unreachable for the per-user notices; retrying")
+                    await asyncio.sleep(0.5)
+                    continue
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(prefix + "*")

@@ -1,16 +1,37 @@
-"""Every Redis key the streaming core uses, in one place (docs/streaming.md lists them)."""
+"""Every Redis key the streaming core uses, in one place (docs/streaming.md lists them).
+
+Event logs end in a hash tag, `{s0}` to `{s15}` by their id: on a Redis Cluster each tag is one
+slot, so a process that follows many logs needs one XREAD per tag in use, at most STREAM_TAGS,
+spread over the nodes (streaming/remote.py; docs/redis.md). Other keys are read and written one at
+a time (pipelines route each command to its node), so they need no tag.
+"""
+
+import re
 
 from django.conf import settings
+
+STREAM_TAGS = 16
+_TAG = re.compile(r"\{[^{}]*\}")
+
+
+def stream_tag(id_: int) -> str:
+    return f"{{s{id_ % STREAM_TAGS}}}"
+
+
+def tag_of(key: str) -> str:
+    """The hash tag a key ends in ('' for none)."""
+    found = _TAG.search(key)
+    return found.group(0) if found else ""
 
 
 def events_key(message_id: int) -> str:
     """A reply's event log (a Redis Stream whose entry ids are the events' cursors)."""
-    return f"{settings.PARLEY_KEY_PREFIX}:msg:{message_id}:events"
+    return f"{settings.PARLEY_KEY_PREFIX}:msg:{message_id}:events:{stream_tag(message_id)}"
 
 
 def run_events_key(run_id: int) -> str:
     """An agent run's event log: the same entries and cursors, counted in events (streaming/events.py)."""
-    return f"{settings.PARLEY_KEY_PREFIX}:run:{run_id}:events"
+    return f"{settings.PARLEY_KEY_PREFIX}:run:{run_id}:events:{stream_tag(run_id)}"
 
 
 def stop_key(message_id: int) -> str:
@@ -23,9 +44,10 @@ def heartbeat_key(generator_id: str) -> str:
     return f"{settings.PARLEY_KEY_PREFIX}:generator:{generator_id}"
 
 
-def reader_wake_key(generator_id: str) -> str:
-    """Wakes a process's XREAD loop when it has a new stream to follow."""
-    return f"{settings.PARLEY_KEY_PREFIX}:reader:{generator_id}:wake"
+def reader_wake_key(generator_id: str, tag: str = "") -> str:
+    """Wakes a process's XREAD loop when it has a new stream to follow; on a cluster there is one
+    loop, and one wake key, per stream tag (it must share its slot with the streams it reads)."""
+    return f"{settings.PARLEY_KEY_PREFIX}:reader:{generator_id}:wake{':' + tag if tag else ''}"
 
 
 def user_channel(user_id: int) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
-from parley.redis_clients import sync_client
+from parley.redis_clients import is_cluster, sync_client
 from streaming.entries import Entry
 from streaming.keys import events_key, run_cancel_key, run_events_key, run_owner_key, stop_key
 
@@ -85,6 +85,10 @@ class SyncWriter:
         if not keys:
             return
         pipe = self.client.pipeline(transaction=False)
-        for start in range(0, len(keys), UNLINK_BATCH):
-            pipe.unlink(*keys[start : start + UNLINK_BATCH])
+        if is_cluster(self.client):  # a cluster's pipeline takes one key per UNLINK, routed to its node
+            for key in keys:
+                pipe.unlink(key)
+        else:
+            for start in range(0, len(keys), UNLINK_BATCH):
+                pipe.unlink(*keys[start : start + UNLINK_BATCH])
         pipe.execute()

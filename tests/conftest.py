@@ -9,6 +9,7 @@ import redis
 os.environ.setdefault("PARLEY_KEY_PREFIX", f"parley-test-{os.getpid()}")
 os.environ.setdefault("PARLEY_CELERY_QUEUE", os.environ["PARLEY_KEY_PREFIX"])
 
+from parley.redis_clients import sync_client_for
 from tests.live import LiveApp, child_env
 
 
@@ -92,6 +93,16 @@ def _catalogue(request: pytest.FixtureRequest) -> None:
         seed_plans(Plan)
 
 
+_cleanup_clients: dict[str, redis.Redis] = {}
+
+
+def _cleanup_client(url: str) -> redis.Redis:
+    """One client per URL for the whole run: a cluster client learns the slots on its first use."""
+    if url not in _cleanup_clients:
+        _cleanup_clients[url] = sync_client_for(url)
+    return _cleanup_clients[url]
+
+
 @pytest.fixture(autouse=True)
 def _clean_event_logs(request: pytest.FixtureRequest) -> Iterator[None]:
     """Message ids restart with every test database; their Redis keys must not outlive them."""
@@ -100,25 +111,22 @@ def _clean_event_logs(request: pytest.FixtureRequest) -> Iterator[None]:
     if {"db", "transactional_db"} & set(request.fixturenames) or request.node.get_closest_marker("django_db"):
         from django.conf import settings
 
-        client = redis.Redis.from_url(settings.REDIS_URL)
-        keys = list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:msg:*", count=1000))
-        keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:quota:*", count=1000))  # user ids restart too
-        # Failed sign-ins and sign-ups from 127.0.0.1 must not carry over into the next test.
-        keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:auth:*", count=1000))
-        keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:title:*", count=1000))  # conversation ids too
-        keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:run:*", count=1000))  # run ids too
-        # Breakers' forced modes are seeded from the database, which every test empties.
-        keys += list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:breaker:*", count=1000))
+        client = _cleanup_client(settings.REDIS_URL)
+        prefix = settings.PARLEY_KEY_PREFIX
+        # Message, user (quota counters), conversation (titles) and run ids restart with every test
+        # database; failed sign-ins and sign-ups from 127.0.0.1 must not carry over; breakers' forced
+        # modes are seeded from the database, which every test empties. One SCAN (per node).
+        families = tuple(f"{prefix}:{family}:".encode() for family in ("msg", "quota", "auth", "title", "run", "breaker"))
+        keys = [key for key in client.scan_iter(f"{prefix}:*", count=1000) if key.startswith(families)]
         if keys:
             client.delete(*keys)
-        client.close()
 
 
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
     from django.conf import settings
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = sync_client_for(settings.REDIS_URL)
     yield client
     client.close()
 

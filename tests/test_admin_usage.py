@@ -8,7 +8,6 @@ from datetime import time as clock
 from decimal import Decimal
 
 import pytest
-from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import connection
 from django.test import Client
@@ -224,7 +223,7 @@ def test_reset_counters_records_who_and_when_and_drops_earlier_usage(admin_clien
     assert LogEntry.objects.filter(object_id=str(alice.pk), change_message="Reset usage counters").count() == 1
     assert quotas.ledger_totals(alice.pk, quotas.Windows.at(time.time()))[2:] == (0, 0, 0)
     assert quotas.ledger_totals(bob.pk, quotas.Windows.at(time.time()))[2] == 30  # not chosen: untouched
-    assert not list(redis_client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:quota:{alice.pk}:tok:*"))
+    assert not list(redis_client.scan_iter(f"{quotas.user_base(alice.pk)}:tok:*"))
     trail = admin_client.get("/admin/accounts/counterreset/")
     assert trail.status_code == 200 and "alice" in trail.content.decode()
     assert admin_client.get("/admin/accounts/counterreset/add/").status_code == 403

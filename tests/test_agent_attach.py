@@ -8,6 +8,7 @@ from django.conf import settings
 
 from agents import actions, runner
 from chat.actions import create_conversation
+from parley.redis_clients import sync_client_for
 from streaming.keys import run_events_key, run_owner_key
 from tests.helpers import connect
 
@@ -83,7 +84,7 @@ async def test_another_users_run_cannot_be_attached(alice, bob):
 
 
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return sync_client_for(settings.REDIS_URL)
 
 
 async def test_a_start_that_lands_after_the_run_ended_keeps_the_short_owner_key(alice):

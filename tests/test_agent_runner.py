@@ -11,7 +11,6 @@ from decimal import Decimal
 
 import orjson
 import pytest
-import redis
 from django.contrib.auth.models import Permission
 from django.core import mail
 from django.db import connection
@@ -26,6 +25,7 @@ from billing import calls
 from billing.models import UsageRecord
 from chat.actions import ActionError, create_conversation
 from chat.models import ChatModel
+from parley.redis_clients import sync_client_for
 from streaming.writer import SyncWriter
 from tests.fakes import Scenario
 from tests.fakes.openai_server import OpenAIFake
@@ -333,7 +333,7 @@ def test_starting_is_checked(alice, bob, settings):
 
 def test_the_cancel_flag_is_read_from_redis(alice, settings):
     run = start(alice, "Compute 7 * 7")
-    redis.Redis.from_url(settings.REDIS_URL).set(f"{settings.PARLEY_KEY_PREFIX}:run:{run.pk}:cancel", "1")
+    sync_client_for(settings.REDIS_URL).set(f"{settings.PARLEY_KEY_PREFIX}:run:{run.pk}:cancel", "1")
     assert work(run).status == "cancelled"
 
 
@@ -411,7 +411,7 @@ def test_cancel_reaches_a_model_that_has_not_said_a_word_yet(alice, settings):
             settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = fake.base_url, "sk-test"
             await ChatModel.objects.acreate(name="fake-gpt", label="Fake", provider="openai", base_url=fake.base_url)
             run = await in_thread(start, alice, "Think hard", "fake-gpt")
-            threading.Timer(0.5, lambda: redis.Redis.from_url(settings.REDIS_URL).set(
+            threading.Timer(0.5, lambda: sync_client_for(settings.REDIS_URL).set(
                 f"{settings.PARLEY_KEY_PREFIX}:run:{run.pk}:cancel", "1")).start()
             began = clock.monotonic()
             done = await in_thread(work, run)

@@ -6,14 +6,15 @@ import time
 
 import httpx
 import pytest
-import redis
 import websockets
 from django.conf import settings
 
 from accounts.models import ApiToken
+from billing import quotas
 from billing.models import UsageRecord
 from chat.models import Message
 from chat.reaper import reap_interrupted
+from parley.redis_clients import sync_client_for
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -193,7 +194,7 @@ def test_a_killed_web_process_leaves_its_reply_interrupted_and_readable(live_fac
     # The dead process never charged the reply: the reaper did, and gave back its concurrency slot.
     entry = UsageRecord.objects.get(message_id=reply_id)
     assert (entry.outcome, entry.estimated) == ("interrupted", True) and entry.completion_tokens == (len(text) + 3) // 4
-    slots = redis.Redis.from_url(settings.REDIS_URL).zcard(f"{settings.PARLEY_KEY_PREFIX}:quota:{alice.pk}:active")
+    slots = sync_client_for(settings.REDIS_URL).zcard(f"{quotas.user_base(alice.pk)}:active")
     assert slots == 0
 
 

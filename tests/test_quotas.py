@@ -6,13 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-import redis
 from django.conf import settings
 
 from accounts.plans import EffectiveLimits
 from billing import quotas
 from billing.models import UsageRecord
 from chat.models import ChatModel, Conversation
+from parley.redis_clients import sync_client_for
 
 
 def nothing_used(user_id, windows):
@@ -22,7 +22,7 @@ def nothing_used(user_id, windows):
 @pytest.fixture
 def clients():
     """Two connection pools, as two web processes would have."""
-    made = [redis.Redis.from_url(settings.REDIS_URL) for _ in range(2)]
+    made = [sync_client_for(settings.REDIS_URL) for _ in range(2)]
     user_id = int(uuid.uuid4().int % 10**9)  # counters of other runs cannot collide
     yield made, user_id
     forget(made[0], user_id)
@@ -31,7 +31,7 @@ def clients():
 
 
 def forget(client, user_id):
-    keys = list(client.scan_iter(f"{settings.PARLEY_KEY_PREFIX}:quota:{user_id}:*"))
+    keys = list(client.scan_iter(f"{quotas.user_base(user_id)}:*"))
     if keys:
         client.delete(*keys)
 
@@ -113,7 +113,7 @@ def test_lost_counters_are_rebuilt_from_the_ledger(clients, alice):
         forget(made[0], alice.pk)
         again = quotas.admit(made[1], alice.pk, limits, 100, Decimal(0), "c", quotas.ledger_totals)
         assert isinstance(again, quotas.Reservation)  # 900 from the ledger + 100
-        requests = made[1].get(f"{settings.PARLEY_KEY_PREFIX}:quota:{alice.pk}:rpd:{again.windows.day}")
+        requests = made[1].get(f"{quotas.user_base(alice.pk)}:rpd:{again.windows.day}")
         assert int(requests) == 2  # the one send the database holds, and this call
     finally:
         forget(made[0], alice.pk)
@@ -155,5 +155,5 @@ def test_a_new_minute_or_day_starts_at_zero_without_asking_the_ledger(clients):
         assert isinstance(result, quotas.Reservation)
     refused = quotas.admit(made[1], user_id, limits, 0, Decimal(0), "c", ledger_must_not_be_asked, now=now + 62)
     assert isinstance(refused, quotas.Refusal) and refused.limit == "requests_per_minute" and refused.used == 2
-    day = made[0].get(f"{settings.PARLEY_KEY_PREFIX}:quota:{user_id}:rpd:{quotas.Windows.at(now).day}")
+    day = made[0].get(f"{quotas.user_base(user_id)}:rpd:{quotas.Windows.at(now).day}")
     assert int(day) == 3  # the day went on counting across the minutes

@@ -8,11 +8,11 @@ import time
 
 import httpx
 import pytest
-import redis
 from django.conf import settings
 
 from accounts.models import ApiToken
 from chat.models import Message
+from parley.redis_clients import sync_client_for
 from streaming.keys import heartbeat_key
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -32,7 +32,7 @@ def test_a_killed_process_is_reaped_within_the_deadline_on_default_settings(live
     conversation = httpx.post(f"{doomed.url}/api/conversations/", json={}, headers=headers).json()["id"]
     sent = httpx.post(f"{doomed.url}/api/conversations/{conversation}/messages", json={"content": "long /words 3000 /slow 50"}, headers=headers)
     reply_id = sent.json()["assistant_message"]["id"]
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = sync_client_for(settings.REDIS_URL)
     key = heartbeat_key(Message.objects.get(pk=reply_id).generator)
     # The worst moment to die: right after a heartbeat, which then lives its whole TTL.
     previous, deadline = None, time.monotonic() + 30

@@ -9,7 +9,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-import redis
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
@@ -17,7 +16,7 @@ from billing import admission, quotas
 from billing.models import UsageRecord
 from chat import presets, replies, uploads
 from chat.models import ChatModel, Conversation, Message, PromptPresetVersion
-from parley.redis_clients import sync_client
+from parley.redis_clients import sync_client, sync_client_for
 from shadows.models import ShadowConfig, ShadowRun
 from shadows.runner import run_shadow
 from streaming.keys import events_key, user_channel
@@ -64,8 +63,8 @@ def config_for(real: ChatModel, shadow: ChatModel | None, system_prompt: str = "
 
 
 def user_counters(user_id: int) -> dict[bytes, bytes]:
-    client = redis.Redis.from_url(quotas.settings.REDIS_URL)
-    keys = sorted(client.scan_iter(f"{quotas.settings.PARLEY_KEY_PREFIX}:quota:{user_id}:*"))
+    client = sync_client_for(quotas.settings.REDIS_URL)
+    keys = sorted(client.scan_iter(f"{quotas.user_base(user_id)}:*"))
     return {key: (client.get(key) if client.type(key) == b"string" else b"(set)") for key in keys}
 
 
@@ -125,7 +124,7 @@ async def test_the_run_is_stored_billed_to_the_site_and_never_reaches_the_user(a
     log_before = await asyncio.to_thread(client.xrange, events_key(reply_id))
     reply_before = (await Message.objects.aget(pk=reply_id)).as_dict()
     page_before = await asyncio.to_thread(page_of, alice_client, conversation.pk)
-    feed = redis.Redis.from_url(settings.REDIS_URL).pubsub()
+    feed = sync_client_for(settings.REDIS_URL).pubsub()
     feed.subscribe(user_channel(alice.pk))
     feed.get_message(timeout=1)  # the subscription's confirmation
 

@@ -3,11 +3,11 @@
 import asyncio
 
 import pytest
-import redis
 
 from billing.models import UsageRecord
 from chat.models import ChatModel, Conversation
 from chat.titles import generate_title
+from parley.redis_clients import sync_client_for
 from tests.fakes import Scenario
 from tests.fakes.openai_server import OpenAIFake
 
@@ -35,7 +35,7 @@ def test_a_redelivered_title_task_falls_back_instead_of_asking_again(alice, sett
             asked = await asyncio.to_thread(generate_title, first.pk)
             # The second's first delivery asked the model and its worker died before saving anything.
             marker = f"{settings.PARLEY_KEY_PREFIX}:title:{second.pk}:asked"
-            redis.Redis.from_url(settings.REDIS_URL).set(marker, "1", ex=60)
+            sync_client_for(settings.REDIS_URL).set(marker, "1", ex=60)
             redelivered = await asyncio.to_thread(generate_title, second.pk)
             return asked, redelivered, len(fake.requests), second.pk
 

@@ -20,6 +20,8 @@ from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from parley.redis_clients import sync_client_for
+
 # One thread per check, and room for a few hung ones.
 _threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="parley-readyz")
 _migrated = False  # once every migration is applied it stays so for the process's life
@@ -104,9 +106,8 @@ def _redis_client(url: str) -> redis.Redis:
     timeout = settings.PARLEY_PROBE_TIMEOUT_SECONDS
     client = _clients.get((url, timeout))
     if client is None:
-        client = _clients[(url, timeout)] = redis.Redis.from_url(
-            url, socket_connect_timeout=timeout, socket_timeout=timeout, retry_on_timeout=False
-        )
+        # A cluster's or a Sentinel's URL too (REDIS_URL); a Redis broker's is a plain one.
+        client = _clients[(url, timeout)] = sync_client_for(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     return client
 
 

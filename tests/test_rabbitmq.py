@@ -65,7 +65,7 @@ def test_a_worker_killed_mid_task_leaves_it_to_the_other_which_finishes_it_once(
         PARLEY_RUN_LEASE_SECONDS="2", PARLEY_REAP_SECONDS="3600",
     )
     app.start_daphne()
-    first = app.start_worker("first")
+    workers = [app.start_worker("first"), app.start_worker("second")]
     token = ApiToken.issue(alice, "rabbit")[1]
     run = start(app.url, token, goal="Report on parley, compute 8 * 8, mail it to pat@example.com /slow 150")
 
@@ -75,8 +75,12 @@ def test_a_worker_killed_mid_task_leaves_it_to_the_other_which_finishes_it_once(
     assert decided.status_code == 200, decided.text
     during = sse_run_events(app.url, token, run["id"], after=before[-1]["cursor"], until="step_delta")
     assert any(e["type"] == "tool_result" and e["ok"] for e in during)
-    second = app.start_worker("second")  # idle, and waiting on the same queue
-    first.kill()  # the whole worker, mid-step, with its task unacknowledged
+    # The approval sent the run to a worker again: kill that one (the whole worker, mid-step, its
+    # task unacknowledged); the other waits on the same queue.
+    task_id = AgentRun.objects.get(pk=run["id"]).task_id
+    doomed, other = sorted(workers, key=lambda worker: task_id not in worker.log_path.read_text())
+    assert task_id in doomed.log_path.read_text() and task_id not in other.log_path.read_text()
+    doomed.kill()
     assert len(list(mailbox.iterdir())) == 1
 
     after = sse_run_events(app.url, token, run["id"], after=during[-1]["cursor"])
@@ -93,7 +97,7 @@ def test_a_worker_killed_mid_task_leaves_it_to_the_other_which_finishes_it_once(
     assert [(s.kind, s.result) for s in steps if s.status == "failed"] == [("model", {"code": "interrupted"})]
     assert [s.tool for s in steps if s.kind == "tool"].count("send_email") == 1
     assert UsageRecord.objects.filter(kind="agent").count() == sum(1 for s in steps if s.kind == "model")
-    assert "execute_run" in second.log_path.read_text()  # the second worker finished it
+    assert task_id in other.log_path.read_text()  # the same task, finished by the other worker
 
 
 def test_a_run_s_queue_is_deleted_once_unused(live_factory, broker):

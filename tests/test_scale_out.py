@@ -112,6 +112,36 @@ def text_of(events: list[dict]) -> str:
     return "".join(event["text"] for event in events if event["type"] == "delta")
 
 
+def test_killing_a_mid_reply_leaves_its_replies_interrupted_and_b_s_client_sees_the_end(live_factory, token):
+    # First in the module, so that `pair` is not yet running beside it. A's heartbeat lapses on the
+    # defaults' TTL; whichever worker's beat comes next ends its replies.
+    app = live_factory(PARLEY_CELERY_QUEUE=f"scale-kill-{uuid.uuid4().hex[:8]}")
+    for name in ("PARLEY_HEARTBEAT_SECONDS", "PARLEY_HEARTBEAT_TTL", "PARLEY_REAP_SECONDS"):
+        app.env.pop(name, None)  # the defaults a deployment gets
+    a, b = app.start_daphne(), app.start_daphne()
+    app.start_worker("first")
+    app.start_worker("second")
+    replies = [send(a.url, token, f"doomed {n} /words 5000 /slow 20")["assistant_message"]["id"] for n in range(2)]
+
+    async def scenario() -> tuple[list[list[dict]], float]:
+        followers = [asyncio.create_task(ws_reply(b.url, token, reply_id)) for reply_id in replies]
+        await asyncio.sleep(2)  # both replies under way in A
+        assert not any(task.done() for task in followers)
+        await asyncio.to_thread(a.kill)  # SIGKILL: no cleanup runs in A
+        died = time.monotonic()
+        received = await asyncio.gather(*followers)
+        return received, time.monotonic() - died
+
+    received, waited = asyncio.run(scenario())
+    assert waited < INTERRUPTED_WITHIN_SECONDS, f"B's clients saw the end {waited:.1f} s after A died"
+    for reply_id, events in zip(replies, received, strict=True):
+        assert events[-1]["type"] == "done" and events[-1]["status"] == "interrupted"
+        assert_contiguous(events)
+        stored = Message.objects.get(pk=reply_id)
+        assert stored.status == "interrupted"
+        assert stored.content == text_of(events) and len(stored.content.split()) > 5
+
+
 def test_a_reply_started_through_a_is_followed_to_its_end_through_b(pair, token):
     a, b = pair.servers
     reply_id = send(a.url, token, "scale out /words 800 /slow 5")["assistant_message"]["id"]
@@ -251,32 +281,3 @@ def wait_for_replies_to_end(user) -> None:  # type: ignore[no-untyped-def]
     while replies.filter(status__in=Message.ACTIVE).exists():
         assert time.monotonic() < deadline, "replies still running after 30 s"
         time.sleep(0.1)
-
-
-def test_killing_a_mid_reply_leaves_its_replies_interrupted_and_b_s_client_sees_the_end(live_factory, token):
-    app = live_factory(PARLEY_CELERY_QUEUE=f"scale-kill-{uuid.uuid4().hex[:8]}")
-    for name in ("PARLEY_HEARTBEAT_SECONDS", "PARLEY_HEARTBEAT_TTL", "PARLEY_REAP_SECONDS"):
-        app.env.pop(name, None)  # the defaults a deployment gets
-    a, b = app.start_daphne(), app.start_daphne()
-    app.start_worker("first")
-    app.start_worker("second")
-    replies = [send(a.url, token, f"doomed {n} /words 5000 /slow 20")["assistant_message"]["id"] for n in range(2)]
-
-    async def scenario() -> tuple[list[list[dict]], float]:
-        followers = [asyncio.create_task(ws_reply(b.url, token, reply_id)) for reply_id in replies]
-        await asyncio.sleep(2)  # both replies under way in A
-        assert not any(task.done() for task in followers)
-        await asyncio.to_thread(a.kill)  # SIGKILL: no cleanup runs in A
-        died = time.monotonic()
-        received = await asyncio.gather(*followers)
-        return received, time.monotonic() - died
-
-    received, waited = asyncio.run(scenario())
-    assert waited < INTERRUPTED_WITHIN_SECONDS, f"B's clients saw the end {waited:.1f} s after A died"
-    for reply_id, events in zip(replies, received, strict=True):
-        assert events[-1]["type"] == "done" and events[-1]["status"] == "interrupted"
-        assert_contiguous(events)
-        stored = Message.objects.get(pk=reply_id)
-        assert stored.status == "interrupted"
-        assert stored.content == text_of(events) and len(stored.content.split()) > 5
-

@@ -2,34 +2,42 @@ import logging
 import os
 
 from celery import Celery
+from celery.app.amqp import AMQP, Queues
 from celery.signals import worker_ready
-from kombu import Exchange, Queue
+from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "parley.settings")
 
-app = Celery("parley")
+
+def queue_arguments(broker_url: str, expires_seconds: int) -> dict[str, int]:
+    """RabbitMQ's x-expires for a queue when an expiry is set (PARLEY_CELERY_QUEUE_EXPIRES_SECONDS);
+    nothing on Redis, where an empty queue is no key at all."""
+    if not expires_seconds or not broker_url.startswith("amqp"):
+        return {}
+    return {"x-expires": expires_seconds * 1000}
+
+
+class ExpiringQueues(Queues):
+    """Every queue this app declares, the default one and any named by a sender, carries the same
+    arguments, read when it is first used: RabbitMQ refuses a second declaration of a queue with
+    other arguments, so senders and workers must agree, and tests pick queue names late."""
+
+    def __setitem__(self, name: str, queue: Queue) -> None:
+        from django.conf import settings
+
+        extra = queue_arguments(settings.CELERY_BROKER_URL, settings.PARLEY_CELERY_QUEUE_EXPIRES_SECONDS)
+        if extra:
+            queue.queue_arguments = {**(queue.queue_arguments or {}), **extra}
+        super().__setitem__(name, queue)
+
+
+class ParleyAMQP(AMQP):
+    queues_cls = ExpiringQueues
+
+
+app = Celery("parley", amqp=ParleyAMQP)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-
-
-def task_queues(name: str, broker_url: str, expires_seconds: int) -> list[Queue] | None:
-    """The one task queue, declared with RabbitMQ's x-expires when an expiry is set; None leaves
-    Celery to declare it (as it does on Redis). Senders and workers must declare it alike, or
-    RabbitMQ refuses the second declaration: both build it here from the same settings."""
-    if not expires_seconds or not broker_url.startswith("amqp"):
-        return None
-    return [Queue(name, Exchange(name), routing_key=name, queue_arguments={"x-expires": expires_seconds * 1000})]
-
-
-@app.on_after_configure.connect
-def _declare_queue(sender: Celery, **kwargs: object) -> None:
-    # Read when the configuration is first used, not at import: tests pick their queue name after
-    # Django's settings are loaded (tests/conftest.py).
-    from django.conf import settings
-
-    queues = task_queues(settings.CELERY_TASK_DEFAULT_QUEUE, settings.CELERY_BROKER_URL, settings.PARLEY_CELERY_QUEUE_EXPIRES_SECONDS)
-    if queues:
-        sender.conf.task_queues = queues
 
 
 @worker_ready.connect

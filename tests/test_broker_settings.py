@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
-from parley.celery import task_queues
+from kombu import Exchange, Queue
+
+from parley.celery import app as celery_app
+from parley.celery import queue_arguments
 from tests.live import ROOT
 
 READ = (
@@ -39,12 +42,20 @@ def test_another_broker_is_refused_naming_the_variable():
 
 
 def test_the_queue_expires_only_on_rabbitmq_and_only_when_asked():
-    assert task_queues("runs", "redis://127.0.0.1:6379/0", 300) is None
-    assert task_queues("runs", "amqp://guest:guest@127.0.0.1:5672//", 0) is None
-    [queue] = task_queues("runs", "amqp://guest:guest@127.0.0.1:5672//", 300)
-    assert (queue.name, queue.exchange.name, queue.routing_key) == ("runs", "runs", "runs")
-    assert queue.queue_arguments == {"x-expires": 300_000}
-    assert queue.durable and not queue.auto_delete
+    assert queue_arguments("redis://127.0.0.1:6379/0", 300) == {}
+    assert queue_arguments("amqp://guest:guest@127.0.0.1:5672//", 0) == {}
+    assert queue_arguments("amqp://guest:guest@127.0.0.1:5672//", 300) == {"x-expires": 300_000}
+
+
+def test_every_queue_the_app_declares_carries_the_expiry(settings):
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+    settings.PARLEY_CELERY_QUEUE_EXPIRES_SECONDS = 7
+    queues = celery_app.amqp.Queues([Queue("named", Exchange("named"), "named")])
+    assert queues["named"].queue_arguments == {"x-expires": 7000}
+    assert queues["picked-late"].queue_arguments == {"x-expires": 7000}  # a queue a sender names
+    assert queues["picked-late"].durable and not queues["picked-late"].auto_delete
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
+    assert not celery_app.amqp.Queues([])["on-redis"].queue_arguments
 
 
 def test_the_test_command_refuses_a_rabbitmq_that_does_not_answer():

@@ -3,13 +3,42 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP, Queues
 from celery.signals import celeryd_init, task_postrun, task_prerun, worker_process_shutdown, worker_ready
+from kombu import Queue
 
 from observability import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "parley.settings")
 
-app = Celery("parley")
+
+def queue_arguments(broker_url: str, expires_seconds: int) -> dict[str, int]:
+    """RabbitMQ's x-expires for a queue when an expiry is set (PARLEY_CELERY_QUEUE_EXPIRES_SECONDS);
+    nothing on Redis, where an empty queue is no key at all."""
+    if not expires_seconds or not broker_url.startswith("amqp"):
+        return {}
+    return {"x-expires": expires_seconds * 1000}
+
+
+class ExpiringQueues(Queues):
+    """Every queue this app declares, the default one and any named by a sender, carries the same
+    arguments, read when it is first used: RabbitMQ refuses a second declaration of a queue with
+    other arguments, so senders and workers must agree, and tests pick queue names late."""
+
+    def __setitem__(self, name: str, queue: Queue) -> None:
+        from django.conf import settings
+
+        extra = queue_arguments(settings.CELERY_BROKER_URL, settings.PARLEY_CELERY_QUEUE_EXPIRES_SECONDS)
+        if extra:
+            queue.queue_arguments = {**(queue.queue_arguments or {}), **extra}
+        super().__setitem__(name, queue)
+
+
+class ParleyAMQP(AMQP):
+    queues_cls = ExpiringQueues
+
+
+app = Celery("parley", amqp=ParleyAMQP)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Each pool process sets up its own traces; a task's run continues the trace and request id its

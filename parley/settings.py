@@ -126,14 +126,26 @@ if REDIS_TARGET.kind != "single" and not os.environ.get("CELERY_BROKER_URL", "")
         f"REDIS_URL names a Redis {REDIS_TARGET.kind}, which Celery cannot use as its broker: set "
         "CELERY_BROKER_URL to a single Redis (redis://host:port/db) or to RabbitMQ (amqp://...)."
     )
-CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", REDIS_URL, ("redis", "rediss", "amqp", "unix"))
+CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", REDIS_URL, ("redis", "rediss", "amqp", "amqps", "unix"))
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A task a lost worker took is delivered again after this long (Redis broker). Longer than any one
+# Redis broker: a task a lost worker took is delivered again after this long. Longer than any one
 # step of an agent run can take; runs resume sooner through their lease (agents/reaper.py).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("PARLEY_TASK_VISIBILITY_SECONDS", 3600, minimum=60)}
+# RabbitMQ gives a lost worker's tasks back as soon as its connection drops, and confirms every
+# publish, so that a task the broker did not take raises in the sender instead of vanishing.
+# RabbitMQ's own consumer_timeout (30 min by default) must be longer than the longest task (docs/celery.md).
+PARLEY_TASK_VISIBILITY_SECONDS = env_int("PARLEY_TASK_VISIBILITY_SECONDS", 3600, minimum=60)
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"confirm_publish": True}
+    if CELERY_BROKER_URL.startswith("amqp")
+    else {"visibility_timeout": PARLEY_TASK_VISIBILITY_SECONDS}
+)
+# RabbitMQ keeps a queue nobody consumes from; with this set, one unused this long is deleted
+# (x-expires), so that test runs, each with its own queue, leave none behind. Redis needs none:
+# an empty queue there is no key at all.
+PARLEY_CELERY_QUEUE_EXPIRES_SECONDS = env_int("PARLEY_CELERY_QUEUE_EXPIRES_SECONDS", 0, minimum=0)
 # A generating process refreshes its heartbeat every PARLEY_HEARTBEAT_SECONDS; once it has been
 # silent for the TTL, the reaper (every third of the TTL) ends its replies as `interrupted`. A
 # crashed process's replies are so ended at most TTL + TTL / 3 (20 s) after it died.

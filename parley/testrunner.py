@@ -3,7 +3,7 @@
 Starts an embedded Redis unless REDIS_URL is set (with PARLEY_TEST_REDIS=cluster, an embedded
 3-primary Redis Cluster whatever REDIS_URL says, and a plain Redis for Celery's broker), runs `python -m pytest` with the given arguments
 in that environment and returns pytest's exit code. "No tests collected" (pytest's 5) counts as a
-failure: the suite is never empty.
+failure: the suite is never empty. With CELERY_BROKER_URL=amqp://..., RabbitMQ must answer first.
 
 In CI (CI set) browser tests must run rather than skip: Chromium must be present at
 PARLEY_CHROMIUM (default /usr/bin/chromium), and PARLEY_REQUIRE_BROWSER=1 is exported so that the
@@ -91,6 +91,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         say(f"Redis from REDIS_URL: {redact(env['REDIS_URL'])}")
 
+    broker = env.get("CELERY_BROKER_URL", "")
+    if broker.startswith("amqp"):
+        from parley.devserver import redact
+
+        problem = broker_unreachable_reason(broker)
+        if problem:
+            say(f"CELERY_BROKER_URL={redact(broker)} is not reachable ({problem}); start RabbitMQ "
+                "(rabbitmq-server -detached), or unset CELERY_BROKER_URL to use Redis as the broker.")
+            if redis is not None:
+                redis.stop()
+            return 1
+        say(f"Celery broker from CELERY_BROKER_URL: {redact(broker)}")
+
     # pytest runs in our process group, so a terminal's Ctrl-C reaches it directly; we only wait
     # for it to finish and then stop Redis. SIGTERM is passed on.
     process = None
@@ -121,6 +134,18 @@ def main(argv: list[str] | None = None) -> int:
         say("no tests ran (pytest exit code 5); the suite must never be empty, so this is a failure.")
         return 1
     return code
+
+
+def broker_unreachable_reason(url: str, timeout: float = 5.0) -> str | None:
+    """None if the RabbitMQ at `url` takes a connection, else why not."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:  # refused, authentication, bad vhost, ...
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ import redis
 # Concurrent test runs may share one Redis; their message ids overlap, so their keys and queues must not.
 os.environ.setdefault("PARLEY_KEY_PREFIX", f"parley-test-{os.getpid()}")
 os.environ.setdefault("PARLEY_CELERY_QUEUE", os.environ["PARLEY_KEY_PREFIX"])
+# On RabbitMQ a queue outlives its run: each run's queues (the session's and the ones tests name)
+# go once unused for five minutes, even when the run was killed.
+os.environ.setdefault("PARLEY_CELERY_QUEUE_EXPIRES_SECONDS", "300")
 
 from parley.redis_clients import sync_client_for
 from tests.live import LiveApp, child_env
@@ -191,3 +194,4 @@ def _isolated_keys() -> None:
 
     settings.PARLEY_KEY_PREFIX = os.environ["PARLEY_KEY_PREFIX"]
     settings.CELERY_TASK_DEFAULT_QUEUE = os.environ["PARLEY_CELERY_QUEUE"]
+    settings.PARLEY_CELERY_QUEUE_EXPIRES_SECONDS = int(os.environ["PARLEY_CELERY_QUEUE_EXPIRES_SECONDS"])

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -138,7 +139,9 @@ class LiveApp:
         self.worker = LiveProcess(
             name,
             [sys.executable, "-m", "celery", "-A", "parley", "worker", "-B", "-l", "info", "--concurrency", "1",
-             "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+             # A node name of its own: on RabbitMQ a worker's control queue (its node name) is
+             # exclusive, so a second worker of the same name, in this run or another, cannot start.
+             "-n", f"{name}-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
              "-s", str(self.tmp / f"{name}-beat-schedule")],
             self.env,
             self.tmp / f"{name}.log",

@@ -14,6 +14,7 @@ from decimal import Decimal
 import httpx
 import pytest
 import websockets
+from django.conf import settings
 from django.contrib.auth.models import Permission
 
 from accounts.models import ApiToken, Plan
@@ -244,7 +245,11 @@ def test_a_worker_killed_mid_step_leaves_the_run_to_another_which_never_repeats_
     assert len(list(mailbox.iterdir())) == 1  # the e-mail went once, whoever finished the run
 
     stored = AgentRun.objects.get(pk=run["id"])
-    assert stored.attempts >= 1 and stored.status == "succeeded"
+    assert stored.status == "succeeded"
+    if not settings.CELERY_BROKER_URL.startswith("amqp"):
+        # Redis holds a lost worker's task for its visibility timeout: the reaper resumed the run.
+        # RabbitMQ gives it back at once, to whichever comes first (tests/test_rabbitmq.py).
+        assert stored.attempts >= 1
     steps = list(stored.steps.order_by("index"))
     lost = [s for s in steps if s.status == "failed"]
     assert [(s.kind, s.result) for s in lost] == [("model", {"code": "interrupted"})]

@@ -252,6 +252,33 @@ def render() -> bytes:
     return generate_latest(_Sources([own, *LIVE]))  # type: ignore[arg-type]
 
 
+class _WorkerProcesses:
+    """The worker's processes' metrics (the main one and its pool), without the scrape-time readings:
+    breakers and runs are the site's, served by the web processes, and would be counted twice."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        _forget_dead_processes(self.directory)
+        yield from MultiProcessCollector(None, path=self.directory).collect()
+
+
+def serve_worker_metrics(address: str, port: int) -> None:
+    """A Celery worker in a container of its own has no HTTP door: its main process serves its
+    counts (tasks, the ledger rows its steps bill) on `address:port`, on a thread of its own."""
+    from prometheus_client import start_http_server
+
+    directory = multiproc.current_dir()
+    registry = CollectorRegistry()
+    if directory:
+        registry.register(_WorkerProcesses(directory))  # type: ignore[arg-type]
+    else:
+        registry = REGISTRY
+    start_http_server(port, addr=address, registry=registry)
+    logger.info("Worker metrics served on %s:%d", address, port)
+
+
 SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 

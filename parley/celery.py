@@ -4,7 +4,7 @@ from typing import Any
 
 from celery import Celery
 from celery.app.amqp import AMQP, Queues
-from celery.signals import celeryd_init, task_postrun, task_prerun, worker_process_shutdown, worker_ready
+from celery.signals import celeryd_init, task_postrun, task_prerun, worker_init, worker_process_shutdown, worker_ready
 from kombu import Queue
 
 from observability import tracing
@@ -50,6 +50,18 @@ tracing.install_celery_hooks()
 def _refresh_models_at_start(sender: object, **kwargs: object) -> None:
     """A fresh `bin/parley run` lists the endpoints' models within seconds, not at beat's first tick."""
     app.send_task("chat.tasks.refresh_models")
+
+
+@worker_init.connect
+def _serve_metrics(sender: object, **kwargs: object) -> None:
+    """PARLEY_WORKER_METRICS_PORT: the worker's own metrics door (a container has no web process
+    beside it to serve them); its pool children write to the same directory."""
+    from django.conf import settings
+
+    if settings.PARLEY_WORKER_METRICS_PORT:
+        from observability import metrics
+
+        metrics.serve_worker_metrics(settings.PARLEY_WORKER_METRICS_ADDRESS, settings.PARLEY_WORKER_METRICS_PORT)
 
 
 @task_prerun.connect

@@ -363,6 +363,10 @@ PARLEY_TRUSTED_PROXIES = env_int("PARLEY_TRUSTED_PROXIES", 0, minimum=0, maximum
 # says which address counts), and how long /readyz waits for each part it checks.
 PARLEY_METRICS_ALLOW = env_networks("PARLEY_METRICS_ALLOW")
 PARLEY_METRICS_TOKEN = env_str("PARLEY_METRICS_TOKEN")
+# A Celery worker in a container of its own has no HTTP door: with a port set, its main process
+# serves its processes' metrics there (0: off). No sign-in: keep it on a private network.
+PARLEY_WORKER_METRICS_PORT = env_int("PARLEY_WORKER_METRICS_PORT", 0, minimum=0)
+PARLEY_WORKER_METRICS_ADDRESS = env_str("PARLEY_WORKER_METRICS_ADDRESS", "127.0.0.1")
 PARLEY_PROBE_TIMEOUT_SECONDS = env_float("PARLEY_PROBE_TIMEOUT_SECONDS", 1.0, minimum=0.05)
 
 if PARLEY_SIGNIN_LOCK_MAX_SECONDS < PARLEY_SIGNIN_LOCK_SECONDS:

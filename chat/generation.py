@@ -379,7 +379,13 @@ def _save_final(
         if plan.discard:
             # Kept by nobody: the reply's text is never written, its row goes once this commits.
             deferred.after_commit(lambda: discard(plan.conversation_id), "discard of a gateway call")
-        elif not statements.update(Message, plan.message_id, final_state):
+        elif not statements.update(Message, plan.message_id, final_state, only_if=("status", Message.ACTIVE)):
+            if Message.objects.filter(pk=plan.message_id).exists():
+                # Ended meanwhile by the reaper, which took this process for dead (its heartbeat
+                # was lost with Redis's data, say): it kept the text and charged the call. A second
+                # ledger row, or a settle of a reservation already settled, would bill it twice.
+                logger.warning("Reply %s was ended by the reaper while it ran; its end is left as it is", plan.message_id)
+                return None
             # The conversation was deleted while the reply ran; the tokens were spent all the same.
             call = dataclasses.replace(call, conversation_id=None, message_id=None)
         settled = calls.settle(

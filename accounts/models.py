@@ -271,10 +271,7 @@ class SiteSettings(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.pk = 1  # there is only ever the one row
-        super().save(*args, **kwargs)
-        from observability import logs
-
-        logs.forget_switch()  # this process applies a change at once, the others within seconds
+        super().save(*args, **kwargs)  # observability/logs.py hears of it (post_save)
 
     @classmethod
     def current(cls) -> "SiteSettings":

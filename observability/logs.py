@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from daphne.access import AccessLogGenerator
+from django.db.models.signals import post_save
 from opentelemetry import trace
 
 from observability import context
@@ -114,9 +115,14 @@ def text_logging_on() -> bool:
     return bool(_switch["on"])
 
 
-def forget_switch() -> None:
-    """Read the switch afresh next time (an admin's save in this process)."""
+def forget_switch(**_signal: object) -> None:
+    """Read the switch afresh next time: an admin's save applies in this process at once, in the
+    others within seconds."""
     _switch["until"] = 0.0
+
+
+# Named by its label, not imported: accounts.models is read by this module only when needed.
+post_save.connect(forget_switch, sender="accounts.SiteSettings", dispatch_uid="parley-log-switch")
 
 
 def _read_switch() -> None:

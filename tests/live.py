@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -155,3 +157,29 @@ class LiveApp:
             server.stop()
         for worker in self.workers:
             worker.stop()
+
+
+def wait_until(check: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
+    """The first truthy value `check` returns within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def fake_openai_server(log_dir: Path, tokens: int) -> Iterator[str]:
+    """tests/fakes/openai_server.py in a process of its own, answering `tokens` tokens a reply; its base URL."""
+    port = free_port()
+    server = LiveProcess(
+        "fake-openai", [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port), "--tokens", str(tokens)],
+        {"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}, log_dir / "fake.log", port=port,
+    ).start()
+    server.wait_for_port()
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.stop()

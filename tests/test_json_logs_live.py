@@ -3,8 +3,6 @@ lines and in the Celery worker's lines for the work it was sent, and a prompt's 
 every line until an admin turns on the site's switch."""
 
 import json
-import sys
-import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -16,31 +14,15 @@ from accounts.models import ApiToken, SiteSettings
 from agents.models import AgentRun
 from chat.models import ChatModel, Message
 from observability import logs
-from tests.live import LiveProcess, free_port
+from tests.live import fake_openai_server, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def fake_openai(tmp_path):
-    port = free_port()
-    server = LiveProcess(
-        "fake-openai", [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port), "--tokens", "5"],
-        {"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}, tmp_path / "fake.log", port=port,
-    ).start()
-    server.wait_for_port()
-    yield f"http://127.0.0.1:{port}/v1"
-    server.stop()
-
-
-def wait_until(check, timeout: float = 30.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    with fake_openai_server(tmp_path, tokens=5) as url:
+        yield url
 
 
 def lines_of(path: Path) -> list[dict]:

@@ -2,7 +2,6 @@
 worker against the fake OpenAI server (a process of its own); billed to the site, never to the user,
 never shown; a redelivered task makes nothing twice; a failing shadow leaves the reply alone."""
 
-import sys
 import time
 import uuid
 from decimal import Decimal
@@ -19,31 +18,15 @@ from parley.celery import app as celery_app
 from parley.redis_clients import sync_client
 from shadows.models import ShadowConfig, ShadowRun
 from tests.fakes import expected_text
-from tests.live import LiveProcess, free_port
+from tests.live import fake_openai_server, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def fake_openai(tmp_path):
-    port = free_port()
-    server = LiveProcess(
-        "fake-openai", [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port), "--tokens", "6"],
-        {"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}, tmp_path / "fake.log", port=port,
-    ).start()
-    server.wait_for_port()
-    yield f"http://127.0.0.1:{port}/v1"
-    server.stop()
-
-
-def wait_until(check, timeout: float = 30.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    with fake_openai_server(tmp_path, tokens=6) as url:
+        yield url
 
 
 def model(name: str, base_url: str, price_in: str, price_out: str) -> ChatModel:

@@ -24,7 +24,7 @@ from accounts.models import ApiToken
 from billing.models import UsageRecord
 from chat.models import ChatModel, Message
 from observability import tracing
-from tests.live import ROOT, LiveProcess, child_env, free_port
+from tests.live import ROOT, child_env, fake_openai_server, free_port, wait_until
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -92,24 +92,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def fake_openai(tmp_path):
-    port = free_port()
-    server = LiveProcess(
-        "fake-openai", [sys.executable, "-m", "tests.fakes.openai_server", "--port", str(port), "--tokens", "7"],
-        {"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}, tmp_path / "fake.log", port=port,
-    ).start()
-    server.wait_for_port()
-    yield f"http://127.0.0.1:{port}/v1"
-    server.stop()
-
-
-def wait_until(check, timeout: float = 30.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    with fake_openai_server(tmp_path, tokens=7) as url:
+        yield url
 
 
 def send(url: str, headers: dict[str, str], model: str, prompt: str) -> tuple[int, int]:

@@ -58,7 +58,7 @@ RELAY_TARGET_MS = 150.0
 PG_STATS_SETTLE_S = 11.0
 # The benchmark's own commands to Redis (its memory sampling and INFO): not counted as Parley's.
 OWN_COMMANDS = {"info", "memory", "scan", "ttl"}
-EVENT_LOG = re.compile(rb":msg:\d+:events$")
+EVENT_LOG = re.compile(rb":msg:\d+:events(?::\{s\d+\})?$")  # with its stream tag (streaming/keys.py)
 STREAM_TTL = int(os.environ.get("PARLEY_STREAM_TTL", 3600))
 FINISHED_SAMPLE = 200
 

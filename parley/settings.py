@@ -182,6 +182,11 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# The test suite hashes thousands of passwords, each taking most of a second with Django's default
+# hasher; it sets this for itself and the processes it starts. Never set it in a deployment.
+if env_bool("PARLEY_TEST_FAST_PASSWORD_HASHER", False):
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -11,6 +11,8 @@ os.environ.setdefault("PARLEY_CELERY_QUEUE", os.environ["PARLEY_KEY_PREFIX"])
 # On RabbitMQ a queue outlives its run: each run's queues (the session's and the ones tests name)
 # go once unused for five minutes, even when the run was killed.
 os.environ.setdefault("PARLEY_CELERY_QUEUE_EXPIRES_SECONDS", "300")
+# A fast hasher here and in every process a test starts (they read passwords the test stored).
+os.environ.setdefault("PARLEY_TEST_FAST_PASSWORD_HASHER", "1")
 
 from parley.redis_clients import sync_client_for
 from tests.live import LiveApp, child_env
@@ -195,3 +197,9 @@ def _isolated_keys() -> None:
     settings.PARLEY_KEY_PREFIX = os.environ["PARLEY_KEY_PREFIX"]
     settings.CELERY_TASK_DEFAULT_QUEUE = os.environ["PARLEY_CELERY_QUEUE"]
     settings.PARLEY_CELERY_QUEUE_EXPIRES_SECONDS = int(os.environ["PARLEY_CELERY_QUEUE_EXPIRES_SECONDS"])
+    if os.environ["PARLEY_TEST_FAST_PASSWORD_HASHER"] == "1":
+        from django.contrib.auth.hashers import get_hashers, get_hashers_by_algorithm
+
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+        get_hashers.cache_clear()
+        get_hashers_by_algorithm.cache_clear()

@@ -184,8 +184,9 @@ CELERY_BEAT_SCHEDULE = {
 
 # The test suite hashes thousands of passwords, each taking most of a second with Django's default
 # hasher; it sets this for itself and the processes it starts. Never set it in a deployment.
+TEST_PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 if env_bool("PARLEY_TEST_FAST_PASSWORD_HASHER", False):
-    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    PASSWORD_HASHERS = TEST_PASSWORD_HASHERS
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

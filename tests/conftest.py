@@ -200,6 +200,6 @@ def _isolated_keys() -> None:
     if os.environ["PARLEY_TEST_FAST_PASSWORD_HASHER"] == "1":
         from django.contrib.auth.hashers import get_hashers, get_hashers_by_algorithm
 
-        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+        settings.PASSWORD_HASHERS = settings.TEST_PASSWORD_HASHERS
         get_hashers.cache_clear()
         get_hashers_by_algorithm.cache_clear()

@@ -994,21 +994,42 @@ function refreshSidebar() {
 }
 
 // The list is redrawn when conversations change (here or in another tab), but never under a
-// rename form someone is typing in: the redraw waits until the form is saved or cancelled.
+// rename form someone is typing in, nor while one is on its way: the redraw waits until the form
+// is saved or cancelled. A redraw already in flight when Rename was pressed is not swapped in.
 let sidebarStale = false;
-const renaming = () => Boolean(document.querySelector("#conversation-list .rename-form"));
+let renamePending = false;
+const isRenameButton = (elt) => Boolean(elt?.classList?.contains("rename-button"));
+const renaming = () => renamePending || Boolean(document.querySelector("#conversation-list .rename-form"));
 document.body.addEventListener("htmx:beforeRequest", (event) => {
-  if (event.detail.elt?.id === "conversation-list" && renaming()) {
+  if (isRenameButton(event.detail.elt)) renamePending = true;
+  else if (event.detail.elt?.id === "conversation-list" && renaming()) {
     event.preventDefault();
     sidebarStale = true;
   }
 });
-document.body.addEventListener("htmx:afterSettle", () => {
+// The button is gone once its form is swapped in, so its later events never reach the body:
+// the wait ends here, when the form is about to take its place (or the answer was an error).
+// (htmx names the element an event is dispatched on `elt`; the one that asked is the request's.)
+document.body.addEventListener("htmx:beforeSwap", (event) => {
+  if (isRenameButton(event.detail.requestConfig?.elt)) renamePending = false;
+  else if (event.detail.elt?.id === "conversation-list" && renaming()) {
+    event.detail.shouldSwap = false;
+    sidebarStale = true;
+  }
+});
+document.body.addEventListener("htmx:afterRequest", (event) => {
+  if (event.detail.successful) return;
+  // No answer, or one that was not swapped in: nothing will settle, so the waiting redraw goes now.
+  if (isRenameButton(event.detail.requestConfig?.elt)) renamePending = false;
+  redrawIfStale();
+});
+document.body.addEventListener("htmx:afterSettle", redrawIfStale);
+function redrawIfStale() {
   if (sidebarStale && !renaming()) {
     sidebarStale = false;
     refreshSidebar();
   }
-});
+}
 
 document.body.addEventListener("parley:conversation-renamed", (event) => {
   if (event.detail?.id === state.conversation) setTitle(event.detail.title);

@@ -41,6 +41,38 @@ def test_a_rename_form_survives_a_send_and_a_title_in_another_tab(page, context,
     other.close()
 
 
+@pytest.mark.parametrize("redraw_lands", ["after the form", "before the form"])
+def test_a_redraw_in_flight_when_rename_is_pressed_does_not_take_the_form_away(page, user, redraw_lands):
+    send(page, "Racing conversation /words 3")
+    wait_for_status(page, "complete")
+    page.wait_for_selector("#conversation-list .conversation-link:text('Racing conversation')")
+    slow, fast = (1500, 0) if redraw_lands == "after the form" else (600, 1500)
+    # Held in the page, not in a route handler, so that the test's own steps go on meanwhile.
+    page.evaluate(
+        """([slow, fast]) => {
+          const open = XMLHttpRequest.prototype.open, send = XMLHttpRequest.prototype.send;
+          XMLHttpRequest.prototype.open = function (method, url, ...rest) { this.parleyUrl = String(url); return open.call(this, method, url, ...rest); };
+          XMLHttpRequest.prototype.send = function (body) {
+            const redraw = this.parleyUrl.startsWith("/conversations/");
+            if (redraw) window.parleyRedrawsSent = (window.parleyRedrawsSent || 0) + 1;
+            setTimeout(() => send.call(this, body), redraw ? slow : this.parleyUrl.includes("/rename/") ? fast : 0);
+          };
+        }""",
+        [slow, fast],
+    )
+    page.evaluate("document.body.dispatchEvent(new CustomEvent('parley:conversations-changed'))")
+    page.wait_for_function("() => window.parleyRedrawsSent === 1")
+    item = page.locator("#conversation-list .conversation-item").first
+    item.hover()
+    item.locator("button[title=Rename]").click()
+    page.fill(".rename-form input[name=title]", "Renamed mid-redraw")
+    page.wait_for_timeout(2500)  # both answers are in
+    assert page.input_value(".rename-form input[name=title]") == "Renamed mid-redraw"
+    page.click(".rename-form button[type=submit]")
+    page.wait_for_selector("#conversation-list .conversation-link:text('Renamed mid-redraw')")
+    page.wait_for_selector("#conversation-list .rename-form", state="detached")
+
+
 @pytest.mark.parametrize("width", [1280, 820, 375])
 def test_send_keeps_its_row_when_the_counter_shows(context, user, width):
     page = context.new_page()

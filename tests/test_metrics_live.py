@@ -67,7 +67,11 @@ def test_one_process_serves_the_sum_of_every_process(live_factory, alice):
     app.start_worker()
     token = ApiToken.issue(alice, "metrics")[1]
 
-    replies = [send(server.url, token, f"hello /words {n}") for server, n in ((first, 12), (second, 7), (second, 5))]
+    replies = []
+    for server, n in ((first, 12), (second, 7), (second, 5)):
+        # One at a time: alice's plan allows two replies at once, and three quick sends exceed it.
+        replies.append(send(server.url, token, f"hello /words {n}"))
+        eventually(lambda: ended(replies[-1][1]))
     # An agent run's model steps are billed by the worker's prefork child.
     conversation = httpx.post(f"{first.url}/api/conversations/", json={}, headers={"Authorization": f"Bearer {token}"}).json()["id"]
     run = httpx.post(

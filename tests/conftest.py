@@ -15,15 +15,18 @@ os.environ.setdefault("PARLEY_CELERY_QUEUE_EXPIRES_SECONDS", "300")
 os.environ.setdefault("PARLEY_TEST_FAST_PASSWORD_HASHER", "1")
 
 from parley.redis_clients import sync_client_for
-from tests.live import LiveApp, child_env
+from tests.live import LiveApp, child_env, logs_written_since
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """In CI nothing is skipped: a test that cannot run (no browser, no Node.js, no npm package)
+    """A failed test's report ends with what its live processes logged meanwhile.
+    In CI nothing is skipped: a test that cannot run (no browser, no Node.js, no npm package)
     is a failure there, so that a missing part never passes for a working one."""
     outcome = yield
     report = outcome.get_result()
+    if report.when == "call" and report.failed and (logs := logs_written_since(call.start)):
+        report.sections.append(("live process logs", logs))
     if report.skipped and os.environ.get("PARLEY_NO_SKIPS") == "1" and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr

@@ -50,6 +50,8 @@ def child_env(**extra: str) -> dict[str, str]:
 
 @dataclass
 class LiveProcess:
+    """A server or worker in a process of its own, its output in `log_path`."""
+
     name: str
     args: list[str]
     env: dict[str, str]
@@ -61,6 +63,7 @@ class LiveProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        STARTED.append(self)
         return self
 
     def wait_for_port(self, timeout: float = 30.0) -> None:
@@ -157,6 +160,21 @@ class LiveApp:
             server.stop()
         for worker in self.workers:
             worker.stop()
+
+
+STARTED: list[LiveProcess] = []
+
+
+def logs_written_since(when: float, lines: int = 30) -> str:
+    """The last lines of every live process's log written to since `when` (a time.time()): what a
+    failed test's processes were doing, in its report."""
+    tails = []
+    for process in STARTED:
+        path = process.log_path
+        if path.exists() and path.stat().st_mtime >= when:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"--- {process.name} ({path})\n" + "\n".join(line[:400] for line in tail))
+    return "\n".join(tails)
 
 
 def wait_until(check: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:

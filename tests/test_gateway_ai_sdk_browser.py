@@ -14,7 +14,7 @@ import pytest
 from accounts.models import ApiToken
 from chat.models import Message
 from tests.browser.conftest import browser, context, page, user  # noqa: F401  (fixtures)
-from tests.live import free_port
+from tests.live import free_port, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -148,7 +148,11 @@ def test_the_example_page_streams_and_resumes_after_a_reload(browser, live_app, 
     assert shown == [f"assistant: {expected}"]  # the whole reply, once: nothing lost or repeated
     # the only failure: the send's stream, cut by the reload
     assert problems == [f"failed: {live_app.url}/api/ai-sdk/chat net::ERR_ABORTED"]
-    reply = Message.objects.get(conversation__external_id="from-the-page", role="assistant")
+    # The last word reaches the page before the reply is settled in the database.
+    reply = wait_until(
+        lambda: Message.objects.filter(conversation__external_id="from-the-page", role="assistant")
+        .exclude(status__in=Message.ACTIVE).first(), 15, "the reply's settling",
+    )
     assert (reply.status, reply.content) == (Message.Status.COMPLETE, expected)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from billing.models import UsageRecord
 from chat.models import Message
-from tests.browser.conftest import PASSWORD
+from tests.browser.conftest import log_in
 from tests.live import free_port
 from tests.test_models_live import fake_openai, wait_for
 
@@ -30,11 +30,7 @@ def test_the_picker_offers_what_the_local_server_serves_and_it_is_never_misprice
         web = app.start_daphne()
         context = browser.new_context(base_url=web.url, viewport={"width": 1280, "height": 860})
         page = context.new_page()
-        page.goto("/accounts/login/")
-        page.fill("#id_username", user.username)
-        page.fill("#id_password", PASSWORD)
-        page.click("form button[type=submit]")
-        page.wait_for_selector("#composer-input")
+        log_in(page, user.username)  # to the page's load: Enter pressed before its scripts run sends nothing
         options = page.eval_on_selector_all("#model-picker option", "os => os.map((o) => [o.value, o.textContent.trim(), o.selected])")
         names = [value for value, _, _ in options]
         assert "gpt-4o-mini" not in names and "gpt-4.1" not in names and "gpt-4.1-mini" not in names

@@ -6,6 +6,7 @@ import io
 import json
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import Group
 from django.test import Client
 
@@ -289,13 +290,17 @@ def test_exports_are_masked_unless_a_reason_is_given_and_are_recorded(support_cl
     assert support_client.get(f"/support/c/{conversation.pk}/export.pdf").status_code == 404
 
 
+async def read_stream(chunks) -> bytes:
+    return b"".join([chunk async for chunk in chunks])
+
+
 def test_the_csv_export_streams_every_filtered_row_masked(support_client, conversation, alice, bob):
     make_rows(alice, 5)
     make_rows(bob, 2)
     Conversation.objects.filter(owner=alice).update(title="=cmd|' /C calc'!A0")
     response = support_client.get("/support/export.csv", {"user": "alice"})
     assert response.status_code == 200 and response.streaming
-    body = b"".join(response).decode()  # served asynchronously under daphne; read at once here
+    body = async_to_sync(read_stream)(response.streaming_content).decode()  # as daphne serves it
     rows = list(csv.reader(io.StringIO(body)))
     assert rows[0][:3] == ["id", "user", "plan"]
     assert len(rows) == 1 + 6 and {row[1] for row in rows[1:]} == {"alice"}

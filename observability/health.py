@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from parley.redis_clients import sync_client_for
+from parley.redis_clients import sentinel_refusal, sync_client_for
 
 # One thread per check, and room for a few hung ones.
 _threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="parley-readyz")
@@ -112,6 +112,8 @@ def _redis_client(url: str) -> redis.Redis:
 
 
 def _describe(error: Exception) -> str:
+    if refusal := sentinel_refusal(error):
+        return refusal
     # Never a URL: it may carry a password.
     text = str(error).splitlines()[0] if str(error) else ""
     for url in {settings.REDIS_URL, settings.CELERY_BROKER_URL}:

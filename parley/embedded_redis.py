@@ -62,11 +62,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ping(port: int, timeout: float = 0.5) -> bool:
+def ping(port: int, timeout: float = 0.5, password: str | None = None) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall((f"AUTH {password}\r\n" if password else "").encode() + b"PING\r\n")
+            answer = b""
+            while answer.count(b"\r\n") < (2 if password else 1):
+                received = sock.recv(64)
+                if not received:
+                    break
+                answer += received
+            return answer.endswith(b"+PONG\r\n")
     except OSError:
         return False
 
@@ -74,7 +80,7 @@ def ping(port: int, timeout: float = 0.5) -> bool:
 def unreachable_reason(url: str, timeout: float = 3.0) -> str | None:
     """None if the Redis at `url` answers PING, else why not (for a clear message before starting)."""
     try:
-        from parley.redis_clients import sync_client_for
+        from parley.redis_clients import sentinel_refusal, sync_client_for
     except ImportError:  # pragma: no cover - redis is a dependency
         return None
     try:
@@ -84,7 +90,7 @@ def unreachable_reason(url: str, timeout: float = 3.0) -> str | None:
         finally:
             client.close()
     except Exception as exc:  # connection refused, auth, bad URL, ...
-        return f"{type(exc).__name__}: {exc}"
+        return sentinel_refusal(exc) or f"{type(exc).__name__}: {exc}"
     return None
 
 
@@ -292,14 +298,18 @@ def start_cluster(primaries: int = 3, timeout: float = 20.0) -> EmbeddedCluster:
         raise
 
 
-def start_sentinel(primary: EmbeddedRedis, service: str = "parley", timeout: float = 10.0) -> EmbeddedRedis:
-    """A Sentinel watching `primary` as `service` (a quorum of one: for tests and local runs)."""
+def start_sentinel(
+    primary: EmbeddedRedis, service: str = "parley", timeout: float = 10.0, password: str | None = None
+) -> EmbeddedRedis:
+    """A Sentinel watching `primary` as `service` (a quorum of one: for tests and local runs); with
+    `password`, clients must give it (REDIS_SENTINEL_PASSWORD) before the Sentinel answers."""
     directory = Path(tempfile.mkdtemp(prefix="sentinel-", dir=var_dir() / "redis"))
     port = free_port()
     config = directory / "sentinel.conf"  # Sentinel rewrites its configuration, so it must be a file
     config.write_text(
         f"bind 127.0.0.1\nport {port}\ndir {directory}\nlogfile {directory}/sentinel.log\n"
         f"sentinel monitor {service} 127.0.0.1 {primary.port} 1\n"
+        + (f"requirepass {password}\n" if password else "")
     )
     process = subprocess.Popen(
         [find_redis_server(), str(config), "--sentinel"],
@@ -312,7 +322,7 @@ def start_sentinel(primary: EmbeddedRedis, service: str = "parley", timeout: flo
     while time.monotonic() < deadline:
         if process.poll() is not None:
             break
-        if ping(port):
+        if ping(port, password=password):
             return sentinel
         time.sleep(0.05)
     tail = (directory / "sentinel.log").read_text(errors="replace") if (directory / "sentinel.log").exists() else ""

@@ -20,8 +20,13 @@ import redis.asyncio.sentinel as aiosentinel
 from django.conf import settings
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import ClusterPipeline as AsyncClusterPipeline
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
+from parley.env import env_bool, env_str
 from parley.redis_urls import RedisTarget, parse
 
 # The longest any sync caller waits for a Redis that is not answering.
@@ -34,6 +39,34 @@ def _auth(target: RedisTarget) -> dict[str, Any]:
     return {"username": target.username, "password": target.password, "ssl": target.tls}
 
 
+def _sentinel_credentials() -> tuple[str, str, bool]:
+    """The Sentinels' own username, password and TLS (a Sentinel may ask for a password the primary
+    does not); before Django starts (bin/parley run's and the test runner's checks), the same
+    variables from the environment."""
+    if settings.configured:
+        return settings.REDIS_SENTINEL_USERNAME, settings.REDIS_SENTINEL_PASSWORD, settings.REDIS_SENTINEL_TLS
+    return env_str("REDIS_SENTINEL_USERNAME"), env_str("REDIS_SENTINEL_PASSWORD"), env_bool("REDIS_SENTINEL_TLS")
+
+
+def _sentinel_options(options: dict[str, Any], retry: Retry | AsyncRetry) -> dict[str, Any]:
+    """How to reach the Sentinels: the caller's socket timeouts and their credentials. `retry` is
+    none at all: a lookup goes on to the next Sentinel, and the client's own retries repeat the
+    lookup (redis-py's default spent 4 s retrying a refused password)."""
+    username, password, tls = _sentinel_credentials()
+    sockets = {name: value for name, value in options.items() if name.startswith("socket_")}
+    return {**sockets, "username": username or None, "password": password or None, "ssl": tls, "retry": retry}
+
+
+def sentinel_refusal(error: Exception) -> str | None:
+    """What a failed primary lookup means when the Sentinels refused to answer for want of the
+    right password: redis-py reports it with the clients' reprs, which say little."""
+    if not isinstance(error, MasterNotFoundError | aiosentinel.MasterNotFoundError) or "AuthenticationError" not in str(error):
+        return None
+    if _sentinel_credentials()[1]:
+        return "The Sentinels refused REDIS_SENTINEL_PASSWORD (and REDIS_SENTINEL_USERNAME, if set): check it."
+    return "The Sentinels ask for a password (Authentication required): set REDIS_SENTINEL_PASSWORD."
+
+
 def sync_client_for(url: str, **options: Any) -> redis.Redis:
     """A new sync client for `url`; `options` are socket timeouts and the like."""
     target = parse(url)
@@ -41,7 +74,9 @@ def sync_client_for(url: str, **options: Any) -> redis.Redis:
         nodes = [ClusterNode(host, port) for host, port in target.nodes]
         return redis.RedisCluster(startup_nodes=nodes, **_auth(target), **options)  # type: ignore[return-value]
     if target.kind == "sentinel":
-        sentinel = redis.Sentinel(list(target.nodes), **options)
+        sentinel = redis.Sentinel(
+            list(target.nodes), sentinel_kwargs=_sentinel_options(options, Retry(NoBackoff(), 0)), **options
+        )
         return sentinel.master_for(target.service, db=target.db, **_auth(target), **options)
     return redis.Redis.from_url(url, **options)
 
@@ -55,7 +90,9 @@ def async_client_for(url: str, max_connections: int, **options: Any) -> aioredis
             startup_nodes=nodes, max_connections=max_connections, **_auth(target), **options
         )
     if target.kind == "sentinel":
-        sentinel = aiosentinel.Sentinel(list(target.nodes), **options)
+        sentinel = aiosentinel.Sentinel(
+            list(target.nodes), sentinel_kwargs=_sentinel_options(options, AsyncRetry(NoBackoff(), 0)), **options
+        )
         return sentinel.master_for(
             target.service, db=target.db, max_connections=max_connections, **_auth(target), **options
         )

@@ -4,7 +4,8 @@
     redis+cluster://[user:password@]host:port[,host:port...]     a cluster, by some of its nodes
     rediss+cluster://...                          the same over TLS
     redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]   Sentinel; the password,
-                                                  if any, is the primary's (rediss+sentinel: TLS to the primary)
+                                                  if any, is the primary's (rediss+sentinel: TLS to the primary;
+                                                  the Sentinels' own: REDIS_SENTINEL_* settings)
 
 A cluster has no databases, so a cluster URL has no path. Parsing is kept free of Django so that
 settings and the test runner share it.

@@ -113,6 +113,11 @@ try:
     REDIS_TARGET = redis_urls.parse(REDIS_URL)
 except redis_urls.RedisUrlError as error:
     raise ImproperlyConfigured(f"REDIS_URL: {error}") from None
+# The Sentinels' own credentials and TLS, when they ask for them (a URL's user and password are
+# the primary's); only read for a redis+sentinel:// REDIS_URL.
+REDIS_SENTINEL_USERNAME = env_str("REDIS_SENTINEL_USERNAME")
+REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD")
+REDIS_SENTINEL_TLS = env_bool("REDIS_SENTINEL_TLS")
 # No CHANNEL_LAYERS: replies reach sockets through the event log (streaming/eventlog.py), and a channel
 # layer would hold one blocking Redis read open per socket for nothing.
 

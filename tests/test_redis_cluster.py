@@ -18,6 +18,7 @@ from accounts import throttle
 from accounts.plans import EffectiveLimits
 from billing import quotas
 from breakers.scripts import breaker_keys, check_script
+from observability import health
 from parley import embedded_redis
 from parley.redis_clients import async_client_for, bounded_async_client, is_cluster, sync_client_for
 from parley.redis_urls import RedisUrlError, parse
@@ -195,6 +196,50 @@ def test_a_cluster_or_sentinel_needs_its_own_celery_broker():
     assert "Redis sentinel" in _settings_error(REDIS_URL="redis+sentinel://127.0.0.1:26379/parley")
     assert _settings_error(REDIS_URL="redis+cluster://127.0.0.1:7000", CELERY_BROKER_URL="redis://127.0.0.1:1/0") == ""
     assert "a cluster has only database 0" in _settings_error(REDIS_URL="redis+cluster://127.0.0.1:7000/1")
+
+
+def _reason_before_django(url: str, **env: str) -> str:
+    """What bin/parley run and the test runner say of `url` before Django starts (settings unread)."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("REDIS_SENTINEL_")}
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    environment.update(env)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from parley.embedded_redis import unreachable_reason; print(unreachable_reason(sys.argv[1]))", url],
+        env=environment, capture_output=True, text=True, timeout=60,
+    )
+    return done.stdout.strip() + done.stderr
+
+
+async def test_a_sentinel_that_asks_for_a_password_is_given_its_own(settings):
+    """A Sentinel's password is not the primary's: REDIS_SENTINEL_PASSWORD, and a clear refusal without it."""
+    primary = embedded_redis.start()
+    sentinel = embedded_redis.start_sentinel(primary, service="parley-locked", password="s3ntinel-only")
+    try:
+        settings.REDIS_URL = sentinel.url
+        settings.REDIS_SENTINEL_PASSWORD = ""
+        asked = "The Sentinels ask for a password (Authentication required): set REDIS_SENTINEL_PASSWORD."
+        assert embedded_redis.unreachable_reason(sentinel.url) == asked
+        _, checks = await health.readiness()  # /readyz says the same
+        assert checks["redis"] == {"ok": False, "ms": checks["redis"]["ms"], "error": asked}
+        settings.REDIS_SENTINEL_PASSWORD = "wrong"
+        assert "The Sentinels refused REDIS_SENTINEL_PASSWORD" in embedded_redis.unreachable_reason(sentinel.url)
+
+        settings.REDIS_SENTINEL_PASSWORD = "s3ntinel-only"
+        assert embedded_redis.unreachable_reason(sentinel.url) is None
+        client = sync_client_for(sentinel.url, socket_timeout=5)
+        client.set("parley-sentinel-locked", "1")
+        assert sync_client_for(primary.url).get("parley-sentinel-locked") == b"1"  # the primary asks for nothing
+        aclient = async_client_for(sentinel.url, 5)
+        assert await aclient.get("parley-sentinel-locked") == b"1"
+        await aclient.aclose()
+        client.close()
+
+        # Before Django starts, the same variable is read from the environment.
+        assert _reason_before_django(sentinel.url, REDIS_SENTINEL_PASSWORD="s3ntinel-only") == "None"
+        assert _reason_before_django(sentinel.url).startswith(asked)
+    finally:
+        sentinel.stop()
+        primary.stop()
 
 
 async def test_sentinel_finds_the_primary(settings):

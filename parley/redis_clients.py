@@ -49,9 +49,9 @@ def _sentinel_credentials() -> tuple[str, str, bool]:
 
 
 def _sentinel_options(options: dict[str, Any], retry: Retry | AsyncRetry) -> dict[str, Any]:
-    """How to reach the Sentinels: the caller's socket timeouts and their credentials. `retry` is
-    none at all: a lookup goes on to the next Sentinel, and the client's own retries repeat the
-    lookup (redis-py's default spent 4 s retrying a refused password)."""
+    """How to reach the Sentinels: the caller's socket timeouts and their credentials. `retry` asks
+    each Sentinel once: a lookup goes on to the next Sentinel, and the client's own retries repeat
+    the lookup (redis-py's default spent 4 s retrying a refused password)."""
     username, password, tls = _sentinel_credentials()
     sockets = {name: value for name, value in options.items() if name.startswith("socket_")}
     return {**sockets, "username": username or None, "password": password or None, "ssl": tls, "retry": retry}
